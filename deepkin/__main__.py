@@ -1,0 +1,3 @@
+from deepkin.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""The ``deepkin`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from mechanisms.errors import DeepkinError
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="deepkin")
+def cli() -> None:
+    """deepkin: datasets, DNN chemistry integrators and mechanism reduction on Cantera."""
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML file with any of the options below (flags override it).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Dataset file (HDF5) to write.")
+@click.option("--mechanism", help="Cantera mechanism: a shipped name (h2o2.yaml, gri30.yaml) or a path.")
+@click.option("--phase", help="Phase name inside the mechanism file (e.g. nDodecane_IG).")
+@click.option("--fuel", help="Fuel composition (mole basis), e.g. 'CH4:1' or 'H2:1'.")
+@click.option("--oxidizer", help="Oxidiser composition (mole basis), e.g. 'O2:1,N2:3.76'.")
+@click.option("--phi", help="Equivalence ratios: '0.5,1,2' or 'start:stop:count'.")
+@click.option("--T0", "--temperature-k", "temperature_k",
+              help="Initial temperatures of the autoignition cases in K: '1000,1200' or 'start:stop:count'.")
+@click.option("--pressure-atm", help="Pressures in atm: '1,5,20' or 'start:stop:count'.")
+@click.option("--rows", "rows", multiple=True, metavar="SOURCE=N",
+              help="Rows of one source (autoignition, free_flame, counterflow, multiscale, perturbed, "
+                   "emcs); repeat the option for several.")
+@click.option("--dt", type=float, help="Label step in s (default 1e-6).")
+@click.option("--seed", type=int, help="Random seed; the same seed gives identical arrays.")
+@click.option("--task-rows", type=int, help="Rows per parallel task of the sampled sources.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default: all cores; 0 runs in this process).")
+@click.option("--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--append", is_flag=True, help="Add a new run to an existing dataset of the same mechanism and dt.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperature_k, pressure_atm,
+           rows, dt, seed, task_rows, workers, scheduler, overwrite, append, quiet) -> None:
+    """Generate a labelled dataset: manifold cases, multi-scale, perturbed and EMCS samples.
+
+    Each state is advanced by dt in an adiabatic constant-pressure Cantera reactor. A run that is
+    interrupted resumes when the same command is run again.
+    """
+    from sampling.config import SamplingConfig, parse_rows, parse_values
+    from sampling.pipeline import run_sampling
+
+    if overwrite and append:
+        raise DeepkinError("--overwrite and --append exclude each other")
+    if workers is not None and workers < 0:
+        raise DeepkinError(f"workers: must be >= 0, got {workers}")
+    base = SamplingConfig.from_yaml(config_path) if config_path else SamplingConfig()
+    overrides = {k: v for k, v in {
+        "mechanism": mechanism, "phase": phase, "fuel": fuel, "oxidizer": oxidizer,
+        "dt": dt, "seed": seed, "task_rows": task_rows,
+    }.items() if v is not None}
+    for key, text in (("phi", phi), ("temperature_k", temperature_k), ("pressure_atm", pressure_atm)):
+        if text is not None:
+            overrides[key] = parse_values(text, key)
+    if rows:
+        overrides["rows"] = parse_rows(rows)
+    config = base.with_overrides(overrides) if overrides else base
+    if workers is None and not scheduler:
+        workers = os.cpu_count() or 1
+    summary = run_sampling(config, output, workers=workers, scheduler=scheduler,
+                           overwrite=overwrite, append=append, progress=not quiet)
+    rate = summary.rows_computed / summary.seconds if summary.seconds > 0 else 0.0
+    click.echo(f"wrote {summary.n_rows} rows to {output} in {summary.seconds:.1f} s "
+               f"({rate:.0f} rows/s computed this session)")
+    for name, count in summary.rows_per_source.items():
+        if count:
+            click.echo(f"  {name:<12}{count:>10}")
+    for line in summary.failed_tasks:
+        click.echo(f"  failed task {line}", err=True)
+    if summary.partial_tasks:
+        click.echo(f"  {len(summary.partial_tasks)} task(s) partial (see `deepkin dataset info`)",
+                   err=True)
+
+
+@cli.group()
+def dataset() -> None:
+    """Inspect dataset files."""
+
+
+@dataset.command("info")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def dataset_info(path: str, as_json: bool) -> None:
+    """Rows per source, species, T/P/Y ranges, dt and size of a dataset file."""
+    from dataclasses import asdict
+
+    from sampling.dataset import summarise_dataset
+
+    summary = summarise_dataset(path)
+    if as_json:
+        data = asdict(summary)
+        data.pop("attrs")
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(summary.format())
+
+
+def main() -> None:
+    """Console entry point: known errors print one line and exit 1, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume", 130)
+    except DeepkinError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the user gets one line; developers set DEEPKIN_DEBUG
+        if os.environ.get("DEEPKIN_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set DEEPKIN_DEBUG=1 for a traceback)", 3)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The sampling configuration: one dataclass, read from YAML and/or command-line flags.
+
+Units are SI except where the key names its unit (``pressure_atm``). Every check raises
+:class:`InputError` naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mechanisms.errors import InputError
+
+ONE_ATM_PA = 101325.0
+
+SOURCES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs")
+MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow")
+DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
+                "multiscale": 4000, "perturbed": 4000, "emcs": 2000}
+COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
+
+
+@dataclass
+class AutoignitionOptions:
+    """0D constant-pressure autoignition over the (T0, P, φ) grid."""
+
+    activity_weight: float = 0.5  # share of states drawn ∝ |dT/dt| (the rest uniform in time)
+    t_max_s: float = 0.1  # give up on ignition after this time (s)
+
+
+@dataclass
+class FreeFlameOptions:
+    """1D freely propagating premixed flames over (unburnt T, P, φ); needs transport data."""
+
+    temperature_k: list[float] = field(default_factory=lambda: [300.0])
+    width_m: float = 0.03
+    activity_weight: float = 0.5  # share of states drawn ∝ heat-release rate
+
+
+@dataclass
+class CounterflowOptions:
+    """Counterflow diffusion flames (fuel against oxidiser) over (P, strain rate)."""
+
+    strain_rate_s: list[float] = field(default_factory=lambda: [100.0, 1000.0])
+    fuel_temperature_k: float = 300.0
+    oxidizer_temperature_k: float = 300.0
+    width_m: float = 0.02
+    activity_weight: float = 0.5
+
+
+@dataclass
+class MultiscaleOptions:
+    """Multi-scale draw (Zhang et al. 2022): per-species log ranges widened by the margin."""
+
+    margin_decades: float = 2.0
+
+
+@dataclass
+class PerturbedOptions:
+    """Perturbation of manifold states: T' = T + ΔT·α·U(−1,1), Y' = Y^(1+α·U(−1,1))."""
+
+    alpha: float = 0.1
+
+
+@dataclass
+class EmcsOptions:
+    """Evolutionary Monte Carlo sampling (Xu et al. 2024)."""
+
+    evolve_time_s: float = 1e-4  # each Monte Carlo sample is evolved for this long (s)
+    points_per_trajectory: int = 10  # states kept along each evolved trajectory (log-spaced)
+
+
+@dataclass
+class FilterOptions:
+    """Drop drawn states whose rates exceed ``rate_factor`` × the manifold's largest (null: off)."""
+
+    rate_factor: float | None = 10.0
+
+
+@dataclass
+class SamplingConfig:
+    """Everything that determines a dataset; two runs with equal configs give identical arrays."""
+
+    mechanism: str = "h2o2.yaml"
+    phase: str | None = None
+    fuel: str = "H2:1"
+    oxidizer: str = "O2:1,N2:3.76"
+    phi: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    temperature_k: list[float] = field(default_factory=lambda: [1000.0, 1200.0, 1400.0])
+    pressure_atm: list[float] = field(default_factory=lambda: [1.0, 5.0, 20.0])
+    dt: float = 1e-6
+    seed: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ROWS))
+    diluents: list[str] | None = None  # default: N2/AR/HE found in the oxidiser
+    rtol: float = 1e-10
+    atol: float = 1e-20
+    task_rows: int = 250
+    autoignition: AutoignitionOptions = field(default_factory=AutoignitionOptions)
+    free_flame: FreeFlameOptions = field(default_factory=FreeFlameOptions)
+    counterflow: CounterflowOptions = field(default_factory=CounterflowOptions)
+    multiscale: MultiscaleOptions = field(default_factory=MultiscaleOptions)
+    perturbed: PerturbedOptions = field(default_factory=PerturbedOptions)
+    emcs: EmcsOptions = field(default_factory=EmcsOptions)
+    filter: FilterOptions = field(default_factory=FilterOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): equal configs give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingConfig:
+        cfg = _build(cls, data, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SamplingConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"config: cannot read {path}: {exc.strerror or exc}")
+        except yaml.YAMLError as exc:
+            raise InputError(f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InputError(f"config: {path} must hold a mapping of keys, not {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SamplingConfig:
+        """A copy with top-level keys replaced (``rows`` entries are merged), validated."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if key == "rows":
+                data["rows"] = {**data["rows"], **value}
+            else:
+                data[key] = value
+        return SamplingConfig.from_dict(data)
+
+    def validate(self) -> None:
+        """Checks that need no mechanism (the pipeline checks species and thermo ranges)."""
+        _positive_list("phi", self.phi)
+        _positive_list("temperature_k", self.temperature_k)
+        _positive_list("pressure_atm", self.pressure_atm)
+        _positive("dt", self.dt)
+        _positive("rtol", self.rtol)
+        _positive("atol", self.atol)
+        if self.task_rows < 1:
+            raise InputError(f"task_rows: must be >= 1, got {self.task_rows}")
+        for name, count in self.rows.items():
+            if name not in SOURCES:
+                raise InputError(f"rows: unknown source '{name}'{_did_you_mean(name, SOURCES)} "
+                                 f"(sources: {', '.join(SOURCES)})")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise InputError(f"rows.{name}: must be a whole number >= 0, got {count!r}")
+        if sum(self.rows.values()) == 0:
+            raise InputError("rows: every source has 0 rows; nothing to sample")
+        if any(self.rows.get(s, 0) > 0 for s in ("multiscale", "perturbed", "emcs")) and not any(
+                self.rows.get(s, 0) > 0 for s in MANIFOLD_SOURCES):
+            raise InputError("rows: multiscale, perturbed and emcs samples need manifold rows "
+                             "(autoignition, free_flame or counterflow) to set their ranges")
+        if not 0.0 <= self.autoignition.activity_weight <= 1.0:
+            raise InputError("autoignition.activity_weight: must lie in [0, 1]")
+        _positive("autoignition.t_max_s", self.autoignition.t_max_s)
+        _positive_list("free_flame.temperature_k", self.free_flame.temperature_k)
+        _positive("free_flame.width_m", self.free_flame.width_m)
+        _positive_list("counterflow.strain_rate_s", self.counterflow.strain_rate_s)
+        _positive("counterflow.width_m", self.counterflow.width_m)
+        if self.multiscale.margin_decades < 0:
+            raise InputError("multiscale.margin_decades: must be >= 0")
+        if not 0.0 < self.perturbed.alpha <= 1.0:
+            raise InputError(f"perturbed.alpha: must lie in (0, 1], got {self.perturbed.alpha}")
+        _positive("emcs.evolve_time_s", self.emcs.evolve_time_s)
+        if self.emcs.points_per_trajectory < 1:
+            raise InputError("emcs.points_per_trajectory: must be >= 1")
+        if self.filter.rate_factor is not None:
+            _positive("filter.rate_factor", self.filter.rate_factor)
+
+    @property
+    def pressures_pa(self) -> list[float]:
+        return [p * ONE_ATM_PA for p in self.pressure_atm]
+
+
+def _did_you_mean(name: str, choices) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise InputError(f"{name}: must be a number > 0, got {value!r}")
+
+
+def _positive_list(name: str, values: list[float]) -> None:
+    if not values:
+        raise InputError(f"{name}: needs at least one value")
+    for v in values:
+        _positive(name, v)
+
+
+def parse_values(text: str | float | int | list, name: str) -> list[float]:
+    """Parse ``"0.5,1,2"``, ``"0.5:2:4"`` (start:stop:count, inclusive), a number or a list."""
+    if isinstance(text, bool):
+        raise InputError(f"{name}: expected numbers, got {text!r}")
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    if isinstance(text, list):
+        return [parse_values(v, name)[0] for v in text]
+    if not isinstance(text, str):
+        raise InputError(f"{name}: expected numbers, got {text!r}")
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if count < 1:
+                raise ValueError
+            if count == 1:
+                return [start]
+            return [start + (stop - start) * i / (count - 1) for i in range(count)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{name}: cannot read '{text}'; write '1000,1200' or 'start:stop:count'")
+
+
+def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """Parse ``["autoignition=2000", "multiscale=5000"]`` into a dict."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise InputError(f"rows: write SOURCE=N, got '{item}'")
+        if name not in SOURCES:
+            raise InputError(f"rows: unknown source '{name}'{_did_you_mean(name, SOURCES)} "
+                             f"(sources: {', '.join(SOURCES)})")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise InputError(f"rows.{name}: must be a whole number, got '{value}'")
+    return out
+
+
+_LIST_FIELDS = {"phi", "temperature_k", "pressure_atm", "strain_rate_s"}
+
+
+def _build(cls, data: dict[str, Any], prefix: str):
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise InputError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise InputError(f"{where}: unknown key{_did_you_mean(key, fields)} "
+                             f"(known: {', '.join(fields)})")
+        default = fields[key].default_factory() if fields[key].default_factory is not \
+            dataclasses.MISSING else fields[key].default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, f"{where}.")
+        elif key in _LIST_FIELDS:
+            kwargs[key] = parse_values(value, where)
+        elif key == "rows":
+            if not isinstance(value, dict):
+                raise InputError(f"rows: expected a mapping SOURCE: N, got {value!r}")
+            kwargs[key] = {**DEFAULT_ROWS, **value}
+        elif key == "diluents":
+            if value is not None and not (isinstance(value, list)
+                                          and all(isinstance(v, str) for v in value)):
+                raise InputError(f"{where}: expected a list of species names, got {value!r}")
+            kwargs[key] = value
+        else:
+            kwargs[key] = _coerce(value, default, where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if value is None:
+        return None  # an optional setting switched off (e.g. filter.rate_factor: null)
+    if default is None:
+        if isinstance(value, str):
+            return value
+        raise InputError(f"{where}: expected a string, got {value!r}")
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise InputError(f"{where}: expected a whole number, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise InputError(f"{where}: expected a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise InputError(f"{where}: expected a string, got {value!r}")
+    return value

@@ -1,0 +1,337 @@
+"""The dataset file (HDF5): schema, the one writer, and readers.
+
+Layout (schema version 1; see ``docs/dataset.md``):
+
+- ``inputs``, ``targets``: ``[N, 2+ns]`` float64 states at t and t + dt (``[T, P, Y...]``);
+- ``source``: ``[N]`` uint8, index into the ``source_names`` attribute;
+- ``mechanism_yaml``: the mechanism text (a scalar string);
+- ``tasks/id``, ``tasks/rows``, ``tasks/status``: one entry per finished task, in row order; the
+  rows of task i follow those of task i − 1. Rows beyond the recorded tasks are debris of an
+  interrupted write and are cut off on resume;
+- attributes: ``schema_version``, ``mechanism_sha256``, ``mechanism_source``, ``phase_name``,
+  ``species_names``, ``dt`` (s), ``reactor``, ``rtol``, ``atol``, ``source_names``, ``runs``
+  (JSON list; each run holds its sampler configuration), ``sampler_config`` (JSON of the last run),
+  ``complete``, ``cantera_version``, ``deepkin_version``, ``created``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cantera as ct
+import h5py
+import numpy as np
+
+from mechanisms.errors import InputError
+from mechanisms.loading import Mechanism
+from mechanisms.state import column_names, state_width
+
+SCHEMA_VERSION = 1
+SOURCE_NAMES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs")
+CHUNK_BYTES = 1 << 20
+_STR = h5py.string_dtype()
+
+
+def source_code(name: str) -> int:
+    """The uint8 code stored in ``source`` for source ``name``."""
+    return SOURCE_NAMES.index(name)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("deepkin")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "unknown"
+
+
+class DatasetWriter:
+    """The one writer of a dataset file: appends the rows of finished tasks, in task order."""
+
+    def __init__(self, path: str | Path, h5: h5py.File):
+        self.path = Path(path)
+        self.h5 = h5
+
+    # -- creation and opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, mechanism: Mechanism, dt_s: float, rtol: float,
+               atol: float, reactor: str) -> DatasetWriter:
+        """Create a new, empty dataset file (replacing any file at ``path``)."""
+        ns = mechanism.n_species
+        width = state_width(ns)
+        chunk_rows = max(1, CHUNK_BYTES // (8 * width))
+        h5 = h5py.File(path, "w")
+        for name in ("inputs", "targets"):
+            ds = h5.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype="f8",
+                                   chunks=(chunk_rows, width), compression="gzip",
+                                   compression_opts=4, shuffle=True)
+            ds.attrs["columns"] = json.dumps(column_names(mechanism.species_names))
+            ds.attrs["units"] = "T: K, P: Pa, Y: mass fraction"
+        h5.create_dataset("source", shape=(0,), maxshape=(None,), dtype="u1",
+                          chunks=(max(1024, chunk_rows),), compression="gzip", shuffle=True)
+        h5.create_dataset("mechanism_yaml", data=mechanism.yaml_text, dtype=_STR)
+        tasks = h5.create_group("tasks")
+        tasks.create_dataset("id", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+        tasks.create_dataset("rows", shape=(0,), maxshape=(None,), dtype="i8", chunks=(256,))
+        tasks.create_dataset("status", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+        a = h5.attrs
+        a["schema_version"] = SCHEMA_VERSION
+        a["mechanism_sha256"] = mechanism.sha256
+        a["mechanism_source"] = mechanism.source
+        a["phase_name"] = mechanism.phase
+        a["species_names"] = json.dumps(mechanism.species_names)
+        a["dt"] = float(dt_s)
+        a["reactor"] = f"{reactor} (adiabatic)"
+        a["rtol"] = float(rtol)
+        a["atol"] = float(atol)
+        a["source_names"] = json.dumps(list(SOURCE_NAMES))
+        a["runs"] = "[]"
+        a["sampler_config"] = "{}"
+        a["complete"] = False
+        a["cantera_version"] = ct.__version__
+        a["deepkin_version"] = _version()
+        a["created"] = _now()
+        h5.flush()
+        return cls(path, h5)
+
+    @classmethod
+    def open(cls, path: str | Path) -> DatasetWriter:
+        """Open an existing dataset for appending; cuts rows beyond the recorded tasks."""
+        h5 = h5py.File(path, "r+")
+        writer = cls(path, h5)
+        writer._check_schema()
+        writer.truncate_to_tasks()
+        return writer
+
+    def _check_schema(self) -> None:
+        version = self.h5.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(f"output: {self.path} has dataset schema {version!r}, "
+                             f"this deepkin writes {SCHEMA_VERSION}")
+        for name in ("inputs", "targets", "source", "tasks/id", "tasks/rows", "tasks/status"):
+            if name not in self.h5:
+                raise InputError(f"output: {self.path} lacks '{name}'; not a deepkin dataset")
+
+    # -- runs ------------------------------------------------------------------------------------
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return json.loads(self.h5.attrs["runs"])
+
+    def _set_runs(self, runs: list[dict[str, Any]]) -> None:
+        self.h5.attrs["runs"] = json.dumps(runs)
+        self.h5.attrs["sampler_config"] = json.dumps(runs[-1]["config"]) if runs else "{}"
+        self.h5.attrs["complete"] = bool(runs and runs[-1]["complete"])
+        self.h5.flush()
+
+    def start_run(self, config: dict[str, Any]) -> int:
+        """Record a new run with its sampler configuration; returns its index."""
+        runs = self.runs
+        runs.append({"index": len(runs), "config": config, "started": _now(), "finished": None,
+                     "complete": False, "summary": {}})
+        self._set_runs(runs)
+        return len(runs) - 1
+
+    def finish_run(self, summary: dict[str, Any]) -> None:
+        """Mark the last run complete and store its summary (rows per source, failures, ...)."""
+        runs = self.runs
+        runs[-1].update(finished=_now(), complete=True, summary=summary)
+        self._set_runs(runs)
+
+    def update_run(self, **fields: Any) -> None:
+        runs = self.runs
+        runs[-1].update(fields)
+        self._set_runs(runs)
+
+    # -- tasks and rows --------------------------------------------------------------------------
+    def finished_tasks(self) -> dict[str, str]:
+        """``{task id: status}`` of every recorded task."""
+        ids = self.h5["tasks/id"].asstr()[...]
+        status = self.h5["tasks/status"].asstr()[...]
+        return dict(zip(ids.tolist(), status.tolist()))
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.h5["tasks/rows"][...].sum())
+
+    def truncate_to_tasks(self) -> None:
+        """Cut rows written after the last recorded task (debris of an interrupted write)."""
+        n = self.n_rows
+        for name in ("inputs", "targets", "source"):
+            if self.h5[name].shape[0] != n:
+                self.h5[name].resize(n, axis=0)
+        self.h5.flush()
+
+    def append_task(self, task_id: str, inputs: np.ndarray, targets: np.ndarray, source: int,
+                    status: str) -> None:
+        """Append one task's rows, then record the task; the file is flushed after both."""
+        n_old = self.n_rows
+        n_new = n_old + len(inputs)
+        if len(inputs):
+            for name, data in (("inputs", inputs), ("targets", targets)):
+                ds = self.h5[name]
+                ds.resize(n_new, axis=0)
+                ds[n_old:n_new] = data
+            src = self.h5["source"]
+            src.resize(n_new, axis=0)
+            src[n_old:n_new] = source
+        k = self.h5["tasks/id"].shape[0]
+        for name, value in (("tasks/rows", len(inputs)), ("tasks/status", status),
+                            ("tasks/id", task_id)):
+            ds = self.h5[name]
+            ds.resize(k + 1, axis=0)
+            ds[k] = value
+        self.h5.flush()
+
+    def rows_of_sources(self, names: tuple[str, ...], run_index: int) -> np.ndarray:
+        """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index``."""
+        ids = self.h5["tasks/id"].asstr()[...]
+        rows = self.h5["tasks/rows"][...]
+        ends = np.cumsum(rows)
+        starts = ends - rows
+        prefix = f"r{run_index}/"
+        codes = {source_code(n) for n in names}
+        parts = []
+        for tid, a, b in zip(ids, starts, ends):
+            if b > a and tid.startswith(prefix):
+                src = self.h5["source"][a:b]
+                if src[0] in codes:
+                    parts.append(self.h5["inputs"][a:b])
+        width = self.h5["inputs"].shape[1]
+        return np.concatenate(parts) if parts else np.empty((0, width))
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.flush()
+            self.h5.close()
+
+
+# -- readers --------------------------------------------------------------------------------------
+def read_dataset(path: str | Path, sources: tuple[str, ...] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read ``(inputs, targets, source)`` of a dataset, optionally only some sources."""
+    with h5py.File(path, "r") as h5:
+        source = h5["source"][...]
+        inputs = h5["inputs"][...]
+        targets = h5["targets"][...]
+    if sources is not None:
+        mask = np.isin(source, [source_code(s) for s in sources])
+        return inputs[mask], targets[mask], source[mask]
+    return inputs, targets, source
+
+
+@dataclass
+class DatasetSummary:
+    """What ``deepkin dataset info`` prints."""
+
+    path: str
+    size_bytes: int
+    n_rows: int
+    rows_per_source: dict[str, int]
+    species: list[str]
+    dt_s: float
+    mechanism_source: str
+    mechanism_sha256: str
+    phase: str
+    complete: bool
+    n_runs: int
+    n_tasks: int
+    failed_tasks: list[str]
+    temperature_k: tuple[float, float]
+    pressure_pa: tuple[float, float]
+    y_min: list[float]
+    y_max: list[float]
+    attrs: dict[str, Any]
+
+    def format(self) -> str:
+        lines = [
+            f"file        {self.path} ({self.size_bytes / 2**20:.2f} MiB)",
+            f"status      {'complete' if self.complete else 'INCOMPLETE (rerun the same command to resume)'}"
+            f", {self.n_runs} run(s), {self.n_tasks} task(s)",
+            f"mechanism   {self.mechanism_source} (phase {self.phase}), sha256 {self.mechanism_sha256[:16]}…",
+            f"dt          {self.dt_s:g} s, {self.attrs.get('reactor', '?')}, "
+            f"rtol {self.attrs.get('rtol', '?'):g}, atol {self.attrs.get('atol', '?'):g}",
+            f"rows        {self.n_rows}",
+        ]
+        for name, count in self.rows_per_source.items():
+            lines.append(f"  {name:<12}{count:>10}")
+        if self.n_rows:
+            lines.append(f"T range     {self.temperature_k[0]:.1f} – {self.temperature_k[1]:.1f} K")
+            lines.append(f"P range     {self.pressure_pa[0]:.6g} – {self.pressure_pa[1]:.6g} Pa")
+            lines.append(f"species     {len(self.species)}   (Y min … max over inputs)")
+            for name, lo, hi in zip(self.species, self.y_min, self.y_max):
+                lines.append(f"  {name:<12}{lo:10.3e} … {hi:9.3e}")
+        if self.failed_tasks:
+            lines.append(f"failed      {len(self.failed_tasks)} task(s):")
+            lines.extend(f"  {t}" for t in self.failed_tasks[:10])
+        return "\n".join(lines)
+
+
+def summarise_dataset(path: str | Path, block_rows: int = 200_000) -> DatasetSummary:
+    """Summarise a dataset file, reading it in blocks of ``block_rows`` rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"dataset: {path} does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"dataset: {path} is not a readable HDF5 file ({exc})")
+    with h5:
+        if "inputs" not in h5 or "schema_version" not in h5.attrs:
+            raise InputError(f"dataset: {path} is not a deepkin dataset")
+        a = dict(h5.attrs)
+        species = json.loads(a["species_names"])
+        names = json.loads(a["source_names"])
+        n = int(h5["tasks/rows"][...].sum())
+        n = min(n, h5["inputs"].shape[0])
+        counts = np.zeros(len(names), dtype=np.int64)
+        t_lo, t_hi, p_lo, p_hi = np.inf, -np.inf, np.inf, -np.inf
+        y_lo = np.full(len(species), np.inf)
+        y_hi = np.full(len(species), -np.inf)
+        for start in range(0, n, block_rows):
+            block = h5["inputs"][start:start + block_rows]
+            src = h5["source"][start:start + block_rows]
+            counts += np.bincount(src, minlength=len(names))[:len(names)]
+            t_lo, t_hi = min(t_lo, block[:, 0].min()), max(t_hi, block[:, 0].max())
+            p_lo, p_hi = min(p_lo, block[:, 1].min()), max(p_hi, block[:, 1].max())
+            y_lo = np.minimum(y_lo, block[:, 2:].min(axis=0))
+            y_hi = np.maximum(y_hi, block[:, 2:].max(axis=0))
+        status = h5["tasks/status"].asstr()[...]
+        ids = h5["tasks/id"].asstr()[...]
+        failed = [f"{i}: {s}" for i, s in zip(ids, status) if s != "ok"]
+        runs = json.loads(a.get("runs", "[]"))
+    return DatasetSummary(
+        path=str(path), size_bytes=path.stat().st_size, n_rows=n,
+        rows_per_source={name: int(c) for name, c in zip(names, counts)},
+        species=species, dt_s=float(a["dt"]), mechanism_source=str(a["mechanism_source"]),
+        mechanism_sha256=str(a["mechanism_sha256"]), phase=str(a["phase_name"]),
+        complete=bool(a["complete"]), n_runs=len(runs), n_tasks=len(ids), failed_tasks=failed,
+        temperature_k=(float(t_lo), float(t_hi)), pressure_pa=(float(p_lo), float(p_hi)),
+        y_min=y_lo.tolist(), y_max=y_hi.tolist(),
+        attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()},
+    )
+
+
+def file_is_writable(path: Path) -> str | None:
+    """None when ``path`` can be created or written, else the reason."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        return f"directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if path.exists() and path.is_dir():
+        return f"{path} is a directory"
+    if not os.access(parent, os.W_OK):
+        return f"directory {parent} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return None

@@ -1,0 +1,279 @@
+"""``run_sampling``: plan, execute in parallel, write one dataset file, resume after a kill."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from mechanisms.errors import InputError
+from mechanisms.loading import Mechanism, load_mechanism
+from sampling.config import MANIFOLD_SOURCES, SamplingConfig
+from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
+from sampling.executor import Executor, make_executor
+from sampling.journal import Journal
+from sampling.labelling import REACTOR_NAME
+from sampling.multiscale import manifold_ranges, rate_limits
+from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
+from sampling.tasks import TaskContext, TaskResult, TaskSpec, execute_task
+
+
+@dataclass
+class SamplingSummary:
+    """What a finished run did."""
+
+    output: str
+    run_index: int
+    resumed: bool
+    rows_per_source: dict[str, int]
+    failed_tasks: list[str]
+    partial_tasks: list[str]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    rows_computed: int = 0
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.rows_per_source.values())
+
+    def to_dict(self) -> dict:
+        return {"rows_per_source": self.rows_per_source, "failed_tasks": self.failed_tasks,
+                "partial_tasks": self.partial_tasks, "notes": self.notes,
+                "seconds": round(self.seconds, 3), "rows_computed": self.rows_computed}
+
+
+def _identity(mech: Mechanism, config: SamplingConfig) -> dict:
+    return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict()}
+
+
+def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal: Journal,
+                 overwrite: bool, append: bool) -> tuple[DatasetWriter, int, bool]:
+    """Open or create the dataset; returns ``(writer, run index, resumed)``.
+
+    Refuses (InputError) an existing file unless it holds an unfinished run of the same
+    configuration (resumed), ``overwrite`` (replaced) or ``append`` (a new run is added).
+    """
+    identity = _identity(mech, config)
+    if output.exists() and overwrite:
+        output.unlink()
+        journal.remove()
+    if not output.exists():
+        if journal.exists() and journal.meta().get("identity") == identity and \
+                not journal.meta().get("appending"):
+            # The file vanished (or was never fully created) but the journal holds the run.
+            writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
+                                          REACTOR_NAME)
+            run = writer.start_run(config.to_dict())
+            return writer, run, True
+        journal.remove()
+        writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
+                                      REACTOR_NAME)
+        run = writer.start_run(config.to_dict())
+        journal.create({"identity": identity, "run_index": run, "appending": False})
+        return writer, run, False
+
+    try:
+        writer = DatasetWriter.open(output)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        if journal.exists() and journal.meta().get("identity") == identity:
+            # Killed mid-write: rebuild from the journal (and the pre-append copy, if any).
+            if journal.base_copy.exists():
+                shutil.copyfile(journal.base_copy, output)
+                writer = DatasetWriter.open(output)
+            else:
+                output.unlink()
+                writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
+                                              REACTOR_NAME)
+            run = writer.start_run(config.to_dict())
+            return writer, run, True
+        raise InputError(f"output: {output} exists but is not a readable dataset "
+                         f"({type(exc).__name__}); pass --overwrite to replace it")
+    attrs = writer.h5.attrs
+    if attrs["mechanism_sha256"] != mech.sha256:
+        writer.close()
+        raise InputError(f"output: {output} was made from another mechanism "
+                         f"({attrs['mechanism_source']}, phase {attrs['phase_name']}, sha256 "
+                         f"{str(attrs['mechanism_sha256'])[:12]}…); refusing to add rows of "
+                         f"{mech.source} (sha256 {mech.sha256[:12]}…)")
+    if float(attrs["dt"]) != config.dt:
+        writer.close()
+        raise InputError(f"output: {output} holds labels for dt = {float(attrs['dt']):g} s, "
+                         f"not {config.dt:g} s; refusing to mix them")
+    runs = writer.runs
+    if runs and not runs[-1]["complete"]:
+        if runs[-1]["config"] == config.to_dict():
+            run = len(runs) - 1
+            if not journal.exists():
+                journal.create({"identity": identity, "run_index": run, "appending": run > 0})
+            return writer, run, True
+        writer.close()
+        raise InputError(f"output: {output} holds an unfinished run with a different "
+                         "configuration; rerun that command to resume it, or pass --overwrite")
+    if not append:
+        n = writer.n_rows
+        writer.close()
+        raise InputError(f"output: {output} already exists ({n} rows); pass --overwrite to "
+                         "replace it or --append to add a run to it")
+    writer.close()
+    journal.remove()
+    journal.create({"identity": identity, "run_index": len(runs), "appending": True})
+    shutil.copyfile(output, journal.base_copy)
+    writer = DatasetWriter.open(output)
+    run = writer.start_run(config.to_dict())
+    return writer, run, False
+
+
+def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
+               writer: DatasetWriter, journal: Journal, bar: tqdm) -> int:
+    """Execute ``specs`` and append their rows in task order; returns rows computed here."""
+    done = writer.finished_tasks()
+    pending = [s for s in specs if s.task_id not in done]
+    to_run = [s for s in pending if not journal.has(s.index)]
+    in_memory: dict[int, TaskResult] = {}
+    ready = {s.index for s in pending if journal.has(s.index)}
+    position = 0
+    computed = 0
+
+    def flush() -> None:
+        nonlocal position
+        while position < len(pending) and pending[position].index in ready:
+            spec = pending[position]
+            res = in_memory.pop(spec.index, None)
+            if res is not None:
+                writer.append_task(res.task_id, res.inputs, res.targets, res.source, res.status)
+            else:
+                saved = journal.load(spec.index)
+                if saved is None:  # damaged part: compute it again, in order
+                    res = execute_task(spec, ctx)
+                    journal.save(spec.index, res.task_id, res.inputs, res.targets, res.source,
+                                 res.status)
+                    saved = (res.task_id, res.inputs, res.targets, res.source, res.status)
+                writer.append_task(*saved)
+                bar.update(len(saved[1]))
+            position += 1
+
+    flush()
+    if to_run:
+        handle = executor.share(ctx)
+        jobs = ((s.index, (s, handle)) for s in to_run)
+        for index, res in executor.map_unordered(execute_task, jobs):
+            journal.save(index, res.task_id, res.inputs, res.targets, res.source, res.status)
+            in_memory[index] = res
+            ready.add(index)
+            computed += len(res.inputs)
+            bar.update(len(res.inputs))
+            flush()
+    flush()
+    return computed
+
+
+def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None = None,
+                 scheduler: str | None = None, overwrite: bool = False, append: bool = False,
+                 progress: bool = True, executor: Executor | None = None,
+                 log: Callable[[str], None] | None = None) -> SamplingSummary:
+    """Generate (or resume) a labelled dataset as ``config`` describes, into ``output`` (HDF5).
+
+    ``workers`` worker processes on a local Dask cluster (``0`` runs inline), or an existing
+    cluster at ``scheduler``. Raises :class:`InputError` for bad input before any work starts;
+    an interrupted run is resumed by calling again with the same arguments.
+    """
+    started = time.perf_counter()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    output = Path(output)
+    mech = load_mechanism(config.mechanism, config.phase)
+    diluents = check_against_mechanism(config, mech)
+    reason = file_is_writable(output)
+    if reason:
+        raise InputError(f"output: cannot write {output}: {reason}")
+    journal = Journal.for_output(output)
+    try:
+        writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
+    except PermissionError as exc:
+        raise InputError(f"output: cannot write {output}: {exc.strerror}")
+    notes: list[str] = []
+    try:
+        manifold = plan_manifold(config, mech, run, notes)
+        for note in notes:
+            log(f"note: {note}")
+        total = sum(s.rows for s in manifold) + sum(
+            config.rows.get(k, 0) for k in ("multiscale", "perturbed", "emcs"))
+        done_rows = _rows_of_run(writer, run)
+        if resumed:
+            log(f"resuming run {run} of {output}: {done_rows} rows already written")
+        ctx = TaskContext(yaml_text=mech.yaml_text, sha256=mech.sha256, phase=mech.phase,
+                          dt_s=config.dt, rtol=config.rtol, atol=config.atol,
+                          options=config.to_dict())
+        own_executor = executor is None
+        executor = executor or make_executor(workers, scheduler)
+        computed = 0
+        try:
+            log(f"sampling {mech.source} into {output} on {executor.description}")
+            with tqdm(total=total, initial=done_rows, unit="rows", desc="sampling",
+                      disable=not progress, mininterval=0.5, smoothing=0.1,
+                      file=sys.stderr) as bar:
+                computed += _run_stage(manifold, ctx, executor, writer, journal, bar)
+                states = writer.rows_of_sources(MANIFOLD_SOURCES, run)
+                scatter_rows = sum(config.rows.get(k, 0) for k in ("multiscale", "perturbed", "emcs"))
+                if scatter_rows and len(states) == 0:
+                    notes.append("no manifold rows were produced; multiscale, perturbed and emcs "
+                                 "skipped")
+                elif scatter_rows:
+                    ranges = manifold_ranges(states, diluents, config.multiscale.margin_decades)
+                    limits = rate_limits(mech.solution(), states)
+                    ctx.ranges, ctx.limits = ranges.to_dict(), limits.to_dict()
+                    writer.update_run(ranges=ctx.ranges, rate_limits=ctx.limits)
+                    scatter = plan_scatter(config, run, len(manifold), states)
+                    computed += _run_stage(scatter, ctx, executor, writer, journal, bar)
+        finally:
+            if own_executor:
+                executor.close()
+        summary = _summarise(writer, run, output, resumed, notes)
+        summary.seconds = time.perf_counter() - started
+        summary.rows_computed = computed
+        writer.finish_run(summary.to_dict())
+    finally:
+        writer.close()
+    journal.remove()
+    return summary
+
+
+def _rows_of_run(writer: DatasetWriter, run: int) -> int:
+    ids = writer.h5["tasks/id"].asstr()[...]
+    rows = writer.h5["tasks/rows"][...]
+    return int(sum(r for i, r in zip(ids, rows) if i.startswith(f"r{run}/")))
+
+
+def _summarise(writer: DatasetWriter, run: int, output: Path, resumed: bool,
+               notes: list[str]) -> SamplingSummary:
+    ids = writer.h5["tasks/id"].asstr()[...]
+    rows = writer.h5["tasks/rows"][...]
+    status = writer.h5["tasks/status"].asstr()[...]
+    per_source = dict.fromkeys(SOURCE_NAMES, 0)
+    failed, partial = [], []
+    prefix = f"r{run}/"
+    for tid, n, st in zip(ids, rows, status):
+        if not tid.startswith(prefix):
+            continue
+        per_source[tid.split("/")[1]] += int(n)
+        if st.startswith("failed"):
+            failed.append(f"{tid}: {st}")
+        elif st != "ok":
+            partial.append(f"{tid}: {st}")
+    return SamplingSummary(str(output), run, resumed, per_source, failed, partial, notes)
+
+
+def read_manifold_states(path: str | Path) -> np.ndarray:
+    """Input states of the manifold sources of a dataset file."""
+    with h5py.File(path, "r") as h5:
+        codes = [SOURCE_NAMES.index(s) for s in MANIFOLD_SOURCES]
+        mask = np.isin(h5["source"][...], codes)
+        return h5["inputs"][...][mask]

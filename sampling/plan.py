@@ -1,0 +1,116 @@
+"""Turning a :class:`SamplingConfig` into task lists: the manifold stage, then the scatter stage."""
+
+from __future__ import annotations
+
+import itertools
+
+import cantera as ct
+import numpy as np
+
+from mechanisms.composition import mixture_mass_fractions, parse_composition
+from mechanisms.errors import InputError
+from mechanisms.loading import Mechanism
+from sampling.config import COMMON_DILUENTS, ONE_ATM_PA, SamplingConfig
+from sampling.dataset import source_code
+from sampling.tasks import TaskSpec
+
+
+def split_count(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` whole numbers differing by at most one."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int]:
+    """Checks that need the mechanism; returns the diluent species indices.
+
+    Raises :class:`InputError` for unknown species, temperatures outside the thermo range, and
+    unknown diluents.
+    """
+    gas = mech.solution()
+    parse_composition(config.fuel, gas.species_names, "fuel")
+    ox = parse_composition(config.oxidizer, gas.species_names, "oxidizer")
+    for field, temps in (("temperature_k", config.temperature_k),
+                         ("free_flame.temperature_k", config.free_flame.temperature_k),
+                         ("counterflow.fuel_temperature_k", [config.counterflow.fuel_temperature_k]),
+                         ("counterflow.oxidizer_temperature_k",
+                          [config.counterflow.oxidizer_temperature_k])):
+        for t in temps:
+            if not gas.min_temp <= t <= gas.max_temp:
+                raise InputError(f"{field}: {t:g} K lies outside the thermo range of {mech.source} "
+                                 f"({gas.min_temp:g}–{gas.max_temp:g} K)")
+    for phi in config.phi:
+        mixture_mass_fractions(gas, config.fuel, config.oxidizer, phi)
+    if config.diluents is None:
+        return [gas.species_index(s) for s in ox if s in COMMON_DILUENTS]
+    return [mech.species_index(s, "diluents") for s in config.diluents]
+
+
+def has_transport(mech: Mechanism) -> bool:
+    """Whether the phase carries transport data (1D flames need it)."""
+    return mech.solution().transport_model not in ("none", "None", "")
+
+
+def _composition_y(gas: ct.Solution, comp: str, field: str) -> list[float]:
+    gas.TPX = 300.0, ONE_ATM_PA, parse_composition(comp, gas.species_names, field)
+    return gas.Y.tolist()
+
+
+def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list[str]
+                  ) -> list[TaskSpec]:
+    """Tasks of the first stage: autoignition cases, free flames, counterflow flames."""
+    gas = mech.solution()
+    specs: list[TaskSpec] = []
+    y0 = {phi: mixture_mass_fractions(gas, config.fuel, config.oxidizer, phi).tolist()
+          for phi in config.phi}
+
+    def add(kind: str, cases: list[dict]) -> None:
+        rows = config.rows.get(kind, 0)
+        if rows <= 0 or not cases:
+            return
+        for i, (params, n) in enumerate(zip(cases, split_count(rows, len(cases)))):
+            if n > 0:
+                specs.append(TaskSpec(len(specs), f"r{run}/{kind}/{i:04d}", kind, n,
+                                      (config.seed, source_code(kind), i), params))
+
+    add("autoignition", [{"temperature_k": t, "pressure_pa": p * ONE_ATM_PA, "y0": y0[phi]}
+                         for t, p, phi in itertools.product(config.temperature_k,
+                                                            config.pressure_atm, config.phi)])
+    flames_wanted = config.rows.get("free_flame", 0) + config.rows.get("counterflow", 0)
+    if flames_wanted and not has_transport(mech):
+        notes.append(f"{mech.source} ({mech.phase}) has no transport data: free_flame and "
+                     "counterflow rows skipped")
+        return specs
+    add("free_flame", [{"temperature_k": t, "pressure_pa": p * ONE_ATM_PA, "y0": y0[phi]}
+                       for t, p, phi in itertools.product(config.free_flame.temperature_k,
+                                                          config.pressure_atm, config.phi)])
+    fuel_y = _composition_y(gas, config.fuel, "fuel")
+    ox_y = _composition_y(gas, config.oxidizer, "oxidizer")
+    add("counterflow", [{"fuel_y": fuel_y, "oxidizer_y": ox_y, "pressure_pa": p * ONE_ATM_PA,
+                         "strain_rate_s": a}
+                        for p, a in itertools.product(config.pressure_atm,
+                                                      config.counterflow.strain_rate_s)])
+    return specs
+
+
+def plan_scatter(config: SamplingConfig, run: int, first_index: int,
+                 manifold_states: np.ndarray) -> list[TaskSpec]:
+    """Tasks of the second stage: multi-scale, perturbed and EMCS draws."""
+    specs: list[TaskSpec] = []
+    for kind in ("multiscale", "perturbed", "emcs"):
+        rows = config.rows.get(kind, 0)
+        if rows <= 0:
+            continue
+        n_tasks = -(-rows // config.task_rows)
+        for i, n in enumerate(split_count(rows, n_tasks)):
+            seed = (config.seed, source_code(kind), i)
+            params: dict = {}
+            if kind == "multiscale":
+                params = {"level_start": i / n_tasks, "level_stop": (i + 1) / n_tasks}
+            elif kind == "perturbed":
+                pick = np.random.default_rng(np.random.SeedSequence([*seed, 1]))
+                params = {"base_states": manifold_states[
+                    pick.integers(0, len(manifold_states), min(n, len(manifold_states)))]}
+            specs.append(TaskSpec(first_index + len(specs), f"r{run}/{kind}/{i:04d}", kind, n,
+                                  seed, params))
+    return specs
