@@ -44,7 +44,8 @@ def cli() -> None:
               help="Local worker processes (default: all cores; 0 runs in this process).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@click.option("--append", is_flag=True, help="Add a new run to an existing dataset of the same mechanism and dt.")
+@click.option("--append", is_flag=True,
+              help="Add a new run to an existing dataset of the same mechanism and dt.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperature_k, pressure_atm,
            rows, dt, seed, task_rows, workers, scheduler, overwrite, append, quiet) -> None:

@@ -1,0 +1,116 @@
+"""The dataset a `deepkin sample` run writes: schema, labels, coverage (real Cantera + HDF5)."""
+
+from __future__ import annotations
+
+import json
+
+import cantera as ct
+import h5py
+import numpy as np
+
+from mechanisms import load_mechanism
+from sampling.dataset import SOURCE_NAMES, read_dataset, summarise_dataset
+from tests.conftest import run_cli
+
+MINOR = ["H", "O", "OH", "HO2", "H2O2"]
+
+
+def test_schema_and_attributes(small_dataset):
+    mech = load_mechanism("h2o2.yaml")
+    with h5py.File(small_dataset, "r") as h5:
+        a = h5.attrs
+        assert a["schema_version"] == 1
+        assert a["mechanism_sha256"] == mech.sha256
+        assert a["phase_name"] == "ohmech"
+        assert json.loads(a["species_names"]) == mech.species_names
+        assert a["dt"] == 1e-6
+        assert a["reactor"].startswith("IdealGasConstPressureReactor")
+        assert a["rtol"] <= 1e-9 and a["atol"] <= 1e-15
+        assert json.loads(a["source_names"]) == list(SOURCE_NAMES)
+        assert bool(a["complete"])
+        assert a["cantera_version"] == ct.__version__
+        config = json.loads(a["sampler_config"])
+        assert config["seed"] == 7 and config["rows"]["multiscale"] == 1200
+        runs = json.loads(a["runs"])
+        assert len(runs) == 1 and runs[0]["complete"] and "ranges" in runs[0]
+        assert h5["mechanism_yaml"].asstr()[()] == mech.yaml_text
+        n = h5["inputs"].shape[0]
+        for name in ("inputs", "targets"):
+            ds = h5[name]
+            assert ds.dtype == np.float64 and ds.shape == (n, 12) and ds.maxshape == (None, 12)
+            assert ds.compression == "gzip" and ds.shuffle
+            assert ds.chunks[0] * 12 * 8 <= 1 << 20
+        assert h5["source"].dtype == np.uint8 and h5["source"].shape == (n,)
+        assert int(h5["tasks/rows"][...].sum()) == n
+        ids = h5["tasks/id"].asstr()[...]
+        assert len(set(ids)) == len(ids)
+    inputs, targets, source = read_dataset(small_dataset)
+    assert 3000 <= len(inputs) <= 3700
+    counts = np.bincount(source, minlength=6)
+    assert counts[SOURCE_NAMES.index("autoignition")] == 1200
+    assert counts[SOURCE_NAMES.index("multiscale")] == 1200
+    assert counts[SOURCE_NAMES.index("free_flame")] > 0
+    assert counts[SOURCE_NAMES.index("counterflow")] > 0
+    assert counts[SOURCE_NAMES.index("emcs")] > 0
+    assert np.all(np.isfinite(inputs)) and np.all(np.isfinite(targets))
+    np.testing.assert_allclose(inputs[:, 2:].sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(targets[:, 2:].sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(inputs[:, 1], targets[:, 1], rtol=1e-12)  # constant pressure
+
+
+def test_labels_match_an_independent_cantera_step(small_dataset):
+    inputs, targets, _ = read_dataset(small_dataset)
+    rng = np.random.default_rng(0)
+    gas = ct.Solution("h2o2.yaml")
+    for i in rng.choice(len(inputs), 50, replace=False):
+        gas.TPY = inputs[i, 0], inputs[i, 1], inputs[i, 2:]
+        reactor = ct.IdealGasConstPressureReactor(gas, clone=True)
+        net = ct.ReactorNet([reactor])
+        net.rtol, net.atol = 1e-12, 1e-22
+        net.advance(1e-6)
+        t_ref = reactor.phase.T
+        y_ref = reactor.phase.Y
+        assert abs(targets[i, 0] - t_ref) <= 1e-6 * t_ref, (i, targets[i, 0], t_ref)
+        assert np.max(np.abs(targets[i, 2:] - y_ref)) <= 1e-9, i
+
+
+def _decades_at_fixed_temperature(states: np.ndarray, column: int, share: float = 0.01) -> float:
+    """Decades of log10(Y) holding ≥ ``share`` of the rows (and ≥ 2 rows), counted within each
+    200 K temperature band with ≥ 30 rows and averaged over the bands.
+
+    A manifold is a set of curves in (T, Y) space: at a given temperature its Y spans few decades.
+    Multi-scale data fills the (T, log Y) box, which is what this histogram measures.
+    """
+    counts = []
+    for t_lo in range(300, 3500, 200):
+        band = states[(states[:, 0] >= t_lo) & (states[:, 0] < t_lo + 200)]
+        if len(band) < 30:
+            continue
+        hist, _ = np.histogram(np.log10(band[:, column] + 1e-30), bins=np.arange(-30, 1))
+        counts.append(int((hist >= max(2, share * len(band))).sum()))
+    return float(np.mean(counts))
+
+
+def test_multiscale_widens_minor_species_coverage(small_dataset):
+    names = load_mechanism("h2o2.yaml").species_names
+    manifold, _, _ = read_dataset(small_dataset, ("autoignition", "free_flame", "counterflow"))
+    multiscale, _, _ = read_dataset(small_dataset, ("multiscale",))
+    for species in MINOR:
+        k = 2 + names.index(species)
+        before = _decades_at_fixed_temperature(manifold, k)
+        after = _decades_at_fixed_temperature(multiscale, k)
+        assert after - before >= 8, (species, before, after)
+        # the draw reaches down to the widened lower bound (1e-27 here: manifold zeros − 2 decades)
+        assert multiscale[:, k].min() < 1e-24
+
+
+def test_dataset_info_cli(small_dataset):
+    proc = run_cli("dataset", "info", str(small_dataset), check=True)
+    assert "autoignition" in proc.stdout and "1200" in proc.stdout
+    assert "complete" in proc.stdout and "1e-06 s" in proc.stdout and "HO2" in proc.stdout
+    proc = run_cli("dataset", "info", "--json", str(small_dataset), check=True)
+    data = json.loads(proc.stdout)
+    summary = summarise_dataset(small_dataset)
+    assert data["n_rows"] == summary.n_rows == sum(data["rows_per_source"].values())
+    assert data["species"][0] == "H2"
+    assert 299.9 <= data["temperature_k"][0] < data["temperature_k"][1] < 3500.0
