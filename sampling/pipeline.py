@@ -97,7 +97,7 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
             return writer, run, True
         raise InputError(f"output: {output} exists but is not a readable dataset "
                          f"({type(exc).__name__}); pass --overwrite to replace it")
-    attrs = writer.h5.attrs
+    attrs = dict(writer.h5.attrs)
     if attrs["mechanism_sha256"] != mech.sha256:
         writer.close()
         raise InputError(f"output: {output} was made from another mechanism "

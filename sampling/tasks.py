@@ -72,17 +72,6 @@ class TaskResult:
     seconds: float
 
 
-_LABELLERS: dict[tuple, Labeller] = {}
-
-
-def _labeller(ctx: TaskContext, gas: ct.Solution) -> Labeller:
-    key = (ctx.sha256, ctx.phase, ctx.dt_s, ctx.rtol, ctx.atol)
-    lab = _LABELLERS.get(key)
-    if lab is None:
-        lab = _LABELLERS[key] = Labeller(gas, ctx.dt_s, ctx.rtol, ctx.atol)
-    return lab
-
-
 def execute_task(spec: TaskSpec, ctx: TaskContext) -> TaskResult:
     """Run one task (in a worker process); never raises for a Cantera failure."""
     started = time.perf_counter()
@@ -95,7 +84,7 @@ def execute_task(spec: TaskSpec, ctx: TaskContext) -> TaskResult:
     except ct.CanteraError as exc:
         return TaskResult(spec.task_id, empty, empty.copy(), source_code(spec.kind),
                           f"failed: {cantera_message(exc)}", time.perf_counter() - started)
-    inputs, targets, n_failed = _labeller(ctx, gas).label(states)
+    inputs, targets, n_failed = Labeller(gas, ctx.dt_s, ctx.rtol, ctx.atol).label(states)
     status = "ok"
     notes = [n for n in (note, f"{n_failed} state(s) failed to label" if n_failed else "") if n]
     if notes:
