@@ -112,6 +112,93 @@ def dataset_info(path: str, as_json: bool) -> None:
         click.echo(summary.format())
 
 
+@cli.command("train")
+@click.argument("dataset", type=click.Path())
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Training settings (YAML); see docs/training.md.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (safetensors); the best epoch by validation loss.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--epochs", type=int, help="Override the number of epochs.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--log", "log_csv", type=click.Path(dir_okay=False),
+              help="CSV log (default: OUT stem + .log.csv).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(dataset, config_path, out, device, epochs, resume, log_csv, quiet) -> None:
+    """Train a DNN chemistry integrator on DATASET (an HDF5 file of `deepkin sample`).
+
+    Several GPUs: torchrun --nproc_per_node N -m deepkin train ...
+    """
+    from kinetics.train import TrainConfig, train
+
+    config = TrainConfig.from_yaml(config_path)
+    if epochs is not None:
+        config.epochs = epochs
+    result = train(dataset, out, config, device=device, resume=resume, progress=not quiet,
+                   log_csv=log_csv)
+    click.echo(f"best validation loss {result.best_val_loss:.5g} after {result.epochs_run} epoch(s) "
+               f"this session, {result.seconds:.0f} s; model: {result.model_path}")
+
+
+@cli.command("validate")
+@click.argument("model")
+@click.option("--fuel", help="Fuel (default: the one the model's dataset used).")
+@click.option("--oxidizer", help="Oxidiser (default: the one the model's dataset used).")
+@click.option("--T0", "--temperature-k", "temperature_k", default="1000,1200,1400", show_default=True)
+@click.option("--pressure-atm", default="1,5,20", show_default=True)
+@click.option("--phi", default="0.5,1,2", show_default=True)
+@click.option("--steps", default=10000, show_default=True, help="Length of the long rollout.")
+@click.option("-o", "--out", "out_dir", default="validation", show_default=True, type=click.Path(),
+              help="Directory for report.md, report.json and the PNG plots.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--check", is_flag=True, help="Exit with code 1 when a target is missed.")
+@click.option("-q", "--quiet", is_flag=True)
+def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, out_dir, device,
+                 check, quiet) -> None:
+    """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid."""
+    from kinetics.integrator import Integrator
+    from kinetics.registry import resolve_model
+    from kinetics.validate import validate
+    from sampling.config import parse_values
+
+    integrator = Integrator.load(resolve_model(model), device=device)
+    training = integrator.meta.training
+    fuel = fuel or training.get("fuel")
+    oxidizer = oxidizer or training.get("oxidizer")
+    if not fuel or not oxidizer:
+        raise DeepkinError("fuel/oxidizer: the model does not record them; pass --fuel and --oxidizer")
+    if steps < 1:
+        raise DeepkinError("steps: must be >= 1")
+    report = validate(integrator, fuel, oxidizer, parse_values(temperature_k, "temperature_k"),
+                      parse_values(pressure_atm, "pressure_atm"), parse_values(phi, "phi"),
+                      rollout_steps=steps, out_dir=out_dir, progress=not quiet)
+    for name, ok in report.passed.items():
+        click.echo(f"  {name:<14}{'pass' if ok else 'FAIL'}")
+    click.echo(f"IDT error max {100 * report.idt_max_rel:.2f} %, mean {100 * report.idt_mean_rel:.2f} %; "
+               f"equilibrium {report.equilibrium_max_k:.2f} K; fallback "
+               f"{100 * report.fallback_fraction:.2f} % of cell-steps; report in {out_dir}/report.md")
+    if check and not all(report.passed.values()):
+        sys.exit(1)
+
+
+@cli.group("models")
+def models_group() -> None:
+    """Shipped and local surrogate models."""
+
+
+@models_group.command("list")
+@click.option("--model-dir", type=click.Path(), help="List the models of this directory instead.")
+def models_list(model_dir) -> None:
+    """Models with their mechanism, dt and training domain."""
+    from kinetics.registry import list_models
+
+    entries = list_models(model_dir)
+    if not entries:
+        click.echo("no models found")
+    for entry in entries:
+        click.echo(entry.summary())
+
+
 def main() -> None:
     """Console entry point: known errors print one line and exit 1, never a traceback."""
     try:

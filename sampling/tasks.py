@@ -18,9 +18,9 @@ import numpy as np
 
 from mechanisms.errors import cantera_message
 from mechanisms.loading import solution_from_yaml
+from mechanisms.reactor_step import Labeller
 from mechanisms.state import set_gas_state, state_of_gas, state_width
 from sampling.dataset import source_code
-from sampling.labelling import Labeller
 from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile
 from sampling.multiscale import (
     ManifoldRanges,

@@ -1,4 +1,4 @@
-"""Labels: each state advanced by exactly ``dt`` in an adiabatic constant-pressure reactor."""
+"""One constant-pressure Cantera step: each state advanced by exactly ``dt`` in an adiabatic reactor."""
 
 from __future__ import annotations
 

@@ -1,0 +1,254 @@
+"""The inference engine: advance batches of cells ``[n, 2+ns]`` by one chemistry step.
+
+``Integrator.load(path, device=...)`` reads a model file; ``step(states, dt)`` returns the
+advanced states in the caller's array type (numpy or torch) and dtype. Per model step:
+
+1. cells below the frozen temperature pass through unchanged;
+2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
+   instead and are counted (``StepResult.n_fallback``);
+3. the network (float32 by default) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate), clipped
+   at 0 and rescaled so that ΣY' = 1 with inert species untouched;
+4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
+
+A ``dt`` that is a whole multiple of the model's dt runs that many model steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cantera as ct
+import numpy as np
+import torch
+
+from kinetics.model_file import ModelMeta, network_state, read_model_file
+from kinetics.models import build_model
+from kinetics.thermo import Nasa7
+from kinetics.transforms import box_cox, box_cox_inverse, log_pressure, signed_power_inverse
+from mechanisms.errors import InputError
+from mechanisms.loading import solution_from_yaml
+from mechanisms.reactor_step import Labeller
+
+Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
+SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
+DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
+
+
+@dataclass
+class StepResult:
+    """Advanced states plus what happened to the cells."""
+
+    states: np.ndarray | torch.Tensor
+    n_cells: int
+    n_frozen: int  # below the frozen temperature, passed through unchanged
+    n_fallback: int  # outside the training domain (in at least one substep), stepped by Cantera
+    n_substeps: int
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"device: unknown device '{device}' (use cpu, cuda, cuda:N or auto)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device: '{device}' requested but no CUDA GPU is available")
+    return dev
+
+
+class Integrator:
+    """A trained surrogate ready to step cells."""
+
+    def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], mechanism_yaml: str,
+                 device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32,
+                 path: str | None = None):
+        self.meta = meta
+        self.path = path
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.mechanism_yaml = mechanism_yaml
+        self.network = build_model(meta.architecture)
+        self.network.load_state_dict(network_state(tensors))
+        self.network.to(self.device, dtype).eval()
+        f64 = dict(device=self.device, dtype=torch.float64)
+        self.x_mean = tensors["norm.x_mean"].to(**f64)
+        self.x_std = tensors["norm.x_std"].to(**f64)
+        self.y_mean = tensors["norm.y_mean"].to(**f64)
+        self.y_std = tensors["norm.y_std"].to(**f64)
+        lo, hi = tensors["domain.bct_min"].to(**f64), tensors["domain.bct_max"].to(**f64)
+        span = torch.clamp(hi - lo, min=1e-6)
+        self.bct_lo, self.bct_hi = lo - DOMAIN_MARGIN * span, hi + DOMAIN_MARGIN * span
+        t_lo, t_hi = meta.temperature_k
+        self.t_lo = t_lo - DOMAIN_MARGIN * (t_hi - t_lo)
+        self.t_hi = t_hi + DOMAIN_MARGIN * (t_hi - t_lo)
+        p_lo, p_hi = meta.pressure_pa
+        self.p_lo, self.p_hi = p_lo * (1 - DOMAIN_MARGIN), p_hi * (1 + DOMAIN_MARGIN)
+        self.gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
+        if list(self.gas.species_names) != list(meta.species):
+            raise InputError("model: species list does not match its embedded mechanism")
+        self.thermo = Nasa7(self.gas, self.device)
+        inert = torch.zeros(meta.n_species, dtype=torch.bool)
+        for name in meta.inert_species:
+            inert[meta.species.index(name)] = True
+        self.inert = inert.to(self.device)
+        self._fallback = Labeller(self.gas, meta.dt_s, rtol=1e-10, atol=1e-20)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = "auto",
+             dtype: torch.dtype = torch.float32,
+             expect_mechanism_sha256: str | None = None) -> Integrator:
+        """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism."""
+        meta, tensors, yaml_text = read_model_file(path)
+        if expect_mechanism_sha256 and expect_mechanism_sha256 != meta.mechanism_sha256:
+            raise InputError(f"model: {path} was trained on mechanism sha256 "
+                             f"{meta.mechanism_sha256[:12]}… ({meta.mechanism_source}), not "
+                             f"{expect_mechanism_sha256[:12]}…")
+        return cls(meta, tensors, yaml_text, device=device, dtype=dtype, path=str(path))
+
+    # -- facts -----------------------------------------------------------------------------------
+    @property
+    def species(self) -> list[str]:
+        return list(self.meta.species)
+
+    @property
+    def dt_s(self) -> float:
+        return self.meta.dt_s
+
+    @property
+    def width(self) -> int:
+        return 2 + self.meta.n_species
+
+    # -- checks ----------------------------------------------------------------------------------
+    def substeps(self, dt: float | None) -> int:
+        """Number of model steps in ``dt`` (s); InputError unless a whole multiple of the model dt."""
+        if dt is None:
+            return 1
+        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+            raise InputError(f"dt: must be a number > 0, got {dt!r}")
+        ratio = dt / self.dt_s
+        n = round(ratio)
+        if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
+            raise InputError(f"dt: {dt:g} s is not a whole multiple of the model's dt "
+                             f"({self.dt_s:g} s)")
+        return n
+
+    def check_states(self, states: torch.Tensor) -> None:
+        """InputError naming the problem for a wrong width, NaN/inf, T or P ≤ 0, Y < −tol or
+        ΣY off 1 by more than the tolerance."""
+        if states.ndim != 2 or states.shape[1] != self.width:
+            raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
+                             f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
+        finite = torch.isfinite(states).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0])
+            raise InputError(f"states: row {row} holds NaN or inf")
+        for col, name in ((0, "temperature"), (1, "pressure")):
+            bad = states[:, col] <= 0
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0])
+                raise InputError(f"states: row {row} has {name} <= 0 ({float(states[row, col]):g})")
+        y = states[:, 2:]
+        neg = y < -Y_TOLERANCE
+        if bool(neg.any()):
+            row, k = (int(v) for v in neg.nonzero()[0])
+            raise InputError(f"states: row {row} has negative mass fraction of "
+                             f"{self.meta.species[k]} ({float(y[row, k]):.3g})")
+        total = y.sum(dim=1)
+        off = torch.abs(total - 1.0) > SUM_TOLERANCE
+        if bool(off.any()):
+            row = int(off.nonzero()[0])
+            raise InputError(f"states: row {row} has mass fractions summing to "
+                             f"{float(total[row]):.6g}, not 1")
+
+    # -- stepping --------------------------------------------------------------------------------
+    def step(self, states: np.ndarray | torch.Tensor, dt: float | None = None
+             ) -> np.ndarray | torch.Tensor:
+        """Advance ``states`` ``[n, 2+ns]`` by ``dt`` (default: the model's dt); same type out."""
+        return self.advance(states, dt).states
+
+    @torch.no_grad()
+    def advance(self, states: np.ndarray | torch.Tensor, dt: float | None = None) -> StepResult:
+        """Like :meth:`step`, returning the counts of frozen and fallback cells too."""
+        n_sub = self.substeps(dt)
+        is_numpy = isinstance(states, np.ndarray)
+        if is_numpy:
+            if states.dtype.kind != "f":
+                raise InputError(f"states: expected a float array, got dtype {states.dtype}")
+            x = torch.from_numpy(np.ascontiguousarray(states))
+        elif isinstance(states, torch.Tensor):
+            x = states
+        else:
+            raise InputError(f"states: expected a numpy array or torch tensor, got "
+                             f"{type(states).__name__}")
+        out_dtype, out_device = x.dtype, x.device
+        x = x.to(self.device, torch.float64)
+        self.check_states(x)
+        t, p = x[:, 0].clone(), x[:, 1].clone()
+        y = torch.clamp(x[:, 2:], min=0.0)
+        y = y / y.sum(dim=1, keepdim=True)
+        frozen = t < self.meta.frozen_temperature_k
+        fell_back = torch.zeros_like(frozen)
+        active = ~frozen
+        for _ in range(n_sub):
+            if not bool(active.any()):
+                break
+            idx = active.nonzero().squeeze(1)
+            t_new, y_new, fb = self._model_step(t[idx], p[idx], y[idx])
+            t[idx], y[idx] = t_new, y_new
+            fell_back[idx] |= fb
+            active = t >= self.meta.frozen_temperature_k
+        result = torch.cat([t[:, None], p[:, None], y], dim=1).to(out_device, out_dtype)
+        if is_numpy:
+            result = result.numpy()
+        return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub)
+
+    def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[n]``: inside the training domain (with a small margin)."""
+        return ((t >= self.t_lo) & (t <= self.t_hi) & (p >= self.p_lo) & (p <= self.p_hi)
+                & ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1))
+
+    def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lam = self.meta.box_cox_lambda
+        bct = box_cox(y, lam)
+        inside = self.in_domain(t, p, bct)
+        t_out, y_out = t.clone(), y.clone()
+        if bool(inside.any()):
+            i = inside.nonzero().squeeze(1)
+            t_out[i], y_out[i], ok = self._network_step(t[i], p[i], y[i], bct[i])
+            inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
+        outside = (~inside).nonzero().squeeze(1)
+        for j in outside.tolist():
+            t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
+        return t_out, y_out, ~inside
+
+    def _network_step(self, t, p, y, bct):
+        features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
+        z = ((features - self.x_mean) / self.x_std).to(self.dtype)
+        out = self.network(z).to(torch.float64)
+        transform = self.meta.output_transform
+        if transform and transform.get("type") == "signed_power":
+            out = signed_power_inverse(out, transform["lambda"])
+        rate = out * self.y_std + self.y_mean  # d BCT(Y)/dt, 1/s in BCT units
+        y_new = box_cox_inverse(bct + self.dt_s * rate, self.meta.box_cox_lambda)
+        y_new = torch.where(self.inert, y, y_new)
+        inert_total = (y * self.inert).sum(dim=1, keepdim=True)
+        active_total = (y_new * ~self.inert).sum(dim=1, keepdim=True)
+        scale = (1.0 - inert_total) / torch.clamp(active_total, min=1e-300)
+        y_new = torch.where(self.inert, y, y_new * scale)
+        h = self.thermo.enthalpy(t, y)
+        t_new, converged = self.thermo.temperature(h, y_new, t)
+        ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
+        return t_new, y_new, ok
+
+    def _cantera_step(self, t: float, p: float, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        state = np.concatenate([[t, p], y.cpu().numpy()])
+        try:
+            _, end = self._fallback.advance(state)
+        except ct.CanteraError:
+            return t, y  # Cantera cannot advance it either: leave the cell unchanged
+        return float(end[0]), torch.as_tensor(end[2:], dtype=torch.float64, device=y.device)

@@ -1,0 +1,115 @@
+"""The model file: one ``safetensors`` file, no pickle (see ``docs/model-file.md``).
+
+Tensors: the network's weights under ``net.*`` and the normalisation/domain tensors under
+``norm.*``/``domain.*``. Metadata (strings): ``deepkin_model`` (JSON: format version,
+architecture, λ, dt, species, training domain, …), ``mechanism_yaml`` and ``weights_sha256`` (a
+checksum of every tensor, so that a damaged file is refused rather than silently wrong).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mechanisms.errors import InputError
+from mechanisms.loading import mechanism_sha256
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelMeta:
+    """Everything about a surrogate besides its tensors."""
+
+    name: str
+    architecture: dict[str, Any]
+    box_cox_lambda: float
+    dt_s: float
+    species: list[str]
+    mechanism_sha256: str
+    mechanism_source: str
+    phase: str
+    temperature_k: list[float]  # training domain [min, max]
+    pressure_pa: list[float]
+    frozen_temperature_k: float
+    inert_species: list[str]
+    output_transform: dict[str, Any] | None = None  # e.g. {"type": "signed_power", "lambda": 0.5}
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+
+def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(t.dtype).encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
+               extra: dict[str, torch.Tensor], mechanism_yaml: str) -> None:
+    """Write the model file (atomically: a temporary file renamed into place)."""
+    if mechanism_sha256(mechanism_yaml) != meta.mechanism_sha256:
+        raise ValueError("mechanism_yaml does not match meta.mechanism_sha256")
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
+    metadata = {"deepkin_model": json.dumps(asdict(meta)), "mechanism_yaml": mechanism_yaml,
+                "weights_sha256": _weights_digest(tensors)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor], str]:
+    """``(meta, tensors, mechanism_yaml)`` of a model file, checked.
+
+    Raises :class:`InputError` for a missing file, a file that is not a safetensors file, is
+    truncated or corrupted (checksum), is not a deepkin model, or has a newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model: {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise InputError(f"model: {path} is truncated or corrupted, not a readable safetensors "
+                         f"file ({str(exc).splitlines()[0][:120]})")
+    if "deepkin_model" not in metadata or "mechanism_yaml" not in metadata:
+        raise InputError(f"model: {path} is a safetensors file but not a deepkin model")
+    if metadata.get("weights_sha256") != _weights_digest(tensors):
+        raise InputError(f"model: {path} is corrupted (the weights do not match their checksum)")
+    try:
+        raw = json.loads(metadata["deepkin_model"])
+        if raw.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(f"model: {path} has format {raw['format_version']}; this deepkin "
+                             f"reads up to {FORMAT_VERSION}")
+        meta = ModelMeta(**raw)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"model: {path} has unreadable metadata ({exc})")
+    yaml_text = metadata["mechanism_yaml"]
+    if mechanism_sha256(yaml_text) != meta.mechanism_sha256:
+        raise InputError(f"model: {path} is corrupted (mechanism text does not match its sha256)")
+    return meta, tensors, yaml_text
+
+
+def network_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``net.*`` tensors with the prefix removed (a ``state_dict``)."""
+    return {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}

@@ -1,0 +1,45 @@
+"""Model files with random weights, for speed measurements where accuracy does not matter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kinetics.model_file import ModelMeta, save_model
+from kinetics.models import build_model
+from mechanisms.loading import load_mechanism
+
+# DeePCK's sizes (see docs/design): 1600-800-400 for ≤ 20 species, wider for GRI-sized mechanisms.
+DEFAULT_HIDDEN_SMALL = [1600, 800, 400]
+DEFAULT_HIDDEN_LARGE = [3200, 1600, 800, 400]
+
+
+def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: str | None = None,
+                       hidden: list[int] | None = None, dt_s: float = 1e-6, seed: int = 0,
+                       temperature_k: tuple[float, float] = (300.0, 3500.0),
+                       pressure_pa: tuple[float, float] = (1e3, 1e8)) -> Path:
+    """Write a model file of the right shape for ``mechanism`` with random weights.
+
+    The domain is wide (every cell is served by the network) and the normalisation is scaled so
+    that predicted rates are small; the steps it takes are meaningless but cost what real ones do.
+    """
+    mech = load_mechanism(mechanism, phase)
+    ns = mech.n_species
+    hidden = hidden or (DEFAULT_HIDDEN_SMALL if ns <= 20 else DEFAULT_HIDDEN_LARGE)
+    arch = {"type": "mlp", "n_in": 2 + ns, "n_out": ns, "hidden": list(hidden), "activation": "gelu"}
+    torch.manual_seed(seed)
+    net = build_model(arch)
+    f64 = dict(dtype=torch.float64)
+    extra = {
+        "norm.x_mean": torch.zeros(2 + ns, **f64), "norm.x_std": torch.ones(2 + ns, **f64) * 10.0,
+        "norm.y_mean": torch.zeros(ns, **f64), "norm.y_std": torch.ones(ns, **f64) * 1e-3,
+        "domain.bct_min": torch.full((ns,), -10.0, **f64), "domain.bct_max": torch.zeros(ns, **f64),
+    }
+    meta = ModelMeta(
+        name=f"random-{Path(mechanism).stem}", architecture=arch, box_cox_lambda=0.1, dt_s=dt_s,
+        species=mech.species_names, mechanism_sha256=mech.sha256, mechanism_source=mech.source,
+        phase=mech.phase, temperature_k=list(temperature_k), pressure_pa=list(pressure_pa),
+        frozen_temperature_k=0.0, inert_species=[], description="random weights (benchmarks only)")
+    save_model(path, net, meta, extra, mech.yaml_text)
+    return Path(path)

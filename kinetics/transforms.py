@@ -1,0 +1,73 @@
+"""Feature and target transforms: Box-Cox on mass fractions and z-scoring.
+
+Box-Cox with λ (default 0.1): ``BCT(Y) = (Y^λ − 1)/λ``, inverse ``Y = max(λ·b + 1, 0)^(1/λ)``.
+Functions accept torch tensors of any shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_LAMBDA = 0.1
+
+
+def box_cox(y: torch.Tensor, lam: float = DEFAULT_LAMBDA) -> torch.Tensor:
+    """Box-Cox transform of mass fractions ``y`` (clipped at 0)."""
+    return (torch.clamp(y, min=0.0) ** lam - 1.0) / lam
+
+
+def box_cox_inverse(b: torch.Tensor, lam: float = DEFAULT_LAMBDA) -> torch.Tensor:
+    """Inverse of :func:`box_cox`; values below the transform's floor map to 0."""
+    return torch.clamp(lam * b + 1.0, min=0.0) ** (1.0 / lam)
+
+
+def box_cox_floor(lam: float = DEFAULT_LAMBDA) -> float:
+    """``BCT(0) = −1/λ``: the smallest value the transform takes."""
+    return -1.0 / lam
+
+
+def signed_power(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """The generalised Box-Cox compression ``sign(x)·|x|^λ/λ`` (arXiv 2512.05685)."""
+    return torch.sign(x) * torch.abs(x) ** lam / lam
+
+
+def signed_power_inverse(u: torch.Tensor, lam: float) -> torch.Tensor:
+    """Inverse of :func:`signed_power`."""
+    return torch.sign(u) * (lam * torch.abs(u)) ** (1.0 / lam)
+
+
+class RunningMoments:
+    """Mean and standard deviation of rows seen block by block (Chan et al. merge), float64."""
+
+    def __init__(self, width: int):
+        self.n = 0
+        self.mean = torch.zeros(width, dtype=torch.float64)
+        self.m2 = torch.zeros(width, dtype=torch.float64)
+
+    def update(self, block: torch.Tensor) -> None:
+        block = block.to(torch.float64)
+        nb = block.shape[0]
+        if nb == 0:
+            return
+        mb = block.mean(dim=0)
+        m2b = ((block - mb) ** 2).sum(dim=0)
+        delta = mb - self.mean
+        total = self.n + nb
+        self.mean = self.mean + delta * nb / total
+        self.m2 = self.m2 + m2b + delta ** 2 * self.n * nb / total
+        self.n = total
+
+    @property
+    def std(self) -> torch.Tensor:
+        var = self.m2 / max(self.n - 1, 1)
+        # Constant columns (an inert species) get std 1 so that z-scoring stays finite.
+        return torch.where(var > 0, torch.sqrt(var), torch.ones_like(var))
+
+
+def log_pressure(p_pa: torch.Tensor) -> torch.Tensor:
+    """Pressure feature: ln(P / 1 atm)."""
+    return torch.log(p_pa / 101325.0)
+
+
+__all__ = ["DEFAULT_LAMBDA", "RunningMoments", "box_cox", "box_cox_floor", "box_cox_inverse",
+           "log_pressure", "signed_power", "signed_power_inverse"]
