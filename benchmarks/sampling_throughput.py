@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from mechanisms import load_mechanism
+from mechanisms.executor import DaskExecutor
 from mechanisms.reactor_step import Labeller
 from sampling.config import SamplingConfig
 from sampling.dataset import read_dataset
-from sampling.executor import DaskExecutor
 from sampling.pipeline import run_sampling
 
 

@@ -22,24 +22,12 @@ import torch
 
 from kinetics.integrator import Integrator
 from mechanisms.composition import mixture_mass_fractions
+from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
 
-IGNITION_RISE_K = 400.0
 ONE_ATM_PA = 101325.0
 TARGETS = {"idt_max_rel": 0.10, "idt_mean_rel": 0.03, "equilibrium_k": 10.0, "sum_y": 1e-6,
            "enthalpy_rel": 1e-6}
-
-
-def crossing_time(times: np.ndarray, temps: np.ndarray, level: float) -> float | None:
-    """First time ``temps`` reaches ``level``, interpolated linearly within the step; None if never."""
-    above = np.nonzero(temps >= level)[0]
-    if len(above) == 0:
-        return None
-    i = int(above[0])
-    if i == 0:
-        return float(times[0])
-    t0, t1, y0, y1 = times[i - 1], times[i], temps[i - 1], temps[i]
-    return float(t0 + (level - y0) * (t1 - t0) / (y1 - y0))
 
 
 @dataclass

@@ -11,9 +11,8 @@ from __future__ import annotations
 import cantera as ct
 import numpy as np
 
+from mechanisms.ignition import IGNITION_RISE_K
 from mechanisms.state import state_of_gas
-
-IGNITION_RISE_K = 400.0
 
 
 def autoignition_profile(gas: ct.Solution, temperature_k: float, pressure_pa: float,

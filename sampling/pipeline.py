@@ -14,11 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mechanisms.errors import InputError
+from mechanisms.executor import Executor, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor_step import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SamplingConfig
 from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
-from sampling.executor import Executor, make_executor
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
 from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
