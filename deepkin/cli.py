@@ -199,6 +199,49 @@ def models_list(model_dir) -> None:
         click.echo(entry.summary())
 
 
+@cli.command("reduce")
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="Reduction input file (pyMARS keys plus deepkin's simulation:/deepmr: blocks).")
+@click.option("--method", type=click.Choice(["drg", "drgep", "deepmr"], case_sensitive=False),
+              help="Reduction method (overrides the file's 'method').")
+@click.option("-o", "--out", "out_dir", default="reduction", show_default=True, type=click.Path(),
+              help="Directory for <method>.yaml, the report, the PNG and the JSON summary.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default: all cores; 0 runs in this process).")
+@click.option("--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Cache of detailed-mechanism targets (default: ~/.cache/deepkin/reduction).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-step lines.")
+def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet) -> None:
+    """Reduce a mechanism (DRG, DRGEP or DeePMR) against ignition-delay targets.
+
+    A killed DeePMR run resumes from OUT/deepmr-checkpoint.* when the same command is run again.
+    """
+    from mechanisms.reduce_config import load_reduce_config
+    from mechanisms.reduce_run import run_reduction
+
+    if workers is not None and workers < 0:
+        raise DeepkinError(f"workers: must be >= 0, got {workers}")
+    if workers is not None and scheduler:
+        raise DeepkinError("--workers and --scheduler exclude each other")
+    config = load_reduce_config(input_path, method=method.lower() if method else None)
+    if workers is None and not scheduler:
+        workers = os.cpu_count() or 1
+    summary = run_reduction(config, out_dir, workers=workers, scheduler=scheduler,
+                            progress=not quiet, cache_dir=cache_dir,
+                            log=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    ver = summary["verification"]
+    click.echo(f"{summary['method']}: {summary['detailed']['n_species']} → "
+               f"{summary['reduced']['n_species']} species, {summary['reduced']['n_reactions']} "
+               f"reactions; independent re-run max error {ver['max_error_percent']:.2f} % "
+               f"(bound {summary['error_bound_percent']:g} %), max |dT_eq| {ver['max_eq_error_k']:.1f} K; "
+               f"{summary['wall_s']:.0f} s")
+    click.echo(f"wrote {summary['reduced']['path']}, {summary['report']['markdown']}, "
+               f"{summary['report']['json']}")
+    if not ver["passed"]:
+        _fail("the written mechanism does not meet the bound in the independent re-run", 2)
+
+
 def main() -> None:
     """Console entry point: known errors print one line and exit 1, never a traceback."""
     try:

@@ -1,0 +1,268 @@
+"""Reduction targets: ignition delay, equilibrium temperature, laminar flame speed.
+
+One condition at a time (:func:`run_condition`), for the detailed mechanism and for every reduced
+candidate alike, so that both use the same reactor, tolerances and ignition criterion. The detailed
+mechanism's values are computed once per (mechanism sha256, conditions, settings) and cached on disk
+(:func:`reference_targets`); a change to any of them makes a new cache entry, never a stale reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cantera as ct
+import numpy as np
+
+from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
+from mechanisms.errors import InputError, cantera_message
+from mechanisms.ignition import IGNITION_RISE_K, crossing_time
+from mechanisms.reduce_config import Condition, SimulationSettings
+
+SAMPLE_POINTS = 20  # states per detailed ignition run kept for DRG/DRGEP (as pyMARS)
+CACHE_VERSION = 1
+
+
+@dataclass
+class ConditionResult:
+    """The outcome of one condition for one mechanism.
+
+    ``value``: ignition delay (s) or flame speed (m/s), None when the run failed or did not ignite;
+    ``status``: ``"ok"``, ``"no-ignition"`` or ``"failed"``; ``t_eq_k``: equilibrium temperature (K)
+    of the initial mixture (UV for constant volume, HP otherwise), None when not computed;
+    ``samples``: ``[SAMPLE_POINTS, 2 + ns]`` states ``[T, P, Y...]`` along a detailed ignition run.
+    """
+
+    value: float | None
+    status: str
+    message: str = ""
+    t_eq_k: float | None = None
+    samples: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def set_initial_state(gas: ct.Solution, cond: Condition) -> None:
+    """Set ``gas`` to the initial state of ``cond`` (species absent from ``gas`` must be absent)."""
+    gas.TPY = cond.temperature_k, cond.pressure_pa, cond.mass_fractions
+
+
+def equilibrium_temperature(gas: ct.Solution, cond: Condition) -> float:
+    """Adiabatic equilibrium temperature (K) of the initial mixture: UV at constant volume, else HP."""
+    set_initial_state(gas, cond)
+    gas.equilibrate("UV" if cond.kind == "constant volume" else "HP")
+    return float(gas.T)
+
+
+def run_condition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
+                  reference: float | None = None, equilibrium: bool = False,
+                  sample: bool = False) -> ConditionResult:
+    """Simulate ``cond`` with ``gas``; never raises for a Cantera failure (status ``"failed"``).
+
+    ``reference`` is the detailed value: a reduced ignition run gives up (``"no-ignition"``) at
+    ``settings.cap_factor × reference``. ``sample`` keeps states along the run for DRG/DRGEP
+    (detailed runs only; the run then continues to near equilibrium).
+    """
+    started = time.perf_counter()
+    t_eq = None
+    try:
+        if equilibrium or sample:
+            t_eq = equilibrium_temperature(gas, cond)
+        if cond.kind == "flame":
+            result = _flame_speed(gas, cond)
+        else:
+            result = _ignition(gas, cond, settings, reference, t_eq if sample else None)
+    except ct.CanteraError as exc:
+        result = ConditionResult(None, "failed", cantera_message(exc))
+    result.t_eq_k = t_eq
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
+              reference: float | None, t_eq: float | None) -> ConditionResult:
+    """Integrate until the ignition criterion is met (then stop, unless sampling)."""
+    set_initial_state(gas, cond)
+    if cond.kind == "constant volume":
+        reactor = ct.IdealGasReactor(gas, clone=False)
+    else:
+        reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
+    net = ct.ReactorNet([reactor])
+    net.rtol = settings.rtol
+    net.atol = settings.atol
+    max_steps = cond.max_steps or settings.max_steps
+    t_end = cond.end_time_s or settings.end_time_s
+    if reference is not None:
+        t_end = min(t_end, settings.cap_factor * reference)
+    t0 = cond.temperature_k
+    level = t0 + IGNITION_RISE_K
+    max_slope = cond.kind != "flame" and settings.ignition_criterion == "max-dTdt"
+    sampling = t_eq is not None
+    times = [0.0]
+    temps = [t0]
+    states: list[np.ndarray] = [np.concatenate(([t0, gas.P], gas.Y))] if sampling else []
+    crossed = None
+    best_slope, best_time = 0.0, None
+    for _ in range(max_steps):
+        t = net.step()
+        temp = reactor.T
+        slope = (temp - temps[-1]) / (t - times[-1]) if t > times[-1] else 0.0
+        if slope > best_slope:
+            best_slope, best_time = slope, 0.5 * (t + times[-1])
+        times.append(t)
+        temps.append(temp)
+        if sampling:
+            states.append(np.concatenate(([temp, reactor.phase.P], reactor.phase.Y)))
+        if crossed is None and temp >= level:
+            crossed = crossing_time(np.array(times[-2:]), np.array(temps[-2:]), level)
+        if crossed is not None:
+            done = not max_slope or slope < 0.2 * best_slope
+            if sampling:
+                done = done and (t_eq - temp < 0.01 * (t_eq - t0) or t > 5 * crossed)
+            if done:
+                break
+        if t > t_end:
+            break
+    else:
+        if crossed is None:
+            return ConditionResult(None, "no-ignition", f"no ignition within {max_steps} steps")
+    if crossed is None:
+        return ConditionResult(None, "no-ignition", f"no ignition within {t_end:.3g} s")
+    value = best_time if max_slope else crossed
+    samples = _sample_profile(np.array(temps), np.vstack(states)) if sampling else None
+    return ConditionResult(float(value), "ok", samples=samples)
+
+
+def _sample_profile(temps: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """``SAMPLE_POINTS`` states where T first crosses evenly spaced fractions of its total rise.
+
+    ``temps`` is ``[m]`` (K), ``states`` ``[m, 2 + ns]``; returns ``[SAMPLE_POINTS, 2 + ns]``.
+    """
+    rise = temps.max() - temps[0]
+    fractions = np.arange(1, SAMPLE_POINTS + 1) / SAMPLE_POINTS
+    idx = [int(np.argmax(temps >= temps[0] + f * rise - 1e-9)) for f in fractions]
+    return states[idx].copy()
+
+
+def _flame_speed(gas: ct.Solution, cond: Condition) -> ConditionResult:
+    """Laminar burning velocity (m/s) of a freely propagating, mixture-averaged flame."""
+    if gas.transport_model in ("none", "None", None):
+        return ConditionResult(None, "failed", "the mechanism has no transport data")
+    set_initial_state(gas, cond)
+    flame = ct.FreeFlame(gas, width=cond.width_m)
+    flame.set_refine_criteria(ratio=3, slope=0.1, curve=0.2)
+    flame.solve(loglevel=0, auto=True)
+    speed = float(flame.velocity[0])
+    if not np.isfinite(speed) or speed <= 0 or flame.T.max() < cond.temperature_k + IGNITION_RISE_K:
+        return ConditionResult(None, "no-ignition", "no flame")
+    return ConditionResult(speed, "ok")
+
+
+def relative_errors(reference: np.ndarray, values: list[float | None] | np.ndarray) -> np.ndarray:
+    """Relative error ``|v - ref| / ref`` per condition ``[nc]``; a missing value (failure or no
+    ignition) scores 1.0 (100 %)."""
+    out = np.ones(len(reference))
+    for i, (ref, val) in enumerate(zip(reference, values)):
+        if val is not None and np.isfinite(val) and val > 0:
+            out[i] = abs(val - ref) / ref
+    return out
+
+
+@dataclass
+class ReferenceTargets:
+    """The detailed mechanism's values per condition, in the order of ``ReductionConfig.conditions``.
+
+    ``values`` ``[nc]``: ignition delay (s) or flame speed (m/s); ``t_eq_k`` ``[nc]`` (K);
+    ``samples`` ``[n_ignition, SAMPLE_POINTS, 2 + ns]`` states for DRG/DRGEP.
+    """
+
+    key: str
+    labels: list[str]
+    values: np.ndarray
+    t_eq_k: np.ndarray
+    samples: np.ndarray
+    seconds: float
+    cached: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def default_cache_dir() -> Path:
+    """``$DEEPKIN_CACHE_DIR/reduction`` or ``~/.cache/deepkin/reduction``."""
+    root = os.environ.get("DEEPKIN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "deepkin")
+    return Path(root) / "reduction"
+
+
+def detailed_task(ctx: dict[str, Any], index: int) -> ConditionResult:
+    """Worker task: condition ``index`` with the detailed mechanism, sampled for DRG/DRGEP."""
+    from mechanisms.loading import solution_from_yaml
+
+    gas = solution_from_yaml(ctx["yaml_text"], ctx["phase"], ctx["sha256"])
+    cond = Condition.from_dict(ctx["conditions"][index])
+    settings = SimulationSettings(**ctx["settings"])
+    return run_condition(gas, cond, settings, equilibrium=True, sample=cond.kind != "flame")
+
+
+def reference_targets(config, executor, cache_dir: Path | None = None,
+                      progress: bool = False) -> ReferenceTargets:
+    """The detailed values of ``config`` (a ``ReductionConfig``), from the cache or computed.
+
+    Raises :class:`InputError` naming the condition when the detailed mechanism fails or does not
+    ignite there.
+    """
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = config.conditions_key()
+    json_path = cache_dir / f"{key}.json"
+    npz_path = cache_dir / f"{key}.npz"
+    conds = config.conditions
+    if json_path.is_file() and npz_path.is_file():
+        try:
+            meta = json.loads(json_path.read_text())
+            with np.load(npz_path) as arrays:
+                samples = arrays["samples"]
+            if meta.get("version") == CACHE_VERSION and meta.get("key") == key:
+                return ReferenceTargets(key, meta["labels"], np.array(meta["values"]),
+                                        np.array(meta["t_eq_k"]), samples, meta["seconds"], cached=True,
+                                        meta=meta)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged entry is recomputed and replaced
+    mech = config.mechanism
+    ctx = {"yaml_text": mech.yaml_text, "phase": mech.phase, "sha256": mech.sha256,
+           "conditions": [c.to_dict() for c in conds], "settings": config.simulation.to_dict()}
+    handle = executor.share(ctx)
+    started = time.perf_counter()
+    results: dict[int, ConditionResult] = {}
+    jobs = [(i, (handle, i)) for i in range(len(conds))]
+    bar = tqdm(total=len(conds), desc="detailed", unit="cond", disable=not progress, leave=False)
+    for i, res in executor.map_unordered(detailed_task, jobs):
+        results[i] = res
+        bar.update()
+    bar.close()
+    seconds = time.perf_counter() - started
+    for i, cond in enumerate(conds):
+        res = results[i]
+        if res.status != "ok":
+            what = "has no flame" if cond.kind == "flame" else "does not ignite"
+            if res.status == "failed":
+                what = f"fails ({res.message})"
+            raise InputError(f"conditions: the detailed mechanism {what} at '{cond.label}'; "
+                             "remove this condition (or raise its end-time)")
+    ns = mech.n_species
+    ign = [i for i, c in enumerate(conds) if c.kind != "flame"]
+    samples = (np.stack([results[i].samples for i in ign]) if ign
+               else np.zeros((0, SAMPLE_POINTS, 2 + ns)))
+    values = np.array([results[i].value for i in range(len(conds))], dtype=float)
+    t_eq = np.array([results[i].t_eq_k for i in range(len(conds))], dtype=float)
+    meta = {"version": CACHE_VERSION, "key": key, "mechanism_sha256": mech.sha256,
+            "phase": mech.phase, "labels": [c.label for c in conds],
+            "conditions": [c.to_dict() for c in conds], "settings": config.simulation.to_dict(),
+            "cantera_version": ct.__version__, "values": values.tolist(), "t_eq_k": t_eq.tolist(),
+            "seconds": seconds}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_npz(npz_path, samples=samples)
+    atomic_write_text(json_path, json.dumps(meta, indent=1))
+    return ReferenceTargets(key, meta["labels"], values, t_eq, samples, seconds, meta=meta)
