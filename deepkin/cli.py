@@ -242,6 +242,40 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
         _fail("the written mechanism does not meet the bound in the independent re-run", 2)
 
 
+@cli.command("serve")
+@click.option("--model-dir", type=click.Path(), help="Serve every *.safetensors model of this directory "
+              "(default: the shipped models).")
+@click.option("--host", help="Interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
+@click.option("--port", type=int, help="TCP port (default 8000).")
+@click.option("--device", help="cpu, cuda, cuda:N or auto (default auto).")
+@click.option("--token", "tokens", multiple=True, help="Accept this bearer token (repeat for several); "
+              "with none, no auth. Also DEEPKIN_TOKENS (comma-separated) or DEEPKIN_TOKENS_FILE.")
+@click.option("--tokens-file", type=click.Path(dir_okay=False), help="Bearer tokens, one a line.")
+@click.option("--max-body-mb", type=float, help="Request-size limit in MiB (default 1024); 413 above.")
+@click.option("--max-batch-cells", type=int, help="Cell cap of one merged device call (default 1048576).")
+@click.option("--queue-delay-ms", type=float, help="Wait this long for requests to merge (default 0).")
+@click.option("--max-queue-requests", type=int, help="Queued requests before 503 (default 256).")
+@click.option("--max-queue-cells", type=int, help="Queued cells before 503 (default 4194304).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(model_dir, host, port, device, tokens, tokens_file, max_body_mb, max_batch_cells,
+              queue_delay_ms, max_queue_requests, max_queue_cells, log_level) -> None:
+    """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
+
+    Settings also come from DEEPKIN_* environment variables (flags win); see docs/service.md.
+    """
+    from service.server import serve
+    from service.settings import ServiceSettings, read_tokens_file
+
+    token_list = list(tokens) + (read_tokens_file(tokens_file) if tokens_file else [])
+    settings = ServiceSettings.from_env(
+        model_dir=model_dir, host=host, port=port, device=device, tokens=token_list or None,
+        max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
+        max_batch_cells=max_batch_cells,
+        queue_delay_s=queue_delay_ms / 1e3 if queue_delay_ms is not None else None,
+        max_queue_requests=max_queue_requests, max_queue_cells=max_queue_cells, log_level=log_level)
+    serve(settings)
+
+
 def main() -> None:
     """Console entry point: known errors print one line and exit 1, never a traceback."""
     try:

@@ -1,0 +1,81 @@
+"""Dependencies shared by the routers: the service state, auth, model lookup, running a step."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Request
+
+from service.engine import Batcher, JobResult, ModelHost
+from service.errors import Forbidden, Unauthorized, UnknownModel
+from service.metrics import Metrics
+from service.settings import ServiceSettings
+from service.wire import Disconnected
+
+
+@dataclass
+class ServiceState:
+    """Everything the handlers use, built once at start-up (``app.state.service``)."""
+
+    settings: ServiceSettings
+    hosts: dict[str, ModelHost]
+    batchers: dict[str, Batcher]
+    metrics: Metrics
+    ready: bool = False
+
+
+def service_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(service_state)]
+
+
+def require_token(request: Request, state: State) -> None:
+    """Bearer-token auth when tokens are configured: 401 without a token, 403 with a wrong one."""
+    tokens = state.settings.tokens
+    if not tokens:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("authorization: a bearer token is required (Authorization: Bearer <token>)")
+    token = token.strip().encode()
+    if not any(secrets.compare_digest(token, t.encode()) for t in tokens):
+        raise Forbidden("authorization: the bearer token is not valid")
+
+
+def model_host(name: str, state: State) -> ModelHost:
+    host = state.hosts.get(name)
+    if host is None:
+        known = ", ".join(sorted(state.hosts)) or "none"
+        raise UnknownModel(f"model: no model named '{name[:80]}' (served: {known})")
+    return host
+
+
+Host = Annotated[ModelHost, Depends(model_host)]
+
+
+async def run_step(request: Request, state: ServiceState, host: ModelHost, states: np.ndarray,
+                   n_sub: int, outputs: tuple[str, ...]) -> JobResult:
+    """Queue ``states`` on the model's batcher and wait for the answer.
+
+    A client that disconnects while its request waits cancels it (a queued request never reaches
+    the device) and :class:`Disconnected` is raised.
+    """
+    job = state.batchers[host.name].submit(states, n_sub, outputs)
+    watch = asyncio.ensure_future(request.receive())
+    try:
+        done, _ = await asyncio.wait({job.future, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if job.future in done:
+            return job.future.result()
+        if watch.result().get("type") == "http.disconnect":
+            job.future.cancel()
+            raise Disconnected()
+        return await job.future
+    finally:
+        watch.cancel()

@@ -1,0 +1,60 @@
+"""Run the service under uvicorn: one process, one device thread, graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.engine import load_hosts
+from service.settings import ServiceSettings
+
+log = logging.getLogger("deepkin.service")
+
+# glibc mallopt parameters (malloc.h). Large request buffers are freed and reallocated on every
+# request; by default glibc returns them to the kernel each time (mmap/munmap, page faults on the
+# next request). Keeping them roughly doubles the binary transport rate (see docs/service.md).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 8 << 30, M_TOP_PAD: 512 << 20}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 30),
+              "MALLOC_TOP_PAD_": str(512 << 20)}
+
+
+def tune_malloc() -> bool:
+    """Apply :data:`MALLOC_SETTINGS` through glibc's ``mallopt`` (what the ``MALLOC_*_`` environment
+    variables do at start-up). Returns False where there is no glibc (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # M_TRIM_THRESHOLD takes an int: 8 GiB does not fit, the largest int does the same job.
+    ok = True
+    for param, value in MALLOC_SETTINGS.items():
+        ok &= mallopt(param, min(value, 2**31 - 1)) == 1
+    return ok
+
+
+def serve(settings: ServiceSettings) -> None:
+    """Load the models of ``settings``, then serve them until SIGTERM/SIGINT.
+
+    Loading happens before the socket opens, so a bad model directory fails at once with one line
+    and ``/v2/health/ready`` is true from the first connection on. On shutdown, requests in flight
+    are answered (up to ``graceful_shutdown_s``) before the process exits.
+    """
+    tune_malloc()
+    hosts = load_hosts(settings.model_dir, settings.device)
+    app = create_app(settings, hosts)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s, access_log=False,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    names = ", ".join(f"{name} ({h.meta.n_species} species, dt {h.meta.dt_s:g} s, {h.integrator.device})"
+                      for name, h in hosts.items())
+    logging.getLogger("uvicorn.error").info("deepkin serving %s", names)
+    server.run()

@@ -1,0 +1,69 @@
+"""Service settings: one object, read once (environment ``DEEPKIN_*``, then command-line flags)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+from mechanisms.errors import InputError
+
+ENV_PREFIX = "DEEPKIN_"
+
+
+class ServiceSettings(BaseModel):
+    """Everything the service reads at start-up; never re-read while it runs."""
+
+    model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    tokens: list[str] = Field(default_factory=list, description="Bearer tokens; empty = no auth")
+    max_body_bytes: int = Field(1 << 30, gt=0, description="Request-size limit (413 above it)")
+    max_batch_cells: int = Field(1 << 20, gt=0, description="Cell cap of one merged device call")
+    max_batch_requests: int = Field(64, gt=0, description="Requests merged into one call; 1 = no merging")
+    queue_delay_s: float = Field(0.0, ge=0, description="Wait this long for more requests to merge")
+    max_queue_requests: int = Field(256, gt=0, description="Queued requests before 503")
+    max_queue_cells: int = Field(1 << 22, gt=0, description="Queued cells before 503")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
+    graceful_shutdown_s: float | None = Field(60.0, description="Longest wait for in-flight requests")
+    log_level: str = "info"
+
+    @field_validator("tokens")
+    @classmethod
+    def _no_empty_tokens(cls, tokens: list[str]) -> list[str]:
+        return [t for t in (tok.strip() for tok in tokens) if t]
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServiceSettings:
+        """Settings from ``DEEPKIN_<FIELD>`` variables (``DEEPKIN_TOKENS`` comma-separated,
+        ``DEEPKIN_TOKENS_FILE`` one token a line), then ``overrides`` that are not None."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in environ and name != "tokens":
+                values[name] = environ[key]
+        tokens = [t for t in environ.get(ENV_PREFIX + "TOKENS", "").split(",") if t.strip()]
+        tokens_file = environ.get(ENV_PREFIX + "TOKENS_FILE")
+        if tokens_file:
+            tokens += read_tokens_file(tokens_file)
+        if tokens:
+            values["tokens"] = tokens
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else None
+            where = ".".join(str(p) for p in first["loc"]) if first else "settings"
+            raise InputError(f"{where}: {first['msg'] if first else exc}")
+
+
+def read_tokens_file(path: str | Path) -> list[str]:
+    """Tokens of a file, one a line (blank lines and ``#`` comments ignored)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"tokens-file: cannot read {path} ({exc.strerror})")
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
