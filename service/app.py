@@ -115,6 +115,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Disconnected)
     async def disconnected(request: Request, exc: Disconnected) -> Response:
+        route = getattr(request.scope.get("route"), "path", "(unmatched)")
+        request.app.state.service.metrics.disconnects.labels(route).inc()
         return Response(status_code=499)  # nobody reads it; recorded in the metrics as 499
 
 
