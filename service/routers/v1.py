@@ -125,7 +125,14 @@ def binary_response(result: JobResult) -> Response:
     headers = _count_headers(result)
     headers["X-Dtype"] = "float32" if states.dtype == np.float32 else "float64"
     headers["X-Outputs"] = ",".join(result.outputs)
-    return Response(content, media_type="application/octet-stream", headers=headers)
+    return BinaryResponse(content, media_type="application/octet-stream", headers=headers)
+
+
+class BinaryResponse(Response):
+    """A response whose body may be a memoryview (sent without a copy, whatever Starlette's version)."""
+
+    def render(self, content) -> bytes | memoryview:
+        return memoryview(content).cast("B") if isinstance(content, memoryview) else content
 
 
 def _count_headers(result: JobResult) -> dict[str, str]:
