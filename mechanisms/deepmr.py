@@ -14,8 +14,10 @@ The free species (not forced on) form a boolean vector ``x`` ``[m]``. Each itera
    ``screen-bound-start`` × log10(1 + error) and decays by ``screen-bound-decay`` per iteration
    (never below log10(1 + error)); the smallest screened children are simulated next.
 
-The loop stops when ``patience`` iterations in a row find no smaller passing candidate, when no
-child passes the screen, or when the budget (iterations, simulations) is spent. Everything that
+The loop stops when ``patience`` iterations in a row find no smaller passing candidate (an iteration
+in which no child passes the screen simulates the quarter-budget of children the MLP rates best
+instead, so that it learns the boundary, and counts as such an iteration), when every child has been
+simulated, or when the budget (iterations, simulations) is spent. Everything that
 decides the next iteration (simulated archive, MLP weights, history) is checkpointed after each
 iteration as JSON + npz (no pickle); rerunning the same command resumes, and gives the same
 answer as an uninterrupted run with the same seed.
@@ -38,6 +40,7 @@ from mechanisms.reduce_config import DeePMRSettings
 from mechanisms.reduction import CandidateScore, Evaluator
 
 CHECKPOINT_VERSION = 1
+BUDGET_STOPS = ("iteration budget", "simulation budget")
 
 
 @dataclass
@@ -160,10 +163,16 @@ def _targets(scores: list[CandidateScore], reference: np.ndarray, cap: float) ->
 
 def settings_key(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSettings,
                  start: np.ndarray) -> str:
-    """sha256 of everything that makes a checkpoint valid for this run."""
+    """sha256 of everything that makes a checkpoint valid for this run.
+
+    The budget (``iterations``, ``max-simulations``, ``patience``) is left out: raising it and
+    rerunning continues a finished run instead of starting over.
+    """
+    tunables = {k: v for k, v in settings.to_dict().items()
+                if k not in ("iterations", "max_simulations", "patience")}
     payload = {"targets": evaluator.reference.key, "bound": evaluator.bound, "eq": evaluator.eq_bound,
                "forced": np.asarray(forced, dtype=int).tolist(), "start": np.asarray(start, int).tolist(),
-               "deepmr": settings.to_dict(), "version": CHECKPOINT_VERSION}
+               "deepmr": tunables, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -208,6 +217,8 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
             surrogate.load_arrays(data)
             iteration, stall = state["iteration"], state["stall"]
             history, stop_reason = state["history"], state.get("stop_reason", "")
+            if stop_reason.startswith(BUDGET_STOPS) or stop_reason.startswith("no smaller"):
+                stop_reason = ""  # the budget may have been raised: the loop checks it again
             resumed = iteration
             log(f"resuming DeePMR from {json_path} after iteration {iteration} "
                 f"({len(archive)} candidates simulated)")
@@ -235,7 +246,7 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
         return int(archive.size[archive.passed].min()) if archive.passed.any() else None
 
     started = time.perf_counter()
-    if iteration == 0 and not stop_reason:
+    if len(archive) == 0:
         rng = np.random.default_rng([settings.seed, 0])
         x0 = start[free].astype(np.uint8)
         population = [x0]
@@ -266,6 +277,9 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
         if len(archive) >= settings.max_simulations:
             stop_reason = f"simulation budget ({settings.max_simulations}) spent"
             break
+        if stall >= settings.patience:
+            stop_reason = f"no smaller passing candidate in {settings.patience} iteration(s)"
+            break
         iteration += 1
         it_started = time.perf_counter()
         rng = np.random.default_rng([settings.seed, iteration])
@@ -287,14 +301,19 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
         bound = max(base_bound, base_bound * settings.screen_bound_start
                     * settings.screen_bound_decay ** (iteration - 1))
         info: dict[str, Any] = {"simulated": 0, "passed": 0, "smallest_passing": None}
-        screened_n = 0
+        screened_n = explored = 0
         if children:
             cx = np.array(list(children.values()))
             pred = np.abs(surrogate.predict(cx)).max(axis=1)
             ok = np.nonzero(pred <= bound)[0]
             screened_n = len(ok)
-            if len(ok):
-                budget = min(settings.candidates_per_iteration, settings.max_simulations - len(archive))
+            budget = min(settings.candidates_per_iteration, settings.max_simulations - len(archive))
+            if not len(ok):
+                # nothing predicted to pass: simulate the few children the MLP likes best, so
+                # that it learns where the boundary is (a stall unless one of them passes)
+                explored = max(1, budget // 4)
+                info = simulate([cx[i] for i in np.argsort(pred, kind="stable")[:explored]], iteration)
+            else:
                 size = cx[ok].sum(axis=1)
                 ranked = ok[np.lexsort((pred[ok], size))]
                 n_best = min(len(ranked), max(1, int(round(0.7 * budget))))
@@ -308,15 +327,16 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
         improved = info["smallest_passing"] is not None and (
             previous_best is None or info["smallest_passing"] < previous_best)
         stall = 0 if improved else stall + 1
-        if screened_n == 0:
-            stop_reason = "no child passed the MLP screen"
+        if not children:
+            stop_reason = "every child of the parents has been simulated"
         elif stall >= settings.patience:
             stop_reason = f"no smaller passing candidate in {settings.patience} iteration(s)"
         if info["simulated"]:
             surrogate.fit(archive.x, archive.y, settings.epochs, settings.learning_rate,
                           settings.seed + iteration)
         history.append({"iteration": iteration, **info, "best_size": best_size(),
-                        "children": len(children), "screened": screened_n, "bound_log10": bound,
+                        "children": len(children), "screened": screened_n, "explored": explored,
+                        "bound_log10": bound,
                         "seconds": time.perf_counter() - it_started})
         log(_line(history[-1]))
         save()
@@ -332,5 +352,7 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
 def _line(h: dict[str, Any]) -> str:
     screened = ("" if h.get("screened") is None
                 else f", {h['screened']} of {h['children']} children screened in")
+    if h.get("explored"):
+        screened += f" (explored the {h['explored']} best-rated instead)"
     return (f"deepmr iteration {h['iteration']}: {h['simulated']} simulated, {h['passed']} passed"
             f"{screened}; smallest passing so far {h['best_size']} species ({h['seconds']:.1f} s)")

@@ -21,7 +21,13 @@ from mechanisms.errors import cantera_message
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reduce_config import Condition, ReductionConfig, SimulationSettings
 from mechanisms.reduced_writer import builder_for
-from mechanisms.targets import ConditionResult, ReferenceTargets, relative_errors, run_condition
+from mechanisms.targets import (
+    ConditionResult,
+    ReferenceTargets,
+    SharedContext,
+    relative_errors,
+    run_condition,
+)
 
 _LAST_MODELS: dict[tuple[str, bytes], ct.Solution] = {}
 
@@ -36,7 +42,7 @@ def unpack_mask(packed: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[:n].astype(bool)
 
 
-def candidate_task(ctx: dict[str, Any], packed: bytes, indices: tuple[int, ...]) -> dict[str, Any]:
+def candidate_task(ctx: SharedContext, packed: bytes, indices: tuple[int, ...]) -> dict[str, Any]:
     """Worker task: run conditions ``indices`` with the reduced model ``packed``; never raises for
     a Cantera failure. Returns plain data: values, statuses, equilibrium temperatures, seconds."""
     started = time.perf_counter()
@@ -139,7 +145,7 @@ class Evaluator:
     @property
     def handle(self):
         if self._handle is None:
-            self._handle = self.executor.share(self.ctx)
+            self._handle = self.executor.share(SharedContext(dict(self.ctx)))
         return self._handle
 
     def evaluate(self, masks: list[np.ndarray], progress: bool = False,
@@ -163,7 +169,8 @@ class Evaluator:
             jobs = [((p, ci), (self.handle, p, chunk)) for p in todo for ci, chunk in enumerate(chunks)]
             parts: dict[bytes, list[dict[str, Any]]] = {p: [] for p in todo}
             started = time.perf_counter()
-            bar = tqdm(total=len(todo), desc=desc, unit="cand", disable=not progress, leave=False)
+            bar = tqdm(total=len(todo), desc=desc, unit="cand", leave=False,
+                       disable=None if progress else True)  # None: no bar when not a terminal
             for (p, _), res in self.executor.map_unordered(candidate_task, jobs):
                 parts[p].append(res)
                 if len(parts[p]) == len(chunks):
