@@ -117,6 +117,8 @@ def test_raw_binary_body_and_headers(server, integrators):
     assert r.headers["x-cells"] == "64" and r.headers["x-fallback-cells"] == "0"
     got = np.frombuffer(r.content, dtype="<f8").reshape(64, 12)
     assert np.array_equal(got, integrators["h2"].step(states))
+    r = post(server, "/v1/models/h2/step", b"", {"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200 and r.content == b"" and r.headers["x-cells"] == "0"  # found by fuzzing
 
 
 def test_dt_multiple_of_model_dt(client, integrators):

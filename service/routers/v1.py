@@ -121,7 +121,7 @@ def binary_response(result: JobResult) -> Response:
         content = b"".join([states.tobytes(), *(np.ascontiguousarray(a).tobytes()
                                                 for a in result.outputs.values())])
     else:
-        content = memoryview(states)
+        content = memoryview(states.reshape(-1).view(np.uint8))  # 1-D bytes view, even for 0 cells
     headers = _count_headers(result)
     headers["X-Dtype"] = "float32" if states.dtype == np.float32 else "float64"
     headers["X-Outputs"] = ",".join(result.outputs)
@@ -132,7 +132,7 @@ class BinaryResponse(Response):
     """A response whose body may be a memoryview (sent without a copy, whatever Starlette's version)."""
 
     def render(self, content) -> bytes | memoryview:
-        return memoryview(content).cast("B") if isinstance(content, memoryview) else content
+        return content
 
 
 def _count_headers(result: JobResult) -> dict[str, str]:
