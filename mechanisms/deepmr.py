@@ -14,10 +14,10 @@ The free species (not forced on) form a boolean vector ``x`` ``[m]``. Each itera
    ``screen-bound-start`` × log10(1 + error) and decays by ``screen-bound-decay`` per iteration
    (never below log10(1 + error)); the smallest screened children are simulated next.
 
-The loop stops when ``patience`` iterations in a row find no smaller passing candidate (an iteration
-in which no child passes the screen simulates the quarter-budget of children the MLP rates best
-instead, so that it learns the boundary, and counts as such an iteration), when every child has been
-simulated, or when the budget (iterations, simulations) is spent. Everything that
+The loop stops when ``patience`` iterations in a row find no smaller passing candidate, when every
+child has been simulated, or when the budget (iterations, simulations) is spent. An iteration in
+which fewer than a quarter of ``candidates-per-iteration`` children pass the screen tops them up with
+the children the MLP rates best, so that it keeps learning where the boundary is. Everything that
 decides the next iteration (simulated archive, MLP weights, history) is checkpointed after each
 iteration as JSON + npz (no pickle); rerunning the same command resumes, and gives the same
 answer as an uninterrupted run with the same seed.
@@ -308,12 +308,8 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
             ok = np.nonzero(pred <= bound)[0]
             screened_n = len(ok)
             budget = min(settings.candidates_per_iteration, settings.max_simulations - len(archive))
-            if not len(ok):
-                # nothing predicted to pass: simulate the few children the MLP likes best, so
-                # that it learns where the boundary is (a stall unless one of them passes)
-                explored = max(1, budget // 4)
-                info = simulate([cx[i] for i in np.argsort(pred, kind="stable")[:explored]], iteration)
-            else:
+            chosen: list[int] = []
+            if len(ok):
                 size = cx[ok].sum(axis=1)
                 ranked = ok[np.lexsort((pred[ok], size))]
                 n_best = min(len(ranked), max(1, int(round(0.7 * budget))))
@@ -321,6 +317,16 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
                 rest = ranked[n_best:]
                 if len(rest) and budget > n_best:
                     chosen += list(rng.choice(rest, size=min(len(rest), budget - n_best), replace=False))
+            floor = max(1, budget // 4)
+            if len(chosen) < floor:
+                # too few predicted to pass: add the children the MLP rates best, so that it learns
+                # where the boundary is (the iteration is a stall unless one of them passes)
+                by_pred = np.argsort(pred, kind="stable")
+                rejected = by_pred[~np.isin(by_pred, ok)]
+                extra = list(rejected[:floor - len(chosen)])
+                explored = len(extra)
+                chosen += extra
+            if chosen:
                 info = simulate([cx[i] for i in chosen], iteration)
         previous_best = min((h["best_size"] for h in history if h["best_size"] is not None),
                             default=None)
@@ -353,6 +359,6 @@ def _line(h: dict[str, Any]) -> str:
     screened = ("" if h.get("screened") is None
                 else f", {h['screened']} of {h['children']} children screened in")
     if h.get("explored"):
-        screened += f" (explored the {h['explored']} best-rated instead)"
+        screened += f" + {h['explored']} best-rated explored"
     return (f"deepmr iteration {h['iteration']}: {h['simulated']} simulated, {h['passed']} passed"
             f"{screened}; smallest passing so far {h['best_size']} species ({h['seconds']:.1f} s)")

@@ -164,7 +164,7 @@ class DeePMRSettings:
     children_per_parent: int = 400
     screen_bound_start: float = 4.0
     screen_bound_decay: float = 0.85
-    patience: int = 3
+    patience: int = 4
     hidden: tuple[int, ...] = (128, 128)
     epochs: int = 300
     learning_rate: float = 3e-3
