@@ -248,6 +248,7 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--host", help="Interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
 @click.option("--port", type=int, help="TCP port (default 8000).")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default auto).")
+@click.option("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core).")
 @click.option("--token", "tokens", multiple=True, help="Accept this bearer token (repeat for several); "
               "with none, no auth. Also DEEPKIN_TOKENS (comma-separated) or DEEPKIN_TOKENS_FILE.")
 @click.option("--tokens-file", type=click.Path(dir_okay=False), help="Bearer tokens, one a line.")
@@ -257,7 +258,7 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--max-queue-requests", type=int, help="Queued requests before 503 (default 256).")
 @click.option("--max-queue-cells", type=int, help="Queued cells before 503 (default 4194304).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(model_dir, host, port, device, tokens, tokens_file, max_body_mb, max_batch_cells,
+def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_body_mb, max_batch_cells,
               queue_delay_ms, max_queue_requests, max_queue_cells, log_level) -> None:
     """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
 
@@ -268,7 +269,8 @@ def serve_cmd(model_dir, host, port, device, tokens, tokens_file, max_body_mb, m
 
     token_list = list(tokens) + (read_tokens_file(tokens_file) if tokens_file else [])
     settings = ServiceSettings.from_env(
-        model_dir=model_dir, host=host, port=port, device=device, tokens=token_list or None,
+        model_dir=model_dir, host=host, port=port, device=device, threads=threads,
+        tokens=token_list or None,
         max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
         max_batch_cells=max_batch_cells,
         queue_delay_s=queue_delay_ms / 1e3 if queue_delay_ms is not None else None,

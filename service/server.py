@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 
+import torch
 import uvicorn
 
 from service.app import create_app
@@ -48,6 +49,10 @@ def serve(settings: ServiceSettings) -> None:
     are answered (up to ``graceful_shutdown_s``) before the process exits.
     """
     tune_malloc()
+    if settings.threads:
+        # On a CPU shared with other work, fewer intra-op threads than cores avoids threads
+        # waiting for each other (measured: 1 thread 10-70x faster than 2 on 2 busy cores).
+        torch.set_num_threads(settings.threads)
     hosts = load_hosts(settings.model_dir, settings.device)
     app = create_app(settings, hosts)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,

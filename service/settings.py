@@ -17,6 +17,7 @@ class ServiceSettings(BaseModel):
 
     model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     tokens: list[str] = Field(default_factory=list, description="Bearer tokens; empty = no auth")
