@@ -254,12 +254,14 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--tokens-file", type=click.Path(dir_okay=False), help="Bearer tokens, one a line.")
 @click.option("--max-body-mb", type=float, help="Request-size limit in MiB (default 1024); 413 above.")
 @click.option("--max-batch-cells", type=int, help="Cell cap of one merged device call (default 1048576).")
+@click.option("--max-batch-requests", type=int,
+              help="Requests merged into one device call (default 64; 1 = no merging).")
 @click.option("--queue-delay-ms", type=float, help="Wait this long for requests to merge (default 0).")
 @click.option("--max-queue-requests", type=int, help="Queued requests before 503 (default 256).")
 @click.option("--max-queue-cells", type=int, help="Queued cells before 503 (default 4194304).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_body_mb, max_batch_cells,
-              queue_delay_ms, max_queue_requests, max_queue_cells, log_level) -> None:
+              max_batch_requests, queue_delay_ms, max_queue_requests, max_queue_cells, log_level) -> None:
     """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
 
     Settings also come from DEEPKIN_* environment variables (flags win); see docs/service.md.
@@ -272,7 +274,7 @@ def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_b
         model_dir=model_dir, host=host, port=port, device=device, threads=threads,
         tokens=token_list or None,
         max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
-        max_batch_cells=max_batch_cells,
+        max_batch_cells=max_batch_cells, max_batch_requests=max_batch_requests,
         queue_delay_s=queue_delay_ms / 1e3 if queue_delay_ms is not None else None,
         max_queue_requests=max_queue_requests, max_queue_cells=max_queue_cells, log_level=log_level)
     serve(settings)
