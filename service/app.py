@@ -37,7 +37,7 @@ def create_app(settings: ServiceSettings | None = None, hosts: dict[str, ModelHo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        executor = make_executor()
+        executor = make_executor(settings.threads)
         for name, host in hosts.items():
             state.batchers[name] = Batcher(
                 host, executor, settings.max_batch_cells, settings.max_batch_requests,

@@ -434,7 +434,15 @@ def _as_tensor(states: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(states, dtype=np.float64))
 
 
-def make_executor() -> ThreadPoolExecutor:
-    """The single thread every device call runs on (one device, calls never overlap)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepkin-device")
+def make_executor(threads: int | None = None) -> ThreadPoolExecutor:
+    """The single thread every device call runs on (one device, calls never overlap).
+
+    ``threads``: torch CPU threads of that thread. OpenMP keeps the thread count per thread, so
+    ``torch.set_num_threads`` in the main thread does not reach this one; it is set here.
+    """
+    def init() -> None:
+        if threads:
+            torch.set_num_threads(threads)
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepkin-device", initializer=init)
 
