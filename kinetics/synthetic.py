@@ -40,6 +40,7 @@ def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: s
         name=f"random-{Path(mechanism).stem}", architecture=arch, box_cox_lambda=0.1, dt_s=dt_s,
         species=mech.species_names, mechanism_sha256=mech.sha256, mechanism_source=mech.source,
         phase=mech.phase, temperature_k=list(temperature_k), pressure_pa=list(pressure_pa),
-        frozen_temperature_k=0.0, inert_species=[], description="random weights (benchmarks only)")
+        frozen_temperature_k=0.0, inert_species=mech.inert_species,
+        description="random weights (benchmarks only)")
     save_model(path, net, meta, extra, mech.yaml_text)
     return Path(path)

@@ -8,6 +8,7 @@ DistributedDataParallel and rank 0 writes the files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -38,7 +39,7 @@ from kinetics.model_file import ModelMeta, save_model
 from kinetics.models import build_model
 from kinetics.transforms import signed_power
 from mechanisms.errors import InputError
-from mechanisms.loading import solution_from_yaml
+from mechanisms.loading import inert_species, solution_from_yaml
 
 
 @dataclass
@@ -152,12 +153,6 @@ class TrainResult:
     n_val: int
 
 
-def _inert_species(yaml_text: str, phase: str, sha: str) -> list[str]:
-    gas = solution_from_yaml(yaml_text, phase, sha)
-    return [s for i, s in enumerate(gas.species_names)
-            if not gas.reactant_stoich_coeffs[i, :].any() and not gas.product_stoich_coeffs[i, :].any()]
-
-
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -204,7 +199,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     x_mean, x_std = norm.x_mean.to(dev), norm.x_std.to(dev)
     r_mean, r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
     transform = config.output_transform
-    inert = _inert_species(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
+    inert = inert_species(solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256))
     thermo = None
     if config.enthalpy_loss_weight > 0:
         from kinetics.thermo import Nasa7
@@ -268,23 +263,31 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             order = list(rng.permutation(my_blocks))
             model.train()
             total, count = 0.0, 0
-            for start in range(0, len(order), config.shuffle_blocks):
-                group = [reader.read(b) for b in order[start:start + config.shuffle_blocks]]
-                inputs = np.concatenate([g[0][~g[2]] for g in group])
-                targets = np.concatenate([g[1][~g[2]] for g in group])
-                if len(inputs) == 0:
-                    continue
-                perm = rng.permutation(len(inputs))
-                xz, rz, extra = prepare(inputs[perm], targets[perm])
-                for i in range(0, len(xz), config.batch_size):
-                    sl = slice(i, i + config.batch_size)
-                    loss = loss_fn(net(xz[sl]), rz[sl], (extra[0][sl], extra[1][sl]))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(xz[sl])
-                    count += len(xz[sl])
-                    epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", refresh=False)
+            # Ranks may hold different numbers of rows: Join lets the early finisher shadow the
+            # collective calls of the others instead of hanging.
+            uneven = contextlib.nullcontext()
+            if world > 1:
+                from torch.distributed.algorithms.join import Join
+
+                uneven = Join([net])
+            with uneven:
+                for start in range(0, len(order), config.shuffle_blocks):
+                    group = [reader.read(b) for b in order[start:start + config.shuffle_blocks]]
+                    inputs = np.concatenate([g[0][~g[2]] for g in group])
+                    targets = np.concatenate([g[1][~g[2]] for g in group])
+                    if len(inputs) == 0:
+                        continue
+                    perm = rng.permutation(len(inputs))
+                    xz, rz, extra = prepare(inputs[perm], targets[perm])
+                    for i in range(0, len(xz), config.batch_size):
+                        sl = slice(i, i + config.batch_size)
+                        loss = loss_fn(net(xz[sl]), rz[sl], (extra[0][sl], extra[1][sl]))
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        total += loss.item() * len(xz[sl])
+                        count += len(xz[sl])
+                        epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", refresh=False)
             sched.step()
             val = _validation_loss(model, reader, my_blocks, prepare, loss_fn, config.batch_size)
             if world > 1:

@@ -54,6 +54,11 @@ class Mechanism:
     def n_species(self) -> int:
         return self.solution().n_species
 
+    @property
+    def inert_species(self) -> list[str]:
+        """Species that take part in no reaction (third-body roles aside), e.g. N2 and AR in h2o2."""
+        return inert_species(self.solution())
+
     def species_index(self, name: str, field_name: str = "species") -> int:
         """Index of species ``name``; :class:`InputError` naming ``field_name`` when unknown."""
         names = self.species_names
@@ -71,6 +76,12 @@ class Mechanism:
             raise InputError(f"{field_name}: unknown element '{name}' in {self.source} "
                              f"(it has {', '.join(names)})")
         return names.index(name)
+
+
+def inert_species(gas: ct.Solution) -> list[str]:
+    """Species of ``gas`` that are neither reactant nor product of any reaction."""
+    involved = (gas.reactant_stoich_coeffs != 0).any(axis=1) | (gas.product_stoich_coeffs != 0).any(axis=1)
+    return [name for name, used in zip(gas.species_names, involved) if not used]
 
 
 def shipped_mechanisms() -> list[str]:

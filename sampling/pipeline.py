@@ -218,7 +218,8 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         try:
             log(f"sampling {mech.source} into {output} on {executor.description}")
             with tqdm(total=total, initial=done_rows, unit="rows", desc="sampling",
-                      disable=not progress, mininterval=0.5, smoothing=0.1,
+                      disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 15.0,
+                      smoothing=0.1,
                       file=sys.stderr) as bar:
                 computed += _run_stage(manifold, ctx, executor, writer, journal, bar)
                 states = writer.rows_of_sources(MANIFOLD_SOURCES, run)

@@ -1,0 +1,239 @@
+"""kinetics/: training, the model file, the inference engine and its guards (real Cantera/HDF5)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cantera as ct
+import numpy as np
+import pytest
+import torch
+
+from kinetics.integrator import Integrator
+from kinetics.model_file import read_model_file
+from kinetics.synthetic import write_random_model
+from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
+from mechanisms import InputError, load_mechanism
+from mechanisms.reactor_step import Labeller
+from sampling.dataset import read_dataset
+from tests.conftest import run_cli
+
+TRAIN_YAML = """name: tiny-h2
+model: {type: mlp, hidden: [48, 48]}
+epochs: 2
+batch_size: 256
+block_rows: 2048
+learning_rate: 0.002
+frozen_temperature_k: 400.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_dataset, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    cfg = folder / "train.yaml"
+    cfg.write_text(TRAIN_YAML)
+    out = folder / "tiny-h2.safetensors"
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(out), "--device", "cpu",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "best validation loss" in proc.stdout
+    return out
+
+
+def test_transforms_round_trip():
+    y = torch.tensor([0.0, 1e-30, 1e-12, 1e-3, 0.5, 1.0], dtype=torch.float64)
+    np.testing.assert_allclose(box_cox_inverse(box_cox(y, 0.1), 0.1), y, rtol=1e-10, atol=1e-300)
+    assert float(box_cox(torch.tensor(0.0), 0.1)) == pytest.approx(-10.0)
+    x = torch.tensor([-1e3, -1.0, 0.0, 2.5, 1e4], dtype=torch.float64)
+    np.testing.assert_allclose(signed_power_inverse(signed_power(x, 0.5), 0.5), x, rtol=1e-12)
+
+
+def test_training_writes_a_complete_model_file(tiny_model, small_dataset):
+    meta, tensors, yaml_text = read_model_file(tiny_model)
+    mech = load_mechanism("h2o2.yaml")
+    assert meta.name == "tiny-h2" and meta.species == mech.species_names
+    assert meta.mechanism_sha256 == mech.sha256 and yaml_text == mech.yaml_text
+    assert meta.dt_s == 1e-6 and meta.box_cox_lambda == 0.1
+    assert meta.architecture["hidden"] == [48, 48] and meta.architecture["n_in"] == 12
+    assert set(meta.inert_species) == {"AR", "N2"}
+    inputs, _, _ = read_dataset(small_dataset)
+    assert meta.temperature_k[0] >= inputs[:, 0].min() - 1e-9
+    assert meta.temperature_k[1] <= inputs[:, 0].max() + 1e-9
+    for name in ("norm.x_mean", "norm.x_std", "norm.y_mean", "norm.y_std", "domain.bct_min",
+                 "domain.bct_max"):
+        assert name in tensors and torch.isfinite(tensors[name]).all()
+    assert meta.training["rows_train"] + meta.training["rows_val"] == len(inputs)
+    assert meta.training["fuel"] == "H2:1"
+    rows = list(csv.DictReader(open(tiny_model.with_name("tiny-h2.log.csv"))))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_model, small_dataset, tmp_path):
+    out = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model, out)
+    shutil.copy(tiny_model.with_name("tiny-h2.safetensors.ckpt"), tmp_path / "m.safetensors.ckpt")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TRAIN_YAML.replace("epochs: 2", "epochs: 3"))
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(out), "--resume",
+                   "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "after 1 epoch(s) this session" in proc.stdout
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(tmp_path / "x.safetensors"),
+                   "--resume", "-q")
+    assert proc.returncode != 0 and "resume:" in proc.stderr
+
+
+def _random_states(integrator: Integrator, n: int, seed: int = 0) -> np.ndarray:
+    """Random in-domain h2/air-like states (T 1000–2500 K, 1–10 atm)."""
+    rng = np.random.default_rng(seed)
+    names = integrator.species
+    y = np.zeros((n, len(names)))
+    for s, lo, hi in (("H2", 1e-3, 0.05), ("O2", 0.05, 0.23), ("H2O", 1e-4, 0.2),
+                      ("OH", 1e-8, 1e-3), ("H", 1e-9, 1e-4), ("O", 1e-9, 1e-4),
+                      ("HO2", 1e-9, 1e-5), ("H2O2", 1e-10, 1e-6)):
+        y[:, names.index(s)] = 10 ** rng.uniform(np.log10(lo), np.log10(hi), n)
+    y[:, names.index("N2")] = 1.0 - y.sum(axis=1)
+    states = np.empty((n, 2 + len(names)))
+    states[:, 0] = rng.uniform(1000, 2500, n)
+    states[:, 1] = rng.uniform(1, 10, n) * ct.one_atm
+    states[:, 2:] = y
+    return states
+
+
+@pytest.fixture(scope="module")
+def random_h2_model(tmp_path_factory) -> Integrator:
+    path = tmp_path_factory.mktemp("random") / "r.safetensors"
+    write_random_model(path, "h2o2.yaml", hidden=[32, 32])
+    return Integrator.load(path, device="cpu")
+
+
+def test_step_conserves_mass_and_enthalpy(random_h2_model):
+    it = random_h2_model
+    states = _random_states(it, 500)
+    for dtype in (np.float64, np.float32):
+        out = it.step(states.astype(dtype))
+        assert out.dtype == dtype and out.shape == states.shape
+    out = it.step(states)
+    np.testing.assert_allclose(out[:, 2:].sum(axis=1), 1.0, atol=1e-12)
+    assert (out[:, 2:] >= 0).all()
+    np.testing.assert_array_equal(out[:, 1], states[:, 1])
+    gas = ct.Solution("h2o2.yaml")
+    for i in range(0, 500, 50):
+        gas.TPY = states[i, 0], states[i, 1], states[i, 2:]
+        h0 = gas.enthalpy_mass
+        gas.TPY = out[i, 0], out[i, 1], out[i, 2:]
+        assert abs(gas.enthalpy_mass - h0) <= 1e-9 * max(abs(h0), 1e4)
+    # inert species are untouched
+    n2 = 2 + it.species.index("N2")
+    np.testing.assert_allclose(out[:, n2], states[:, n2], rtol=1e-12)
+
+
+def test_torch_input_and_substeps(random_h2_model):
+    it = random_h2_model
+    states = _random_states(it, 64, seed=1)
+    once = it.step(it.step(it.step(states)))
+    three = it.advance(states, dt=3e-6)
+    assert three.n_substeps == 3
+    np.testing.assert_allclose(three.states, once, rtol=1e-12, atol=1e-15)
+    t_out = it.step(torch.from_numpy(states))
+    assert isinstance(t_out, torch.Tensor) and t_out.dtype == torch.float64
+    np.testing.assert_allclose(t_out.numpy(), it.step(states))
+
+
+def test_frozen_and_fallback_cells(tiny_model):
+    it = Integrator.load(tiny_model, device="cpu")
+    states = _random_states(it, 6, seed=2)
+    states[0, 0] = 350.0  # below the frozen temperature (400 K)
+    states[1, 0] = 2999.0  # hotter than anything in the training data: Cantera steps it
+    states[1, 1] = 60 * ct.one_atm
+    res = it.advance(states)
+    assert res.n_frozen == 1 and res.n_fallback >= 1
+    np.testing.assert_array_equal(res.states[0], states[0])
+    gas = ct.Solution("h2o2.yaml")
+    _, expected = Labeller(gas, 1e-6).advance(states[1])
+    np.testing.assert_allclose(res.states[1], expected, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda s: s.__setitem__((0, 0), np.nan), "row 0 holds NaN"),
+    (lambda s: s.__setitem__((1, 3), -0.01), "negative mass fraction of H"),
+    (lambda s: s.__setitem__((2, 2), s[2, 2] + 0.1), "summing to"),
+    (lambda s: s.__setitem__((0, 1), -5.0), "pressure <= 0"),
+])
+def test_bad_states_are_named(random_h2_model, mutate, message):
+    states = _random_states(random_h2_model, 4, seed=3)
+    mutate(states)
+    with pytest.raises(InputError, match=message):
+        random_h2_model.step(states)
+
+
+def test_wrong_width_dt_and_mechanism_are_refused(random_h2_model, tmp_path):
+    it = random_h2_model
+    with pytest.raises(InputError, match=r"expected shape \[n, 12\]"):
+        it.step(np.zeros((3, 11)))
+    with pytest.raises(InputError, match="not a whole multiple"):
+        it.step(_random_states(it, 2), dt=1.5e-6)
+    gri = load_mechanism("gri30.yaml")
+    with pytest.raises(InputError, match="trained on mechanism"):
+        Integrator.load(it.path, expect_mechanism_sha256=gri.sha256)
+
+
+def test_damaged_model_files_are_refused(random_h2_model, tmp_path):
+    data = Path(random_h2_model.path).read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        Integrator.load(truncated)
+    flipped = bytearray(data)
+    flipped[-100] ^= 0xFF  # inside the last tensor's bytes
+    corrupted = tmp_path / "flipped.safetensors"
+    corrupted.write_bytes(bytes(flipped))
+    with pytest.raises(InputError, match="corrupted"):
+        Integrator.load(corrupted)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    proc = run_cli("validate", str(text), "--steps", "10", "-q")
+    assert proc.returncode != 0 and proc.stderr.startswith("error: model:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_models_list_and_validate_cli(tiny_model, tmp_path):
+    proc = run_cli("models", "list", "--model-dir", str(tiny_model.parent), check=True)
+    assert "tiny-h2" in proc.stdout and "h2o2.yaml" in proc.stdout and "dt 1e-06 s" in proc.stdout
+    out = tmp_path / "val"
+    proc = run_cli("validate", str(tiny_model), "--T0", "1200", "--pressure-atm", "1", "--phi", "1",
+                   "--steps", "200", "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["rollout_steps"] >= 200 and len(report["conditions"]) == 1
+    gas = ct.Solution("h2o2.yaml")  # an independent ignition delay: T crosses 1600 K
+    gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
+    gas.TP = 1200.0, ct.one_atm
+    net = ct.ReactorNet([ct.IdealGasConstPressureReactor(gas, clone=False)])
+    while gas.T < 1600.0:
+        net.step()
+    assert report["conditions"][0]["idt_cantera_s"] == pytest.approx(net.time, rel=0.02)
+    assert report["sum_y_max_dev"] <= 1e-6 and report["enthalpy_max_rel"] <= 1e-6
+    for name in ("report.md", "temperature.png", "species.png"):
+        assert (out / name).stat().st_size > 500
+
+
+def test_distributed_training_with_torchrun(small_dataset, tmp_path):
+    """Two CPU processes (gloo backend) train one model with DistributedDataParallel."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TRAIN_YAML.replace("epochs: 2", "epochs: 1"))
+    out = tmp_path / "ddp.safetensors"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--standalone", "-m",
+                           "deepkin", "train", str(small_dataset), "-c", str(cfg), "-o", str(out),
+                           "--device", "cpu", "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta, _, _ = read_model_file(out)
+    assert meta.training["epochs"] == 1
