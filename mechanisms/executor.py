@@ -10,6 +10,7 @@ of picklable arguments; a large argument shared by every task (the mechanism) is
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -77,8 +78,11 @@ class DaskExecutor(Executor):
             self.description = f"Dask scheduler {scheduler} ({self.n_workers} worker threads)"
         else:
             n = workers if workers and workers > 0 else 1
-            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+            with warnings.catch_warnings():
+                # Another cluster on this machine holds port 8787; ours then picks a free port.
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
             self.n_workers = n
             self.description = f"Dask LocalCluster ({n} worker process{'es' if n > 1 else ''})"

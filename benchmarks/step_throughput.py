@@ -1,0 +1,95 @@
+"""Surrogate step vs Cantera on the same states: cells/s and the ratio, measured in one run.
+
+    python benchmarks/step_throughput.py                       # h2o2 and a GRI-sized network, CPU
+    python benchmarks/step_throughput.py --device cuda --cells 65536 262144 1048576
+
+For each mechanism a model file of the right shape is written with random weights (speed does
+not depend on the weights); the states are taken from a short Cantera autoignition so that every
+cell is a realistic one. The surrogate time includes everything `Integrator.step` does (checks,
+Box-Cox, network, renormalisation, enthalpy inversion). Cantera steps each cell by dt in its own
+constant-pressure reactor (rtol 1e-6, atol 1e-15: the CFD setting, faster than dataset labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cantera as ct
+import numpy as np
+import torch
+
+from kinetics.integrator import Integrator
+from kinetics.synthetic import write_random_model
+from mechanisms.loading import load_mechanism
+from mechanisms.reactor_step import Labeller
+from sampling.manifold import autoignition_profile
+
+CASES = {"h2o2": ("h2o2.yaml", "H2:1", [1600, 800, 400]),
+         "gri30": ("gri30.yaml", "CH4:1", [3200, 1600, 800, 400])}
+
+
+def sample_states(mechanism: str, fuel: str, n: int) -> np.ndarray:
+    mech = load_mechanism(mechanism)
+    gas = mech.solution()
+    gas.set_equivalence_ratio(1.0, fuel, "O2:1,N2:3.76")
+    _, states, _ = autoignition_profile(gas, 1400.0, 10 * ct.one_atm, gas.Y.copy(), t_max_s=0.05)
+    rng = np.random.default_rng(0)
+    return states[rng.integers(0, len(states), n)]
+
+
+def time_call(fn, repeat: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cells", type=int, nargs="+", default=[65536])
+    parser.add_argument("--cantera-cells", type=int, default=300,
+                        help="cells Cantera steps to measure its per-cell time")
+    parser.add_argument("--mechanisms", nargs="+", default=list(CASES))
+    parser.add_argument("--dtypes", nargs="+", default=["float32"],
+                        help="network precision: float32, tf32, bfloat16")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in args.mechanisms:
+            mechanism, fuel, hidden = CASES[key]
+            path = write_random_model(Path(tmp) / f"{key}.safetensors", mechanism, hidden=hidden)
+            states = sample_states(mechanism, fuel, max(max(args.cells), args.cantera_cells))
+            gas = load_mechanism(mechanism).solution()
+            labeller = Labeller(gas, 1e-6, rtol=1e-6, atol=1e-15)
+            some = states[:args.cantera_cells]
+            start = time.perf_counter()
+            labeller.label(some)
+            cantera_per_cell = (time.perf_counter() - start) / len(some)
+            print(f"{key}: Cantera {1 / cantera_per_cell:,.0f} cells/s "
+                  f"({1e3 * cantera_per_cell:.3f} ms per cell, 1 core)")
+            for precision in args.dtypes:
+                torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+                torch.backends.cudnn.allow_tf32 = precision == "tf32"
+                dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+                integrator = Integrator.load(path, device=args.device, dtype=dtype)
+                for n in args.cells:
+                    batch = states[:n]
+                    if args.device != "cpu":
+                        batch = torch.as_tensor(batch, device=integrator.device)
+                    seconds = time_call(lambda b=batch, it=integrator: it.step(b), args.repeat)
+                    rate = n / seconds
+                    print(f"  surrogate {precision:<8} {args.device:<6} {n:>8} cells: "
+                          f"{rate:,.0f} cells/s, {rate * cantera_per_cell:.1f}x Cantera per cell")
+
+
+if __name__ == "__main__":
+    main()
