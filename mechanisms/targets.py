@@ -158,7 +158,13 @@ def _flame_speed(gas: ct.Solution, cond: Condition) -> ConditionResult:
     set_initial_state(gas, cond)
     flame = ct.FreeFlame(gas, width=cond.width_m)
     flame.set_refine_criteria(ratio=3, slope=0.1, curve=0.2)
-    flame.solve(loglevel=0, auto=True)
+    try:
+        flame.solve(loglevel=0, auto=True)
+    except ct.CanteraError:
+        raise
+    except (IndexError, ValueError, ArithmeticError) as exc:
+        # Cantera's Python flame set-up fails this way for a mixture that does not burn
+        return ConditionResult(None, "failed", f"flame solver: {type(exc).__name__}: {exc}")
     speed = float(flame.velocity[0])
     if not np.isfinite(speed) or speed <= 0 or flame.T.max() < cond.temperature_k + IGNITION_RISE_K:
         return ConditionResult(None, "no-ignition", "no flame")

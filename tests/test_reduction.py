@@ -243,3 +243,31 @@ def test_verify_written_rejects_a_mechanism_missing_key_chemistry(tmp_path, cach
     check = verify_written(str(path), config, reference, InlineExecutor())
     assert check.n_species == 48
     assert not check.passed and check.max_error > 0.05
+
+
+def test_max_dtdt_criterion_is_near_the_temperature_rise_one(cache_dir):
+    rise = parse_reduce_config(gri_input(temperatures=(1400.0,), pressures=(1.0,)))
+    steep = parse_reduce_config(gri_input(temperatures=(1400.0,), pressures=(1.0,),
+                                          simulation={"ignition-criterion": "max-dTdt"}))
+    gas = rise.mechanism.solution()
+    t_rise = run_condition(gas, rise.conditions[0], rise.simulation).value
+    t_steep = run_condition(gas, steep.conditions[0], steep.simulation).value
+    assert t_steep != t_rise
+    assert t_steep == pytest.approx(t_rise, rel=0.05)  # methane ignites abruptly: both mark the jump
+    assert steep.conditions_key() != rise.conditions_key()  # a different cache entry
+
+
+@pytest.mark.slow
+def test_drgep_with_a_flame_speed_target(tmp_path, cache_dir):
+    config = parse_reduce_config({
+        "model": "h2o2.yaml", "targets": ["H2", "O2"], "method": "drgep", "error": 5.0,
+        "autoignition-conditions": [{"kind": "constant pressure", "temperature": 1100.0, "pressure": 1.0,
+                                     "equivalence-ratio": 1.0, "fuel": {"H2": 1.0},
+                                     "oxidizer": {"O2": 1.0, "N2": 3.76}}],
+        "laminar-flame-conditions": [{"temperature": 300.0, "pressure": 1.0, "equivalence-ratio": 1.0,
+                                      "fuel": {"H2": 1.0}, "oxidizer": {"O2": 1.0, "N2": 3.76}}]})
+    summary = run_reduction(config, tmp_path / "out", workers=0, progress=False, cache_dir=cache_dir)
+    assert summary["verification"]["passed"]
+    flame = summary["conditions"][1]
+    assert flame["kind"] == "flame" and 1.8 < flame["detailed"] < 2.8 and flame["error"] <= 0.05
+    assert ct.Solution(summary["reduced"]["path"]).transport_model == "mixture-averaged"
