@@ -61,6 +61,7 @@ def serve(settings: ServiceSettings) -> None:
     app = create_app(settings, hosts)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s, access_log=False,
+                            timeout_keep_alive=settings.keep_alive_s,
                             lifespan="on")
     server = uvicorn.Server(config)
     names = ", ".join(f"{name} ({h.meta.n_species} species, dt {h.meta.dt_s:g} s, {h.integrator.device})"

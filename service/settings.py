@@ -28,6 +28,8 @@ class ServiceSettings(BaseModel):
     max_queue_requests: int = Field(256, gt=0, description="Queued requests before 503")
     max_queue_cells: int = Field(1 << 22, gt=0, description="Queued cells before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
+    keep_alive_s: int = Field(300, gt=0, description="Idle keep-alive of a connection (a CFD rank calls "
+                                                     "once per time step, which may be minutes apart)")
     graceful_shutdown_s: float | None = Field(60.0, description="Longest wait for in-flight requests")
     log_level: str = "info"
 

@@ -423,3 +423,14 @@ def test_graceful_shutdown_answers_requests_in_flight(model_dir):
     # uvicorn re-raises the signal once it has drained, so the exit is "killed by SIGTERM" (or 0).
     assert code in (0, -signal.SIGTERM), server.log()
     assert "Traceback" not in server.log()
+
+
+def test_serve_refuses_a_directory_without_models(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "deepkin", "serve", "--model-dir", str(tmp_path),
+                           "--port", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: model-dir: no *.safetensors model files in {tmp_path}"]
