@@ -19,8 +19,9 @@ child has been simulated, or when the budget (iterations, simulations) is spent.
 which fewer than a quarter of ``candidates-per-iteration`` children pass the screen tops them up with
 the children the MLP rates best, so that it keeps learning where the boundary is. Everything that
 decides the next iteration (simulated archive, MLP weights, history) is checkpointed after each
-iteration as JSON + npz (no pickle); rerunning the same command resumes, and gives the same
-answer as an uninterrupted run with the same seed.
+iteration in one npz written atomically (no pickle; a JSON mirror of the loop state beside it);
+rerunning the same command resumes, and gives the same answer as an uninterrupted run with the same
+seed.
 """
 
 from __future__ import annotations
@@ -208,11 +209,12 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
     surrogate = Surrogate(m, nc, settings.hidden, settings.seed)
     history: list[dict[str, Any]] = []
     iteration, stall, stop_reason, resumed = 0, 0, "", None
-    if json_path.is_file() and npz_path.is_file():
-        state = json.loads(json_path.read_text())
+    if npz_path.is_file():
+        # the npz holds the whole state (the JSON file is its readable mirror): one atomic write
+        with np.load(npz_path) as arrays:
+            data = {k: arrays[k] for k in arrays.files}
+        state = json.loads(str(data["state_json"])) if "state_json" in data else {}
         if state.get("key") == key:
-            with np.load(npz_path) as arrays:
-                data = {k: arrays[k] for k in arrays.files}
             archive.load(data)
             surrogate.load_arrays(data)
             iteration, stall = state["iteration"], state["stall"]
@@ -223,7 +225,7 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
             log(f"resuming DeePMR from {json_path} after iteration {iteration} "
                 f"({len(archive)} candidates simulated)")
         else:
-            log(f"{json_path} belongs to other settings; starting over")
+            log(f"{npz_path} belongs to other settings; starting over")
 
     def simulate(xs: list[np.ndarray], it: int) -> dict[str, Any]:
         scores = evaluator.evaluate([full_mask(x) for x in xs], progress=progress,
@@ -237,10 +239,12 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
         return {"simulated": len(xs), "passed": int(passed.sum()), "smallest_passing": best}
 
     def save() -> None:
-        atomic_write_npz(npz_path, **archive.arrays(), **surrogate.state_arrays())
-        atomic_write_text(json_path, json.dumps({
-            "version": CHECKPOINT_VERSION, "key": key, "iteration": iteration, "stall": stall,
-            "stop_reason": stop_reason, "history": history, "n_simulated": len(archive)}, indent=1))
+        text = json.dumps({"version": CHECKPOINT_VERSION, "key": key, "iteration": iteration,
+                           "stall": stall, "stop_reason": stop_reason, "history": history,
+                           "n_simulated": len(archive)}, indent=1)
+        atomic_write_npz(npz_path, **archive.arrays(), **surrogate.state_arrays(),
+                         state_json=np.array(text))
+        atomic_write_text(json_path, text)
 
     def best_size() -> int | None:
         return int(archive.size[archive.passed].min()) if archive.passed.any() else None
