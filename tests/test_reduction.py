@@ -271,3 +271,19 @@ def test_drgep_with_a_flame_speed_target(tmp_path, cache_dir):
     flame = summary["conditions"][1]
     assert flame["kind"] == "flame" and 1.8 < flame["detailed"] < 2.8 and flame["error"] <= 0.05
     assert ct.Solution(summary["reduced"]["path"]).transport_model == "mixture-averaged"
+
+
+def test_drgep_on_an_existing_dask_scheduler_twice(tmp_path, cache_dir):
+    """--scheduler: two runs on one long-lived cluster must not see each other's shared data."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        small = parse_reduce_config(gri_input(temperatures=(1200.0,), pressures=(1.0,), method="drgep"))
+        first = run_reduction(small, tmp_path / "a", scheduler=cluster.scheduler_address, progress=False,
+                              cache_dir=cache_dir)
+        other = parse_reduce_config(gri_input(temperatures=(1600.0,), pressures=(20.0,), method="drgep"))
+        second = run_reduction(other, tmp_path / "b", scheduler=cluster.scheduler_address, progress=False,
+                               cache_dir=cache_dir)
+    assert first["verification"]["passed"] and second["verification"]["passed"]
+    assert "scheduler" in first["executor"]
+    assert second["conditions"][0]["detailed"] < 1e-4 < first["conditions"][0]["detailed"]
