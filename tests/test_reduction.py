@@ -287,3 +287,14 @@ def test_drgep_on_an_existing_dask_scheduler_twice(tmp_path, cache_dir):
     assert first["verification"]["passed"] and second["verification"]["passed"]
     assert "scheduler" in first["executor"]
     assert second["conditions"][0]["detailed"] < 1e-4 < first["conditions"][0]["detailed"]
+
+
+def test_deepmr_can_start_from_the_drgep_answer(tmp_path, cache_dir):
+    data = small_deepmr(tmp_path, iterations=1)
+    data["deepmr"]["start"] = "drgep"
+    summary = run_reduction(parse_reduce_config(data), tmp_path / "out", workers=0, progress=False,
+                            cache_dir=cache_dir)
+    start = summary["method_details"]["start_species"]
+    assert start < 53
+    assert summary["verification"]["passed"]
+    assert summary["reduced"]["n_species"] <= start
