@@ -121,16 +121,23 @@ def dataset_info(path: str, as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--epochs", type=int, help="Override the number of epochs.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False),
               help="CSV log (default: OUT stem + .log.csv).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(dataset, config_path, out, device, epochs, resume, log_csv, quiet) -> None:
+def train_cmd(dataset, config_path, out, device, epochs, resume, threads, log_csv, quiet) -> None:
     """Train a DNN chemistry integrator on DATASET (an HDF5 file of `deepkin sample`).
 
     Several GPUs: torchrun --nproc_per_node N -m deepkin train ...
     """
     from kinetics.train import TrainConfig, train
 
+    if threads is not None:
+        if threads < 1:
+            raise DeepkinError(f"threads: must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     config = TrainConfig.from_yaml(config_path)
     if epochs is not None:
         config.epochs = epochs

@@ -45,6 +45,8 @@ class StepResult:
     n_frozen: int  # below the frozen temperature, passed through unchanged
     n_fallback: int  # outside the training domain (in at least one substep), stepped by Cantera
     n_substeps: int
+    frozen: np.ndarray | None = None  # [n] bool per cell (numpy, on the host)
+    fallback: np.ndarray | None = None  # [n] bool per cell
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -187,11 +189,17 @@ class Integrator:
         out_dtype, out_device = x.dtype, x.device
         x = x.to(self.device, torch.float64)
         self.check_states(x)
-        t, p = x[:, 0].clone(), x[:, 1].clone()
-        y = torch.clamp(x[:, 2:], min=0.0)
-        y = y / y.sum(dim=1, keepdim=True)
+        t = x[:, 0]
         frozen = t < self.meta.frozen_temperature_k
         fell_back = torch.zeros_like(frozen)
+        if bool(frozen.all()):
+            # Nothing to advance: hand the input back (a copy when the caller's array is ours).
+            result = states.copy() if is_numpy else states.clone()
+            mask = frozen.cpu().numpy()
+            return StepResult(result, len(t), len(t), 0, n_sub, mask, np.zeros_like(mask))
+        t, p = t.clone(), x[:, 1].clone()
+        y = torch.clamp(x[:, 2:], min=0.0)
+        y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
         for _ in range(n_sub):
             if not bool(active.any()):
@@ -201,10 +209,13 @@ class Integrator:
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
+        # Frozen cells are returned exactly as given (no renormalisation).
+        y = torch.where(frozen[:, None], x[:, 2:], y)
         result = torch.cat([t[:, None], p[:, None], y], dim=1).to(out_device, out_dtype)
         if is_numpy:
             result = result.numpy()
-        return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub)
+        return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
+                          frozen.cpu().numpy(), fell_back.cpu().numpy())
 
     def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor) -> torch.Tensor:
         """Boolean ``[n]``: inside the training domain (with a small margin)."""

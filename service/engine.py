@@ -51,47 +51,6 @@ def parse_outputs(names: list[str] | str | None) -> tuple[str, ...]:
     return tuple(n for n in OUTPUTS if n in wanted)
 
 
-class _FallbackTracker:
-    """Per-cell fallback flags of one ``advance`` call.
-
-    ``StepResult`` counts fallback cells for the whole batch; a merged batch needs them per request.
-    The tracker wraps the integrator's per-substep ``_model_step`` and follows its active-cell
-    indices the way ``advance`` does (active = T ≥ frozen temperature). The result is checked
-    against ``StepResult.n_fallback``; on any disagreement the per-cell flags are dropped (None).
-    TODO(kinetics): a per-cell ``fallback`` mask in StepResult would make this wrapper unnecessary.
-    """
-
-    def __init__(self, integrator: Integrator):
-        self._original = integrator._model_step
-        self._frozen_t = integrator.meta.frozen_temperature_k
-        self._device = integrator.device
-        self._current: torch.Tensor | None = None
-        self.mask: torch.Tensor | None = None
-        integrator._model_step = self._step  # instance attribute shadows the method
-
-    def begin(self, temperature_k: np.ndarray) -> None:
-        t = torch.as_tensor(temperature_k, device=self._device).to(torch.float64)
-        self.mask = torch.zeros(len(t), dtype=torch.bool, device=self._device)
-        self._current = (t >= self._frozen_t).nonzero().squeeze(1)
-
-    def _step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor):
-        t_out, y_out, fell_back = self._original(t, p, y)
-        if self._current is not None and len(self._current) == len(t):
-            self.mask[self._current[fell_back]] = True
-            self._current = self._current[t_out >= self._frozen_t]
-        else:
-            self._current = None
-            self.mask = None
-        return t_out, y_out, fell_back
-
-    def finish(self, result: StepResult) -> np.ndarray | None:
-        mask, self._current = self.mask, None
-        self.mask = None
-        if mask is None or int(mask.sum()) != result.n_fallback:
-            return None
-        return mask.cpu().numpy()
-
-
 class ModelHost:
     """One served model: the integrator plus what the API says about it."""
 
@@ -99,7 +58,6 @@ class ModelHost:
         self.name = name
         self.integrator = integrator
         self.meta = integrator.meta
-        self._tracker = _FallbackTracker(integrator)
 
     @classmethod
     def load(cls, name: str, path: str | Path, device: str = "auto") -> ModelHost:
@@ -145,12 +103,9 @@ class ModelHost:
 
     # -- work (device thread only) -----------------------------------------------------------------
     def advance(self, states: np.ndarray, n_sub: int) -> tuple[StepResult, np.ndarray | None]:
-        """``Integrator.advance`` by ``n_sub`` model steps, plus the per-cell fallback flags
-        (None when they could not be attributed)."""
-        if states.ndim == 2 and len(states):
-            self._tracker.begin(states[:, 0])
+        """``Integrator.advance`` by ``n_sub`` model steps, plus the per-cell fallback flags."""
         result = self.integrator.advance(states, n_sub * self.meta.dt_s if n_sub > 1 else None)
-        return result, self._tracker.finish(result)
+        return result, result.fallback
 
     def outputs(self, states: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Cantera-evaluated outputs at ``states`` ``[n, 2+ns]`` (float64): see :data:`OUTPUTS`."""
