@@ -16,6 +16,16 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise DeepkinError(f"threads: must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="deepkin")
 def cli() -> None:
@@ -132,12 +142,7 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, threads, log_cs
     """
     from kinetics.train import TrainConfig, train
 
-    if threads is not None:
-        if threads < 1:
-            raise DeepkinError(f"threads: must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     config = TrainConfig.from_yaml(config_path)
     if epochs is not None:
         config.epochs = epochs
@@ -159,10 +164,12 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, threads, log_cs
               help="Directory for report.md, report.json and the PNG plots.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--check", is_flag=True, help="Exit with code 1 when a target is missed.")
+@click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, out_dir, device,
-                 check, quiet) -> None:
+                 check, threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid."""
+    _set_threads(threads)
     from kinetics.integrator import Integrator
     from kinetics.registry import resolve_model
     from kinetics.validate import validate

@@ -130,8 +130,12 @@ def _cantera_run(gas: ct.Solution, t0: float, p: float, y0: np.ndarray, t_end: f
 def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: list[float],
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
-             progress: bool = True) -> ValidationReport:
-    """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs."""
+             progress: bool = True, ignition_search_s: float = 0.05) -> ValidationReport:
+    """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
+
+    Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
+    ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
+    """
     from tqdm import tqdm
 
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
@@ -144,7 +148,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     t_start = time.perf_counter()
     refs = []
     for (t0, p_atm, _), y0 in zip(conds, y0s):
-        probe = _cantera_run(gas, t0, p_atm * ONE_ATM_PA, y0, rollout_steps * dt)
+        probe = _cantera_run(gas, t0, p_atm * ONE_ATM_PA, y0, max(rollout_steps * dt,
+                                                                  ignition_search_s))
         idt = crossing_time(probe[0], probe[1], t0 + IGNITION_RISE_K)
         refs.append((idt, probe))
     seconds_cantera = time.perf_counter() - t_start
