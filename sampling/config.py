@@ -31,7 +31,7 @@ COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
 class AutoignitionOptions:
     """0D constant-pressure autoignition over the (T0, P, φ) grid."""
 
-    activity_weight: float = 0.5  # share of states drawn ∝ |dT/dt| (the rest uniform in time)
+    activity_weight: float = 0.5  # share of states drawn ∝ |dT/dt| (the rest uniform in log time)
     t_max_s: float = 0.1  # give up on ignition after this time (s)
 
 

@@ -13,13 +13,17 @@ from mechanisms.state import Y_START
 
 
 def draw_along_profile(coordinate: np.ndarray, states: np.ndarray, activity: np.ndarray,
-                       n: int, activity_weight: float, rng: np.random.Generator) -> np.ndarray:
+                       n: int, activity_weight: float, rng: np.random.Generator,
+                       uniform_coordinate: np.ndarray | None = None) -> np.ndarray:
     """Draw ``n`` states interpolated along a profile.
 
     ``coordinate`` ``[m]`` is increasing (time in s or position in m), ``states`` ``[m, 2+ns]``,
     ``activity`` ``[m]`` ≥ 0. The density along the coordinate is
     ``(1 − w)/L + w·activity/∫activity`` with ``w = activity_weight``; states between profile
-    points are linear interpolations (ΣY stays 1). Returns ``[n, 2+ns]``.
+    points are linear interpolations (ΣY stays 1). ``uniform_coordinate`` (increasing, ``[m]``)
+    replaces ``coordinate`` for the uniform part, e.g. log time so that every decade of a
+    trajectory (induction, ignition, recombination, equilibrium) gets its share. Returns
+    ``[n, 2+ns]``.
     """
     x = np.asarray(coordinate, dtype=float)
     a = np.abs(np.asarray(activity, dtype=float))
@@ -27,7 +31,11 @@ def draw_along_profile(coordinate: np.ndarray, states: np.ndarray, activity: np.
     if len(x) < 2 or length <= 0:
         return np.repeat(states[:1], n, axis=0)
     seg = np.diff(x)
-    uniform_mass = seg / length
+    if uniform_coordinate is not None:
+        useg = np.diff(np.asarray(uniform_coordinate, dtype=float))
+        uniform_mass = useg / useg.sum()
+    else:
+        uniform_mass = seg / length
     act_mid = 0.5 * (a[1:] + a[:-1]) * seg
     total_act = act_mid.sum()
     act_mass = act_mid / total_act if total_act > 0 else uniform_mass

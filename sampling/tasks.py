@@ -21,7 +21,7 @@ from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor_step import Labeller
 from mechanisms.state import set_gas_state, state_of_gas, state_width
 from sampling.dataset import source_code
-from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile
+from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile, log_time
 from sampling.multiscale import (
     ManifoldRanges,
     RateLimits,
@@ -98,7 +98,8 @@ def _draw_autoignition(spec, ctx, gas, rng):
     p = spec.params
     t, states, rate = autoignition_profile(gas, p["temperature_k"], p["pressure_pa"],
                                            np.asarray(p["y0"]), t_max_s=opts["t_max_s"])
-    return draw_along_profile(t, states, rate, spec.rows, opts["activity_weight"], rng), ""
+    return draw_along_profile(t, states, rate, spec.rows, opts["activity_weight"], rng,
+                              uniform_coordinate=log_time(t)), ""
 
 
 def _draw_free_flame(spec, ctx, gas, rng):
