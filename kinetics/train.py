@@ -63,6 +63,9 @@ class TrainConfig:
     mass_loss_weight: float = 0.0  # penalty on (ΣY' − 1) before renormalisation
     enthalpy_loss_weight: float = 0.0  # penalty on h(T_label, Y') − h(T, Y), scaled by cp·1000 K
     frozen_temperature_k: float = 500.0
+    # Cells colder than this are stepped by Cantera, not the network (a regime it cannot serve,
+    # such as slow induction near the second explosion limit); null: the training data's minimum.
+    network_min_temperature_k: float | None = None
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -346,7 +349,9 @@ def _write_model(out: Path, model, config: TrainConfig, arch, facts: DatasetFact
         name=config.name, architecture=arch, box_cox_lambda=config.box_cox_lambda,
         dt_s=facts.dt_s, species=facts.species, mechanism_sha256=facts.mechanism_sha256,
         mechanism_source=facts.mechanism_source, phase=facts.phase,
-        temperature_k=norm.temperature_k, pressure_pa=norm.pressure_pa,
+        temperature_k=[max(norm.temperature_k[0], config.network_min_temperature_k or 0.0),
+                       norm.temperature_k[1]],
+        pressure_pa=norm.pressure_pa,
         frozen_temperature_k=config.frozen_temperature_k, inert_species=inert,
         output_transform=config.output_transform, description=config.description,
         training={"dataset": Path(facts.path).name, "rows_train": norm.n_train,
