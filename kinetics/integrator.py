@@ -6,8 +6,9 @@ advanced states in the caller's array type (numpy or torch) and dtype. Per model
 1. cells below the frozen temperature pass through unchanged;
 2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
    instead and are counted (``StepResult.n_fallback``);
-3. the network (float32 by default) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate), clipped
-   at 0 and rescaled so that ΣY' = 1 with inert species untouched;
+3. the network (float32 by default) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
+   projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
+   rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
 
 A ``dt`` that is a whole multiple of the model's dt runs that many model steps.
@@ -96,6 +97,12 @@ class Integrator:
         for name in meta.inert_species:
             inert[meta.species.index(name)] = True
         self.inert = inert.to(self.device)
+        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k.
+        gas = self.gas
+        elements = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
+                              for k in range(gas.n_species)] for e in range(gas.n_elements)])
+        keep = elements.any(axis=1)
+        self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         self._fallback = Labeller(self.gas, meta.dt_s, rtol=1e-10, atol=1e-20)
 
     # -- construction ----------------------------------------------------------------------------
@@ -247,6 +254,7 @@ class Integrator:
         rate = out * self.y_std + self.y_mean  # d BCT(Y)/dt, 1/s in BCT units
         y_new = box_cox_inverse(bct + self.dt_s * rate, self.meta.box_cox_lambda)
         y_new = torch.where(self.inert, y, y_new)
+        y_new = self._conserve_elements(y, y_new)
         inert_total = (y * self.inert).sum(dim=1, keepdim=True)
         active_total = (y_new * ~self.inert).sum(dim=1, keepdim=True)
         scale = (1.0 - inert_total) / torch.clamp(active_total, min=1e-300)
@@ -255,6 +263,22 @@ class Integrator:
         t_new, converged = self.thermo.temperature(h, y_new, t)
         ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
         return t_new, y_new, ok
+
+    def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
+        """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``.
+
+        Chemistry moves atoms between species but never creates them; the network does not know
+        that, and unprojected errors accumulate into drift over long rollouts (hundreds of K at
+        equilibrium). Weighted least squares with weights ∝ Y' (so trace species barely move and
+        stay non-negative), inert species held fixed; the result is clipped at 0.
+        """
+        a = self.element_matrix  # [ne, ns]
+        w = (y_new + 1e-30) * ~self.inert
+        resid = (y_new - y) @ a.T  # [n, ne]
+        m = torch.einsum("ek,nk,fk->nef", a, w, a)
+        m = m + 1e-30 * torch.eye(a.shape[0], dtype=m.dtype, device=m.device)
+        lam = torch.linalg.solve(m, resid.unsqueeze(-1)).squeeze(-1)
+        return torch.clamp(y_new - w * (lam @ a), min=0.0)
 
     def _cantera_step(self, t: float, p: float, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         state = np.concatenate([[t, p], y.cpu().numpy()])

@@ -215,8 +215,13 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         if not ckpt_path.is_file():
             raise InputError(f"resume: no checkpoint {ckpt_path} to resume from")
         state = load_checkpoint(ckpt_path, model, opt)
-        for _ in range(state["epoch"]):
-            sched.step()
+        # The schedule continues where it stopped (the checkpoint's lr is already decayed).
+        for group in opt.param_groups:
+            group["initial_lr"] = config.learning_rate
+            group["lr"] = config.learning_rate * config.lr_decay_factor ** (
+                state["epoch"] // config.lr_decay_every)
+        sched = torch.optim.lr_scheduler.StepLR(opt, config.lr_decay_every, config.lr_decay_factor,
+                                                last_epoch=state["epoch"] - 1)
 
     def prepare(inputs: np.ndarray, targets: np.ndarray):
         x, r = features_and_targets(inputs, targets, lam, facts.dt_s)

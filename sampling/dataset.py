@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ SCHEMA_VERSION = 1
 SOURCE_NAMES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs")
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype()
+# A chunk cache larger than a chunk, so that appending to a partly filled gzip chunk does not
+# decompress and recompress it on every write (it is compressed once, when flushed or evicted).
+_CHUNK_CACHE = {"rdcc_nbytes": 32 << 20, "rdcc_nslots": 10007, "rdcc_w0": 1.0}
 
 
 def source_code(name: str) -> int:
@@ -61,6 +65,9 @@ class DatasetWriter:
     def __init__(self, path: str | Path, h5: h5py.File):
         self.path = Path(path)
         self.h5 = h5
+        self._last_flush = time.monotonic()
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
 
     # -- creation and opening -------------------------------------------------------------------
     @classmethod
@@ -70,7 +77,7 @@ class DatasetWriter:
         ns = mechanism.n_species
         width = state_width(ns)
         chunk_rows = max(1, CHUNK_BYTES // (8 * width))
-        h5 = h5py.File(path, "w")
+        h5 = h5py.File(path, "w", **_CHUNK_CACHE)
         for name in ("inputs", "targets"):
             ds = h5.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype="f8",
                                    chunks=(chunk_rows, width), compression="gzip",
@@ -107,7 +114,7 @@ class DatasetWriter:
     @classmethod
     def open(cls, path: str | Path) -> DatasetWriter:
         """Open an existing dataset for appending; cuts rows beyond the recorded tasks."""
-        h5 = h5py.File(path, "r+")
+        h5 = h5py.File(path, "r+", **_CHUNK_CACHE)
         writer = cls(path, h5)
         writer._check_schema()
         writer.truncate_to_tasks()
@@ -143,6 +150,7 @@ class DatasetWriter:
 
     def finish_run(self, summary: dict[str, Any]) -> None:
         """Mark the last run complete and store its summary (rows per source, failures, ...)."""
+        self.write_pending()
         runs = self.runs
         runs[-1].update(finished=_now(), complete=True, summary=summary)
         self._set_runs(runs)
@@ -155,6 +163,7 @@ class DatasetWriter:
     # -- tasks and rows --------------------------------------------------------------------------
     def finished_tasks(self) -> dict[str, str]:
         """``{task id: status}`` of every recorded task."""
+        self.write_pending()
         ids = self.h5["tasks/id"].asstr()[...]
         status = self.h5["tasks/status"].asstr()[...]
         return dict(zip(ids.tolist(), status.tolist()))
@@ -164,36 +173,66 @@ class DatasetWriter:
         return int(self.h5["tasks/rows"][...].sum())
 
     def truncate_to_tasks(self) -> None:
-        """Cut rows written after the last recorded task (debris of an interrupted write)."""
+        """Cut rows written after the last recorded task (debris of an interrupted write).
+
+        Raises ValueError when a dataset holds fewer rows than the recorded tasks (a write that
+        never reached the disk): the caller rebuilds the file from the run journal.
+        """
         n = self.n_rows
+        for name in ("inputs", "targets", "source"):
+            if self.h5[name].shape[0] < n:
+                raise ValueError(f"{name} holds {self.h5[name].shape[0]} rows, tasks record {n}")
         for name in ("inputs", "targets", "source"):
             if self.h5[name].shape[0] != n:
                 self.h5[name].resize(n, axis=0)
         self.h5.flush()
 
     def append_task(self, task_id: str, inputs: np.ndarray, targets: np.ndarray, source: int,
-                    status: str) -> None:
-        """Append one task's rows, then record the task; the file is flushed after both."""
+                    status: str, flush_every_s: float = 5.0) -> None:
+        """Queue one task's rows; they reach the file in batches (see :meth:`write_pending`).
+
+        Writing many small appends into gzip chunks costs far more than the labels they hold
+        (each one decompresses and recompresses a partly filled chunk), so rows are written when
+        a chunk's worth is queued or ``flush_every_s`` has passed. The run journal holds every
+        task until the run completes, so nothing queued is lost when a run is killed.
+        """
+        self._pending.append((task_id, inputs, targets, source, status))
+        self._pending_rows += len(inputs)
+        if (self._pending_rows >= self.h5["inputs"].chunks[0]
+                or time.monotonic() - self._last_flush >= flush_every_s):
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Append the queued tasks' rows, then record the tasks, then flush the file."""
+        if not self._pending:
+            return
         n_old = self.n_rows
-        n_new = n_old + len(inputs)
-        if len(inputs):
-            for name, data in (("inputs", inputs), ("targets", targets)):
+        n_new = n_old + self._pending_rows
+        if n_new > n_old:
+            for name, k in (("inputs", 1), ("targets", 2)):
                 ds = self.h5[name]
                 ds.resize(n_new, axis=0)
-                ds[n_old:n_new] = data
+                ds[n_old:n_new] = np.concatenate([p[k] for p in self._pending if len(p[1])])
             src = self.h5["source"]
             src.resize(n_new, axis=0)
-            src[n_old:n_new] = source
+            src[n_old:n_new] = np.concatenate([np.full(len(p[1]), p[3], dtype=np.uint8)
+                                               for p in self._pending])
         k = self.h5["tasks/id"].shape[0]
-        for name, value in (("tasks/rows", len(inputs)), ("tasks/status", status),
-                            ("tasks/id", task_id)):
+        m = len(self._pending)
+        for name, values in (("tasks/rows", [len(p[1]) for p in self._pending]),
+                             ("tasks/status", [p[4] for p in self._pending]),
+                             ("tasks/id", [p[0] for p in self._pending])):
             ds = self.h5[name]
-            ds.resize(k + 1, axis=0)
-            ds[k] = value
+            ds.resize(k + m, axis=0)
+            ds[k:k + m] = values
         self.h5.flush()
+        self._pending.clear()
+        self._pending_rows = 0
+        self._last_flush = time.monotonic()
 
     def rows_of_sources(self, names: tuple[str, ...], run_index: int) -> np.ndarray:
         """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index``."""
+        self.write_pending()
         ids = self.h5["tasks/id"].asstr()[...]
         rows = self.h5["tasks/rows"][...]
         ends = np.cumsum(rows)
@@ -211,6 +250,7 @@ class DatasetWriter:
 
     def close(self) -> None:
         if self.h5.id.valid:
+            self.write_pending()
             self.h5.flush()
             self.h5.close()
 

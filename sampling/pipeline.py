@@ -173,6 +173,7 @@ def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
             bar.update(len(res.inputs))
             flush()
     flush()
+    writer.write_pending()
     return computed
 
 
@@ -248,6 +249,7 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
 
 
 def _rows_of_run(writer: DatasetWriter, run: int) -> int:
+    writer.write_pending()
     ids = writer.h5["tasks/id"].asstr()[...]
     rows = writer.h5["tasks/rows"][...]
     return int(sum(r for i, r in zip(ids, rows) if i.startswith(f"r{run}/")))
@@ -255,6 +257,7 @@ def _rows_of_run(writer: DatasetWriter, run: int) -> int:
 
 def _summarise(writer: DatasetWriter, run: int, output: Path, resumed: bool,
                notes: list[str]) -> SamplingSummary:
+    writer.write_pending()
     ids = writer.h5["tasks/id"].asstr()[...]
     rows = writer.h5["tasks/rows"][...]
     status = writer.h5["tasks/status"].asstr()[...]

@@ -135,6 +135,17 @@ def test_step_conserves_mass_and_enthalpy(random_h2_model):
     np.testing.assert_allclose(out[:, n2], states[:, n2], rtol=1e-12)
 
 
+def test_step_conserves_elements(random_h2_model):
+    """Atoms are neither created nor destroyed: element mass fractions stay as they were."""
+    it = random_h2_model
+    states = _random_states(it, 200, seed=5)
+    out = it.step(states)
+    gas = ct.Solution("h2o2.yaml")
+    a = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
+                   for k in range(gas.n_species)] for e in range(gas.n_elements)])
+    np.testing.assert_allclose(out[:, 2:] @ a.T, states[:, 2:] @ a.T, rtol=0, atol=1e-10)
+
+
 def test_torch_input_and_substeps(random_h2_model):
     it = random_h2_model
     states = _random_states(it, 64, seed=1)
@@ -237,3 +248,16 @@ def test_distributed_training_with_torchrun(small_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta, _, _ = read_model_file(out)
     assert meta.training["epochs"] == 1
+
+
+def test_shipped_model_smoke_validation(tmp_path):
+    """The shipped H2/air model against Cantera at two conditions of the validation grid."""
+    out = tmp_path / "shipped"
+    proc = run_cli("validate", "h2-air", "--T0", "1000,1200,1400", "--pressure-atm", "5", "--phi", "1",
+                   "--steps", "3000", "-o", str(out), "-q", "--threads", "1", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "h2-air" and len(report["conditions"]) == 3
+    assert report["idt_max_rel"] <= 0.10 and report["idt_mean_rel"] <= 0.03
+    assert report["equilibrium_max_k"] <= 10.0
+    assert report["sum_y_max_dev"] <= 1e-6 and report["enthalpy_max_rel"] <= 1e-6

@@ -30,7 +30,7 @@ def test_schema_and_attributes(small_dataset):
         assert bool(a["complete"])
         assert a["cantera_version"] == ct.__version__
         config = json.loads(a["sampler_config"])
-        assert config["seed"] == 7 and config["rows"]["multiscale"] == 1200
+        assert config["seed"] == 7 and config["rows"]["multiscale"] == 2400
         runs = json.loads(a["runs"])
         assert len(runs) == 1 and runs[0]["complete"] and "ranges" in runs[0]
         assert h5["mechanism_yaml"].asstr()[()] == mech.yaml_text
@@ -45,10 +45,10 @@ def test_schema_and_attributes(small_dataset):
         ids = h5["tasks/id"].asstr()[...]
         assert len(set(ids)) == len(ids)
     inputs, targets, source = read_dataset(small_dataset)
-    assert 3000 <= len(inputs) <= 3700
+    assert 4000 <= len(inputs) <= 4900
     counts = np.bincount(source, minlength=6)
     assert counts[SOURCE_NAMES.index("autoignition")] == 1200
-    assert counts[SOURCE_NAMES.index("multiscale")] == 1200
+    assert counts[SOURCE_NAMES.index("multiscale")] == 2400
     assert counts[SOURCE_NAMES.index("free_flame")] > 0
     assert counts[SOURCE_NAMES.index("counterflow")] > 0
     assert counts[SOURCE_NAMES.index("emcs")] > 0

@@ -119,7 +119,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     with h5py.File(out, "r") as h5:  # readable, incomplete
         assert not bool(h5.attrs["complete"])
         partial_rows = int(h5["tasks/rows"][...].sum())
-    assert 0 < partial_rows < len(arrays(reference)[0])
+    # rows reach the HDF5 file in batches; the rest are in the journal and must not be redone
+    assert 0 <= partial_rows < len(arrays(reference)[0])
 
     resumed = run_cli("sample", "-o", str(out), *KILL, "--seed", "11", "--workers", "2")
     assert resumed.returncode == 0, resumed.stderr
