@@ -288,7 +288,10 @@ class Integrator:
         resid = (y_new - y) @ a.T  # [n, ne]
         # m[n, e, f] = Σ_k a[e, k] a[f, k] w[n, k], as one matmul with the precomputed products.
         m = (w @ self.element_products).view(-1, ne, ne)
-        m = m + 1e-30 * torch.eye(ne, dtype=m.dtype, device=m.device)
+        # Ridge term: when two elements are carried by the same species only (H and C in a fresh
+        # CH4/air mixture) m is singular; the part of the residual no species can absorb stays.
+        ridge = 1e-9 * m.diagonal(dim1=1, dim2=2).amax(dim=1) + 1e-300
+        m = m + ridge[:, None, None] * torch.eye(ne, dtype=m.dtype, device=m.device)
         lam = torch.linalg.solve(m, resid.unsqueeze(-1)).squeeze(-1)
         return torch.clamp(y_new - w * (lam @ a), min=0.0)
 
