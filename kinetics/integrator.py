@@ -186,7 +186,10 @@ class Integrator:
     # -- stepping --------------------------------------------------------------------------------
     def step(self, states: np.ndarray | torch.Tensor, dt: float | None = None
              ) -> np.ndarray | torch.Tensor:
-        """Advance ``states`` ``[n, 2+ns]`` by ``dt`` (default: the model's dt); same type out."""
+        """Advance ``states`` ``[n, 2+ns]`` by ``dt`` (default: the model's dt); same type out.
+
+        A new array is returned, except when every cell is frozen: then ``states`` itself.
+        """
         return self.advance(states, dt).states
 
     @torch.no_grad()
@@ -210,10 +213,9 @@ class Integrator:
         frozen = t < self.meta.frozen_temperature_k
         fell_back = torch.zeros_like(frozen)
         if bool(frozen.all()):
-            # Nothing to advance: hand the input back (a copy when the caller's array is ours).
-            result = states.copy() if is_numpy else states.clone()
+            # Nothing to advance: the input itself is the answer (no copy of a large batch).
             mask = frozen.cpu().numpy()
-            return StepResult(result, len(t), len(t), 0, n_sub, mask, np.zeros_like(mask))
+            return StepResult(states, len(t), len(t), 0, n_sub, mask, np.zeros_like(mask))
         t, p = t.clone(), x[:, 1].clone()
         y = torch.clamp(x[:, 2:], min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
