@@ -156,13 +156,16 @@ class Integrator:
         if states.shape[0] == 0:
             return
         y = states[:, 2:]
-        total = y.sum(dim=1)
-        # A few cheap reductions decide; the search for the first bad row runs only on failure.
-        # (NaN or inf anywhere in Y makes ``total`` non-finite.)
-        if (bool(torch.isfinite(total).all()) and bool(torch.isfinite(states[:, :2]).all())
-                and bool((states[:, :2] > 0).all()) and float(y.min()) >= -Y_TOLERANCE
+        # Two contiguous passes decide (row sums, global minimum); the search for the first bad
+        # row runs only on failure. NaN or inf anywhere makes a row sum non-finite; T and P are
+        # positive, so the global minimum is that of Y unless something is wrong anyway.
+        row_sum = states.sum(dim=1)
+        total = row_sum - states[:, 0] - states[:, 1]
+        if (bool(torch.isfinite(row_sum).all()) and float(states.min()) >= -Y_TOLERANCE
+                and bool((states[:, :2] > 0).all())
                 and float(torch.abs(total - 1.0).max()) <= SUM_TOLERANCE):
             return
+        total = y.sum(dim=1)
         finite = torch.isfinite(states).all(dim=1)
         if not bool(finite.all()):
             row = int((~finite).nonzero()[0])
