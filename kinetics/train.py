@@ -37,7 +37,7 @@ from kinetics.data import (
 from kinetics.integrator import resolve_device
 from kinetics.model_file import ModelMeta, save_model
 from kinetics.models import build_model
-from kinetics.transforms import signed_power
+from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
 
@@ -239,11 +239,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             inputs, targets = extra
             z = pred.double()
             if transform and transform.get("type") == "signed_power":
-                from kinetics.transforms import signed_power_inverse
-
                 z = signed_power_inverse(z, transform["lambda"])
-            from kinetics.transforms import box_cox, box_cox_inverse
-
             rate = z * r_std + r_mean
             y_pred = box_cox_inverse(box_cox(inputs[:, 2:], lam) + facts.dt_s * rate, lam)
             if config.mass_loss_weight > 0:

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-import numpy as np
 from tqdm import tqdm
 
 from mechanisms.errors import InputError
@@ -273,11 +271,3 @@ def _summarise(writer: DatasetWriter, run: int, output: Path, resumed: bool,
         elif st != "ok":
             partial.append(f"{tid}: {st}")
     return SamplingSummary(str(output), run, resumed, per_source, failed, partial, notes)
-
-
-def read_manifold_states(path: str | Path) -> np.ndarray:
-    """Input states of the manifold sources of a dataset file."""
-    with h5py.File(path, "r") as h5:
-        codes = [SOURCE_NAMES.index(s) for s in MANIFOLD_SOURCES]
-        mask = np.isin(h5["source"][...], codes)
-        return h5["inputs"][...][mask]

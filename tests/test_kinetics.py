@@ -275,3 +275,22 @@ def test_element_projection_when_two_elements_share_one_species(tmp_path):
     assert res.n_fallback == 0
     np.testing.assert_allclose(res.states[:, 0], states[:, 0], atol=1.0)  # tiny random rates
     np.testing.assert_allclose(res.states[:, 2:].sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
+    """ΣY and enthalpy penalties and the MscaleDNN variant run end to end (in-process trainer)."""
+    from kinetics.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict({"model": {"type": "mscale", "hidden": [16, 16], "scales": [1, 4]},
+                                 "epochs": 1, "batch_size": 512, "block_rows": 4096,
+                                 "mass_loss_weight": 1.0, "enthalpy_loss_weight": 0.1,
+                                 "output_transform": {"type": "signed_power", "lambda": 0.5}})
+    result = train(small_dataset, tmp_path / "m.safetensors", cfg, device="cpu", progress=False)
+    assert np.isfinite(result.best_val_loss) and result.epochs_run == 1
+    meta, _, _ = read_model_file(tmp_path / "m.safetensors")
+    assert meta.architecture["type"] == "mscale" and meta.output_transform["lambda"] == 0.5
+    it = Integrator.load(tmp_path / "m.safetensors", device="cpu")
+    out = it.step(_random_states(it, 8))
+    np.testing.assert_allclose(out[:, 2:].sum(axis=1), 1.0, atol=1e-12)
+    with pytest.raises(InputError, match="epoch: unknown training setting .*did you mean 'epochs'"):
+        TrainConfig.from_dict({"epoch": 3})
