@@ -33,6 +33,7 @@ class AutoignitionOptions:
 
     activity_weight: float = 0.5  # share of states drawn ∝ |dT/dt| (the rest uniform in log time)
     t_max_s: float = 0.1  # give up on ignition after this time (s)
+    settle_k: float = 1.0  # after ignition, stop once |dT/dt|·t < settle_k (K): the state has settled
 
 
 @dataclass
@@ -172,6 +173,7 @@ class SamplingConfig:
         if not 0.0 <= self.autoignition.activity_weight <= 1.0:
             raise InputError("autoignition.activity_weight: must lie in [0, 1]")
         _positive("autoignition.t_max_s", self.autoignition.t_max_s)
+        _positive("autoignition.settle_k", self.autoignition.settle_k)
         _positive_list("free_flame.temperature_k", self.free_flame.temperature_k)
         _positive("free_flame.width_m", self.free_flame.width_m)
         _positive_list("counterflow.strain_rate_s", self.counterflow.strain_rate_s)

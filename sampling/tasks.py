@@ -97,7 +97,8 @@ def _draw_autoignition(spec, ctx, gas, rng):
     opts = ctx.options["autoignition"]
     p = spec.params
     t, states, rate = autoignition_profile(gas, p["temperature_k"], p["pressure_pa"],
-                                           np.asarray(p["y0"]), t_max_s=opts["t_max_s"])
+                                           np.asarray(p["y0"]), t_max_s=opts["t_max_s"],
+                                           settle_k=opts["settle_k"])
     return draw_along_profile(t, states, rate, spec.rows, opts["activity_weight"], rng,
                               uniform_coordinate=log_time(t)), ""
 
