@@ -121,7 +121,7 @@ def _cantera_run(gas: ct.Solution, t0: float, p: float, y0: np.ndarray, t_end: f
     times, temps, ys = [0.0], [gas.T], [gas.Y.copy()]
     while net.time < t_end:
         net.step()
-        times.append(min(net.time, t_end) if net.time > t_end else net.time)
+        times.append(net.time)
         temps.append(gas.T)
         ys.append(gas.Y.copy())
     return np.asarray(times), np.asarray(temps), np.asarray(ys)

@@ -161,12 +161,22 @@ class DatasetWriter:
         self._set_runs(runs)
 
     # -- tasks and rows --------------------------------------------------------------------------
+    def task_table(self, run_index: int | None = None) -> list[tuple[str, int, int, str]]:
+        """``(task id, first row, end row, status)`` of every recorded task, in row order;
+        only those of run ``run_index`` when given. Queued tasks are written first."""
+        self.write_pending()
+        ids = self.h5["tasks/id"].asstr()[...].tolist()
+        rows = self.h5["tasks/rows"][...]
+        status = self.h5["tasks/status"].asstr()[...].tolist()
+        ends = np.cumsum(rows)
+        table = [(i, int(e - r), int(e), st) for i, r, e, st in zip(ids, rows, ends, status)]
+        if run_index is not None:
+            table = [t for t in table if t[0].startswith(f"r{run_index}/")]
+        return table
+
     def finished_tasks(self) -> dict[str, str]:
         """``{task id: status}`` of every recorded task."""
-        self.write_pending()
-        ids = self.h5["tasks/id"].asstr()[...]
-        status = self.h5["tasks/status"].asstr()[...]
-        return dict(zip(ids.tolist(), status.tolist()))
+        return {tid: status for tid, _, _, status in self.task_table()}
 
     @property
     def n_rows(self) -> int:
@@ -232,19 +242,11 @@ class DatasetWriter:
 
     def rows_of_sources(self, names: tuple[str, ...], run_index: int) -> np.ndarray:
         """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index``."""
-        self.write_pending()
-        ids = self.h5["tasks/id"].asstr()[...]
-        rows = self.h5["tasks/rows"][...]
-        ends = np.cumsum(rows)
-        starts = ends - rows
-        prefix = f"r{run_index}/"
         codes = {source_code(n) for n in names}
         parts = []
-        for tid, a, b in zip(ids, starts, ends):
-            if b > a and tid.startswith(prefix):
-                src = self.h5["source"][a:b]
-                if src[0] in codes:
-                    parts.append(self.h5["inputs"][a:b])
+        for _, a, b, _ in self.task_table(run_index):
+            if b > a and self.h5["source"][a] in codes:
+                parts.append(self.h5["inputs"][a:b])
         width = self.h5["inputs"].shape[1]
         return np.concatenate(parts) if parts else np.empty((0, width))
 

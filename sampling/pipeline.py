@@ -247,25 +247,15 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
 
 
 def _rows_of_run(writer: DatasetWriter, run: int) -> int:
-    writer.write_pending()
-    ids = writer.h5["tasks/id"].asstr()[...]
-    rows = writer.h5["tasks/rows"][...]
-    return int(sum(r for i, r in zip(ids, rows) if i.startswith(f"r{run}/")))
+    return sum(b - a for _, a, b, _ in writer.task_table(run))
 
 
 def _summarise(writer: DatasetWriter, run: int, output: Path, resumed: bool,
                notes: list[str]) -> SamplingSummary:
-    writer.write_pending()
-    ids = writer.h5["tasks/id"].asstr()[...]
-    rows = writer.h5["tasks/rows"][...]
-    status = writer.h5["tasks/status"].asstr()[...]
     per_source = dict.fromkeys(SOURCE_NAMES, 0)
     failed, partial = [], []
-    prefix = f"r{run}/"
-    for tid, n, st in zip(ids, rows, status):
-        if not tid.startswith(prefix):
-            continue
-        per_source[tid.split("/")[1]] += int(n)
+    for tid, a, b, st in writer.task_table(run):
+        per_source[tid.split("/")[1]] += b - a
         if st.startswith("failed"):
             failed.append(f"{tid}: {st}")
         elif st != "ok":
