@@ -7,6 +7,7 @@ by a seeded per-row draw, so that the split does not depend on how blocks are re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,16 @@ class Normalisation:
     pressure_pa: list[float]
     n_train: int
     n_val: int
+
+    def zero_centred_targets(self) -> Normalisation:
+        """The same statistics with targets scaled by their root mean square, not centred.
+
+        A zero rate (a cell at equilibrium) then maps to a zero network output; with the
+        signed-power output that is where the resolution is finest. With centring, a zero rate
+        sits at −mean/std (about −0.5 for H2/air) and the smallest rates are lost in the noise.
+        """
+        rms = torch.sqrt(self.r_std ** 2 + self.r_mean ** 2)
+        return dataclasses.replace(self, r_mean=torch.zeros_like(self.r_mean), r_std=rms)
 
 
 def compute_normalisation(reader: BlockReader, lam: float) -> Normalisation:

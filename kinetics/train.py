@@ -51,6 +51,10 @@ class TrainConfig:
                                                            "activation": "gelu"})
     box_cox_lambda: float = 0.1
     output_transform: dict[str, Any] | None = None  # {"type": "signed_power", "lambda": 0.5}
+    # "zscore": (rate − mean)/std; "rms": rate/rms, so that a zero rate (equilibrium) maps to a
+    # zero output, where the signed-power output resolves small rates best. null: "rms" with the
+    # signed-power output, "zscore" without.
+    target_scaling: str | None = None
     sources: list[str] | None = None  # dataset sources to train on (default: all)
     epochs: int = 50
     batch_size: int = 1024
@@ -100,7 +104,18 @@ class TrainConfig:
             raise InputError("val_fraction: must lie in [0, 1)")
         if not cfg.learning_rate > 0:
             raise InputError("learning_rate: must be > 0")
+        if cfg.target_scaling not in (None, "zscore", "rms"):
+            raise InputError(f"target_scaling: must be zscore or rms, got {cfg.target_scaling!r}")
         return cfg
+
+    @property
+    def signed_power(self) -> bool:
+        return bool(self.output_transform) and self.output_transform.get("type") == "signed_power"
+
+    @property
+    def effective_target_scaling(self) -> str:
+        """The target scaling in force (``target_scaling``, or its default for the output)."""
+        return self.target_scaling or ("rms" if self.signed_power else "zscore")
 
 
 # -- checkpoints (safetensors + JSON, no pickle) ---------------------------------------------------
@@ -189,6 +204,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     lam = config.box_cox_lambda
     reader = BlockReader(facts, config.block_rows, config.sources, config.val_fraction, config.seed)
     norm: Normalisation = compute_normalisation(reader, lam)
+    if config.effective_target_scaling == "rms":
+        norm = norm.zero_centred_targets()
     ns = len(facts.species)
     arch = {**config.model, "n_in": 2 + ns, "n_out": ns}
     model = build_model(arch).to(dev)
