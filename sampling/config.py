@@ -20,10 +20,14 @@ from mechanisms.errors import InputError
 
 ONE_ATM_PA = 101325.0
 
-SOURCES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs")
+# Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
+# Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
+SOURCES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs",
+           "equilibrium")
 MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow")
+SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn from manifold rows
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
-                "multiscale": 4000, "perturbed": 4000, "emcs": 2000}
+                "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000}
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
 
 
@@ -79,6 +83,14 @@ class EmcsOptions:
 
 
 @dataclass
+class EquilibriumOptions:
+    """States on both sides of each manifold state's HP equilibrium (``sampling/equilibrium.py``)."""
+
+    closest: float = 1e-3  # smallest |s|, as a fraction of the gap to equilibrium
+    beyond_fraction: float = 0.5  # share of states beyond equilibrium (over-recombined)
+
+
+@dataclass
 class FilterOptions:
     """Drop drawn states whose rates exceed ``rate_factor`` × the manifold's largest (null: off)."""
 
@@ -109,6 +121,7 @@ class SamplingConfig:
     multiscale: MultiscaleOptions = field(default_factory=MultiscaleOptions)
     perturbed: PerturbedOptions = field(default_factory=PerturbedOptions)
     emcs: EmcsOptions = field(default_factory=EmcsOptions)
+    equilibrium: EquilibriumOptions = field(default_factory=EquilibriumOptions)
     filter: FilterOptions = field(default_factory=FilterOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,10 +179,10 @@ class SamplingConfig:
                 raise InputError(f"rows.{name}: must be a whole number >= 0, got {count!r}")
         if sum(self.rows.values()) == 0:
             raise InputError("rows: every source has 0 rows; nothing to sample")
-        if any(self.rows.get(s, 0) > 0 for s in ("multiscale", "perturbed", "emcs")) and not any(
+        if any(self.rows.get(s, 0) > 0 for s in SCATTER_SOURCES) and not any(
                 self.rows.get(s, 0) > 0 for s in MANIFOLD_SOURCES):
-            raise InputError("rows: multiscale, perturbed and emcs samples need manifold rows "
-                             "(autoignition, free_flame or counterflow) to set their ranges")
+            raise InputError(f"rows: {', '.join(SCATTER_SOURCES)} samples need manifold rows "
+                             "(autoignition, free_flame or counterflow) to start from")
         if not 0.0 <= self.autoignition.activity_weight <= 1.0:
             raise InputError("autoignition.activity_weight: must lie in [0, 1]")
         _positive("autoignition.t_max_s", self.autoignition.t_max_s)
@@ -185,6 +198,11 @@ class SamplingConfig:
         _positive("emcs.evolve_time_s", self.emcs.evolve_time_s)
         if self.emcs.points_per_trajectory < 1:
             raise InputError("emcs.points_per_trajectory: must be >= 1")
+        if not 0.0 < self.equilibrium.closest < 1.0:
+            raise InputError(f"equilibrium.closest: must lie in (0, 1), got "
+                             f"{self.equilibrium.closest!r}")
+        if not 0.0 <= self.equilibrium.beyond_fraction <= 1.0:
+            raise InputError("equilibrium.beyond_fraction: must lie in [0, 1]")
         if self.filter.rate_factor is not None:
             _positive("filter.rate_factor", self.filter.rate_factor)
 

@@ -31,9 +31,10 @@ import numpy as np
 from mechanisms.errors import InputError
 from mechanisms.loading import Mechanism
 from mechanisms.state import column_names, state_width
+from sampling.config import SOURCES
 
 SCHEMA_VERSION = 1
-SOURCE_NAMES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs")
+SOURCE_NAMES = SOURCES  # a row's source code is the index of its source in this tuple
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype()
 # A chunk cache larger than a chunk, so that appending to a partly filled gzip chunk does not

@@ -15,7 +15,7 @@ from mechanisms.errors import InputError
 from mechanisms.executor import Executor, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor_step import REACTOR_NAME
-from sampling.config import MANIFOLD_SOURCES, SamplingConfig
+from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
@@ -204,7 +204,7 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         for note in notes:
             log(f"note: {note}")
         total = sum(s.rows for s in manifold) + sum(
-            config.rows.get(k, 0) for k in ("multiscale", "perturbed", "emcs"))
+            config.rows.get(k, 0) for k in SCATTER_SOURCES)
         done_rows = _rows_of_run(writer, run)
         if resumed:
             log(f"resuming run {run} of {output}: {done_rows} rows already written")
@@ -222,9 +222,9 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
                       file=sys.stderr) as bar:
                 computed += _run_stage(manifold, ctx, executor, writer, journal, bar)
                 states = writer.rows_of_sources(MANIFOLD_SOURCES, run)
-                scatter_rows = sum(config.rows.get(k, 0) for k in ("multiscale", "perturbed", "emcs"))
+                scatter_rows = sum(config.rows.get(k, 0) for k in SCATTER_SOURCES)
                 if scatter_rows and len(states) == 0:
-                    notes.append("no manifold rows were produced; multiscale, perturbed and emcs "
+                    notes.append(f"no manifold rows were produced; {', '.join(SCATTER_SOURCES)} "
                                  "skipped")
                 elif scatter_rows:
                     ranges = manifold_ranges(states, diluents, config.multiscale.margin_decades)

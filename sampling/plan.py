@@ -10,7 +10,7 @@ import numpy as np
 from mechanisms.composition import mixture_mass_fractions, parse_composition
 from mechanisms.errors import InputError
 from mechanisms.loading import Mechanism
-from sampling.config import COMMON_DILUENTS, ONE_ATM_PA, SamplingConfig
+from sampling.config import COMMON_DILUENTS, ONE_ATM_PA, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset import source_code
 from sampling.tasks import TaskSpec
 
@@ -95,9 +95,9 @@ def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list
 
 def plan_scatter(config: SamplingConfig, run: int, first_index: int,
                  manifold_states: np.ndarray) -> list[TaskSpec]:
-    """Tasks of the second stage: multi-scale, perturbed and EMCS draws."""
+    """Tasks of the second stage: multi-scale, perturbed, EMCS and equilibrium-approach draws."""
     specs: list[TaskSpec] = []
-    for kind in ("multiscale", "perturbed", "emcs"):
+    for kind in SCATTER_SOURCES:
         rows = config.rows.get(kind, 0)
         if rows <= 0:
             continue
@@ -107,7 +107,7 @@ def plan_scatter(config: SamplingConfig, run: int, first_index: int,
             params: dict = {}
             if kind == "multiscale":
                 params = {"level_start": i / n_tasks, "level_stop": (i + 1) / n_tasks}
-            elif kind == "perturbed":
+            elif kind in ("perturbed", "equilibrium"):
                 pick = np.random.default_rng(np.random.SeedSequence([*seed, 1]))
                 params = {"base_states": manifold_states[
                     pick.integers(0, len(manifold_states), min(n, len(manifold_states)))]}

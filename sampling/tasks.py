@@ -21,6 +21,7 @@ from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor_step import Labeller
 from mechanisms.state import set_gas_state, state_of_gas, state_width
 from sampling.dataset import source_code
+from sampling.equilibrium import draw_equilibrium_approach
 from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile, log_time
 from sampling.multiscale import (
     ManifoldRanges,
@@ -206,6 +207,16 @@ def _draw_emcs(spec, ctx, gas, rng):
     return states, note
 
 
+def _draw_equilibrium(spec, ctx, gas, rng):
+    base = np.asarray(spec.params["base_states"])
+    opts = ctx.options["equilibrium"]
+    states = draw_equilibrium_approach(gas, base, spec.rows, rng, opts["closest"],
+                                       opts["beyond_fraction"])
+    note = "" if len(states) == spec.rows else \
+        f"equilibrium: {len(states)} of {spec.rows} states (Cantera failed on the rest)"
+    return states, note
+
+
 _DRAW = {
     "autoignition": _draw_autoignition,
     "free_flame": _draw_free_flame,
@@ -213,4 +224,5 @@ _DRAW = {
     "multiscale": _draw_multiscale,
     "perturbed": _draw_perturbed,
     "emcs": _draw_emcs,
+    "equilibrium": _draw_equilibrium,
 }

@@ -12,7 +12,8 @@ DEEPKIN = [sys.executable, "-m", "deepkin"]
 
 # A small h2o2 run: every source, three T0, two pressures, three φ.
 SMALL_ROWS = ["--rows", "autoignition=1200", "--rows", "free_flame=150", "--rows", "counterflow=150",
-              "--rows", "multiscale=2400", "--rows", "perturbed=600", "--rows", "emcs=400"]
+              "--rows", "multiscale=2400", "--rows", "perturbed=600", "--rows", "emcs=400",
+              "--rows", "equilibrium=300"]
 SMALL_CASES = ["--mechanism", "h2o2.yaml", "--fuel", "H2:1", "--oxidizer", "O2:1,N2:3.76",
                "--T0", "1000,1200,1400", "--pressure-atm", "1,5", "--phi", "0.5,1,2"]
 

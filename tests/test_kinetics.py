@@ -185,6 +185,23 @@ def test_bad_states_are_named(random_h2_model, mutate, message):
         random_h2_model.step(states)
 
 
+@pytest.mark.parametrize("row,col,value,message", [
+    (9000, 5, np.inf, "row 9000 holds NaN or inf"),
+    (4096, 0, 0.0, "row 4096 has temperature <= 0"),
+    (8191, 4, -1e-3, "row 8191 has negative mass fraction"),
+    (9999, 6, 0.5, "row 9999 has mass fractions summing to"),
+])
+def test_bad_rows_in_later_check_blocks_are_found(random_h2_model, row, col, value, message):
+    # The host-side check walks the rows in blocks; a bad row in any block is caught and named,
+    # and a torch tensor gets the same answer as a numpy array.
+    states = _random_states(random_h2_model, 10000, seed=4)
+    random_h2_model.check_states(torch.from_numpy(states))  # all good
+    states[row, col] = value
+    for given in (states, torch.from_numpy(states.copy())):
+        with pytest.raises(InputError, match=message):
+            random_h2_model.step(given)
+
+
 def test_wrong_width_dt_and_mechanism_are_refused(random_h2_model, tmp_path):
     it = random_h2_model
     with pytest.raises(InputError, match=r"expected shape \[n, 12\]"):

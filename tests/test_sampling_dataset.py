@@ -45,13 +45,14 @@ def test_schema_and_attributes(small_dataset):
         ids = h5["tasks/id"].asstr()[...]
         assert len(set(ids)) == len(ids)
     inputs, targets, source = read_dataset(small_dataset)
-    assert 4000 <= len(inputs) <= 4900
-    counts = np.bincount(source, minlength=6)
+    assert 4300 <= len(inputs) <= 5200
+    counts = np.bincount(source, minlength=len(SOURCE_NAMES))
     assert counts[SOURCE_NAMES.index("autoignition")] == 1200
     assert counts[SOURCE_NAMES.index("multiscale")] == 2400
     assert counts[SOURCE_NAMES.index("free_flame")] > 0
     assert counts[SOURCE_NAMES.index("counterflow")] > 0
     assert counts[SOURCE_NAMES.index("emcs")] > 0
+    assert counts[SOURCE_NAMES.index("equilibrium")] == 300
     assert np.all(np.isfinite(inputs)) and np.all(np.isfinite(targets))
     np.testing.assert_allclose(inputs[:, 2:].sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(targets[:, 2:].sum(axis=1), 1.0, atol=1e-9)
@@ -114,3 +115,44 @@ def test_dataset_info_cli(small_dataset):
     assert data["n_rows"] == summary.n_rows == sum(data["rows_per_source"].values())
     assert data["species"][0] == "H2"
     assert 299.9 <= data["temperature_k"][0] < data["temperature_k"][1] < 3500.0
+
+
+def test_equilibrium_rows_bracket_equilibrium_and_relax_towards_it(small_dataset):
+    inputs, targets, source = read_dataset(small_dataset)
+    rows = np.flatnonzero(source == SOURCE_NAMES.index("equilibrium"))
+    gas = ct.Solution("h2o2.yaml")
+    offsets, moves = [], []
+    for i in rows[:120]:
+        gas.TPY = inputs[i, 0], inputs[i, 1], inputs[i, 2:]
+        gas.equilibrate("HP")
+        offsets.append(inputs[i, 0] - gas.T)
+        moves.append(targets[i, 0] - inputs[i, 0])
+    offsets, moves = np.array(offsets), np.array(moves)
+    # Both sides of equilibrium, many of them close to it.
+    assert (offsets > 1.0).sum() >= 20 and (offsets < -1.0).sum() >= 20
+    assert (np.abs(offsets) < 20.0).mean() >= 0.3
+    # The labels relax towards equilibrium: hotter states cool, colder states heat.
+    far = np.abs(offsets) > 5.0
+    assert far.sum() >= 20
+    assert np.mean(np.sign(moves[far]) == -np.sign(offsets[far])) >= 0.9
+
+
+def test_equilibrium_draws_keep_elements_and_enthalpy_of_their_base_state():
+    from sampling.equilibrium import draw_equilibrium_approach
+
+    gas = ct.Solution("h2o2.yaml")
+    gas.TP = 1200.0, ct.one_atm
+    gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
+    base = np.concatenate([[gas.T, gas.P], gas.Y])[None, :]
+    h0 = gas.enthalpy_mass
+    z0 = [gas.elemental_mass_fraction(e) for e in gas.element_names]
+    drawn = draw_equilibrium_approach(gas, base, 60, np.random.default_rng(1))
+    assert drawn.shape == (60, 12)
+    gas.equilibrate("HP")
+    t_eq = gas.T
+    for row in drawn:
+        gas.TPY = row[0], row[1], row[2:]
+        assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1e-3
+        z = [gas.elemental_mass_fraction(e) for e in gas.element_names]
+        np.testing.assert_allclose(z, z0, atol=1e-12)
+    assert (drawn[:, 0] > t_eq + 0.1).any() and (drawn[:, 0] < t_eq - 0.1).any()
