@@ -247,7 +247,15 @@ def test_models_list_and_validate_cli(tiny_model, tmp_path):
     net = ct.ReactorNet([ct.IdealGasConstPressureReactor(gas, clone=False)])
     while gas.T < 1600.0:
         net.step()
-    assert report["conditions"][0]["idt_cantera_s"] == pytest.approx(net.time, rel=0.02)
+    cond = report["conditions"][0]
+    assert cond["idt_cantera_s"] == pytest.approx(net.time, rel=0.02)
+    # Cantera read on the 1 µs step grid: ~47 steps to ignition, so within ~2 % of adaptive.
+    assert cond["idt_cantera_grid_s"] == pytest.approx(cond["idt_cantera_s"], rel=0.02)
+    assert report["grid_idt_max_rel"] == pytest.approx(
+        abs(cond["idt_cantera_grid_s"] - cond["idt_cantera_s"]) / cond["idt_cantera_s"])
+    if cond["idt_surrogate_s"] is not None:
+        assert cond["idt_rel_error"] == pytest.approx(
+            abs(cond["idt_surrogate_s"] - cond["idt_cantera_grid_s"]) / cond["idt_cantera_grid_s"])
     assert report["sum_y_max_dev"] <= 1e-6 and report["enthalpy_max_rel"] <= 1e-6
     for name in ("report.md", "temperature.png", "species.png"):
         assert (out / name).stat().st_size > 500
