@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +75,10 @@ class BlockReader:
     """
 
     def __init__(self, facts: DatasetFacts, block_rows: int = 65536,
-                 sources: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0):
+                 sources: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
         self.facts = facts
+        self.row_filter = row_filter  # (inputs, targets) → [n] bool: rows to keep
         self.block_rows = block_rows
         self.val_fraction = val_fraction
         self.seed = seed
@@ -101,6 +103,9 @@ class BlockReader:
         is_val = rng.random(b - a) < self.val_fraction
         if source is not None:
             keep = np.isin(source, self.codes)
+            inputs, targets, is_val = inputs[keep], targets[keep], is_val[keep]
+        if self.row_filter is not None:
+            keep = self.row_filter(inputs, targets)
             inputs, targets, is_val = inputs[keep], targets[keep], is_val[keep]
         return inputs, targets, is_val
 

@@ -48,6 +48,7 @@ class StepResult:
     n_substeps: int
     frozen: np.ndarray | None = None  # [n] bool per cell (numpy, on the host)
     fallback: np.ndarray | None = None  # [n] bool per cell
+    n_tail_steps: int = 0  # cell-steps whose rates came from the near-equilibrium network
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -82,6 +83,33 @@ def _host_states_look_valid(a: np.ndarray) -> bool:
     return True
 
 
+class RateHead:
+    """One network with its feature and target scaling: features ``[n, 2+ns]`` → rates."""
+
+    def __init__(self, architecture: dict, output_transform: dict | None,
+                 tensors: dict[str, torch.Tensor], prefix: str, device: torch.device,
+                 dtype: torch.dtype):
+        self.network = build_model(architecture)
+        self.network.load_state_dict(network_state(tensors, prefix + "net."))
+        self.network.to(device, dtype).eval()
+        self.dtype = dtype
+        self.output_transform = output_transform
+        f64 = dict(device=device, dtype=torch.float64)
+        self.x_mean = tensors[prefix + "norm.x_mean"].to(**f64)
+        self.x_std = tensors[prefix + "norm.x_std"].to(**f64)
+        self.y_mean = tensors[prefix + "norm.y_mean"].to(**f64)
+        self.y_std = tensors[prefix + "norm.y_std"].to(**f64)
+
+    def rates(self, features: torch.Tensor) -> torch.Tensor:
+        """d BCT(Y)/dt ``[n, ns]`` (1/s, float64) for features ``[T, ln(P/1 atm), BCT(Y)]``."""
+        z = ((features - self.x_mean) / self.x_std).to(self.dtype)
+        out = self.network(z).to(torch.float64)
+        transform = self.output_transform
+        if transform and transform.get("type") == "signed_power":
+            out = signed_power_inverse(out, transform["lambda"])
+        return out * self.y_std + self.y_mean
+
+
 class Integrator:
     """A trained surrogate ready to step cells."""
 
@@ -93,14 +121,17 @@ class Integrator:
         self.device = resolve_device(device)
         self.dtype = dtype
         self.mechanism_yaml = mechanism_yaml
-        self.network = build_model(meta.architecture)
-        self.network.load_state_dict(network_state(tensors))
-        self.network.to(self.device, dtype).eval()
+        self.head = RateHead(meta.architecture, meta.output_transform, tensors, "", self.device,
+                             dtype)
+        self.network = self.head.network
+        # The near-equilibrium network and its routing threshold (format 2 model files).
+        self.tail: RateHead | None = None
+        self.route_below = 0.0
+        if meta.tail:
+            self.tail = RateHead(meta.tail["architecture"], meta.tail.get("output_transform"),
+                                 tensors, "tail.", self.device, dtype)
+            self.route_below = float(meta.tail["route_below"])
         f64 = dict(device=self.device, dtype=torch.float64)
-        self.x_mean = tensors["norm.x_mean"].to(**f64)
-        self.x_std = tensors["norm.x_std"].to(**f64)
-        self.y_mean = tensors["norm.y_mean"].to(**f64)
-        self.y_std = tensors["norm.y_std"].to(**f64)
         lo, hi = tensors["domain.bct_min"].to(**f64), tensors["domain.bct_max"].to(**f64)
         span = torch.clamp(hi - lo, min=1e-6)
         self.bct_lo, self.bct_hi = lo - DOMAIN_MARGIN * span, hi + DOMAIN_MARGIN * span
@@ -248,11 +279,13 @@ class Integrator:
         y = torch.clamp(x[:, 2:], min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
+        tail_steps = 0
         for _ in range(n_sub):
             if not bool(active.any()):
                 break
             idx = active.nonzero().squeeze(1)
-            t_new, y_new, fb = self._model_step(t[idx], p[idx], y[idx])
+            t_new, y_new, fb, n_tail = self._model_step(t[idx], p[idx], y[idx])
+            tail_steps += n_tail
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
@@ -262,7 +295,7 @@ class Integrator:
         if is_numpy:
             result = result.numpy()
         return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
-                          frozen.cpu().numpy(), fell_back.cpu().numpy())
+                          frozen.cpu().numpy(), fell_back.cpu().numpy(), tail_steps)
 
     def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor) -> torch.Tensor:
         """Boolean ``[n]``: inside the training domain (with a small margin)."""
@@ -270,28 +303,44 @@ class Integrator:
                 & ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1))
 
     def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """One model step: ``(T', Y', fell_back [n] bool, cells served by the tail network)``."""
         lam = self.meta.box_cox_lambda
         bct = box_cox(y, lam)
         inside = self.in_domain(t, p, bct)
         t_out, y_out = t.clone(), y.clone()
+        n_tail = 0
         if bool(inside.any()):
             i = inside.nonzero().squeeze(1)
-            t_out[i], y_out[i], ok = self._network_step(t[i], p[i], y[i], bct[i])
+            t_out[i], y_out[i], ok, by_tail = self._network_step(t[i], p[i], y[i], bct[i])
+            n_tail = int((by_tail & ok).sum())
             inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
         outside = (~inside).nonzero().squeeze(1)
         for j in outside.tolist():
             t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
-        return t_out, y_out, ~inside
+        return t_out, y_out, ~inside, n_tail
+
+    def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(d BCT(Y)/dt [n, ns] in 1/s, served_by_tail [n] bool)`` for in-domain cells.
+
+        With a near-equilibrium network, cells whose predicted rates are all below
+        ``route_below`` × the main network's target scale take that network's rates instead: it
+        was trained on such cells alone, with its own, much finer scale.
+        """
+        features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
+        rate = self.head.rates(features)
+        by_tail = torch.zeros(len(t), dtype=torch.bool, device=t.device)
+        if self.tail is not None and len(t):
+            scaled = (rate / self.head.y_std).abs().masked_fill(self.inert, 0.0)
+            by_tail = scaled.amax(dim=1) < self.route_below
+            if bool(by_tail.any()):
+                i = by_tail.nonzero().squeeze(1)
+                rate[i] = self.tail.rates(features[i])
+        return rate, by_tail
 
     def _network_step(self, t, p, y, bct):
-        features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
-        z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = self.network(z).to(torch.float64)
-        transform = self.meta.output_transform
-        if transform and transform.get("type") == "signed_power":
-            out = signed_power_inverse(out, transform["lambda"])
-        rate = out * self.y_std + self.y_mean  # d BCT(Y)/dt, 1/s in BCT units
+        rate, by_tail = self.rates(t, p, bct)  # d BCT(Y)/dt, 1/s in BCT units
         y_new = box_cox_inverse(bct + self.dt_s * rate, self.meta.box_cox_lambda)
         y_new = torch.where(self.inert, y, y_new)
         y_new = self._conserve_elements(y, y_new)
@@ -302,7 +351,7 @@ class Integrator:
         h = self.thermo.enthalpy(t, y)
         t_new, converged = self.thermo.temperature(h, y_new, t)
         ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
-        return t_new, y_new, ok
+        return t_new, y_new, ok, by_tail
 
     def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
         """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``.

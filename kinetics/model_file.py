@@ -1,13 +1,16 @@
 """The model file: one ``safetensors`` file, no pickle (see ``docs/model-file.md``).
 
 Tensors: the network's weights under ``net.*`` and the normalisation/domain tensors under
-``norm.*``/``domain.*``. Metadata (strings): ``deepkin_model`` (JSON: format version,
-architecture, λ, dt, species, training domain, …), ``mechanism_yaml`` and ``weights_sha256`` (a
-checksum of every tensor, so that a damaged file is refused rather than silently wrong).
+``norm.*``/``domain.*``; a model with a near-equilibrium network (format 2) adds its weights and
+normalisation under ``tail.net.*`` and ``tail.norm.*``. Metadata (strings): ``deepkin_model``
+(JSON: format version, architecture, λ, dt, species, training domain, …), ``mechanism_yaml`` and
+``weights_sha256`` (a checksum of every tensor, so that a damaged file is refused rather than
+silently wrong).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +25,7 @@ from safetensors.torch import save_file
 from mechanisms.errors import InputError
 from mechanisms.loading import mechanism_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this code reads and writes (1: no near-equilibrium network)
 
 
 @dataclass
@@ -44,7 +47,11 @@ class ModelMeta:
     output_transform: dict[str, Any] | None = None  # e.g. {"type": "signed_power", "lambda": 0.5}
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    # The near-equilibrium network (format 2): {"architecture", "output_transform", "route_below",
+    # "training"}. Cells whose rates, as the main network predicts them, are all below
+    # ``route_below`` × the main target scale take their rates from it.
+    tail: dict[str, Any] | None = None
+    format_version: int = 1
 
     @property
     def n_species(self) -> int:
@@ -69,6 +76,7 @@ def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
         raise ValueError("mechanism_yaml does not match meta.mechanism_sha256")
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
+    meta = dataclasses.replace(meta, format_version=2 if meta.tail else 1)
     metadata = {"deepkin_model": json.dumps(asdict(meta)), "mechanism_yaml": mechanism_yaml,
                 "weights_sha256": _weights_digest(tensors)}
     path = Path(path)
@@ -108,12 +116,15 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
         meta = ModelMeta(**raw)
     except (ValueError, TypeError) as exc:
         raise InputError(f"model: {path} has unreadable metadata ({exc})")
+    if meta.tail and not any(k.startswith("tail.net.") for k in tensors):
+        raise InputError(f"model: {path} declares a near-equilibrium network but holds no "
+                         "tail.net.* weights")
     yaml_text = metadata["mechanism_yaml"]
     if mechanism_sha256(yaml_text) != meta.mechanism_sha256:
         raise InputError(f"model: {path} is corrupted (mechanism text does not match its sha256)")
     return meta, tensors, yaml_text
 
 
-def network_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``net.*`` tensors with the prefix removed (a ``state_dict``)."""
-    return {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+def network_state(tensors: dict[str, torch.Tensor], prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` (``net.`` or ``tail.net.``) with it removed (a ``state_dict``)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -23,6 +23,7 @@ class ModelEntry:
         return (f"{self.name:<14} {m.mechanism_source} ({len(m.species)} species), dt {m.dt_s:g} s, "
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "
                 f"P {m.pressure_pa[0] / 101325:.3g}–{m.pressure_pa[1] / 101325:.3g} atm, "
+                f"{'+ near-equilibrium network, ' if m.tail else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
 
 

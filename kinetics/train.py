@@ -35,7 +35,7 @@ from kinetics.data import (
     features_and_targets,
 )
 from kinetics.integrator import resolve_device
-from kinetics.model_file import ModelMeta, save_model
+from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
 from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms.errors import InputError
@@ -70,6 +70,13 @@ class TrainConfig:
     # Cells colder than this are stepped by Cantera, not the network (a regime it cannot serve,
     # such as slow induction near the second explosion limit); null: the training data's minimum.
     network_min_temperature_k: float | None = None
+    # A near-equilibrium network for an existing model (path or shipped name): trained only on
+    # rows whose rates, in the main model's target scale, are all below route_below ×
+    # route_margin; the output file is the main model with this network added (format 2), and
+    # cells the main network predicts below route_below take their rates from it.
+    tail_of: str | None = None
+    route_below: float = 0.03
+    route_margin: float = 3.0
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -104,6 +111,10 @@ class TrainConfig:
             raise InputError("val_fraction: must lie in [0, 1)")
         if not cfg.learning_rate > 0:
             raise InputError("learning_rate: must be > 0")
+        if not (isinstance(cfg.route_below, (int, float)) and cfg.route_below > 0):
+            raise InputError(f"route_below: must be a number > 0, got {cfg.route_below!r}")
+        if not (isinstance(cfg.route_margin, (int, float)) and cfg.route_margin >= 1):
+            raise InputError(f"route_margin: must be a number >= 1, got {cfg.route_margin!r}")
         if cfg.target_scaling not in (None, "zscore", "rms"):
             raise InputError(f"target_scaling: must be zscore or rms, got {cfg.target_scaling!r}")
         return cfg
@@ -202,7 +213,9 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
 
     facts: DatasetFacts = dataset_facts(dataset)
     lam = config.box_cox_lambda
-    reader = BlockReader(facts, config.block_rows, config.sources, config.val_fraction, config.seed)
+    main = _main_model(config, facts) if config.tail_of else None
+    reader = BlockReader(facts, config.block_rows, config.sources, config.val_fraction, config.seed,
+                         row_filter=main.row_filter if main else None)
     norm: Normalisation = compute_normalisation(reader, lam)
     if config.effective_target_scaling == "rms":
         norm = norm.zero_centred_targets()
@@ -323,7 +336,10 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             if rank == 0:
                 if val < state["best_val"]:
                     state["best_val"] = val
-                    _write_model(out, model, config, arch, facts, norm, inert, state)
+                    if main:
+                        main.write_with_tail(out, model, config, arch, norm, state)
+                    else:
+                        _write_model(out, model, config, arch, facts, norm, inert, state)
                 save_checkpoint(ckpt_path, model, opt, state)
                 writer.writerow([state["epoch"], f"{total / max(count, 1):.6g}", f"{val:.6g}",
                                  f"{opt.param_groups[0]['lr']:.3g}",
@@ -359,6 +375,65 @@ def _validation_loss(model, reader, blocks, prepare, loss_fn, batch_size) -> flo
             total += float(loss_fn(model(xz[sl]), rz[sl], (extra[0][sl], extra[1][sl]))) * len(xz[sl])
             count += len(xz[sl])
     return total / count if count else float("nan")
+
+
+@dataclass
+class _MainModel:
+    """The model a near-equilibrium network is trained for (``tail_of``)."""
+
+    meta: ModelMeta
+    tensors: dict[str, torch.Tensor]
+    mechanism_yaml: str
+    limit: float  # rows are kept when every |rate| / y_std is below this
+    y_std: torch.Tensor
+    active: torch.Tensor  # [ns] bool: species that are not inert
+    lam: float
+    dt_s: float
+
+    def row_filter(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """[n] bool: rows slow enough for the near-equilibrium network."""
+        if len(inputs) == 0:
+            return np.zeros(0, dtype=bool)
+        _, r = features_and_targets(inputs, targets, self.lam, self.dt_s)
+        scaled = (r / self.y_std)[:, self.active].abs()
+        return (scaled.amax(dim=1) < self.limit).numpy()
+
+    def write_with_tail(self, out: Path, tail, config: TrainConfig, arch, norm: Normalisation,
+                        state: dict) -> None:
+        """The main model's file with ``tail`` added as its near-equilibrium network."""
+        main_net = build_model(self.meta.architecture)
+        main_net.load_state_dict(network_state(self.tensors))
+        extra = {k: v for k, v in self.tensors.items() if not k.startswith("net.")}
+        extra.update({f"tail.net.{k}": v for k, v in tail.state_dict().items()})
+        extra.update({"tail.norm.x_mean": norm.x_mean, "tail.norm.x_std": norm.x_std,
+                      "tail.norm.y_mean": norm.r_mean, "tail.norm.y_std": norm.r_std})
+        meta = dataclasses.replace(self.meta, tail={
+            "architecture": arch, "output_transform": config.output_transform,
+            "route_below": config.route_below,
+            "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
+                         "epochs": state["epoch"], "val_loss": state["best_val"],
+                         "config": dataclasses.asdict(config)}})
+        save_model(out, main_net, meta, extra, self.mechanism_yaml)
+
+
+def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
+    """Read the ``tail_of`` model and check that it belongs to this dataset."""
+    from kinetics.registry import resolve_model
+
+    meta, tensors, yaml_text = read_model_file(resolve_model(config.tail_of))
+    if meta.mechanism_sha256 != facts.mechanism_sha256:
+        raise InputError(f"tail_of: {config.tail_of} was trained on mechanism sha256 "
+                         f"{meta.mechanism_sha256[:12]}…, the dataset holds "
+                         f"{facts.mechanism_sha256[:12]}…")
+    if meta.dt_s != facts.dt_s or meta.box_cox_lambda != config.box_cox_lambda:
+        raise InputError(f"tail_of: {config.tail_of} has dt {meta.dt_s:g} s and λ "
+                         f"{meta.box_cox_lambda:g}; the dataset and config give dt "
+                         f"{facts.dt_s:g} s and λ {config.box_cox_lambda:g}")
+    if meta.tail:
+        raise InputError(f"tail_of: {config.tail_of} already has a near-equilibrium network")
+    active = torch.tensor([s not in meta.inert_species for s in meta.species])
+    return _MainModel(meta, tensors, yaml_text, config.route_below * config.route_margin,
+                      tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s)
 
 
 def _write_model(out: Path, model, config: TrainConfig, arch, facts: DatasetFacts,

@@ -319,3 +319,53 @@ def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
     np.testing.assert_allclose(out[:, 2:].sum(axis=1), 1.0, atol=1e-12)
     with pytest.raises(InputError, match="epoch: unknown training setting .*did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_near_equilibrium_network_is_trained_routed_and_counted(tiny_model, small_dataset, tmp_path):
+    """``tail_of``: a second network for the slow cells of an existing model, in one file."""
+    cfg = tmp_path / "tail.yaml"
+    cfg.write_text(TRAIN_YAML.replace("epochs: 2", "epochs: 1")
+                   + f"tail_of: {tiny_model}\nroute_below: 0.05\n")
+    out = tmp_path / "with-tail.safetensors"
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(out), "--device", "cpu",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    meta, tensors, _ = read_model_file(out)
+    main_meta, main_tensors, _ = read_model_file(tiny_model)
+    assert meta.format_version == 2 and meta.tail["route_below"] == 0.05
+    assert 0 < meta.tail["training"]["rows_train"] < main_meta.training["rows_train"]
+    for name, value in main_tensors.items():  # the main model is carried over unchanged
+        assert torch.equal(tensors[name], value), name
+    assert any(k.startswith("tail.net.") for k in tensors)
+
+    both = Integrator.load(out, device="cpu")
+    main = Integrator.load(tiny_model, device="cpu")
+    gas = ct.Solution("h2o2.yaml")  # near-equilibrium cells: the slow ones
+    states = []
+    for t0, phi in ((1200.0, 1.0), (1400.0, 0.5), (1300.0, 2.0)):
+        gas.TP = t0, ct.one_atm
+        gas.set_equivalence_ratio(phi, "H2:1", "O2:1,N2:3.76")
+        gas.equilibrate("HP")
+        states.append(np.r_[gas.T, gas.P, gas.Y])
+    states = np.array(states)
+    routed = both.advance(states)
+    np.testing.assert_allclose(routed.states[:, 2:].sum(axis=1), 1.0, atol=1e-12)
+    # Routing off: exactly the main model; routing everything: every network cell counted.
+    both.route_below = 0.0
+    off = both.advance(states)
+    assert off.n_tail_steps == 0
+    np.testing.assert_array_equal(off.states, main.step(states))
+    both.route_below = np.inf
+    every = both.advance(states)
+    assert every.n_tail_steps == len(states) - every.n_fallback
+
+
+def test_tail_of_a_model_of_another_mechanism_is_refused(small_dataset, tmp_path):
+    other = write_random_model(tmp_path / "gri.safetensors", "gri30.yaml", hidden=[16])
+    cfg = tmp_path / "tail.yaml"
+    cfg.write_text(TRAIN_YAML + f"tail_of: {other}\n")
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(tmp_path / "x.safetensors"),
+                   "--device", "cpu", "-q")
+    assert proc.returncode != 0
+    assert "tail_of:" in proc.stderr and "mechanism" in proc.stderr
+    assert "Traceback" not in proc.stderr
