@@ -407,7 +407,8 @@ class _MainModel:
         extra.update({f"tail.net.{k}": v for k, v in tail.state_dict().items()})
         extra.update({"tail.norm.x_mean": norm.x_mean, "tail.norm.x_std": norm.x_std,
                       "tail.norm.y_mean": norm.r_mean, "tail.norm.y_std": norm.r_std})
-        meta = dataclasses.replace(self.meta, tail={
+        meta = dataclasses.replace(self.meta, description=config.description or self.meta.description,
+                                   tail={
             "architecture": arch, "output_transform": config.output_transform,
             "route_below": config.route_below,
             "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
