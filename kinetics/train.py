@@ -290,6 +290,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     epoch_bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
                      disable=not progress or rank != 0)
     epochs_run = 0
+    finished = False
     try:
         while state["epoch"] < config.epochs:
             epoch_start = time.perf_counter()
@@ -347,8 +348,16 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
                 log_fh.flush()
             epoch_bar.update(1)
             epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", val=f"{val:.4g}")
-            if config.max_minutes and state["train_seconds"] > 60 * config.max_minutes:
+            stop = bool(config.max_minutes and state["train_seconds"] > 60 * config.max_minutes)
+            if world > 1:  # every rank stops after the same epoch, or the others would hang
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(stop)], device=dev)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
                 break
+        finished = True
     finally:
         epoch_bar.close()
         if log_fh:
@@ -356,6 +365,11 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         if world > 1:
             import torch.distributed as dist
 
+            if finished:
+                # Rank 0 is still writing files when the others leave the loop; tearing gloo
+                # down while a peer is mid-operation can abort the process ("terminate called
+                # without an active exception"), so every rank waits here first.
+                dist.barrier()
             dist.destroy_process_group()
     return TrainResult(str(out), state["best_val"], epochs_run, time.perf_counter() - started,
                        norm.n_train, norm.n_val)

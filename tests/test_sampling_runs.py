@@ -202,7 +202,7 @@ def test_yaml_config_file_and_unknown_keys(tmp_path):
     cfg.write_text("mechanism: h2o2.yaml\nfuel: 'H2:1'\noxidizer: 'O2:1,N2:3.76'\nphi: [1.0]\n"
                    "temperature_k: '1100:1300:2'\npressure_atm: [2]\nseed: 5\n"
                    "rows: {autoignition: 120, free_flame: 0, counterflow: 0, multiscale: 60,"
-                   " perturbed: 30, emcs: 20}\n")
+                   " perturbed: 30, emcs: 20, equilibrium: 20}\n")
     out = tmp_path / "from-config.h5"
     proc = run_cli("sample", "-c", str(cfg), "-o", str(out), "--workers", "0", "-q")
     assert proc.returncode == 0, proc.stderr
@@ -210,7 +210,7 @@ def test_yaml_config_file_and_unknown_keys(tmp_path):
         config = json.loads(h5.attrs["sampler_config"])
     assert config["seed"] == 5 and config["temperature_k"] == [1100.0, 1300.0]
     assert config["pressure_atm"] == [2.0]
-    assert len(arrays(out)[0]) == 230
+    assert len(arrays(out)[0]) == 250
     cfg.write_text("mechanism: h2o2.yaml\nphy: [1.0]\n")
     proc = run_cli("sample", "-c", str(cfg), "-o", str(tmp_path / "y.h5"), "--workers", "0")
     assert proc.returncode != 0 and "phy: unknown key (did you mean 'phi'?)" in proc.stderr
