@@ -82,6 +82,7 @@ class ModelHost:
             "phase": m.phase, "temperature_k": list(m.temperature_k), "pressure_pa": list(m.pressure_pa),
             "frozen_temperature_k": m.frozen_temperature_k, "inert_species": list(m.inert_species),
             "outputs": list(OUTPUTS), "device": str(self.integrator.device),
+            "near_equilibrium_route_below": m.tail["route_below"] if m.tail else None,
         }
 
     def check_client(self, mechanism_sha256: str | None = None, species: list[str] | None = None) -> None:

@@ -33,6 +33,9 @@ class ModelInfo(BaseModel):
     inert_species: list[str]
     outputs: list[str] = Field(..., description="Optional outputs a step can return")
     device: str
+    near_equilibrium_route_below: float | None = Field(
+        None, description="With a near-equilibrium network: cells whose predicted rates are all "
+        "below this fraction of the main target scale take its rates; null without one")
 
 
 class ModelList(BaseModel):

@@ -83,6 +83,7 @@ def test_model_facts(client, integrators):
     integ = integrators["h2"]
     assert info["species"] == integ.species and info["width"] == 12 and info["dt_s"] == integ.dt_s
     assert info["mechanism_sha256"] == integ.meta.mechanism_sha256
+    assert info["near_equilibrium_route_below"] is None  # a single-network model
     text = httpx.get(f"{client._http.base_url}/v1/models/h2/species", headers=AUTH).text
     assert text.split() == integ.species
 
@@ -434,3 +435,26 @@ def test_serve_refuses_a_directory_without_models(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: model-dir: no *.safetensors model files in {tmp_path}"]
+
+
+def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():
+    """The shipped model (two networks) through the service equals the in-process integrator."""
+    from kinetics.registry import resolve_model
+
+    path = resolve_model("h2-air")
+    gas = ct.Solution("h2o2.yaml")
+    near_equilibrium = []
+    for t0, p_atm, phi in ((1200.0, 1.0, 1.0), (1400.0, 5.0, 0.5), (1000.0, 20.0, 2.0)):
+        gas.TP = t0, p_atm * ct.one_atm
+        gas.set_equivalence_ratio(phi, "H2:1", "O2:1,N2:3.76")
+        gas.equilibrate("HP")
+        near_equilibrium.append(np.r_[gas.T, gas.P, gas.Y])
+    states = np.vstack([near_equilibrium, make_states(61, seed=9, t_range=(1250.0, 1800.0))])
+    expected = Integrator.load(path, device="cpu").advance(states)
+    assert expected.n_tail_steps >= 3  # the equilibrium cells take the second network
+    with LiveServer(path.parent) as srv:
+        client = Client(srv.url)
+        assert client.model("h2-air")["near_equilibrium_route_below"] == 0.01
+        reply = client.step("h2-air", states)
+    assert np.array_equal(reply.states, expected.states)
+    assert (reply.n_cells, reply.n_fallback) == (64, expected.n_fallback)
