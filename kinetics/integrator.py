@@ -27,7 +27,7 @@ import torch
 from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
 from kinetics.thermo import Nasa7
-from kinetics.transforms import box_cox, box_cox_inverse, log_pressure, signed_power_inverse
+from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
 from mechanisms.errors import InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor_step import Labeller
@@ -103,10 +103,7 @@ class RateHead:
     def rates(self, features: torch.Tensor) -> torch.Tensor:
         """d BCT(Y)/dt ``[n, ns]`` (1/s, float64) for features ``[T, ln(P/1 atm), BCT(Y)]``."""
         z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = self.network(z).to(torch.float64)
-        transform = self.output_transform
-        if transform and transform.get("type") == "signed_power":
-            out = signed_power_inverse(out, transform["lambda"])
+        out = decode_output(self.network(z).to(torch.float64), self.output_transform)
         return out * self.y_std + self.y_mean
 
 
@@ -123,7 +120,6 @@ class Integrator:
         self.mechanism_yaml = mechanism_yaml
         self.head = RateHead(meta.architecture, meta.output_transform, tensors, "", self.device,
                              dtype)
-        self.network = self.head.network
         # The near-equilibrium network and its routing threshold (format 2 model files).
         self.tail: RateHead | None = None
         self.route_below = 0.0
@@ -252,8 +248,13 @@ class Integrator:
         return self.advance(states, dt).states
 
     @torch.no_grad()
-    def advance(self, states: np.ndarray | torch.Tensor, dt: float | None = None) -> StepResult:
-        """Like :meth:`step`, returning the counts of frozen and fallback cells too."""
+    def advance(self, states: np.ndarray | torch.Tensor, dt: float | None = None,
+                check: bool = True) -> StepResult:
+        """Like :meth:`step`, returning the counts of frozen and fallback cells too.
+
+        ``check=False`` skips :meth:`check_states`, for states that have just passed it (the
+        service checks each request before merging them).
+        """
         n_sub = self.substeps(dt)
         is_numpy = isinstance(states, np.ndarray)
         if is_numpy:
@@ -267,7 +268,8 @@ class Integrator:
                              f"{type(states).__name__}")
         out_dtype, out_device = x.dtype, x.device
         x = x.to(self.device, torch.float64)
-        self.check_states(x)
+        if check:
+            self.check_states(x)
         t = x[:, 0]
         frozen = t < self.meta.frozen_temperature_k
         fell_back = torch.zeros_like(frozen)

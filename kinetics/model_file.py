@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
 from mechanisms.loading import mechanism_sha256
 
@@ -79,13 +80,14 @@ def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
     meta = dataclasses.replace(meta, format_version=2 if meta.tail else 1)
     metadata = {"deepkin_model": json.dumps(asdict(meta)), "mechanism_yaml": mechanism_yaml,
                 "weights_sha256": _weights_digest(tensors)}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file private; a model is shareable
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file private; a model is shareable
+
+    atomic_write(path, write)
 
 
 def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor], str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kinetics.model_file import ModelMeta, read_model_file
 from mechanisms.errors import InputError
+from mechanisms.state import ONE_ATM_PA
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 DEFAULT_MODEL = "h2-air"
@@ -22,7 +23,7 @@ class ModelEntry:
         m = self.meta
         return (f"{self.name:<14} {m.mechanism_source} ({len(m.species)} species), dt {m.dt_s:g} s, "
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "
-                f"P {m.pressure_pa[0] / 101325:.3g}–{m.pressure_pa[1] / 101325:.3g} atm, "
+                f"P {m.pressure_pa[0] / ONE_ATM_PA:.3g}–{m.pressure_pa[1] / ONE_ATM_PA:.3g} atm, "
                 f"{'+ near-equilibrium network, ' if m.tail else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
 

@@ -18,7 +18,8 @@ DEFAULT_HIDDEN_LARGE = [3200, 1600, 800, 400]
 def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: str | None = None,
                        hidden: list[int] | None = None, dt_s: float = 1e-6, seed: int = 0,
                        temperature_k: tuple[float, float] = (300.0, 3500.0),
-                       pressure_pa: tuple[float, float] = (1e3, 1e8)) -> Path:
+                       pressure_pa: tuple[float, float] = (1e3, 1e8),
+                       frozen_temperature_k: float = 0.0) -> Path:
     """Write a model file of the right shape for ``mechanism`` with random weights.
 
     The domain is wide (every cell is served by the network) and the normalisation is scaled so
@@ -40,7 +41,7 @@ def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: s
         name=f"random-{Path(mechanism).stem}", architecture=arch, box_cox_lambda=0.1, dt_s=dt_s,
         species=mech.species_names, mechanism_sha256=mech.sha256, mechanism_source=mech.source,
         phase=mech.phase, temperature_k=list(temperature_k), pressure_pa=list(pressure_pa),
-        frozen_temperature_k=0.0, inert_species=mech.inert_species,
+        frozen_temperature_k=frozen_temperature_k, inert_species=mech.inert_species,
         description="random weights (benchmarks only)")
     save_model(path, net, meta, extra, mech.yaml_text)
     return Path(path)

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.distributed.algorithms.join import Join
 from tqdm import tqdm
 
 from kinetics.data import (
@@ -37,7 +39,8 @@ from kinetics.data import (
 from kinetics.integrator import resolve_device
 from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
 from kinetics.models import build_model
-from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
+from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
+from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
 
@@ -120,13 +123,11 @@ class TrainConfig:
         return cfg
 
     @property
-    def signed_power(self) -> bool:
-        return bool(self.output_transform) and self.output_transform.get("type") == "signed_power"
-
-    @property
     def effective_target_scaling(self) -> str:
         """The target scaling in force (``target_scaling``, or its default for the output)."""
-        return self.target_scaling or ("rms" if self.signed_power else "zscore")
+        signed_power = bool(self.output_transform) and \
+            self.output_transform.get("type") == "signed_power"
+        return self.target_scaling or ("rms" if signed_power else "zscore")
 
 
 # -- checkpoints (safetensors + JSON, no pickle) ---------------------------------------------------
@@ -144,9 +145,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_state["param_groups"]),
             "scalars": json.dumps(scalars)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer
@@ -198,8 +197,6 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     started = time.perf_counter()
     rank, world = _distributed()
     if world > 1:
-        import torch.distributed as dist
-
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if device in ("cuda", "auto") and torch.cuda.is_available():
             torch.cuda.set_device(local)
@@ -232,13 +229,13 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     x_mean, x_std = norm.x_mean.to(dev), norm.x_std.to(dev)
     r_mean, r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
     transform = config.output_transform
-    inert = inert_species(solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256))
+    gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
+    inert = inert_species(gas)
     thermo = None
     if config.enthalpy_loss_weight > 0:
         from kinetics.thermo import Nasa7
 
-        thermo = Nasa7(solution_from_yaml(facts.mechanism_yaml, facts.phase,
-                                          facts.mechanism_sha256), dev)
+        thermo = Nasa7(gas, dev)
 
     state = {"epoch": 0, "best_val": math.inf, "train_seconds": 0.0}
     if resume:
@@ -256,9 +253,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     def prepare(inputs: np.ndarray, targets: np.ndarray):
         x, r = features_and_targets(inputs, targets, lam, facts.dt_s)
         xz = ((x.to(dev) - x_mean) / x_std).float()
-        rz = ((r.to(dev) - r_mean) / r_std)
-        if transform and transform.get("type") == "signed_power":
-            rz = signed_power(rz, transform["lambda"])
+        rz = encode_output((r.to(dev) - r_mean) / r_std, transform)
         extra = (torch.as_tensor(inputs, dtype=torch.float64, device=dev),
                  torch.as_tensor(targets, dtype=torch.float64, device=dev))
         return xz, rz.float(), extra
@@ -267,10 +262,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         loss = torch.nn.functional.l1_loss(pred, target)
         if config.mass_loss_weight > 0 or thermo is not None:
             inputs, targets = extra
-            z = pred.double()
-            if transform and transform.get("type") == "signed_power":
-                z = signed_power_inverse(z, transform["lambda"])
-            rate = z * r_std + r_mean
+            rate = decode_output(pred.double(), transform) * r_std + r_mean
             y_pred = box_cox_inverse(box_cox(inputs[:, 2:], lam) + facts.dt_s * rate, lam)
             if config.mass_loss_weight > 0:
                 loss = loss + config.mass_loss_weight * ((y_pred.sum(dim=1) - 1.0) ** 2).mean().float()
@@ -302,8 +294,6 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             # collective calls of the others instead of hanging.
             uneven = contextlib.nullcontext()
             if world > 1:
-                from torch.distributed.algorithms.join import Join
-
                 uneven = Join([net])
             with uneven:
                 for start in range(0, len(order), config.shuffle_blocks):
@@ -326,8 +316,6 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             sched.step()
             val = _validation_loss(model, reader, my_blocks, prepare, loss_fn, config.batch_size)
             if world > 1:
-                import torch.distributed as dist
-
                 v = torch.tensor([val], device=dev)
                 dist.all_reduce(v)
                 val = float(v) / world
@@ -350,8 +338,6 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", val=f"{val:.4g}")
             stop = bool(config.max_minutes and state["train_seconds"] > 60 * config.max_minutes)
             if world > 1:  # every rank stops after the same epoch, or the others would hang
-                import torch.distributed as dist
-
                 flag = torch.tensor([float(stop)], device=dev)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop = bool(flag.item())
@@ -363,8 +349,6 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         if log_fh:
             log_fh.close()
         if world > 1:
-            import torch.distributed as dist
-
             if finished:
                 # Rank 0 is still writing files when the others leave the loop; tearing gloo
                 # down while a peer is mid-operation can abort the process ("terminate called
@@ -397,6 +381,7 @@ class _MainModel:
 
     meta: ModelMeta
     tensors: dict[str, torch.Tensor]
+    network: torch.nn.Module
     mechanism_yaml: str
     limit: float  # rows are kept when every |rate| / y_std is below this
     y_std: torch.Tensor
@@ -415,8 +400,6 @@ class _MainModel:
     def write_with_tail(self, out: Path, tail, config: TrainConfig, arch, norm: Normalisation,
                         state: dict) -> None:
         """The main model's file with ``tail`` added as its near-equilibrium network."""
-        main_net = build_model(self.meta.architecture)
-        main_net.load_state_dict(network_state(self.tensors))
         extra = {k: v for k, v in self.tensors.items() if not k.startswith("net.")}
         extra.update({f"tail.net.{k}": v for k, v in tail.state_dict().items()})
         extra.update({"tail.norm.x_mean": norm.x_mean, "tail.norm.x_std": norm.x_std,
@@ -428,7 +411,7 @@ class _MainModel:
             "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
                          "epochs": state["epoch"], "val_loss": state["best_val"],
                          "config": dataclasses.asdict(config)}})
-        save_model(out, main_net, meta, extra, self.mechanism_yaml)
+        save_model(out, self.network, meta, extra, self.mechanism_yaml)
 
 
 def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
@@ -447,7 +430,9 @@ def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
     if meta.tail:
         raise InputError(f"tail_of: {config.tail_of} already has a near-equilibrium network")
     active = torch.tensor([s not in meta.inert_species for s in meta.species])
-    return _MainModel(meta, tensors, yaml_text, config.route_below * config.route_margin,
+    network = build_model(meta.architecture)
+    network.load_state_dict(network_state(tensors))
+    return _MainModel(meta, tensors, network, yaml_text, config.route_below * config.route_margin,
                       tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s)
 
 

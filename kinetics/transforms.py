@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from mechanisms.state import ONE_ATM_PA
+
 DEFAULT_LAMBDA = 0.1
 
 
@@ -34,6 +36,20 @@ def signed_power(x: torch.Tensor, lam: float) -> torch.Tensor:
 def signed_power_inverse(u: torch.Tensor, lam: float) -> torch.Tensor:
     """Inverse of :func:`signed_power`."""
     return torch.sign(u) * (lam * torch.abs(u)) ** (1.0 / lam)
+
+
+def encode_output(z: torch.Tensor, transform: dict | None) -> torch.Tensor:
+    """Scaled targets → what the network learns: ``z`` itself, or its signed power."""
+    if transform and transform.get("type") == "signed_power":
+        return signed_power(z, transform["lambda"])
+    return z
+
+
+def decode_output(u: torch.Tensor, transform: dict | None) -> torch.Tensor:
+    """Inverse of :func:`encode_output`: network outputs → scaled targets."""
+    if transform and transform.get("type") == "signed_power":
+        return signed_power_inverse(u, transform["lambda"])
+    return u
 
 
 class RunningMoments:
@@ -66,8 +82,9 @@ class RunningMoments:
 
 def log_pressure(p_pa: torch.Tensor) -> torch.Tensor:
     """Pressure feature: ln(P / 1 atm)."""
-    return torch.log(p_pa / 101325.0)
+    return torch.log(p_pa / ONE_ATM_PA)
 
 
 __all__ = ["DEFAULT_LAMBDA", "RunningMoments", "box_cox", "box_cox_floor", "box_cox_inverse",
-           "log_pressure", "signed_power", "signed_power_inverse"]
+           "decode_output", "encode_output", "log_pressure", "signed_power",
+           "signed_power_inverse"]

@@ -27,8 +27,8 @@ from kinetics.integrator import Integrator
 from mechanisms.composition import mixture_mass_fractions
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
+from mechanisms.state import ONE_ATM_PA
 
-ONE_ATM_PA = 101325.0
 TARGETS = {"idt_max_rel": 0.10, "idt_mean_rel": 0.03, "equilibrium_k": 10.0, "sum_y": 1e-6,
            "enthalpy_rel": 1e-6}
 

@@ -13,6 +13,7 @@ import numpy as np
 T_COLUMN = 0
 P_COLUMN = 1
 Y_START = 2
+ONE_ATM_PA = 101325.0  # Pa; the unit of the ``*_atm`` config keys and of ln(P / 1 atm)
 
 
 def state_width(n_species: int) -> int:

@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 
 from mechanisms.errors import InputError
-
-ONE_ATM_PA = 101325.0
+from mechanisms.state import ONE_ATM_PA
 
 # Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
 # Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.

@@ -103,10 +103,11 @@ class ModelHost:
         return self.integrator.substeps(dt_s)
 
     # -- work (device thread only) -----------------------------------------------------------------
-    def advance(self, states: np.ndarray, n_sub: int) -> tuple[StepResult, np.ndarray | None]:
-        """``Integrator.advance`` by ``n_sub`` model steps, plus the per-cell fallback flags."""
-        result = self.integrator.advance(states, n_sub * self.meta.dt_s if n_sub > 1 else None)
-        return result, result.fallback
+    def advance(self, states: np.ndarray, n_sub: int, check: bool = True) -> StepResult:
+        """``Integrator.advance`` by ``n_sub`` model steps (``check=False``: states already
+        passed ``check_states``)."""
+        return self.integrator.advance(states, n_sub * self.meta.dt_s if n_sub > 1 else None,
+                                       check=check)
 
     def outputs(self, states: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Cantera-evaluated outputs at ``states`` ``[n, 2+ns]`` (float64): see :data:`OUTPUTS`."""
@@ -358,9 +359,9 @@ class Batcher:
             merged = jobs[0].states
         else:
             merged = np.concatenate([np.asarray(j.states, dtype=np.float64) for j in jobs])
-        result, fallback = host.advance(merged, jobs[0].n_sub)
+        # A merged batch holds only requests that each passed check_states in _execute.
+        result = host.advance(merged, jobs[0].n_sub, check=len(jobs) == 1)
         device_s = time.perf_counter() - t0
-        frozen_t = host.meta.frozen_temperature_k
         offset = 0
         batch_cells = len(merged)
         for i, job in zip(live, jobs):
@@ -370,11 +371,8 @@ class Batcher:
             states = result.states[rows]
             if states.dtype != job.states.dtype:
                 states = states.astype(job.states.dtype)
-            if len(jobs) == 1:
-                n_frozen, n_fallback = result.n_frozen, result.n_fallback
-            else:
-                n_frozen = int(np.count_nonzero(job.states[:, 0] < frozen_t))
-                n_fallback = int(fallback[rows].sum()) if fallback is not None else result.n_fallback
+            n_frozen = int(np.count_nonzero(result.frozen[rows]))
+            n_fallback = int(np.count_nonzero(result.fallback[rows]))
             try:
                 extra = host.outputs(np.asarray(states, dtype=np.float64), job.outputs)
             except InputError as exc:

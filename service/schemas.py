@@ -99,6 +99,10 @@ class InferInputTensor(BaseModel):
     data: list[Any] | None = None
 
 
+class InferOutputTensor(InferInputTensor):
+    """An output tensor: the same fields as an input (KServe v2)."""
+
+
 class InferRequestedOutput(BaseModel):
     name: str
     parameters: dict[str, Any] | None = None
@@ -109,14 +113,6 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[InferInputTensor]
     outputs: list[InferRequestedOutput] | None = None
-
-
-class InferOutputTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
 
 
 class InferResponse(BaseModel):

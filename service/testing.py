@@ -104,19 +104,7 @@ def write_test_model(path: str | Path, mechanism: str = "h2o2.yaml", hidden: lis
                      temperature_k: tuple[float, float] = (300.0, 3500.0), seed: int = 0) -> Path:
     """A model file with random weights (see ``kinetics.synthetic``) and the given frozen
     temperature (K) and training temperature range (K; cells outside it fall back to Cantera)."""
-    from dataclasses import replace
-
-    from kinetics.model_file import network_state, read_model_file, save_model
-    from kinetics.models import build_model
     from kinetics.synthetic import write_random_model
 
-    path = Path(path)
-    write_random_model(path, mechanism=mechanism, hidden=hidden or [32, 32], seed=seed,
-                       temperature_k=temperature_k)
-    if frozen_temperature_k:
-        meta, tensors, yaml_text = read_model_file(path)
-        network = build_model(meta.architecture)
-        network.load_state_dict(network_state(tensors))
-        extra = {k: v for k, v in tensors.items() if not k.startswith("net.")}
-        save_model(path, network, replace(meta, frozen_temperature_k=frozen_temperature_k), extra, yaml_text)
-    return path
+    return write_random_model(path, mechanism=mechanism, hidden=hidden or [32, 32], seed=seed,
+                              temperature_k=temperature_k, frozen_temperature_k=frozen_temperature_k)

@@ -20,7 +20,7 @@ from service import service_version
 from service.deps import Host, State, require_token, run_step
 from service.errors import BadRequest, BodyTooLarge, ShuttingDown
 from service.schemas import ErrorBody, InferRequest, InferResponse, ModelMetadataV2, ServerMetadata
-from service.wire import parse_dt, read_body, states_from_lists
+from service.wire import json_array, parse_dt, read_body, states_from_lists
 
 INPUT = "STATES"
 OUTPUT_NAMES = {"STATES": None, "NET_PRODUCTION_RATES": "net_production_rates",
@@ -117,7 +117,7 @@ async def infer(request: Request, host: Host,
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = [v if np.isfinite(v) else None for v in array.ravel().tolist()]
+            entry["data"] = json_array(array.ravel())
         outputs.append(entry)
     payload = {"model_name": host.name, "model_version": "1", "outputs": outputs,
                "parameters": {"n_frozen": result.n_frozen, "n_fallback": result.n_fallback,
