@@ -319,6 +319,11 @@ def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
     np.testing.assert_allclose(out[:, 2:].sum(axis=1), 1.0, atol=1e-12)
     with pytest.raises(InputError, match="epoch: unknown training setting .*did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
+    for bad, message in (({"route_below": 0}, "route_below: must be a number > 0"),
+                         ({"route_margin": 0.5}, "route_margin: must be a number >= 1"),
+                         ({"target_scaling": "minmax"}, "target_scaling: must be zscore or rms")):
+        with pytest.raises(InputError, match=message):
+            TrainConfig.from_dict(bad)
 
 
 def test_near_equilibrium_network_is_trained_routed_and_counted(tiny_model, small_dataset, tmp_path):

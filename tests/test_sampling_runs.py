@@ -214,3 +214,19 @@ def test_yaml_config_file_and_unknown_keys(tmp_path):
     cfg.write_text("mechanism: h2o2.yaml\nphy: [1.0]\n")
     proc = run_cli("sample", "-c", str(cfg), "-o", str(tmp_path / "y.h5"), "--workers", "0")
     assert proc.returncode != 0 and "phy: unknown key (did you mean 'phi'?)" in proc.stderr
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"closest": 0.0}, "equilibrium.closest: must lie in (0, 1)"),
+    ({"closest": 1.5}, "equilibrium.closest: must lie in (0, 1)"),
+    ({"beyond_fraction": -0.1}, "equilibrium.beyond_fraction: must lie in [0, 1]"),
+])
+def test_bad_equilibrium_settings_are_named(tmp_path, section, message):
+    cfg = tmp_path / "sample.yaml"
+    key, value = next(iter(section.items()))
+    cfg.write_text(f"equilibrium: {{{key}: {value}}}\n")
+    proc = run_cli("sample", "-c", str(cfg), "-o", str(tmp_path / "x.h5"), "--workers", "0", "-q")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "x.h5").exists()
