@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mechanisms import load_mechanism
 from mechanisms.executor import DaskExecutor
-from mechanisms.reactor_step import Labeller
+from mechanisms.reactor import ReactorStep, Tolerances
 from sampling.config import SamplingConfig
 from sampling.dataset import read_dataset
 from sampling.pipeline import run_sampling
@@ -57,9 +57,9 @@ def main() -> None:
             states_file = states_file or out
         inputs, _, _ = read_dataset(states_file)
         mech = load_mechanism(config.mechanism)
-        labeller = Labeller(mech.solution(), config.dt, config.rtol, config.atol)
+        stepper = ReactorStep(mech.solution(), config.dt, Tolerances(config.rtol, config.atol))
         started = time.perf_counter()
-        labeller.label(inputs)
+        stepper.advance_all(inputs)
         seconds = time.perf_counter() - started
     bare = len(inputs) / seconds
     print(f"bare labelling loop, 1 core: {len(inputs)} rows in {seconds:.1f} s = {bare:.0f} rows/s")

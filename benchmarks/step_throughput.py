@@ -27,7 +27,7 @@ from kinetics.model_file import read_model_file
 from kinetics.registry import resolve_model
 from kinetics.synthetic import write_random_model
 from mechanisms.loading import load_mechanism, solution_from_yaml
-from mechanisms.reactor_step import Labeller
+from mechanisms.reactor import CFD_TOLERANCES, ReactorStep
 from sampling.manifold import autoignition_profile
 
 CASES = {"h2o2": ("h2o2.yaml", "H2:1", [1600, 800, 400]),
@@ -70,10 +70,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key, path, gas, fuel in _cases(args, Path(tmp)):
             states = sample_states(gas, fuel, max(max(args.cells), args.cantera_cells))
-            labeller = Labeller(gas, 1e-6, rtol=1e-6, atol=1e-15)
+            stepper = ReactorStep(gas, 1e-6, CFD_TOLERANCES)
             some = states[:args.cantera_cells]
             start = time.perf_counter()
-            labeller.label(some)
+            stepper.advance_all(some)
             cantera_per_cell = (time.perf_counter() - start) / len(some)
             print(f"{key}: Cantera {1 / cantera_per_cell:,.0f} cells/s "
                   f"({1e3 * cantera_per_cell:.3f} ms per cell, 1 core)")

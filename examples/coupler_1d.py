@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from mechanisms.loading import load_mechanism  # noqa: E402
-from mechanisms.reactor_step import Labeller  # noqa: E402
+from mechanisms.reactor import ReactorStep  # noqa: E402
 from service.client import Client  # noqa: E402
 
 
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     def via_service(states):
         return client.step(args.model, states, dt=dt_s, mechanism_sha256=mech.sha256).states
 
-    labeller = Labeller(gas, dt_s)
+    stepper = ReactorStep(gas, dt_s)
 
     def via_cantera(states):
-        return np.array([labeller.advance(row)[1] for row in states])
+        return np.array([stepper.advance(row)[1] for row in states])
 
     integrator = None
     if "integrator" in paths:

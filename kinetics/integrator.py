@@ -30,7 +30,7 @@ from kinetics.thermo import Nasa7
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
 from mechanisms.errors import InputError
 from mechanisms.loading import solution_from_yaml
-from mechanisms.reactor_step import Labeller
+from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
 
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
@@ -152,7 +152,7 @@ class Integrator:
         self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         a = self.element_matrix
         self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
-        self._fallback = Labeller(self.gas, meta.dt_s, rtol=1e-10, atol=1e-20)
+        self._fallback = ReactorStep(self.gas, meta.dt_s, LABEL_TOLERANCES)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod

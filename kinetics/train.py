@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.distributed.algorithms.join import Join
@@ -41,6 +40,7 @@ from kinetics.model_file import ModelMeta, network_state, read_model_file, save_
 from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
 from mechanisms.atomic_io import atomic_write
+from mechanisms.config_file import check_keys, read_yaml_mapping
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
 
@@ -88,24 +88,11 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path | None) -> TrainConfig:
         if path is None:
             return cls()
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise InputError(f"config: cannot read {path}: {exc.strerror or exc}")
-        except yaml.YAMLError as exc:
-            raise InputError(f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_mapping(path, "config"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        import difflib
-
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                match = difflib.get_close_matches(key, list(known), n=1)
-                hint = f" (did you mean '{match[0]}'?)" if match else ""
-                raise InputError(f"{key}: unknown training setting{hint}")
+        check_keys(data, [f.name for f in dataclasses.fields(cls)], what="training setting")
         cfg = cls(**data)
         for name in ("epochs", "batch_size", "block_rows", "shuffle_blocks", "lr_decay_every"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:

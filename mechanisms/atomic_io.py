@@ -1,4 +1,8 @@
-"""Atomic file writes: write beside the target, then ``os.replace`` (a reader never sees half a file)."""
+"""Atomic, durable file writes: write beside the target, fsync, then ``os.replace``.
+
+A reader never sees half a file, and once a call returns its file survives a crash or power loss:
+the data are fsynced before the rename and the folder after it.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,29 @@ from pathlib import Path
 import numpy as np
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush ``path`` (a file or a folder) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call ``write(tmp)`` on a temporary path in ``path``'s folder, then move it onto ``path``.
+    """Call ``write(tmp)`` on a temporary path in ``path``'s folder, fsync it, move it onto ``path``.
 
     ``suffix`` is appended to the temporary name for writers that pick a format by extension.
+    Any error (a full disk among them) leaves ``path`` as it was and removes the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
         write(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -27,7 +43,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -7,7 +7,7 @@ import math
 import cantera as ct
 import numpy as np
 
-from mechanisms.errors import InputError, cantera_message
+from mechanisms.errors import InputError, cantera_message, did_you_mean
 
 
 def parse_composition(text: str, species_names: list[str] | tuple[str, ...],
@@ -30,7 +30,7 @@ def parse_composition(text: str, species_names: list[str] | tuple[str, ...],
         name, sep, amount_text = part.partition(":")
         name = name.strip()
         if name not in known:
-            hint = _closest(name, species_names)
+            hint = did_you_mean(name, species_names, case_hint=True)
             raise InputError(f"{field}: unknown species '{name}'{hint}")
         if name in out:
             raise InputError(f"{field}: species '{name}' is given twice")
@@ -44,16 +44,6 @@ def parse_composition(text: str, species_names: list[str] | tuple[str, ...],
     if not out or sum(out.values()) <= 0:
         raise InputError(f"{field}: all amounts are zero in '{text}'")
     return out
-
-
-def _closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    import difflib
-
-    lowered = {c.lower(): c for c in choices}
-    if name.lower() in lowered:
-        return f" (did you mean '{lowered[name.lower()]}'? species names are case-sensitive)"
-    match = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def mixture_mass_fractions(gas: ct.Solution, fuel: str, oxidizer: str, phi: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cantera as ct
 import yaml
 
-from mechanisms.errors import InputError, cantera_message
+from mechanisms.errors import InputError, cantera_message, did_you_mean
 
 _SOLUTIONS: dict[tuple[str, str], ct.Solution] = {}
 
@@ -63,10 +63,8 @@ class Mechanism:
         """Index of species ``name``; :class:`InputError` naming ``field_name`` when unknown."""
         names = self.species_names
         if name not in names:
-            from mechanisms.composition import _closest
-
             raise InputError(f"{field_name}: unknown species '{name}' in {self.source}"
-                             f"{_closest(name, names)}")
+                             f"{did_you_mean(name, names, case_hint=True)}")
         return names.index(name)
 
     def element_index(self, name: str, field_name: str = "element") -> int:

@@ -25,7 +25,6 @@ key; unknown keys get a "did you mean".
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -35,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import cantera as ct
-import yaml
 
 from mechanisms.composition import mixture_mass_fractions, parse_composition
-from mechanisms.errors import InputError
+from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.errors import InputError, did_you_mean
 from mechanisms.loading import Mechanism, load_mechanism
 
 METHODS = ("drg", "drgep", "deepmr")
@@ -58,18 +57,6 @@ DEEPMR_KEYS = ("seed", "iterations", "max-simulations", "initial-candidates",
                "candidates-per-iteration", "parent-fraction", "max-deletions", "children-per-parent",
                "screen-bound-start", "screen-bound-decay", "patience", "hidden", "epochs",
                "learning-rate", "start")
-
-
-def did_you_mean(name: str, choices: tuple[str, ...] | list[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
-    match = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _check_keys(block: dict, allowed: tuple[str, ...], where: str) -> None:
-    for key in block:
-        if key not in allowed:
-            raise InputError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}")
 
 
 def _number(value: Any, where: str, positive: bool = True, allow_zero: bool = False) -> float:
@@ -216,23 +203,14 @@ class ReductionConfig:
 def load_reduce_config(path: str | Path, method: str | None = None) -> ReductionConfig:
     """Read and check a reduction input file; ``method`` (CLI flag) overrides its ``method`` key."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input: file '{path}' not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"input: '{path}' is not valid YAML{where}")
-    if not isinstance(data, dict):
-        raise InputError(f"input: '{path}' must be a mapping of keys (model, targets, error, ...)")
+    data = read_yaml_mapping(path, "input", expected="keys (model, targets, error, ...)")
     return parse_reduce_config(data, base_dir=path.parent, method=method, source_path=str(path))
 
 
 def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method: str | None = None,
                         source_path: str | None = None) -> ReductionConfig:
     """Check the keys of an input mapping and resolve it against the mechanism."""
-    _check_keys(data, TOP_KEYS, "input")
+    check_keys(data, TOP_KEYS)
     if "model" not in data:
         raise InputError("model: missing; give a mechanism file or a shipped name such as gri30.yaml")
     model = str(data["model"])
@@ -248,9 +226,8 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
             raise InputError(f"{key}: expected a list of species names, got {value!r}")
         for sp in value:
             if sp not in names:
-                from mechanisms.composition import _closest
-
-                raise InputError(f"{key}: species '{sp}' is not in {mech.source}{_closest(str(sp), names)}")
+                raise InputError(f"{key}: species '{sp}' is not in {mech.source}"
+                                 f"{did_you_mean(sp, names, case_hint=True)}")
         return [str(s) for s in value]
 
     targets = species_list("targets")
@@ -299,7 +276,7 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
 def _parse_simulation(block: Any) -> SimulationSettings:
     if not isinstance(block, dict):
         raise InputError(f"simulation: expected a mapping, got {block!r}")
-    _check_keys(block, SIMULATION_KEYS, "simulation")
+    check_keys(block, SIMULATION_KEYS, "simulation.")
     kw: dict[str, Any] = {}
     if "rtol" in block:
         kw["rtol"] = _number(block["rtol"], "simulation.rtol")
@@ -325,7 +302,7 @@ def _parse_simulation(block: Any) -> SimulationSettings:
 def _parse_deepmr(block: Any) -> DeePMRSettings:
     if not isinstance(block, dict):
         raise InputError(f"deepmr: expected a mapping, got {block!r}")
-    _check_keys(block, DEEPMR_KEYS, "deepmr")
+    check_keys(block, DEEPMR_KEYS, "deepmr.")
     kw: dict[str, Any] = {}
     ints = {"iterations": 1, "max-simulations": 1, "initial-candidates": 1, "candidates-per-iteration": 1,
             "max-deletions": 1, "children-per-parent": 1, "patience": 1, "epochs": 1}
@@ -367,7 +344,7 @@ def _parse_conditions(entries: Any, mech: Mechanism, sim: SimulationSettings,
         where = f"{key}[{n}]"
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected a mapping of keys (kind, pressure, temperature, ...)")
-        _check_keys(entry, FLAME_KEYS if flames else IGNITION_KEYS, where)
+        check_keys(entry, FLAME_KEYS if flames else IGNITION_KEYS, f"{where}.")
         if flames:
             kind = "flame"
         else:

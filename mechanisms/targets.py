@@ -22,7 +22,9 @@ import numpy as np
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
+from mechanisms.reactor import Tolerances, reactor_network
 from mechanisms.reduce_config import Condition, SimulationSettings
+from mechanisms.state import state_of_gas
 
 SAMPLE_POINTS = 20  # states per detailed ignition run kept for DRG/DRGEP (as pyMARS)
 CACHE_VERSION = 1
@@ -90,13 +92,8 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
               reference: float | None, t_eq: float | None) -> ConditionResult:
     """Integrate until the ignition criterion is met (then stop, unless sampling)."""
     set_initial_state(gas, cond)
-    if cond.kind == "constant volume":
-        reactor = ct.IdealGasReactor(gas, clone=False)
-    else:
-        reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
-    net = ct.ReactorNet([reactor])
-    net.rtol = settings.rtol
-    net.atol = settings.atol
+    reactor, net = reactor_network(gas, Tolerances(settings.rtol, settings.atol),
+                                   constant_volume=cond.kind == "constant volume", max_steps=None)
     max_steps = cond.max_steps or settings.max_steps
     t_end = cond.end_time_s or settings.end_time_s
     if reference is not None:
@@ -107,7 +104,7 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
     sampling = t_eq is not None
     times = [0.0]
     temps = [t0]
-    states: list[np.ndarray] = [np.concatenate(([t0, gas.P], gas.Y))] if sampling else []
+    states: list[np.ndarray] = [state_of_gas(gas)] if sampling else []
     crossed = None
     best_slope, best_time = 0.0, None
     for _ in range(max_steps):
@@ -119,7 +116,7 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
         times.append(t)
         temps.append(temp)
         if sampling:
-            states.append(np.concatenate(([temp, reactor.phase.P], reactor.phase.Y)))
+            states.append(state_of_gas(reactor.phase))
         if crossed is None and temp >= level:
             crossed = crossing_time(np.array(times[-2:]), np.array(temps[-2:]), level)
         if crossed is not None:

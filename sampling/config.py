@@ -7,16 +7,15 @@ Units are SI except where the key names its unit (``pressure_atm``). Every check
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mechanisms.errors import InputError
+from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.errors import InputError, did_you_mean
+from mechanisms.reactor import LABEL_TOLERANCES
 from mechanisms.state import ONE_ATM_PA
 
 # Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
@@ -111,8 +110,8 @@ class SamplingConfig:
     seed: int = 0
     rows: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ROWS))
     diluents: list[str] | None = None  # default: N2/AR/HE found in the oxidiser
-    rtol: float = 1e-10
-    atol: float = 1e-20
+    rtol: float = LABEL_TOLERANCES.rtol
+    atol: float = LABEL_TOLERANCES.atol
     task_rows: int = 250
     autoignition: AutoignitionOptions = field(default_factory=AutoignitionOptions)
     free_flame: FreeFlameOptions = field(default_factory=FreeFlameOptions)
@@ -138,17 +137,7 @@ class SamplingConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SamplingConfig:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"config: cannot read {path}: {exc.strerror or exc}")
-        except yaml.YAMLError as exc:
-            raise InputError(f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise InputError(f"config: {path} must hold a mapping of keys, not {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_mapping(path, "config"))
 
     def with_overrides(self, overrides: dict[str, Any]) -> SamplingConfig:
         """A copy with top-level keys replaced (``rows`` entries are merged), validated."""
@@ -172,7 +161,7 @@ class SamplingConfig:
             raise InputError(f"task_rows: must be >= 1, got {self.task_rows}")
         for name, count in self.rows.items():
             if name not in SOURCES:
-                raise InputError(f"rows: unknown source '{name}'{_did_you_mean(name, SOURCES)} "
+                raise InputError(f"rows: unknown source '{name}'{did_you_mean(name, SOURCES)} "
                                  f"(sources: {', '.join(SOURCES)})")
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise InputError(f"rows.{name}: must be a whole number >= 0, got {count!r}")
@@ -208,11 +197,6 @@ class SamplingConfig:
     @property
     def pressures_pa(self) -> list[float]:
         return [p * ONE_ATM_PA for p in self.pressure_atm]
-
-
-def _did_you_mean(name: str, choices) -> str:
-    match = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def _positive(name: str, value: float) -> None:
@@ -263,7 +247,7 @@ def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
         if not sep:
             raise InputError(f"rows: write SOURCE=N, got '{item}'")
         if name not in SOURCES:
-            raise InputError(f"rows: unknown source '{name}'{_did_you_mean(name, SOURCES)} "
+            raise InputError(f"rows: unknown source '{name}'{did_you_mean(name, SOURCES)} "
                              f"(sources: {', '.join(SOURCES)})")
         try:
             out[name] = int(value)
@@ -280,12 +264,10 @@ def _build(cls, data: dict[str, Any], prefix: str):
     if not isinstance(data, dict):
         raise InputError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(data, fields, prefix, list_known=True)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
-        if key not in fields:
-            raise InputError(f"{where}: unknown key{_did_you_mean(key, fields)} "
-                             f"(known: {', '.join(fields)})")
         default = fields[key].default_factory() if fields[key].default_factory is not \
             dataclasses.MISSING else fields[key].default
         if dataclasses.is_dataclass(default):

@@ -11,11 +11,12 @@ run completes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 
 
 class Journal:
@@ -36,7 +37,7 @@ class Journal:
         if self.directory.exists():
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
-        self._write_atomic(self.directory / "meta.json", json.dumps(meta).encode())
+        atomic_write_text(self.directory / "meta.json", json.dumps(meta))
 
     def meta(self) -> dict:
         return json.loads((self.directory / "meta.json").read_text())
@@ -51,14 +52,9 @@ class Journal:
 
     def save(self, index: int, task_id: str, inputs: np.ndarray, targets: np.ndarray,
              source: int, status: str) -> None:
-        """Save one task's result atomically."""
-        tmp = self.directory / f".{index:07d}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, inputs=inputs, targets=targets, source=np.uint8(source),
-                     task_id=np.str_(task_id), status=np.str_(status))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._part(index))
+        """Save one task's result atomically and durably."""
+        atomic_write_npz(self._part(index), inputs=inputs, targets=targets, source=np.uint8(source),
+                         task_id=np.str_(task_id), status=np.str_(status))
 
     def load(self, index: int) -> tuple[str, np.ndarray, np.ndarray, int, str] | None:
         """``(task_id, inputs, targets, source, status)`` of task ``index``, or None."""
@@ -77,12 +73,3 @@ class Journal:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        tmp = path.with_name("." + path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)

@@ -12,12 +12,13 @@ import cantera as ct
 import numpy as np
 
 from mechanisms.ignition import IGNITION_RISE_K
-from mechanisms.state import state_of_gas
+from mechanisms.reactor import PROFILE_TOLERANCES, Tolerances, reactor_network
+from mechanisms.state import join_states, state_of_gas
 
 
 def autoignition_profile(gas: ct.Solution, temperature_k: float, pressure_pa: float,
-                         y0: np.ndarray, t_max_s: float = 0.1, rtol: float = 1e-9,
-                         atol: float = 1e-20, max_points: int = 200000,
+                         y0: np.ndarray, t_max_s: float = 0.1,
+                         tolerances: Tolerances = PROFILE_TOLERANCES, max_points: int = 200000,
                          settle_k: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Adiabatic constant-pressure autoignition from ``(T0, P, Y0)``.
 
@@ -28,11 +29,7 @@ def autoignition_profile(gas: ct.Solution, temperature_k: float, pressure_pa: fl
     ``(t [s], states, |dT/dt| [K/s])``.
     """
     gas.TPY = temperature_k, pressure_pa, y0
-    reactor = ct.IdealGasConstPressureReactor(gas, clone=False, energy="on")
-    net = ct.ReactorNet([reactor])
-    net.rtol = rtol
-    net.atol = atol
-    net.max_time_step = t_max_s / 500.0
+    _, net = reactor_network(gas, tolerances, max_steps=None, max_time_step_s=t_max_s / 500.0)
     times = [0.0]
     states = [state_of_gas(gas)]
     rates = [abs(gas.heat_release_rate / (gas.density * gas.cp_mass))]
@@ -97,9 +94,4 @@ def counterflow_profile(gas: ct.Solution, fuel_y: np.ndarray, oxidizer_y: np.nda
 
 
 def _flame_states(flame: ct.FlameBase) -> np.ndarray:
-    n = len(flame.grid)
-    out = np.empty((n, 2 + flame.gas.n_species))
-    out[:, 0] = flame.T
-    out[:, 1] = flame.P
-    out[:, 2:] = flame.Y.T
-    return out
+    return join_states(flame.T, np.full(len(flame.grid), flame.P), flame.Y.T)

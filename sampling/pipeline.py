@@ -14,7 +14,7 @@ from tqdm import tqdm
 from mechanisms.errors import InputError
 from mechanisms.executor import Executor, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
-from mechanisms.reactor_step import REACTOR_NAME
+from mechanisms.reactor import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
 from sampling.journal import Journal

@@ -18,8 +18,8 @@ import numpy as np
 
 from mechanisms.errors import cantera_message
 from mechanisms.loading import solution_from_yaml
-from mechanisms.reactor_step import Labeller
-from mechanisms.state import set_gas_state, state_of_gas, state_width
+from mechanisms.reactor import EVOLVE_TOLERANCES, ReactorStep, Tolerances, reactor_network, restart
+from mechanisms.state import state_of_gas, state_width, temperature
 from sampling.dataset import source_code
 from sampling.equilibrium import draw_equilibrium_approach
 from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile, log_time
@@ -85,7 +85,7 @@ def execute_task(spec: TaskSpec, ctx: TaskContext) -> TaskResult:
     except ct.CanteraError as exc:
         return TaskResult(spec.task_id, empty, empty.copy(), source_code(spec.kind),
                           f"failed: {cantera_message(exc)}", time.perf_counter() - started)
-    inputs, targets, n_failed = Labeller(gas, ctx.dt_s, ctx.rtol, ctx.atol).label(states)
+    inputs, targets, n_failed = ReactorStep(gas, ctx.dt_s, Tolerances(ctx.rtol, ctx.atol)).advance_all(states)
     status = "ok"
     notes = [n for n in (note, f"{n_failed} state(s) failed to label" if n_failed else "") if n]
     if notes:
@@ -172,16 +172,12 @@ def _draw_emcs(spec, ctx, gas, rng):
     seeds, note = _filtered(lambda k: draw_log_uniform(ranges, k, rng, margin), n_seeds, ctx, gas)
     times = np.concatenate([[0.0], np.geomspace(ctx.dt_s, opts["evolve_time_s"], per - 1)]) \
         if per > 1 else np.array([0.0])
-    reactor = ct.IdealGasConstPressureReactor(gas, clone=False, energy="on")
-    net = ct.ReactorNet([reactor])
-    net.rtol, net.atol = 1e-8, 1e-20
+    reactor, net = reactor_network(gas, EVOLVE_TOLERANCES, max_steps=None)
     out = []
     failed = 0
     for seed in seeds:
         try:
-            set_gas_state(gas, seed)
-            reactor.syncState()
-            net.initial_time = 0.0
+            restart(reactor, net, seed)
             for t in times:
                 if t > 0:
                     net.advance(t)
@@ -193,8 +189,8 @@ def _draw_emcs(spec, ctx, gas, rng):
     t_lo, t_hi = ranges.temperature_k
     margin_k = 0.1 * (t_hi - t_lo)
     in_window = (np.all(np.isfinite(states), axis=1)
-                 & (states[:, 0] >= max(t_lo - margin_k, gas.min_temp))
-                 & (states[:, 0] <= min(t_hi + margin_k, gas.max_temp)))
+                 & (temperature(states) >= max(t_lo - margin_k, gas.min_temp))
+                 & (temperature(states) <= min(t_hi + margin_k, gas.max_temp)))
     states = states[in_window]
     limits = RateLimits.from_dict(ctx.limits) if ctx.limits else None
     states = states[rate_filter(gas, states, limits, ctx.options["filter"]["rate_factor"])]

@@ -19,7 +19,7 @@ from kinetics.model_file import read_model_file
 from kinetics.synthetic import write_random_model
 from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
-from mechanisms.reactor_step import Labeller
+from mechanisms.reactor import ReactorStep
 from sampling.dataset import read_dataset
 from tests.conftest import run_cli
 
@@ -168,7 +168,7 @@ def test_frozen_and_fallback_cells(tiny_model):
     assert res.n_frozen == 1 and res.n_fallback >= 1
     np.testing.assert_array_equal(res.states[0], states[0])
     gas = ct.Solution("h2o2.yaml")
-    _, expected = Labeller(gas, 1e-6).advance(states[1])
+    _, expected = ReactorStep(gas, 1e-6).advance(states[1])
     np.testing.assert_allclose(res.states[1], expected, rtol=1e-8, atol=1e-12)
 
 

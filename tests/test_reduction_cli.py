@@ -46,7 +46,7 @@ def condition(**changes) -> list[dict]:
 
 CASES = {
     "unknown key": (variant(retained_specie=["N2"]),
-                    "unknown key 'retained-specie' (did you mean 'retained-species'?)"),
+                    "retained-specie: unknown key (did you mean 'retained-species'?)"),
     "unknown condition key": (variant(autoignition_conditions=condition(temperatur=1200.0)),
                               "did you mean 'temperature'?"),
     "unknown retained species": (variant(retained_species=["N3"]),

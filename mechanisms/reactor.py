@@ -1,0 +1,138 @@
+"""Cantera reactors in one place: the network set-up, its tolerances, one step and a trajectory.
+
+Every reactor deepkin runs is adiabatic and ideal-gas, constant pressure unless a reduction target
+asks for constant volume. The tolerances of each use are named here, so that a label, the
+integrator's Cantera fallback and a validation reference agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cantera as ct
+import numpy as np
+
+from mechanisms.state import set_gas_state, state_of_gas, state_width
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Relative and absolute tolerances of Cantera's CVODES integrator."""
+
+    rtol: float
+    atol: float
+
+
+LABEL_TOLERANCES = Tolerances(1e-10, 1e-20)
+"""Dataset labels, the integrator's Cantera fallback and validation references."""
+PROFILE_TOLERANCES = Tolerances(1e-9, 1e-20)
+"""Manifold autoignition profiles (the solver's own dense steps are the profile)."""
+EVOLVE_TOLERANCES = Tolerances(1e-8, 1e-20)
+"""EMCS: sampled states evolved along their own trajectories."""
+CFD_TOLERANCES = Tolerances(1e-6, 1e-15)
+"""What a CFD code's stiff chemistry typically uses: the speed baselines."""
+REACTOR_NAME = "IdealGasConstPressureReactor"
+MAX_STEPS = 20000  # CVODES steps allowed within one advance
+
+
+def reactor_network(gas: ct.Solution, tolerances: Tolerances = LABEL_TOLERANCES,
+                    constant_volume: bool = False, max_steps: int | None = MAX_STEPS,
+                    max_time_step_s: float | None = None) -> tuple[ct.Reactor, ct.ReactorNet]:
+    """An adiabatic reactor on ``gas`` (not a copy: the reactor moves ``gas``'s state) and its net.
+
+    Constant pressure (``IdealGasConstPressureReactor``) unless ``constant_volume``.
+    """
+    kind = ct.IdealGasReactor if constant_volume else ct.IdealGasConstPressureReactor
+    reactor = kind(gas, clone=False, energy="on")
+    net = ct.ReactorNet([reactor])
+    net.rtol = tolerances.rtol
+    net.atol = tolerances.atol
+    if max_steps is not None:
+        net.max_steps = max_steps
+    if max_time_step_s is not None:
+        net.max_time_step = max_time_step_s
+    return reactor, net
+
+
+def restart(reactor: ct.Reactor, net: ct.ReactorNet, state: np.ndarray) -> None:
+    """Put ``state`` ``[T (K), P (Pa), Y...]`` into a reused reactor and restart its net at t = 0.
+
+    This is how a CFD code steps cells (one reactor per process); it saves the set-up of a fresh
+    reactor per state.
+    """
+    set_gas_state(reactor.phase, state)
+    reactor.syncState()
+    net.initial_time = 0.0
+
+
+class ReactorStep:
+    """Advances states by ``dt_s`` (s) in an adiabatic constant-pressure reactor.
+
+    By default every state gets a reactor and integrator of its own (their set-up costs ~2 % of a
+    step), so that a result depends on nothing but the state: a dataset comes out the same whatever
+    order or process its states are labelled in. ``reuse=True`` keeps one reactor and restarts it
+    per state (see :func:`restart`), the way a CFD code steps cells: the speed baseline.
+    """
+
+    def __init__(self, gas: ct.Solution, dt_s: float, tolerances: Tolerances = LABEL_TOLERANCES,
+                 max_steps: int = MAX_STEPS, reuse: bool = False):
+        self.gas = gas
+        self.dt_s = float(dt_s)
+        self.tolerances = tolerances
+        self.max_steps = max_steps
+        self._reused = reactor_network(gas, tolerances, max_steps=max_steps) if reuse else None
+
+    def advance(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(input, target)`` rows for one state ``[T (K), P (Pa), Y...]``.
+
+        ``input`` is the state as Cantera holds it (Y normalised), ``target`` the state ``dt_s``
+        later. Raises ``ct.CanteraError`` when the integrator fails.
+        """
+        if self._reused is not None:
+            reactor, net = self._reused
+            restart(reactor, net, state)
+        else:
+            set_gas_state(self.gas, state)
+            reactor, net = reactor_network(self.gas, self.tolerances, max_steps=self.max_steps)
+        start = state_of_gas(self.gas)
+        net.advance(self.dt_s)
+        return start, state_of_gas(self.gas)
+
+    def advance_all(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Advance ``states`` ``[n, 2+ns]``; returns ``(inputs, targets, n_failed)``.
+
+        States the integrator cannot advance (or that give non-finite results) are dropped and
+        counted in ``n_failed``.
+        """
+        width = state_width(self.gas.n_species)
+        inputs = np.empty((len(states), width))
+        targets = np.empty((len(states), width))
+        kept = 0
+        for state in states:
+            try:
+                start, end = self.advance(state)
+            except ct.CanteraError:
+                continue
+            if not (np.all(np.isfinite(end)) and np.all(np.isfinite(start))):
+                continue
+            inputs[kept] = start
+            targets[kept] = end
+            kept += 1
+        return inputs[:kept], targets[:kept], len(states) - kept
+
+
+def trajectory(gas: ct.Solution, state: np.ndarray, t_end_s: float,
+               tolerances: Tolerances = LABEL_TOLERANCES) -> tuple[np.ndarray, np.ndarray]:
+    """Integrate from ``state`` to ``t_end_s`` (s) with the solver's own steps.
+
+    Returns ``(times [m] in s, states [m, 2+ns])``, the first row being ``state`` as Cantera holds
+    it. Raises ``ct.CanteraError`` when the integrator fails.
+    """
+    set_gas_state(gas, state)
+    _, net = reactor_network(gas, tolerances, max_steps=None)
+    times, states = [0.0], [state_of_gas(gas)]
+    while net.time < t_end_s:
+        net.step()
+        times.append(net.time)
+        states.append(state_of_gas(gas))
+    return np.asarray(times), np.asarray(states)
