@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from mechanisms.errors import InputError
 from service import service_version
+from service.batcher import JobResult
 from service.deps import Host, State, require_token, run_step
 from service.errors import ShuttingDown
 from service.schemas import (
@@ -117,13 +118,19 @@ async def infer(request: Request, host: Host,
     wanted, binary_outputs = _requested_outputs(req)
     result = await run_step(request, state, host, states, n_substeps,
                             tuple(OUTPUT_NAMES[n] for n in wanted if OUTPUT_NAMES[n]))
+    return _answer(host.name, req.id, result, wanted, binary_outputs)
+
+
+def _answer(model: str, request_id: str | None, result: JobResult, wanted: list[str],
+            binary: dict[str, bool]) -> Response:
+    """The inference response: the ``wanted`` outputs (JSON or binary each) and the counts."""
     arrays = {n: result.states if n == "STATES" else result.outputs[OUTPUT_NAMES[n]] for n in wanted}
-    outputs, blobs = inference_outputs(arrays, binary_outputs)
-    payload = {"model_name": host.name, "model_version": "1", "outputs": outputs,
+    outputs, blobs = inference_outputs(arrays, binary)
+    payload = {"model_name": model, "model_version": "1", "outputs": outputs,
                "parameters": {"n_frozen": result.n_frozen, "n_fallback": result.n_fallback,
                               "n_substeps": result.n_substeps}}
-    if req.id is not None:
-        payload["id"] = req.id
+    if request_id is not None:
+        payload["id"] = request_id
     content, media_type, headers = inference_body(payload, blobs)
     return Response(content, media_type=media_type, headers=headers)
 
