@@ -13,6 +13,9 @@ in one run, interleaved, medians of ``--repeats``::
    service rate vs a raw TCP echo server in another process (length-prefixed bytes, recv_into a
    preallocated buffer) and vs the in-process frozen ``advance`` (the integrator's own share).
 3. the Python client (``service.client``, httpx, chunked upload) on the transport path.
+
+The models are random-weight files (``kinetics.synthetic``); the server is ``deepkin serve`` in a
+subprocess (``tests.helpers.live_server.LiveServer``), so run it from a checkout.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kinetics.integrator import Integrator  # noqa: E402
+from kinetics.synthetic import write_random_model  # noqa: E402
 from mechanisms.loading import load_mechanism  # noqa: E402
+from mechanisms.state import state_of_gas, temperature  # noqa: E402
 from service.client import Client  # noqa: E402
 from service.server import tune_malloc  # noqa: E402
-from service.testing import LiveServer, free_port, write_test_model  # noqa: E402
+from tests.helpers.live_server import LiveServer, free_port  # noqa: E402
 
 ECHO_SERVER = r"""
 import socket, struct, sys
@@ -108,8 +113,9 @@ def make_states(mechanism: str, cells: int, temperature_k: float) -> np.ndarray:
     fuel = "CH4:1,O2:2,N2:7.52" if "CH4" in gas.species_names else "H2:2,O2:1,N2:3.76"
     gas.TPX = temperature_k, 101325.0, fuel
     rng = np.random.default_rng(0)
-    states = np.tile(np.r_[gas.T, gas.P, gas.Y], (cells, 1))
-    states[:, 0] += rng.uniform(-200, 200, cells)  # distinct cells, all inside the model's domain
+    states = np.tile(state_of_gas(gas), (cells, 1))
+    t_k = temperature(states)  # a view: updated in place
+    t_k += rng.uniform(-200, 200, cells)  # distinct cells, all inside the model's domain
     return np.ascontiguousarray(states)
 
 
@@ -128,9 +134,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        write_test_model(d / "chem.safetensors", mechanism=args.mechanism, hidden=hidden)
-        write_test_model(d / "frozen.safetensors", mechanism=args.mechanism, hidden=hidden,
-                         frozen_temperature_k=1e4)
+        write_random_model(d / "chem.safetensors", args.mechanism, hidden=hidden)
+        write_random_model(d / "frozen.safetensors", args.mechanism, hidden=hidden,
+                           frozen_temperature_k=1e4)
         chem = Integrator.load(d / "chem.safetensors", device=args.device)
         frozen = Integrator.load(d / "frozen.safetensors", device=args.device)
         states = make_states(args.mechanism, args.cells, 1500.0)

@@ -28,22 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from mechanisms.loading import load_mechanism  # noqa: E402
 from mechanisms.reactor import ReactorStep  # noqa: E402
+from mechanisms.state import join_states, mass_fractions, normalise_mass_fractions, temperature  # noqa: E402
 from service.client import Client  # noqa: E402
 
 
-def initial_field(species: list[str], gas, cells: int, length_m: float, pressure_pa: float,
+def initial_field(gas, cells: int, length_m: float, pressure_pa: float,
                   t_cold_k: float, t_hot_k: float, phi: float) -> np.ndarray:
     """``[cells, 2+ns]`` premixed H2/air at ``pressure_pa`` with a Gaussian hot spot (K)."""
     x = (np.arange(cells) + 0.5) / cells * length_m
     width = 0.1 * length_m
-    temperature = t_cold_k + (t_hot_k - t_cold_k) * np.exp(-(((x - length_m / 2) / width) ** 2))
+    t_k = t_cold_k + (t_hot_k - t_cold_k) * np.exp(-(((x - length_m / 2) / width) ** 2))
     gas.TPX = 300.0, pressure_pa, f"H2:{2 * phi},O2:1,N2:3.76"
-    y = gas.Y.copy()
-    states = np.empty((cells, 2 + len(species)))
-    states[:, 0] = temperature
-    states[:, 1] = pressure_pa
-    states[:, 2:] = y
-    return states
+    return join_states(t_k, np.full(cells, pressure_pa), np.tile(gas.Y, (cells, 1)))
 
 
 def diffuse(states: np.ndarray, dt_s: float, dx_m: float, diffusivity_m2_s: float) -> np.ndarray:
@@ -52,11 +48,10 @@ def diffuse(states: np.ndarray, dt_s: float, dx_m: float, diffusivity_m2_s: floa
     padded = np.concatenate([states[:1], states, states[-1:]])
     lap = padded[2:] - 2 * padded[1:-1] + padded[:-2]
     coeff = diffusivity_m2_s * dt_s / dx_m ** 2
-    out[:, 0] += coeff * lap[:, 0]
-    out[:, 2:] += coeff * lap[:, 2:]
-    out[:, 2:] = np.clip(out[:, 2:], 0.0, None)
-    out[:, 2:] /= out[:, 2:].sum(axis=1, keepdims=True)
-    return out
+    t_k, y = temperature(out), mass_fractions(out)  # views: updated in place
+    t_k += coeff * temperature(lap)
+    y += coeff * mass_fractions(lap)
+    return normalise_mass_fractions(out)
 
 
 def run(chemistry, states: np.ndarray, steps: int, dt_s: float, dx_m: float, diffusivity: float
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: explicit diffusion is unstable for this dt and mesh", file=sys.stderr)
         return 1
     gas = mech.solution()
-    start = initial_field(info["species"], gas, args.cells, args.length_m, args.pressure_pa,
+    start = initial_field(gas, args.cells, args.length_m, args.pressure_pa,
                           args.t_cold, args.t_hot, args.phi)
 
     def via_service(states):
@@ -130,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         final, chem_s = run(chemistry[name], start, args.steps, dt_s, dx_m, args.diffusivity)
         results[name] = final
         print(f"{name:<10} {args.cells} cells × {args.steps} steps of {dt_s:g} s: chemistry "
-              f"{chem_s:.3f} s wall, T max {final[:, 0].max():.2f} K")
+              f"{chem_s:.3f} s wall, T max {temperature(final).max():.2f} K")
     for a, b in (("service", "cantera"), ("service", "integrator")):
         if a in results and b in results:
-            diff = np.abs(results[a][:, 0] - results[b][:, 0]).max()
+            diff = np.abs(temperature(results[a]) - temperature(results[b])).max()
             print(f"largest |T_{a} − T_{b}| = {diff:.6g} K")
     if args.save:
         np.savez(args.save, **results)

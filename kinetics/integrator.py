@@ -1,7 +1,9 @@
 """The inference engine: advance batches of cells ``[n, 2+ns]`` by one chemistry step.
 
 ``Integrator.load(path, device=...)`` reads a model file; ``step(states, dt)`` returns the
-advanced states in the caller's array type (numpy or torch) and dtype. Per model step:
+advanced states in the caller's array type (numpy or torch) and dtype; ``advance(states,
+n_substeps)`` does the same for a number of model steps (``substeps(dt)`` is the one conversion
+of a dt into that number) and counts what happened to the cells. Per model step:
 
 1. cells below the frozen temperature pass through unchanged;
 2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
@@ -17,6 +19,7 @@ A ``dt`` that is a whole multiple of the model's dt runs that many model steps.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,14 @@ from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pre
 from mechanisms.errors import InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
+from mechanisms.state import (
+    join_states,
+    mass_fractions,
+    pressure,
+    state_width,
+    temperature,
+    thermal_columns,
+)
 
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
@@ -77,8 +88,9 @@ def _host_states_look_valid(a: np.ndarray) -> bool:
     for start in range(0, len(a), CHECK_BLOCK_ROWS):
         b = a[start:start + CHECK_BLOCK_ROWS]
         row_sum = np.einsum("ij->i", b)  # NaN or inf anywhere makes the row sum non-finite
-        if not (np.isfinite(row_sum).all() and b.min() >= -Y_TOLERANCE and b[:, :2].min() > 0
-                and np.abs(row_sum - b[:, 0] - b[:, 1] - 1.0).max() <= SUM_TOLERANCE):
+        if not (np.isfinite(row_sum).all() and b.min() >= -Y_TOLERANCE
+                and thermal_columns(b).min() > 0
+                and np.abs(row_sum - temperature(b) - pressure(b) - 1.0).max() <= SUM_TOLERANCE):
             return False
     return True
 
@@ -178,7 +190,7 @@ class Integrator:
 
     @property
     def width(self) -> int:
-        return 2 + self.meta.n_species
+        return state_width(self.meta.n_species)
 
     # -- checks ----------------------------------------------------------------------------------
     def substeps(self, dt: float | None) -> int:
@@ -202,7 +214,7 @@ class Integrator:
                              f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
         if states.shape[0] == 0:
             return
-        y = states[:, 2:]
+        y = mass_fractions(states)
         # A fused pass decides (row sums and minimum; block by block on the host); the search
         # for the first bad row runs only on failure. NaN or inf anywhere makes a row sum
         # non-finite; T and P are positive, so the global minimum is that of Y unless something
@@ -211,9 +223,9 @@ class Integrator:
             good = _host_states_look_valid(states.detach().numpy())
         else:
             row_sum = states.sum(dim=1)
-            total = row_sum - states[:, 0] - states[:, 1]
+            total = row_sum - temperature(states) - pressure(states)
             good = (bool(torch.isfinite(row_sum).all()) and float(states.min()) >= -Y_TOLERANCE
-                    and bool((states[:, :2] > 0).all())
+                    and bool((thermal_columns(states) > 0).all())
                     and float(torch.abs(total - 1.0).max()) <= SUM_TOLERANCE)
         if good:
             return
@@ -222,11 +234,11 @@ class Integrator:
         if not bool(finite.all()):
             row = int((~finite).nonzero()[0])
             raise InputError(f"states: row {row} holds NaN or inf")
-        for col, name in ((0, "temperature"), (1, "pressure")):
-            bad = states[:, col] <= 0
+        for name, column in (("temperature", temperature(states)), ("pressure", pressure(states))):
+            bad = column <= 0
             if bool(bad.any()):
                 row = int(bad.nonzero()[0])
-                raise InputError(f"states: row {row} has {name} <= 0 ({float(states[row, col]):g})")
+                raise InputError(f"states: row {row} has {name} <= 0 ({float(column[row]):g})")
         neg = y < -Y_TOLERANCE
         if bool(neg.any()):
             row, k = (int(v) for v in neg.nonzero()[0])
@@ -241,21 +253,28 @@ class Integrator:
     # -- stepping --------------------------------------------------------------------------------
     def step(self, states: np.ndarray | torch.Tensor, dt: float | None = None
              ) -> np.ndarray | torch.Tensor:
-        """Advance ``states`` ``[n, 2+ns]`` by ``dt`` (default: the model's dt); same type out.
+        """Advance ``states`` ``[n, 2+ns]`` by ``dt`` (s; default: the model's dt); same type out.
 
         A new array is returned, except when every cell is frozen: then ``states`` itself.
+        InputError for a ``dt`` that is not a whole multiple of the model's dt and for bad states
+        (see :meth:`check_states`).
         """
-        return self.advance(states, dt).states
+        return self.advance(states, self.substeps(dt)).states
 
     @torch.no_grad()
-    def advance(self, states: np.ndarray | torch.Tensor, dt: float | None = None,
+    def advance(self, states: np.ndarray | torch.Tensor, n_substeps: int = 1,
                 check: bool = True) -> StepResult:
-        """Like :meth:`step`, returning the counts of frozen and fallback cells too.
+        """Advance ``states`` ``[n, 2+ns]`` by ``n_substeps`` model steps (``n_substeps`` × the
+        model's dt, see :meth:`substeps`); the states in the caller's type and dtype plus the
+        counts of frozen, fallback and near-equilibrium cells.
 
         ``check=False`` skips :meth:`check_states`, for states that have just passed it (the
         service checks each request before merging them).
         """
-        n_sub = self.substeps(dt)
+        if (isinstance(n_substeps, bool) or not isinstance(n_substeps, numbers.Integral)
+                or n_substeps < 1):
+            raise InputError(f"n_substeps: must be a whole number >= 1, got {n_substeps!r}")
+        n_sub = int(n_substeps)
         is_numpy = isinstance(states, np.ndarray)
         if is_numpy:
             if states.dtype.kind != "f":
@@ -270,15 +289,15 @@ class Integrator:
         x = x.to(self.device, torch.float64)
         if check:
             self.check_states(x)
-        t = x[:, 0]
+        t = temperature(x)
         frozen = t < self.meta.frozen_temperature_k
         fell_back = torch.zeros_like(frozen)
         if bool(frozen.all()):
             # Nothing to advance: the input itself is the answer (no copy of a large batch).
             mask = frozen.cpu().numpy()
             return StepResult(states, len(t), len(t), 0, n_sub, mask, np.zeros_like(mask))
-        t, p = t.clone(), x[:, 1].clone()
-        y = torch.clamp(x[:, 2:], min=0.0)
+        t, p = t.clone(), pressure(x).clone()
+        y = torch.clamp(mass_fractions(x), min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
         tail_steps = 0
@@ -292,8 +311,8 @@ class Integrator:
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
         # Frozen cells are returned exactly as given (no renormalisation).
-        y = torch.where(frozen[:, None], x[:, 2:], y)
-        result = torch.cat([t[:, None], p[:, None], y], dim=1).to(out_device, out_dtype)
+        y = torch.where(frozen[:, None], mass_fractions(x), y)
+        result = join_states(t, p, y).to(out_device, out_dtype)
         if is_numpy:
             result = result.numpy()
         return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
@@ -377,9 +396,10 @@ class Integrator:
         return torch.clamp(y_new - w * (lam @ a), min=0.0)
 
     def _cantera_step(self, t: float, p: float, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        state = np.concatenate([[t, p], y.cpu().numpy()])
+        state = join_states(np.array([t]), np.array([p]), y.cpu().numpy()[None, :])[0]
         try:
             _, end = self._fallback.advance(state)
         except ct.CanteraError:
             return t, y  # Cantera cannot advance it either: leave the cell unchanged
-        return float(end[0]), torch.as_tensor(end[2:], dtype=torch.float64, device=y.device)
+        return (float(temperature(end)),
+                torch.as_tensor(mass_fractions(end), dtype=torch.float64, device=y.device))

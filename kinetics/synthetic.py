@@ -1,4 +1,10 @@
-"""Model files with random weights, for speed measurements where accuracy does not matter."""
+"""Model files with random weights, for speed measurements where accuracy does not matter.
+
+``write_random_model(path, mechanism)`` writes a model file of the right shape for any mechanism
+(network sizes as DeePCK's, or ``hidden``), so that the step and service benchmarks can size a
+machine for a mechanism before any model is trained; the tests use small ones as cheap models.
+Its steps cost what a trained model's cost and mean nothing (see docs/model-file.md).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 from kinetics.model_file import ModelMeta, save_model
 from kinetics.models import build_model
 from mechanisms.loading import load_mechanism
+from mechanisms.state import state_width
 
 # DeePCK's sizes (see docs/design): 1600-800-400 for ≤ 20 species, wider for GRI-sized mechanisms.
 DEFAULT_HIDDEN_SMALL = [1600, 800, 400]
@@ -20,20 +27,25 @@ def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: s
                        temperature_k: tuple[float, float] = (300.0, 3500.0),
                        pressure_pa: tuple[float, float] = (1e3, 1e8),
                        frozen_temperature_k: float = 0.0) -> Path:
-    """Write a model file of the right shape for ``mechanism`` with random weights.
+    """Write a model file of the right shape for ``mechanism`` with random weights; its path.
 
-    The domain is wide (every cell is served by the network) and the normalisation is scaled so
-    that predicted rates are small; the steps it takes are meaningless but cost what real ones do.
+    ``hidden``: hidden layer sizes (default: 1600-800-400 up to 20 species, else
+    3200-1600-800-400); ``dt_s`` (s), ``temperature_k`` (K) and ``pressure_pa`` (Pa): the model's
+    step and training domain (cells outside it fall back to Cantera); ``frozen_temperature_k``
+    (K): cells below it pass through unchanged. The default domain is wide (every cell is served
+    by the network) and the normalisation is scaled so that predicted rates are small; the steps
+    it takes are meaningless but cost what real ones do.
     """
     mech = load_mechanism(mechanism, phase)
     ns = mech.n_species
+    width = state_width(ns)
     hidden = hidden or (DEFAULT_HIDDEN_SMALL if ns <= 20 else DEFAULT_HIDDEN_LARGE)
-    arch = {"type": "mlp", "n_in": 2 + ns, "n_out": ns, "hidden": list(hidden), "activation": "gelu"}
+    arch = {"type": "mlp", "n_in": width, "n_out": ns, "hidden": list(hidden), "activation": "gelu"}
     torch.manual_seed(seed)
     net = build_model(arch)
     f64 = dict(dtype=torch.float64)
     extra = {
-        "norm.x_mean": torch.zeros(2 + ns, **f64), "norm.x_std": torch.ones(2 + ns, **f64) * 10.0,
+        "norm.x_mean": torch.zeros(width, **f64), "norm.x_std": torch.ones(width, **f64) * 10.0,
         "norm.y_mean": torch.zeros(ns, **f64), "norm.y_std": torch.ones(ns, **f64) * 1e-3,
         "domain.bct_min": torch.full((ns,), -10.0, **f64), "domain.bct_max": torch.zeros(ns, **f64),
     }

@@ -1,7 +1,7 @@
 """The FastAPI application: routers, error handlers, start-up and graceful shutdown.
 
 ``create_app(settings, hosts)``: ``hosts`` maps model names to loaded
-:class:`~service.engine.ModelHost` objects (default: every model of ``settings.model_dir``).
+:class:`~service.hosting.ModelHost` objects (default: every model of ``settings.model_dir``).
 Every error is answered as ``{"error": "<one line>"}`` with its status; bad input is a 4xx, never
 a 500.
 """
@@ -18,9 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mechanisms.errors import InputError
 from service import service_version
+from service.batcher import Batcher, device_thread
 from service.deps import ServiceState
-from service.engine import Batcher, ModelHost, load_hosts, make_executor
 from service.errors import ServiceError
+from service.hosting import ModelHost, load_hosts
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
 from service.routers import ops, v1, v2
@@ -37,7 +38,7 @@ def create_app(settings: ServiceSettings | None = None, hosts: dict[str, ModelHo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        executor = make_executor(settings.threads)
+        executor = device_thread(settings.threads)
         for name, host in hosts.items():
             state.batchers[name] = Batcher(
                 host, executor, settings.max_batch_cells, settings.max_batch_requests,

@@ -2,7 +2,7 @@
 
 Needs only numpy and httpx (no torch, no Cantera), so it runs wherever the CFD code runs::
 
-    from service.client import Client
+    from service import Client
 
     with Client("http://127.0.0.1:8000") as client:
         info = client.model("h2-air")                  # species order, dt_s, mechanism sha256
@@ -128,6 +128,8 @@ class Client:
         extra, offset = {}, n * width * itemsize
         names = [x for x in h.get("x-outputs", "").split(",") if x]
         for name in names:
+            # T and P, then the species: spelled out here so that the client needs no Cantera
+            # (mechanisms.state, the layout's home, imports it).
             cols = width - 2 if name == "net_production_rates" else 1
             size = n * cols * itemsize
             array = body[offset: offset + size].view(states.dtype)

@@ -10,8 +10,9 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
-from service.engine import Batcher, JobResult, ModelHost
+from service.batcher import Batcher, JobResult
 from service.errors import Forbidden, Unauthorized, UnknownModel
+from service.hosting import ModelHost
 from service.metrics import Metrics
 from service.settings import ServiceSettings
 from service.wire import Disconnected
@@ -61,13 +62,13 @@ Host = Annotated[ModelHost, Depends(model_host)]
 
 
 async def run_step(request: Request, state: ServiceState, host: ModelHost, states: np.ndarray,
-                   n_sub: int, outputs: tuple[str, ...]) -> JobResult:
+                   n_substeps: int, outputs: tuple[str, ...]) -> JobResult:
     """Queue ``states`` on the model's batcher and wait for the answer.
 
     A client that disconnects while its request waits cancels it (a queued request never reaches
     the device) and :class:`Disconnected` is raised.
     """
-    job = state.batchers[host.name].submit(states, n_sub, outputs)
+    job = state.batchers[host.name].submit(states, n_substeps, outputs)
     watch = asyncio.ensure_future(request.receive())
     try:
         done, _ = await asyncio.wait({job.future, watch}, return_when=asyncio.FIRST_COMPLETED)

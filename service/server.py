@@ -10,7 +10,7 @@ import torch
 import uvicorn
 
 from service.app import create_app
-from service.engine import load_hosts
+from service.hosting import load_hosts
 from service.settings import ServiceSettings
 
 log = logging.getLogger("deepkin.service")

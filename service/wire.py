@@ -1,19 +1,29 @@
-"""Bytes on the wire: reading bodies, the binary state layout, JSON arrays.
+"""Bytes on the wire, both ways: every conversion between request/answer bodies and arrays.
 
 Binary states are ``[n, 2+ns]`` little-endian float64 or float32, C order, no header. A body is
 read from ``request.stream()`` into one preallocated buffer of ``Content-Length`` bytes (one copy
 out of the socket chunks, none afterwards); ``np.frombuffer`` views it without another copy.
+
+- v1: :func:`states_from_bytes` / :func:`states_from_lists` in, :func:`states_body` (binary) and
+  :func:`json_array` (JSON) out.
+- v2 (KServe Open Inference Protocol, binary-data extension): :func:`decompress` (gzip/deflate
+  requests), :func:`split_inference_body` (``Inference-Header-Content-Length``),
+  :func:`tensor_states` in, :func:`inference_outputs` and :func:`inference_body` out.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 
 import numpy as np
 from starlette.requests import ClientDisconnect, Request
 
 from mechanisms.errors import InputError
+from mechanisms.state import n_species_of
 from service.errors import BadRequest, BodyTooLarge
+from service.schemas import InferInputTensor
 
 DTYPES = {
     "float64": np.dtype("<f8"), "f8": np.dtype("<f8"), "<f8": np.dtype("<f8"), "fp64": np.dtype("<f8"),
@@ -22,6 +32,7 @@ DTYPES = {
     "float": np.dtype("<f4"),
 }
 DTYPE_NAMES = {np.dtype("<f8"): "float64", np.dtype("<f4"): "float32"}
+V2_DATATYPES = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4")}  # KServe v2 tensor datatypes
 
 
 class Disconnected(Exception):
@@ -93,7 +104,7 @@ def states_from_bytes(body: memoryview, dtype: np.dtype, width: int, cells: str 
     if len(body) % row_bytes:
         raise InputError(f"states: body of {len(body)} bytes is not a whole number of rows of {width} "
                          f"{DTYPE_NAMES[dtype]} values ({row_bytes} bytes each; T, P and "
-                         f"{width - 2} mass fractions)")
+                         f"{n_species_of(width)} mass fractions)")
     n = len(body) // row_bytes
     if cells is not None and cells.strip():
         if not cells.strip().isdigit() or int(cells) != n:
@@ -110,9 +121,109 @@ def states_from_lists(rows, width: int, dtype: np.dtype, field: str = "states") 
     if array.ndim == 1 and array.size == 0:
         array = array.reshape(0, width)
     if array.ndim != 2 or array.shape[1] != width:
-        raise InputError(f"{field}: expected shape [n, {width}] (T, P and {width - 2} mass fractions), "
-                         f"got {list(array.shape)}")
+        raise InputError(f"{field}: expected shape [n, {width}] (T, P and {n_species_of(width)} mass "
+                         f"fractions), got {list(array.shape)}")
     return array
+
+
+def decompress(body: memoryview, encoding: str | None, max_bytes: int) -> memoryview:
+    """Undo ``Content-Encoding: gzip|deflate`` (Triton's request compression), bounded by
+    ``max_bytes`` (:class:`BodyTooLarge` past it); BadRequest for another encoding or bad data."""
+    if not encoding or encoding.strip().lower() == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.strip().lower())
+    if wbits is None:
+        raise BadRequest(f"content-encoding: '{encoding[:40]}' is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"content-encoding: the body is not valid {encoding} data ({exc})")
+    if len(data) > max_bytes:
+        raise BodyTooLarge(f"body: more than the limit of {max_bytes} bytes once decompressed")
+    return memoryview(data)
+
+
+def split_inference_body(body: memoryview, header_length: str | None) -> tuple[bytes, memoryview]:
+    """A v2 body as ``(JSON header, binary tensor data)``: the first ``header_length`` bytes (the
+    ``Inference-Header-Content-Length`` header; without it the whole body is JSON), then the rest."""
+    if header_length is None:
+        return body.tobytes(), body[len(body):]
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise BadRequest(f"Inference-Header-Content-Length: '{header_length[:20]}' is not a length "
+                         f"within the body ({len(body)} bytes)")
+    n = int(header_length)
+    return body[:n].tobytes(), body[n:]
+
+
+def tensor_states(tensor: InferInputTensor, binary: memoryview, width: int) -> np.ndarray:
+    """``[n, width]`` states of a v2 input tensor: FP64 or FP32, its ``data`` or, with
+    ``parameters.binary_data_size``, that many bytes at the start of ``binary`` (viewed, not
+    copied). InputError names the field that does not fit."""
+    field = f"inputs.{tensor.name[:40]}"
+    dtype = V2_DATATYPES.get(tensor.datatype)
+    if dtype is None:
+        raise InputError(f"{field}.datatype: '{tensor.datatype[:20]}' is not FP64 or FP32")
+    if len(tensor.shape) != 2 or tensor.shape[1] != width or tensor.shape[0] < 0:
+        raise InputError(f"{field}.shape: expected [n, {width}], got {tensor.shape[:4]}")
+    n = tensor.shape[0]
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != n * width * dtype.itemsize or size > len(binary):
+            raise InputError(f"{field}.parameters.binary_data_size: {size} does not match shape "
+                             f"{tensor.shape} of {tensor.datatype} within the {len(binary)} binary bytes")
+        return np.frombuffer(binary[:size], dtype=dtype).reshape(n, width)
+    if tensor.data is None:
+        raise InputError(f"{field}: neither data nor binary_data_size given")
+    try:
+        flat = np.asarray(tensor.data, dtype=dtype).reshape(n, width)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{field}.data: not {n}×{width} numbers")
+    return states_from_lists(flat, width, dtype, f"{field}.data")
+
+
+def states_body(states: np.ndarray, outputs: dict[str, np.ndarray]
+                ) -> tuple[bytes | memoryview, dict[str, str]]:
+    """A binary step answer: the states' bytes (a view, no copy, when there are no outputs), then
+    each output's bytes in order; and the ``X-Dtype`` and ``X-Outputs`` headers naming them."""
+    states = np.ascontiguousarray(states)
+    if outputs:
+        content = b"".join([states.tobytes(), *(np.ascontiguousarray(a).tobytes()
+                                                for a in outputs.values())])
+    else:
+        content = memoryview(states.reshape(-1).view(np.uint8))  # 1-D bytes view, even for 0 cells
+    headers = {"X-Dtype": "float32" if states.dtype == np.float32 else "float64",
+               "X-Outputs": ",".join(outputs)}
+    return content, headers
+
+
+def inference_outputs(arrays: dict[str, np.ndarray], binary: dict[str, bool]
+                      ) -> tuple[list[dict], list[bytes]]:
+    """The ``outputs`` entries of a v2 answer, one per array (FP32 for float32, else FP64), and
+    the binary blobs that follow the JSON header: an array goes as JSON ``data`` or, where
+    ``binary`` says so, as bytes (``parameters.binary_data_size``)."""
+    entries, blobs = [], []
+    for name, array in arrays.items():
+        entry = {"name": name, "shape": list(array.shape),
+                 "datatype": "FP32" if array.dtype == np.float32 else "FP64"}
+        if binary[name]:
+            blob = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = json_array(array.ravel())
+        entries.append(entry)
+    return entries, blobs
+
+
+def inference_body(payload: dict, blobs: list[bytes]) -> tuple[bytes, str, dict[str, str]]:
+    """A v2 answer as ``(body, media type, headers)``: the JSON ``payload``, then any binary
+    ``blobs`` (with ``Inference-Header-Content-Length`` giving the JSON's length)."""
+    head = json.dumps(payload).encode()
+    if not blobs:
+        return head, "application/json", {}
+    return (b"".join([head, *blobs]), "application/octet-stream",
+            {"Inference-Header-Content-Length": str(len(head))})
 
 
 def json_array(array: np.ndarray) -> list:

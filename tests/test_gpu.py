@@ -65,7 +65,7 @@ def test_numpy_in_numpy_out_on_the_gpu_and_bad_input_refused():
 
 def test_service_on_the_gpu_matches_the_in_process_gpu_integrator():
     from service.client import Client
-    from service.testing import LiveServer
+    from tests.helpers.live_server import LiveServer
 
     path = resolve_model("h2-air")
     states = _states()

@@ -150,12 +150,25 @@ def test_torch_input_and_substeps(random_h2_model):
     it = random_h2_model
     states = _random_states(it, 64, seed=1)
     once = it.step(it.step(it.step(states)))
-    three = it.advance(states, dt=3e-6)
+    three = it.advance(states, it.substeps(3e-6))
     assert three.n_substeps == 3
     np.testing.assert_allclose(three.states, once, rtol=1e-12, atol=1e-15)
     t_out = it.step(torch.from_numpy(states))
     assert isinstance(t_out, torch.Tensor) and t_out.dtype == torch.float64
     np.testing.assert_allclose(t_out.numpy(), it.step(states))
+
+
+def test_advance_takes_a_number_of_model_steps(random_h2_model):
+    """``substeps`` is the one dt → count conversion; ``advance`` takes the count, ``step`` a dt."""
+    it = random_h2_model
+    states = _random_states(it, 16, seed=6)
+    assert it.substeps(None) == 1 and it.substeps(4e-6) == 4
+    four = it.advance(states, 4)
+    assert four.n_substeps == 4 and it.advance(states).n_substeps == 1
+    np.testing.assert_array_equal(four.states, it.step(states, 4e-6))
+    for bad in (0, -1, 1.5, None, True):
+        with pytest.raises(InputError, match="n_substeps: must be a whole number >= 1"):
+            it.advance(states, bad)
 
 
 def test_frozen_and_fallback_cells(tiny_model):

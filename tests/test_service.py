@@ -1,6 +1,6 @@
 """The chemistry-step service against a real uvicorn server on 127.0.0.1 (``deepkin serve``).
 
-Models are random-weight files of the right shape for h2o2.yaml (see ``service.testing``); every
+Models are random-weight files of the right shape for h2o2.yaml (see ``tests.helpers.models``); every
 answer is compared with the in-process ``Integrator`` on the same states.
 """
 
@@ -23,7 +23,8 @@ import pytest
 
 from kinetics.integrator import Integrator
 from service.client import Client, ServiceCallError
-from service.testing import LiveServer, write_test_model
+from tests.helpers.live_server import LiveServer
+from tests.helpers.models import write_test_model
 
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.testing import LiveServer, write_test_model
+from tests.helpers.live_server import LiveServer
+from tests.helpers.models import write_test_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "example-token"

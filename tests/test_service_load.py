@@ -8,8 +8,9 @@ import asyncio
 import httpx
 import pytest
 
-from service.loadtest import run_load, uniform_states
-from service.testing import LiveServer, write_test_model
+from tests.helpers.live_server import LiveServer
+from tests.helpers.load import run_load, uniform_states
+from tests.helpers.models import write_test_model
 
 
 @pytest.fixture(scope="module")

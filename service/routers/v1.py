@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from service.batcher import JobResult
 from service.deps import Host, State, require_token, run_step
-from service.engine import JobResult, ModelHost, parse_outputs
 from service.errors import UnsupportedMediaType
+from service.hosting import ModelHost, parse_outputs
 from service.schemas import ErrorBody, ModelInfo, ModelList, StepRequest, StepResponse
-from service.wire import DTYPES, json_array, parse_dtype, read_body, states_from_bytes, states_from_lists
+from service.wire import (
+    DTYPES,
+    json_array,
+    parse_dtype,
+    read_body,
+    states_body,
+    states_from_bytes,
+    states_from_lists,
+)
 
 REF = "#/components/schemas/{model}"
 BODY_MODELS = (StepRequest, StepResponse)  # registered in the OpenAPI components by the app
@@ -90,10 +98,10 @@ async def step(request: Request, host: Host, state: State,
     dtype = parse_dtype(request.headers.get("x-dtype"))
     body = await read_body(request, state.settings.max_body_bytes)
     host.check_client(request.headers.get("x-mechanism-sha256"))
-    n_sub = host.substeps(dt)
+    n_substeps = host.substeps(dt)
     wanted = parse_outputs(outputs)
     states = states_from_bytes(body, dtype, host.width, request.headers.get("x-cells"))
-    result = await run_step(request, state, host, states, n_sub, wanted)
+    result = await run_step(request, state, host, states, n_substeps, wanted)
     return binary_response(result)
 
 
@@ -102,10 +110,10 @@ async def _step_json(request: Request, dt: float | None, outputs: str | None, ho
     body = await read_body(request, state.settings.max_body_bytes)
     req = StepRequest.model_validate_json(body.tobytes())
     host.check_client(req.mechanism_sha256, req.species)
-    n_sub = host.substeps(req.dt if req.dt is not None else dt)
+    n_substeps = host.substeps(req.dt if req.dt is not None else dt)
     wanted = parse_outputs(list(req.outputs) or outputs)
     states = states_from_lists(req.states, host.width, DTYPES[req.dtype])
-    result = await run_step(request, state, host, states, n_sub, wanted)
+    result = await run_step(request, state, host, states, n_substeps, wanted)
     payload = {"states": json_array(result.states), "n_cells": result.n_cells,
                "n_frozen": result.n_frozen, "n_fallback": result.n_fallback,
                "n_substeps": result.n_substeps}
@@ -116,16 +124,9 @@ async def _step_json(request: Request, dt: float | None, outputs: str | None, ho
 
 def binary_response(result: JobResult) -> Response:
     """The states' bytes (no copy), then any outputs in ``X-Outputs`` order."""
-    states = np.ascontiguousarray(result.states)
-    if result.outputs:
-        content = b"".join([states.tobytes(), *(np.ascontiguousarray(a).tobytes()
-                                                for a in result.outputs.values())])
-    else:
-        content = memoryview(states.reshape(-1).view(np.uint8))  # 1-D bytes view, even for 0 cells
-    headers = _count_headers(result)
-    headers["X-Dtype"] = "float32" if states.dtype == np.float32 else "float64"
-    headers["X-Outputs"] = ",".join(result.outputs)
-    return BinaryResponse(content, media_type="application/octet-stream", headers=headers)
+    content, layout = states_body(result.states, result.outputs)
+    return BinaryResponse(content, media_type="application/octet-stream",
+                          headers={**_count_headers(result), **layout})
 
 
 class BinaryResponse(Response):

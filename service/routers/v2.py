@@ -8,24 +8,35 @@ One input ``STATES`` ``[n, 2+ns]`` (FP64 or FP32); outputs ``STATES`` (always) a
 
 from __future__ import annotations
 
-import json
-import zlib
-
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mechanisms.errors import InputError
 from service import service_version
+from service.batcher import JobResult
 from service.deps import Host, State, require_token, run_step
-from service.errors import BadRequest, BodyTooLarge, ShuttingDown
-from service.schemas import ErrorBody, InferRequest, InferResponse, ModelMetadataV2, ServerMetadata
-from service.wire import json_array, parse_dt, read_body, states_from_lists
+from service.errors import ShuttingDown
+from service.schemas import (
+    ErrorBody,
+    InferInputTensor,
+    InferRequest,
+    InferResponse,
+    ModelMetadataV2,
+    ServerMetadata,
+)
+from service.wire import (
+    decompress,
+    inference_body,
+    inference_outputs,
+    parse_dt,
+    read_body,
+    split_inference_body,
+    tensor_states,
+)
 
 INPUT = "STATES"
 OUTPUT_NAMES = {"STATES": None, "NET_PRODUCTION_RATES": "net_production_rates",
                 "HEAT_RELEASE_RATE": "heat_release_rate"}
-DATATYPES = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4")}
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
 
 REF = "#/components/schemas/{model}"
@@ -97,95 +108,43 @@ async def infer(request: Request, host: Host,
                 state: State) -> Response:
     """Advance the ``STATES`` input by ``parameters.dt`` (default: the model's dt)."""
     limit = state.settings.max_body_bytes
-    body = _decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
-    header_length = _header_length(request.headers.get("inference-header-content-length"), len(body))
-    req = InferRequest.model_validate_json(body[:header_length].tobytes())
+    body = decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
+    head, binary = split_inference_body(body, request.headers.get("inference-header-content-length"))
+    req = InferRequest.model_validate_json(head)
     params = req.parameters or {}
     host.check_client(_text(params.get("mechanism_sha256")))
-    n_sub = host.substeps(parse_dt(params.get("dt")))
-    states = _input_states(req, body[header_length:], host.width)
-    wanted, binary = _requested_outputs(req)
-    result = await run_step(request, state, host, states, n_sub,
+    n_substeps = host.substeps(parse_dt(params.get("dt")))
+    states = tensor_states(_states_input(req), binary, host.width)
+    wanted, binary_outputs = _requested_outputs(req)
+    result = await run_step(request, state, host, states, n_substeps,
                             tuple(OUTPUT_NAMES[n] for n in wanted if OUTPUT_NAMES[n]))
-    datatype = "FP32" if result.states.dtype == np.float32 else "FP64"
+    return _answer(host.name, req.id, result, wanted, binary_outputs)
+
+
+def _answer(model: str, request_id: str | None, result: JobResult, wanted: list[str],
+            binary: dict[str, bool]) -> Response:
+    """The inference response: the ``wanted`` outputs (JSON or binary each) and the counts."""
     arrays = {n: result.states if n == "STATES" else result.outputs[OUTPUT_NAMES[n]] for n in wanted}
-    outputs, blobs = [], []
-    for name, array in arrays.items():
-        entry = {"name": name, "shape": list(array.shape), "datatype": datatype}
-        if binary[name]:
-            blob = np.ascontiguousarray(array).tobytes()
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = json_array(array.ravel())
-        outputs.append(entry)
-    payload = {"model_name": host.name, "model_version": "1", "outputs": outputs,
+    outputs, blobs = inference_outputs(arrays, binary)
+    payload = {"model_name": model, "model_version": "1", "outputs": outputs,
                "parameters": {"n_frozen": result.n_frozen, "n_fallback": result.n_fallback,
                               "n_substeps": result.n_substeps}}
-    if req.id is not None:
-        payload["id"] = req.id
-    head = json.dumps(payload).encode()
-    if not blobs:
-        return Response(head, media_type="application/json")
-    return Response(b"".join([head, *blobs]), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(head))})
-
+    if request_id is not None:
+        payload["id"] = request_id
+    content, media_type, headers = inference_body(payload, blobs)
+    return Response(content, media_type=media_type, headers=headers)
 
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _decompress(body: memoryview, encoding: str | None, limit: int) -> memoryview:
-    """Undo ``Content-Encoding: gzip|deflate`` (Triton's request compression), bounded by ``limit``."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return body
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.strip().lower())
-    if wbits is None:
-        raise BadRequest(f"content-encoding: '{encoding[:40]}' is not supported (gzip, deflate)")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"content-encoding: the body is not valid {encoding} data ({exc})")
-    if len(data) > limit:
-        raise BodyTooLarge(f"body: more than the limit of {limit} bytes once decompressed")
-    return memoryview(data)
-
-
-def _header_length(text: str | None, body_length: int) -> int:
-    if text is None:
-        return body_length
-    if not text.strip().isdigit() or int(text) > body_length:
-        raise BadRequest(f"Inference-Header-Content-Length: '{text[:20]}' is not a length within the "
-                         f"body ({body_length} bytes)")
-    return int(text)
-
-
-def _input_states(req: InferRequest, binary: memoryview, width: int) -> np.ndarray:
+def _states_input(req: InferRequest) -> InferInputTensor:
+    """The one input tensor, named ``STATES``; InputError otherwise."""
     if len(req.inputs) != 1 or req.inputs[0].name != INPUT:
         names = ", ".join(t.name[:40] for t in req.inputs) or "none"
         raise InputError(f"inputs: expected one input named {INPUT}, got {names}")
-    tensor = req.inputs[0]
-    dtype = DATATYPES.get(tensor.datatype)
-    if dtype is None:
-        raise InputError(f"inputs.{INPUT}.datatype: '{tensor.datatype[:20]}' is not FP64 or FP32")
-    if len(tensor.shape) != 2 or tensor.shape[1] != width or tensor.shape[0] < 0:
-        raise InputError(f"inputs.{INPUT}.shape: expected [n, {width}], got {tensor.shape[:4]}")
-    n = tensor.shape[0]
-    size = (tensor.parameters or {}).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size != n * width * dtype.itemsize or size > len(binary):
-            raise InputError(f"inputs.{INPUT}.parameters.binary_data_size: {size} does not match shape "
-                             f"{tensor.shape} of {tensor.datatype} within the {len(binary)} binary bytes")
-        return np.frombuffer(binary[:size], dtype=dtype).reshape(n, width)
-    if tensor.data is None:
-        raise InputError(f"inputs.{INPUT}: neither data nor binary_data_size given")
-    try:
-        flat = np.asarray(tensor.data, dtype=dtype).reshape(n, width)
-    except (ValueError, TypeError, OverflowError):
-        raise InputError(f"inputs.{INPUT}.data: not {n}×{width} numbers")
-    return states_from_lists(flat, width, dtype, f"inputs.{INPUT}.data")
+    return req.inputs[0]
 
 
 def _requested_outputs(req: InferRequest) -> tuple[list[str], dict[str, bool]]:

@@ -1,4 +1,4 @@
-"""Helpers for tests, benchmarks and examples: a live server in a subprocess, small model files.
+"""A live server in a subprocess: ``LiveServer`` and ``free_port``.
 
 ``LiveServer`` runs the real command (``python -m deepkin serve``) on 127.0.0.1 and waits until
 ``/v2/health/ready`` answers, so whatever uses it talks HTTP to the same server users run.
@@ -98,13 +98,3 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def write_test_model(path: str | Path, mechanism: str = "h2o2.yaml", hidden: list[int] | None = None,
-                     frozen_temperature_k: float = 0.0,
-                     temperature_k: tuple[float, float] = (300.0, 3500.0), seed: int = 0) -> Path:
-    """A model file with random weights (see ``kinetics.synthetic``) and the given frozen
-    temperature (K) and training temperature range (K; cells outside it fall back to Cantera)."""
-    from kinetics.synthetic import write_random_model
-
-    return write_random_model(path, mechanism=mechanism, hidden=hidden or [32, 32], seed=seed,
-                              temperature_k=temperature_k, frozen_temperature_k=frozen_temperature_k)

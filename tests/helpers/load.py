@@ -1,15 +1,13 @@
-"""A bounded asyncio load generator for the binary step endpoint (127.0.0.1 use).
+"""A bounded asyncio load generator for the binary step endpoint.
 
 ``run_load`` keeps ``concurrency`` clients posting the same states until ``duration_s`` has passed
 or ``max_requests`` were sent, whichever comes first, and reports throughput, p50/p99 latency of
-the answered requests and the count of each status (503 = refused by the full queue)::
-
-    python -m service.loadtest http://127.0.0.1:8000 h2-air --cells 1000 --concurrency 8 --duration 10
+the answered requests and the count of each status (503 = refused by the full queue). From the
+command line: ``python benchmarks/service_load.py --url URL --model MODEL`` (docs/service.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections import Counter
@@ -17,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+
+from mechanisms.state import ONE_ATM_PA, join_states
 
 
 @dataclass
@@ -87,7 +87,8 @@ async def run_load(url: str, model: str, states: np.ndarray, concurrency: int, d
 
 
 def uniform_states(species: list[str], cells: int, temperature_k: float = 1200.0) -> np.ndarray:
-    """``[cells, 2+ns]`` copies of a stoichiometric H2/air-like state (N2 balance when present)."""
+    """``[cells, 2+ns]`` copies of a stoichiometric H2/air-like state at ``temperature_k`` (K) and
+    1 atm (N2 balance when present)."""
     y = np.zeros(len(species))
     for name, value in (("H2", 0.0285), ("O2", 0.2264), ("N2", 0.7451)):
         if name in species:
@@ -95,26 +96,4 @@ def uniform_states(species: list[str], cells: int, temperature_k: float = 1200.0
     y /= y.sum() if y.sum() else 1.0
     if not y.any():
         y[-1] = 1.0
-    return np.tile(np.r_[temperature_k, 101325.0, y], (cells, 1))
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Bounded load on a deepkin service (binary step).")
-    ap.add_argument("url")
-    ap.add_argument("model")
-    ap.add_argument("--cells", type=int, default=1000)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--duration", type=float, default=10.0, help="s")
-    ap.add_argument("--max-requests", type=int, default=100000)
-    ap.add_argument("--token")
-    args = ap.parse_args(argv)
-    auth = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    species = httpx.get(f"{args.url}/v1/models/{args.model}", headers=auth).json()["species"]
-    states = uniform_states(species, args.cells)
-    report = asyncio.run(run_load(args.url, args.model, states, args.concurrency, args.duration,
-                                  args.max_requests, args.token))
-    print(report.line("load"))
-
-
-if __name__ == "__main__":
-    main()
+    return join_states(np.full(cells, temperature_k), np.full(cells, ONE_ATM_PA), np.tile(y, (cells, 1)))

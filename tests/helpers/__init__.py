@@ -1,0 +1,10 @@
+"""Helpers of the tests, also used by the benchmarks (which run from a checkout and put its root on
+``sys.path``); they are not part of the installed packages.
+
+- ``tests.helpers.live_server``: ``LiveServer`` (``deepkin serve`` in a subprocess on 127.0.0.1,
+  ready when it answers) and ``free_port``.
+- ``tests.helpers.models``: ``write_test_model``, a small random-weight h2o2 model file (on top of
+  ``kinetics.synthetic.write_random_model``).
+- ``tests.helpers.load``: ``run_load``, a bounded load generator for the binary step endpoint, and
+  ``uniform_states``.
+"""
