@@ -22,9 +22,10 @@ import numpy as np
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
+from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import Tolerances, reactor_network
-from mechanisms.reduce_config import Condition, SimulationSettings
-from mechanisms.state import state_of_gas
+from mechanisms.reduction.config import Condition, ReductionConfig, SimulationSettings
+from mechanisms.state import state_of_gas, state_width
 
 SAMPLE_POINTS = 20  # states per detailed ignition run kept for DRG/DRGEP (as pyMARS)
 CACHE_VERSION = 1
@@ -168,16 +169,6 @@ def _flame_speed(gas: ct.Solution, cond: Condition) -> ConditionResult:
     return ConditionResult(speed, "ok")
 
 
-def relative_errors(reference: np.ndarray, values: list[float | None] | np.ndarray) -> np.ndarray:
-    """Relative error ``|v - ref| / ref`` per condition ``[nc]``; a missing value (failure or no
-    ignition) scores 1.0 (100 %)."""
-    out = np.ones(len(reference))
-    for i, (ref, val) in enumerate(zip(reference, values)):
-        if val is not None and np.isfinite(val) and val > 0:
-            out[i] = abs(val - ref) / ref
-    return out
-
-
 @dataclass
 class ReferenceTargets:
     """The detailed mechanism's values per condition, in the order of ``ReductionConfig.conditions``.
@@ -221,17 +212,15 @@ def default_cache_dir() -> Path:
 
 def detailed_task(ctx: SharedContext, index: int) -> ConditionResult:
     """Worker task: condition ``index`` with the detailed mechanism, sampled for DRG/DRGEP."""
-    from mechanisms.loading import solution_from_yaml
-
     gas = solution_from_yaml(ctx["yaml_text"], ctx["phase"], ctx["sha256"])
     cond = Condition.from_dict(ctx["conditions"][index])
     settings = SimulationSettings(**ctx["settings"])
     return run_condition(gas, cond, settings, equilibrium=True, sample=cond.kind != "flame")
 
 
-def reference_targets(config, executor, cache_dir: Path | None = None,
+def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None = None,
                       progress: bool = False) -> ReferenceTargets:
-    """The detailed values of ``config`` (a ``ReductionConfig``), from the cache or computed.
+    """The detailed values of ``config``, from the cache or computed.
 
     Raises :class:`InputError` naming the condition when the detailed mechanism fails or does not
     ignite there.
@@ -279,7 +268,7 @@ def reference_targets(config, executor, cache_dir: Path | None = None,
     ns = mech.n_species
     ign = [i for i, c in enumerate(conds) if c.kind != "flame"]
     samples = (np.stack([results[i].samples for i in ign]) if ign
-               else np.zeros((0, SAMPLE_POINTS, 2 + ns)))
+               else np.zeros((0, SAMPLE_POINTS, state_width(ns))))
     values = np.array([results[i].value for i in range(len(conds))], dtype=float)
     t_eq = np.array([results[i].t_eq_k for i in range(len(conds))], dtype=float)
     meta = {"version": CACHE_VERSION, "key": key, "mechanism_sha256": mech.sha256,
