@@ -195,7 +195,7 @@ def run_deepmr(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetting
     if len(loop.archive) == 0:
         loop.first_iteration()
     while not loop.stop_reason:
-        loop.stop_reason = loop.budget_spent()
+        loop.stop_reason = loop.reason_to_stop()
         if not loop.stop_reason:
             loop.next_iteration()
     loop.save()
@@ -230,8 +230,6 @@ class _Loop:
         self.stop_reason = ""
         self.resumed: int | None = None
 
-    # -- checkpoint ------------------------------------------------------------------------------
-
     def resume(self) -> None:
         """Load the checkpoint when it belongs to this run's settings (else start over)."""
         if not self.npz_path.is_file():
@@ -262,8 +260,6 @@ class _Loop:
                          state_json=np.array(text))
         atomic_write_text(self.json_path, text)
 
-    # -- the iterations ----------------------------------------------------------------------------
-
     def first_iteration(self) -> None:
         """Iteration 0: random deletions around the start model, simulated; the MLP's first fit."""
         s = self.settings
@@ -273,7 +269,7 @@ class _Loop:
         self.record({"iteration": 0, **info, "best_size": self.best_size(), "screened": None,
                      "bound_log10": None, "seconds": time.perf_counter() - started})
 
-    def budget_spent(self) -> str:
+    def reason_to_stop(self) -> str:
         """Why the loop must stop before another iteration, or ``""``."""
         s = self.settings
         if self.iteration >= s.iterations:
@@ -307,8 +303,6 @@ class _Loop:
         self.record({"iteration": self.iteration, **info, "best_size": self.best_size(),
                      "children": len(children), "screened": screened_n, "explored": explored,
                      "bound_log10": bound, "seconds": time.perf_counter() - started})
-
-    # -- the steps -----------------------------------------------------------------------------------
 
     def initial_population(self, rng: np.random.Generator) -> list[np.ndarray]:
         """The start model and up to ``initial-candidates`` - 1 distinct copies of it with 1 … half
