@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
-from mechanisms.drgep import drgep_importance
 from mechanisms.executor import make_executor
-from mechanisms.reduce_config import load_reduce_config
-from mechanisms.reduction import Evaluator
-from mechanisms.targets import reference_targets
-from mechanisms.threshold_search import threshold_sweep
+from mechanisms.reduction import (
+    Evaluator,
+    drgep_importance,
+    load_reduce_config,
+    reference_targets,
+    threshold_sweep,
+)
 
 
 def pymars_linear(importance, forced, evaluator, bound):
@@ -40,8 +40,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     config = load_reduce_config(args.input, method="drgep")
-    names = config.mechanism.species_names
-    forced = np.array([n in set(config.forced_species()) for n in names])
+    forced = config.forced_mask()
     with make_executor(args.workers) as executor:
         reference = reference_targets(config, executor)
         states = reference.samples.reshape(-1, reference.samples.shape[-1])

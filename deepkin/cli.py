@@ -234,8 +234,7 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 
     A killed DeePMR run resumes from OUT/deepmr-checkpoint.* when the same command is run again.
     """
-    from mechanisms.reduce_config import load_reduce_config
-    from mechanisms.reduce_run import run_reduction
+    from mechanisms.reduction import load_reduce_config, run_reduction
 
     if workers is not None and workers < 0:
         raise DeepkinError(f"workers: must be >= 0, got {workers}")

@@ -11,11 +11,17 @@ import pytest
 import yaml
 
 from mechanisms.executor import InlineExecutor
-from mechanisms.reduce_config import load_reduce_config, parse_reduce_config
-from mechanisms.reduce_run import run_reduction
-from mechanisms.reduced_writer import ReducedModelBuilder
-from mechanisms.reduction import Evaluator, verify_written
-from mechanisms.targets import reference_targets, run_condition
+from mechanisms.reduction import (
+    Evaluator,
+    ReducedModelBuilder,
+    load_reduce_config,
+    parse_reduce_config,
+    reference_targets,
+    run_condition,
+    run_deepmr,
+    run_reduction,
+    verify_written,
+)
 
 CH4_AIR = {"fuel": {"CH4": 1.0}, "oxidizer": {"O2": 1.0, "N2": 3.76}}
 
@@ -173,11 +179,9 @@ class Killed(Exception):
 
 
 def test_deepmr_resumes_after_a_kill_with_the_same_answer(tmp_path, cache_dir):
-    from mechanisms.deepmr import run_deepmr
-
     config = parse_reduce_config(small_deepmr(tmp_path, iterations=3))
     reference = reference_targets(config, InlineExecutor(), cache_dir)
-    forced = np.array([n in set(config.forced_species()) for n in config.mechanism.species_names])
+    forced = config.forced_mask()
 
     def run(prefix: Path, log=None):
         return run_deepmr(Evaluator(config, reference, InlineExecutor()), forced, config.deepmr, prefix,

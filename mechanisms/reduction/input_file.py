@@ -25,22 +25,19 @@ key; unknown keys get a "did you mean".
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import cantera as ct
 
 from mechanisms.composition import mixture_mass_fractions, parse_composition
 from mechanisms.config_file import check_keys, read_yaml_mapping
 from mechanisms.errors import InputError, did_you_mean
 from mechanisms.loading import Mechanism, load_mechanism
+from mechanisms.reduction.config import Condition, DeePMRSettings, ReductionConfig, SimulationSettings
+from mechanisms.reduction.run import METHODS
+from mechanisms.state import ONE_ATM_PA
 
-METHODS = ("drg", "drgep", "deepmr")
 KINDS = ("constant volume", "constant pressure")
 IGNITION_CRITERIA = ("temperature-rise", "max-dTdt")
 
@@ -91,115 +88,6 @@ def _composition_text(value: Any, where: str) -> str:
     raise InputError(f"{where}: expected a composition like {{CH4: 1.0}} or 'CH4:1', got {value!r}")
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One initial state of a target simulation, resolved against the mechanism (SI units).
-
-    ``mass_fractions`` holds the nonzero initial mass fractions by species name; ``kind`` is
-    ``"constant volume"``, ``"constant pressure"`` or ``"flame"`` (a freely propagating flame).
-    """
-
-    kind: str
-    temperature_k: float
-    pressure_pa: float
-    mass_fractions: dict[str, float]
-    label: str
-    end_time_s: float | None = None
-    max_steps: int | None = None
-    phi: float | None = None
-    width_m: float = 0.03
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Condition:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class SimulationSettings:
-    """Integrator settings shared by the detailed and every reduced run.
-
-    ``rtol``/``atol``: CVODES tolerances; ``max_steps``: per ignition run; ``cap_factor``: a reduced
-    run stops (and scores as not igniting) at ``cap_factor`` × the detailed ignition delay;
-    ``end_time_s``: longest detailed run (s) unless a condition sets ``end-time``.
-    """
-
-    rtol: float = 1e-6
-    atol: float = 1e-15
-    max_steps: int = 100_000
-    ignition_criterion: str = "temperature-rise"
-    cap_factor: float = 10.0
-    end_time_s: float = 100.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DeePMRSettings:
-    """Budget and hyper-parameters of the DeePMR loop (see ``mechanisms/deepmr.py``)."""
-
-    seed: int = 0
-    iterations: int = 40
-    max_simulations: int = 4000
-    initial_candidates: int = 200
-    candidates_per_iteration: int = 120
-    parent_fraction: float = 0.05
-    max_deletions: int = 4
-    children_per_parent: int = 400
-    screen_bound_start: float = 4.0
-    screen_bound_decay: float = 0.85
-    patience: int = 4
-    hidden: tuple[int, ...] = (128, 128)
-    epochs: int = 300
-    learning_rate: float = 3e-3
-    start: str = "full"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["hidden"] = list(self.hidden)
-        return data
-
-
-@dataclass
-class ReductionConfig:
-    """A parsed, checked reduction input file."""
-
-    mechanism: Mechanism
-    targets: list[str]
-    retained: list[str]
-    method: str | None
-    error_percent: float
-    ignition: list[Condition]
-    flames: list[Condition] = field(default_factory=list)
-    equilibrium_error_k: float | None = None
-    simulation: SimulationSettings = field(default_factory=SimulationSettings)
-    deepmr: DeePMRSettings = field(default_factory=DeePMRSettings)
-    source_path: str | None = None
-
-    @property
-    def conditions(self) -> list[Condition]:
-        """Ignition conditions first, then flames: the order of every per-condition array."""
-        return [*self.ignition, *self.flames]
-
-    def forced_species(self) -> list[str]:
-        """Species every candidate keeps: targets, retained species and every initial species."""
-        names = self.mechanism.species_names
-        keep = set(self.targets) | set(self.retained)
-        for cond in self.conditions:
-            keep.update(cond.mass_fractions)
-        return [n for n in names if n in keep]
-
-    def conditions_key(self) -> str:
-        """sha256 of the conditions and simulation settings (with the mechanism: the cache key)."""
-        payload = {"mechanism": self.mechanism.sha256, "phase": self.mechanism.phase,
-                   "conditions": [c.to_dict() for c in self.conditions],
-                   "simulation": self.simulation.to_dict(), "cantera": ct.__version__}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
 def load_reduce_config(path: str | Path, method: str | None = None) -> ReductionConfig:
     """Read and check a reduction input file; ``method`` (CLI flag) overrides its ``method`` key."""
     path = Path(path)
@@ -233,16 +121,7 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
     targets = species_list("targets")
     retained = species_list("retained-species")
 
-    chosen = method or data.get("method")
-    if chosen is not None:
-        chosen = str(chosen).lower()
-        if chosen == "pfa":
-            raise InputError("method: PFA is not implemented by deepkin; use drg, drgep or deepmr")
-        if chosen not in METHODS:
-            raise InputError(f"method: unknown method '{chosen}' (use one of {', '.join(METHODS)})"
-                             f"{did_you_mean(chosen, METHODS)}")
-    if chosen in ("drg", "drgep") and not targets:
-        raise InputError("targets: DRG and DRGEP need at least one target species (e.g. [CH4, O2])")
+    chosen = _parse_method(method or data.get("method"), targets)
 
     if "error" not in data:
         raise InputError("error: missing; give the largest allowed error in percent (e.g. 5.0)")
@@ -271,6 +150,23 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
                            error_percent=float(error), ignition=ignition, flames=flames,
                            equilibrium_error_k=eq_k, simulation=sim,
                            deepmr=_parse_deepmr(data.get("deepmr") or {}), source_path=source_path)
+
+
+def _parse_method(value: Any, targets: list[str]) -> str | None:
+    """The method's registry name (lower case), checked against :data:`~run.METHODS`."""
+    if value is None:
+        return None
+    chosen = str(value).lower()
+    names = list(METHODS)
+    if chosen == "pfa":
+        raise InputError(f"method: PFA is not implemented by deepkin; use {', '.join(names[:-1])} "
+                         f"or {names[-1]}")
+    if chosen not in METHODS:
+        raise InputError(f"method: unknown method '{chosen}' (use one of {', '.join(names)})"
+                         f"{did_you_mean(chosen, names)}")
+    if METHODS[chosen].needs_targets and not targets:
+        raise InputError(f"targets: {chosen.upper()} needs at least one target species (e.g. [CH4, O2])")
+    return chosen
 
 
 def _parse_simulation(block: Any) -> SimulationSettings:
@@ -372,9 +268,9 @@ def _parse_conditions(entries: Any, mech: Mechanism, sim: SimulationSettings,
             if basis not in ("mole", "mass"):
                 raise InputError(f"{where}.composition-type: use 'mole' or 'mass', got '{basis}'")
             if basis == "mole":
-                gas.TPX = 300.0, ct.one_atm, comp
+                gas.TPX = 300.0, ONE_ATM_PA, comp
             else:
-                gas.TPY = 300.0, ct.one_atm, comp
+                gas.TPY = 300.0, ONE_ATM_PA, comp
             mixtures.append((None, _nonzero(gas.species_names, gas.Y)))
         else:
             for need in ("equivalence-ratio", "fuel", "oxidizer"):
@@ -392,7 +288,7 @@ def _parse_conditions(entries: Any, mech: Mechanism, sim: SimulationSettings,
             short = "cv" if kind == "constant volume" else ("cp" if kind == "constant pressure" else "flame")
             mix = f"phi={phi:g}" if phi is not None else f"mixture {n}"
             label = f"{short} T0={temp:g} K P={pres:g} atm {mix}"
-            out.append(Condition(kind=kind, temperature_k=temp, pressure_pa=pres * ct.one_atm,
+            out.append(Condition(kind=kind, temperature_k=temp, pressure_pa=pres * ONE_ATM_PA,
                                  mass_fractions=y, label=label, end_time_s=end_time,
                                  max_steps=max_steps, phi=phi, width_m=width))
     labels = [c.label for c in out]

@@ -5,16 +5,20 @@ importance < ε (and not forced) is removed. Only distinct importance values cha
 family is indexed by ``level`` k = number of distinct free importance values removed. The sweep steps
 a coarse log grid of thresholds upward until the first model that fails the bound, then bisects the
 levels between the last passing and the first failing model until they are neighbours: every model
-in between gets its chance, unlike a fixed linear step.
+in between gets its chance, unlike a fixed linear step. :func:`reduce_by_threshold` is the whole of
+a graph method once its importances are given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
+import cantera as ct
 import numpy as np
 
-from mechanisms.reduction import CandidateScore, Evaluator
+from mechanisms.reduction.evaluate import CandidateScore, Evaluator
+from mechanisms.reduction.method import MethodInputs, MethodOutcome
 
 DEFAULT_GRID = tuple(float(x) for x in np.logspace(-4, 0, 17))  # 4 per decade, 1e-4 … 1
 
@@ -98,3 +102,21 @@ def threshold_sweep(importance: np.ndarray, forced: np.ndarray, evaluator: Evalu
                 first_fail = mid
     threshold = float(values[last_pass]) if last_pass < n_levels else float(values[-1]) * 1.000001
     return SweepResult(best=scored[last_pass], level=last_pass, threshold=threshold, steps=steps)
+
+
+def reduce_by_threshold(name: str, importance_of: Callable[[ct.Solution, np.ndarray, list[str]], np.ndarray],
+                        inputs: MethodInputs) -> MethodOutcome:
+    """A graph method: importances ``importance_of(gas, states, targets)`` ``[ns]`` from the
+    detailed runs' sampled states, then :func:`threshold_sweep`; ``name`` labels the log lines."""
+    gas = inputs.config.mechanism.solution()
+    samples = inputs.reference.samples
+    states = samples.reshape(-1, samples.shape[-1])
+    importance = importance_of(gas, states, inputs.config.targets)
+    result = threshold_sweep(importance, inputs.forced, inputs.evaluator, progress=inputs.progress)
+    for st in result.steps:
+        inputs.log(f"{name} {st.phase}: level {st.level}, threshold ({st.threshold_low:.3g}, "
+                   f"{st.threshold_high:.3g}] → {st.n_species} species, max error "
+                   f"{100 * st.max_error:.2f} % {'pass' if st.passed else 'FAIL'}")
+    return MethodOutcome([result.best], threshold=result.threshold, details={
+        "steps": [asdict(s) for s in result.steps],
+        "importance": {n: float(v) for n, v in zip(gas.species_names, importance)}})

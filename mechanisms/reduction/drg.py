@@ -9,9 +9,13 @@ importance ≥ ε (the same model as pyMARS's graph search at ε).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cantera as ct
 import numpy as np
 
+from mechanisms.reduction.method import MethodInputs, MethodOutcome
+from mechanisms.reduction.threshold_search import reduce_by_threshold
 from mechanisms.state import set_gas_state
 
 
@@ -31,8 +35,13 @@ def drg_matrix(gas: ct.Solution, state: np.ndarray) -> np.ndarray:
     """DRG interaction coefficients ``r[A, B]`` ``[ns, ns]`` in [0, 1] at one state; diagonal 0."""
     rates, delta = reaction_terms(gas, state)
     mag = np.abs(rates)
-    numerator = mag @ delta.T
-    denominator = mag.sum(axis=1)[:, np.newaxis]
+    return coefficient_matrix(mag @ delta.T, mag.sum(axis=1))
+
+
+def coefficient_matrix(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``r[A, B] = numerator[A, B] / denominator[A]`` ``[ns, ns]``, 0 where the denominator
+    ``[ns]`` is 0 and on the diagonal, clipped to [0, 1]."""
+    denominator = denominator[:, np.newaxis]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(denominator > 0, numerator / denominator, 0.0)
     np.fill_diagonal(r, 0.0)
@@ -65,11 +74,23 @@ def path_importance(matrix: np.ndarray, sources: list[int], combine: str) -> np.
     return overall
 
 
-def drg_importance(gas: ct.Solution, states: np.ndarray, targets: list[str]) -> np.ndarray:
-    """DRG importance ``[ns]`` of every species: max over ``states`` ``[m, 2 + ns]`` of the best
-    bottleneck path from a target."""
+def graph_importance(gas: ct.Solution, states: np.ndarray, targets: list[str],
+                     matrix: Callable[[ct.Solution, np.ndarray], np.ndarray], combine: str) -> np.ndarray:
+    """Importance ``[ns]`` of every species: max over ``states`` ``[m, 2 + ns]`` of the best path
+    value (:func:`path_importance` with ``combine``) from a target through ``matrix(gas, state)``."""
     sources = [gas.species_index(t) for t in targets]
     out = np.zeros(gas.n_species)
     for state in states:
-        out = np.maximum(out, path_importance(drg_matrix(gas, state), sources, "min"))
+        out = np.maximum(out, path_importance(matrix(gas, state), sources, combine))
     return out
+
+
+def drg_importance(gas: ct.Solution, states: np.ndarray, targets: list[str]) -> np.ndarray:
+    """DRG importance ``[ns]`` of every species: max over ``states`` ``[m, 2 + ns]`` of the best
+    bottleneck path from a target."""
+    return graph_importance(gas, states, targets, drg_matrix, "min")
+
+
+def reduce(inputs: MethodInputs) -> MethodOutcome:
+    """DRG reduction: importances from the detailed runs, then the threshold sweep with bisection."""
+    return reduce_by_threshold("drg", drg_importance, inputs)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import cantera as ct
 import numpy as np
 
-from mechanisms.drg import path_importance, reaction_terms
+from mechanisms.reduction.drg import coefficient_matrix, graph_importance, reaction_terms
+from mechanisms.reduction.method import MethodInputs, MethodOutcome
+from mechanisms.reduction.threshold_search import reduce_by_threshold
 
 
 def drgep_matrix(gas: ct.Solution, state: np.ndarray) -> np.ndarray:
@@ -19,18 +21,15 @@ def drgep_matrix(gas: ct.Solution, state: np.ndarray) -> np.ndarray:
     numerator = np.abs(rates @ delta.T)
     production = np.maximum(rates, 0.0).sum(axis=1)
     consumption = np.maximum(-rates, 0.0).sum(axis=1)
-    denominator = np.maximum(production, consumption)[:, np.newaxis]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(denominator > 0, numerator / denominator, 0.0)
-    np.fill_diagonal(r, 0.0)
-    return np.clip(r, 0.0, 1.0)
+    return coefficient_matrix(numerator, np.maximum(production, consumption))
 
 
 def drgep_importance(gas: ct.Solution, states: np.ndarray, targets: list[str]) -> np.ndarray:
     """DRGEP overall interaction coefficients ``[ns]``: max over ``states`` ``[m, 2 + ns]`` and
     targets of the best path product."""
-    sources = [gas.species_index(t) for t in targets]
-    out = np.zeros(gas.n_species)
-    for state in states:
-        out = np.maximum(out, path_importance(drgep_matrix(gas, state), sources, "product"))
-    return out
+    return graph_importance(gas, states, targets, drgep_matrix, "product")
+
+
+def reduce(inputs: MethodInputs) -> MethodOutcome:
+    """DRGEP reduction: importances from the detailed runs, then the threshold sweep with bisection."""
+    return reduce_by_threshold("drgep", drgep_importance, inputs)

@@ -22,9 +22,10 @@ import numpy as np
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
+from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import Tolerances, reactor_network
-from mechanisms.reduce_config import Condition, SimulationSettings
-from mechanisms.state import state_of_gas
+from mechanisms.reduction.config import Condition, ReductionConfig, SimulationSettings
+from mechanisms.state import state_of_gas, state_width
 
 SAMPLE_POINTS = 20  # states per detailed ignition run kept for DRG/DRGEP (as pyMARS)
 CACHE_VERSION = 1
@@ -168,16 +169,6 @@ def _flame_speed(gas: ct.Solution, cond: Condition) -> ConditionResult:
     return ConditionResult(speed, "ok")
 
 
-def relative_errors(reference: np.ndarray, values: list[float | None] | np.ndarray) -> np.ndarray:
-    """Relative error ``|v - ref| / ref`` per condition ``[nc]``; a missing value (failure or no
-    ignition) scores 1.0 (100 %)."""
-    out = np.ones(len(reference))
-    for i, (ref, val) in enumerate(zip(reference, values)):
-        if val is not None and np.isfinite(val) and val > 0:
-            out[i] = abs(val - ref) / ref
-    return out
-
-
 @dataclass
 class ReferenceTargets:
     """The detailed mechanism's values per condition, in the order of ``ReductionConfig.conditions``.
@@ -221,40 +212,71 @@ def default_cache_dir() -> Path:
 
 def detailed_task(ctx: SharedContext, index: int) -> ConditionResult:
     """Worker task: condition ``index`` with the detailed mechanism, sampled for DRG/DRGEP."""
-    from mechanisms.loading import solution_from_yaml
-
     gas = solution_from_yaml(ctx["yaml_text"], ctx["phase"], ctx["sha256"])
     cond = Condition.from_dict(ctx["conditions"][index])
     settings = SimulationSettings(**ctx["settings"])
     return run_condition(gas, cond, settings, equilibrium=True, sample=cond.kind != "flame")
 
 
-def reference_targets(config, executor, cache_dir: Path | None = None,
+def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None = None,
                       progress: bool = False) -> ReferenceTargets:
-    """The detailed values of ``config`` (a ``ReductionConfig``), from the cache or computed.
+    """The detailed values of ``config``, from the cache or computed (and then cached).
 
     Raises :class:`InputError` naming the condition when the detailed mechanism fails or does not
     ignite there.
     """
-    from tqdm import tqdm
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = config.conditions_key()
     json_path = cache_dir / f"{key}.json"
     npz_path = cache_dir / f"{key}.npz"
+    cached = _read_cache(key, json_path, npz_path)
+    if cached is not None:
+        return cached
+    results, seconds = _run_detailed(config, executor, progress)
     conds = config.conditions
-    if json_path.is_file() and npz_path.is_file():
-        try:
-            meta = json.loads(json_path.read_text())
-            with np.load(npz_path) as arrays:
-                samples = arrays["samples"]
-            if meta.get("version") == CACHE_VERSION and meta.get("key") == key:
-                return ReferenceTargets(key, meta["labels"], np.array(meta["values"]),
-                                        np.array(meta["t_eq_k"]), samples, meta["seconds"], cached=True,
-                                        meta=meta)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged entry is recomputed and replaced
+    _check_detailed(conds, results)
     mech = config.mechanism
+    ign = [i for i, c in enumerate(conds) if c.kind != "flame"]
+    samples = (np.stack([results[i].samples for i in ign]) if ign
+               else np.zeros((0, SAMPLE_POINTS, state_width(mech.n_species))))
+    values = np.array([results[i].value for i in range(len(conds))], dtype=float)
+    t_eq = np.array([results[i].t_eq_k for i in range(len(conds))], dtype=float)
+    meta = {"version": CACHE_VERSION, "key": key, "mechanism_sha256": mech.sha256,
+            "phase": mech.phase, "labels": [c.label for c in conds],
+            "conditions": [c.to_dict() for c in conds], "settings": config.simulation.to_dict(),
+            "cantera_version": ct.__version__, "values": values.tolist(), "t_eq_k": t_eq.tolist(),
+            "seconds": seconds}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_npz(npz_path, samples=samples)
+    atomic_write_text(json_path, json.dumps(meta, indent=1))
+    return ReferenceTargets(key, meta["labels"], values, t_eq, samples, seconds, meta=meta)
+
+
+def _read_cache(key: str, json_path: Path, npz_path: Path) -> ReferenceTargets | None:
+    """The cache entry ``key``, or None when it is missing, damaged or of another version."""
+    if not (json_path.is_file() and npz_path.is_file()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        with np.load(npz_path) as arrays:
+            samples = arrays["samples"]
+        if meta.get("version") == CACHE_VERSION and meta.get("key") == key:
+            return ReferenceTargets(key, meta["labels"], np.array(meta["values"]),
+                                    np.array(meta["t_eq_k"]), samples, meta["seconds"], cached=True,
+                                    meta=meta)
+    except (OSError, ValueError, KeyError):
+        pass  # a damaged entry is recomputed and replaced
+    return None
+
+
+def _run_detailed(config: ReductionConfig, executor,
+                  progress: bool) -> tuple[dict[int, ConditionResult], float]:
+    """Every condition of ``config`` with the detailed mechanism through ``executor``, and the
+    seconds the runs took."""
+    from tqdm import tqdm
+
+    mech = config.mechanism
+    conds = config.conditions
     ctx = {"yaml_text": mech.yaml_text, "phase": mech.phase, "sha256": mech.sha256,
            "conditions": [c.to_dict() for c in conds], "settings": config.simulation.to_dict()}
     handle = executor.share(SharedContext(ctx))
@@ -267,7 +289,12 @@ def reference_targets(config, executor, cache_dir: Path | None = None,
         results[i] = res
         bar.update()
     bar.close()
-    seconds = time.perf_counter() - started
+    return results, time.perf_counter() - started
+
+
+def _check_detailed(conds: list[Condition], results: dict[int, ConditionResult]) -> None:
+    """:class:`InputError` for the first condition where the detailed mechanism failed or did not
+    ignite (or burn)."""
     for i, cond in enumerate(conds):
         res = results[i]
         if res.status != "ok":
@@ -276,18 +303,3 @@ def reference_targets(config, executor, cache_dir: Path | None = None,
                 what = f"fails ({res.message})"
             raise InputError(f"conditions: the detailed mechanism {what} at '{cond.label}'; "
                              "remove this condition (or raise its end-time)")
-    ns = mech.n_species
-    ign = [i for i, c in enumerate(conds) if c.kind != "flame"]
-    samples = (np.stack([results[i].samples for i in ign]) if ign
-               else np.zeros((0, SAMPLE_POINTS, 2 + ns)))
-    values = np.array([results[i].value for i in range(len(conds))], dtype=float)
-    t_eq = np.array([results[i].t_eq_k for i in range(len(conds))], dtype=float)
-    meta = {"version": CACHE_VERSION, "key": key, "mechanism_sha256": mech.sha256,
-            "phase": mech.phase, "labels": [c.label for c in conds],
-            "conditions": [c.to_dict() for c in conds], "settings": config.simulation.to_dict(),
-            "cantera_version": ct.__version__, "values": values.tolist(), "t_eq_k": t_eq.tolist(),
-            "seconds": seconds}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_npz(npz_path, samples=samples)
-    atomic_write_text(json_path, json.dumps(meta, indent=1))
-    return ReferenceTargets(key, meta["labels"], values, t_eq, samples, seconds, meta=meta)

@@ -18,16 +18,10 @@ import cantera as ct
 import numpy as np
 
 from mechanisms.errors import cantera_message
-from mechanisms.loading import solution_from_yaml
-from mechanisms.reduce_config import Condition, ReductionConfig, SimulationSettings
-from mechanisms.reduced_writer import builder_for
-from mechanisms.targets import (
-    ConditionResult,
-    ReferenceTargets,
-    SharedContext,
-    relative_errors,
-    run_condition,
-)
+from mechanisms.loading import load_mechanism, solution_from_yaml
+from mechanisms.reduction.config import Condition, ReductionConfig, SimulationSettings
+from mechanisms.reduction.targets import ConditionResult, ReferenceTargets, SharedContext, run_condition
+from mechanisms.reduction.writer import builder_for
 
 _LAST_MODELS: dict[tuple[str, bytes], ct.Solution] = {}
 
@@ -76,6 +70,16 @@ def candidate_task(ctx: SharedContext, packed: bytes, indices: tuple[int, ...]) 
             "t_eq_k": {i: r.t_eq_k for i, r in results.items()},
             "n_reactions": 0 if gas is None else gas.n_reactions,
             "seconds": time.perf_counter() - started}
+
+
+def relative_errors(reference: np.ndarray, values: list[float | None] | np.ndarray) -> np.ndarray:
+    """Relative error ``|v - ref| / ref`` per condition ``[nc]``; a missing value (failure or no
+    ignition) scores 1.0 (100 %)."""
+    out = np.ones(len(reference))
+    for i, (ref, val) in enumerate(zip(reference, values)):
+        if val is not None and np.isfinite(val) and val > 0:
+            out[i] = abs(val - ref) / ref
+    return out
 
 
 @dataclass
@@ -218,8 +222,6 @@ def verify_written(path: str, config: ReductionConfig, reference: ReferenceTarge
                    executor, progress: bool = False) -> CandidateScore:
     """Independent check of a written reduced mechanism: load ``path`` from disk with Cantera and
     rerun every condition (with equilibrium temperatures) through the executor."""
-    from mechanisms.loading import load_mechanism
-
     mech = load_mechanism(str(path))
     evaluator = Evaluator(config, reference, executor, equilibrium=True, yaml_text=mech.yaml_text,
                           phase=mech.phase, sha256=mech.sha256)

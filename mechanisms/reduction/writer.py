@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from mechanisms.atomic_io import atomic_write
-from mechanisms.loading import mechanism_sha256
+from mechanisms.loading import mechanism_sha256, solution_from_yaml
 
 _BUILDERS: dict[tuple[str, str], ReducedModelBuilder] = {}
 
@@ -104,8 +104,6 @@ class ReducedModelBuilder:
 
 def builder_for(yaml_text: str, phase: str, sha256: str) -> ReducedModelBuilder:
     """This process's cached builder for a detailed mechanism (workers build it once)."""
-    from mechanisms.loading import solution_from_yaml
-
     key = (sha256, phase)
     builder = _BUILDERS.get(key)
     if builder is None:

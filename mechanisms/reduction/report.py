@@ -1,5 +1,5 @@
-"""The reduction report: Markdown with the per-condition table, a PNG of ignition delay against
-1000/T (detailed lines, reduced markers), and the machine-readable JSON summary beside them."""
+"""The reduction report: the run's summary (plain data), Markdown with the per-condition table, a
+PNG of ignition delay against 1000/T (detailed lines, reduced markers), and the summary as JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,80 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cantera as ct
+import numpy as np
+
 from mechanisms.atomic_io import atomic_write, atomic_write_text
+from mechanisms.reduction.config import ReductionConfig
+from mechanisms.reduction.evaluate import CandidateScore
+from mechanisms.reduction.method import MethodOutcome
+from mechanisms.reduction.targets import ReferenceTargets
+from mechanisms.state import ONE_ATM_PA
+
+
+def build_summary(config: ReductionConfig, reference: ReferenceTargets, method: str,
+                  outcome: MethodOutcome, chosen: CandidateScore, verified: CandidateScore, path: Path,
+                  wall_s: float, n_simulated: int, executor: str) -> dict[str, Any]:
+    """The plain-data summary of a run: the problem, the written model ``path``, its independent
+    re-run ``verified`` beside the in-memory score ``chosen``, per condition and overall.
+
+    ``wall_s``: the run's wall time (s); ``n_simulated``: candidate models simulated; ``executor``:
+    the executor's description.
+    """
+    mech = config.mechanism
+    gas = mech.solution()
+    rows = []
+    for i, cond in enumerate(config.conditions):
+        red_teq = None if verified.t_eq_k is None or not np.isfinite(verified.t_eq_k[i]) \
+            else float(verified.t_eq_k[i])
+        value = verified.values[i]
+        rows.append({
+            "label": cond.label, "kind": cond.kind, "temperature_k": cond.temperature_k,
+            "pressure_atm": cond.pressure_pa / ONE_ATM_PA, "phi": cond.phi,
+            "mixture": f"phi={cond.phi:g}" if cond.phi is not None else "reactants",
+            "detailed": float(reference.values[i]),
+            "reduced": float(value) if np.isfinite(value) else None,
+            "status": verified.statuses[i], "error": float(verified.errors[i]),
+            "error_in_memory": float(chosen.errors[i]),
+            "t_eq_detailed_k": float(reference.t_eq_k[i]), "t_eq_reduced_k": red_teq,
+            "delta_t_eq_k": None if red_teq is None else red_teq - float(reference.t_eq_k[i]),
+        })
+    return {
+        "method": method, "source": mech.source, "source_sha256": mech.sha256, "phase": mech.phase,
+        "error_bound_percent": config.error_percent, "equilibrium_error_k": config.equilibrium_error_k,
+        "targets": config.targets, "retained_species": config.retained,
+        "forced_species": config.forced_species(),
+        "detailed": {"n_species": gas.n_species, "n_reactions": gas.n_reactions},
+        "reduced": {"path": str(path), "n_species": verified.n_species,
+                    "n_reactions": verified.n_reactions, "species": chosen.species(mech.species_names)},
+        "threshold": outcome.threshold,
+        "verification": {"passed": verified.passed, "max_error_percent": 100 * verified.max_error,
+                         "mean_error_percent": 100 * verified.mean_error,
+                         "max_eq_error_k": (verified.eq_error_k if verified.eq_error_k is not None
+                                            else float("nan")),
+                         "in_memory_max_error_percent": 100 * chosen.max_error},
+        "conditions": rows,
+        "simulation": config.simulation.to_dict(),
+        "reference": {"key": reference.key, "cached": reference.cached, "seconds": reference.seconds},
+        "simulated_candidates": n_simulated, "wall_s": wall_s, "executor": executor,
+        "cantera_version": ct.__version__,
+        "method_details": outcome.details,
+    }
+
+
+def write_outputs(out_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``<method>-ignition.png``, ``<method>-report.md`` and ``<method>-summary.json`` of
+    ``summary`` in ``out_dir``; records their paths in ``summary["report"]`` first."""
+    method = summary["method"]
+    png = plot_ignition(out_dir / f"{method}-ignition.png", summary["conditions"],
+                        f"{summary['source']}: {summary['detailed']['n_species']} → "
+                        f"{summary['reduced']['n_species']} species ({method.upper()}, bound "
+                        f"{summary['error_bound_percent']:g} %)")
+    summary["report"] = {"markdown": str(out_dir / f"{method}-report.md"),
+                         "png": str(png) if png else None,
+                         "json": str(out_dir / f"{method}-summary.json")}
+    write_report(out_dir / f"{method}-report.md", summary, png.name if png else None)
+    write_summary_json(out_dir / f"{method}-summary.json", summary)
 
 
 def write_summary_json(path: str | Path, summary: dict[str, Any]) -> Path:
@@ -59,7 +132,7 @@ def plot_ignition(path: str | Path, rows: list[dict[str, Any]], title: str) -> P
 
 
 def write_report(path: str | Path, summary: dict[str, Any], png_name: str | None) -> Path:
-    """Markdown report of a reduction ``summary`` (see ``mechanisms/reduce_run.py``)."""
+    """Markdown report of a reduction ``summary`` (see :func:`build_summary`)."""
     s = summary
     red, det = s["reduced"], s["detailed"]
     ver = s["verification"]
