@@ -111,7 +111,7 @@ def dataset_info(path: str, as_json: bool) -> None:
     """Rows per source, species, T/P/Y ranges, dt and size of a dataset file."""
     from dataclasses import asdict
 
-    from sampling.dataset import summarise_dataset
+    from mechanisms.dataset_file import summarise_dataset
 
     summary = summarise_dataset(path)
     if as_json:

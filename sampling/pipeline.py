@@ -11,12 +11,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError
 from mechanisms.executor import Executor, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
-from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
+from sampling.dataset_writer import DatasetWriter, file_is_writable
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
 from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
@@ -95,16 +96,16 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
             return writer, run, True
         raise InputError(f"output: {output} exists but is not a readable dataset "
                          f"({type(exc).__name__}); pass --overwrite to replace it")
-    attrs = dict(writer.h5.attrs)
-    if attrs["mechanism_sha256"] != mech.sha256:
+    facts = writer.facts()
+    if facts.mechanism_sha256 != mech.sha256:
         writer.close()
         raise InputError(f"output: {output} was made from another mechanism "
-                         f"({attrs['mechanism_source']}, phase {attrs['phase_name']}, sha256 "
-                         f"{str(attrs['mechanism_sha256'])[:12]}…); refusing to add rows of "
+                         f"({facts.mechanism_source}, phase {facts.phase}, sha256 "
+                         f"{facts.mechanism_sha256[:12]}…); refusing to add rows of "
                          f"{mech.source} (sha256 {mech.sha256[:12]}…)")
-    if float(attrs["dt"]) != config.dt:
+    if facts.dt_s != config.dt:
         writer.close()
-        raise InputError(f"output: {output} holds labels for dt = {float(attrs['dt']):g} s, "
+        raise InputError(f"output: {output} holds labels for dt = {facts.dt_s:g} s, "
                          f"not {config.dt:g} s; refusing to mix them")
     runs = writer.runs
     if runs and not runs[-1]["complete"]:
