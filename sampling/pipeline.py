@@ -52,6 +52,10 @@ def _identity(mech: Mechanism, config: SamplingConfig) -> dict:
     return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict()}
 
 
+def _new_file(output: Path, mech: Mechanism, config: SamplingConfig) -> DatasetWriter:
+    return DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol, REACTOR_NAME)
+
+
 def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal: Journal,
                  overwrite: bool, append: bool) -> tuple[DatasetWriter, int, bool]:
     """Open or create the dataset; returns ``(writer, run index, resumed)``.
@@ -67,13 +71,11 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
         if journal.exists() and journal.meta().get("identity") == identity and \
                 not journal.meta().get("appending"):
             # The file vanished (or was never fully created) but the journal holds the run.
-            writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                          REACTOR_NAME)
+            writer = _new_file(output, mech, config)
             run = writer.start_run(config.to_dict())
             return writer, run, True
         journal.remove()
-        writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                      REACTOR_NAME)
+        writer = _new_file(output, mech, config)
         run = writer.start_run(config.to_dict())
         journal.create({"identity": identity, "run_index": run, "appending": False})
         return writer, run, False
@@ -90,8 +92,7 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
                 writer = DatasetWriter.open(output)
             else:
                 output.unlink()
-                writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                              REACTOR_NAME)
+                writer = _new_file(output, mech, config)
             run = writer.start_run(config.to_dict())
             return writer, run, True
         raise InputError(f"output: {output} exists but is not a readable dataset "
