@@ -46,7 +46,7 @@ def cli() -> None:
 @click.option("--pressure-atm", help="Pressures in atm: '1,5,20' or 'start:stop:count'.")
 @click.option("--rows", "rows", multiple=True, metavar="SOURCE=N",
               help="Rows of one source (autoignition, free_flame, counterflow, multiscale, perturbed, "
-                   "emcs); repeat the option for several.")
+                   "emcs, equilibrium); repeat the option for several.")
 @click.option("--dt", type=float, help="Label step in s (default 1e-6).")
 @click.option("--seed", type=int, help="Random seed; the same seed gives identical arrays.")
 @click.option("--task-rows", type=int, help="Rows per parallel task of the sampled sources.")

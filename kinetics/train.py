@@ -135,6 +135,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     ckpt_path = checkpoint_path(out)
     log_path = Path(log_csv) if log_csv else out.with_name(out.stem + ".log.csv")
 
+    # Set-up: the data and its statistics, then the network, optimiser and a resumed run's state.
     facts = dataset_facts(dataset)
     main = _main_model(config, facts) if config.tail_of else None
     rows = TrainingRows(BlockReader(facts, config.block_rows, config.sources), config.val_fraction,
@@ -154,7 +155,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
                disable=not progress or rank != 0)
     epochs_run = 0
     finished = False
-    try:
+    try:  # epochs: train, validate, then rank 0 writes the best model, the checkpoint, the log
         while state["epoch"] < config.epochs:
             epoch_start = time.perf_counter()
             rng = np.random.default_rng([config.seed, state["epoch"]])
