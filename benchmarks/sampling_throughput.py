@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from mechanisms import load_mechanism
+from mechanisms.dataset_file import read_dataset
 from mechanisms.executor import DaskExecutor
 from mechanisms.reactor import ReactorStep, Tolerances
 from sampling.config import SamplingConfig
-from sampling.dataset import read_dataset
 from sampling.pipeline import run_sampling
 
 

@@ -46,7 +46,7 @@ def cli() -> None:
 @click.option("--pressure-atm", help="Pressures in atm: '1,5,20' or 'start:stop:count'.")
 @click.option("--rows", "rows", multiple=True, metavar="SOURCE=N",
               help="Rows of one source (autoignition, free_flame, counterflow, multiscale, perturbed, "
-                   "emcs); repeat the option for several.")
+                   "emcs, equilibrium); repeat the option for several.")
 @click.option("--dt", type=float, help="Label step in s (default 1e-6).")
 @click.option("--seed", type=int, help="Random seed; the same seed gives identical arrays.")
 @click.option("--task-rows", type=int, help="Rows per parallel task of the sampled sources.")
@@ -111,7 +111,7 @@ def dataset_info(path: str, as_json: bool) -> None:
     """Rows per source, species, T/P/Y ranges, dt and size of a dataset file."""
     from dataclasses import asdict
 
-    from sampling.dataset import summarise_dataset
+    from mechanisms.dataset_file import summarise_dataset
 
     summary = summarise_dataset(path)
     if as_json:

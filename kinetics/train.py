@@ -1,7 +1,9 @@
 """The trainer: stream a dataset, fit the network, keep the best model, resume from a checkpoint.
 
-Read top to bottom: config → data facts and normalisation → model and optimiser → epochs of
-(train blocks, validation) → best model file + checkpoint + CSV log. One process uses the CPU or
+:func:`train` reads top to bottom: set-up (processes, the dataset's facts, the rows to learn from
+and their normalisation, network and optimiser, a resumed run's state), then epochs of
+:func:`_train_epoch` and :func:`_validation_loss`, each followed by the best model file, the
+checkpoint (``kinetics/checkpoint.py``) and a row of the CSV log. One process uses the CPU or
 one GPU; under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its share of the blocks with
 DistributedDataParallel and rank 0 writes the files.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -22,27 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.distributed.algorithms.join import Join
 from tqdm import tqdm
 
-from kinetics.data import (
-    BlockReader,
-    DatasetFacts,
-    Normalisation,
-    compute_normalisation,
-    dataset_facts,
-    features_and_targets,
-)
+from kinetics.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from kinetics.data import Normalisation, TrainingRows, compute_normalisation, features_and_targets
 from kinetics.integrator import resolve_device
 from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
 from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
-from mechanisms.atomic_io import atomic_write
 from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
+from mechanisms.state import mass_fractions, state_width, temperature
 
 
 @dataclass
@@ -117,47 +111,6 @@ class TrainConfig:
         return self.target_scaling or ("rms" if signed_power else "zscore")
 
 
-# -- checkpoints (safetensors + JSON, no pickle) ---------------------------------------------------
-def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    scalars: dict[str, Any] = {}
-    for pid, pstate in opt_state["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_state["param_groups"]),
-            "scalars": json.dumps(scalars)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer
-                    ) -> dict[str, Any]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata()
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"resume: {path} is not a readable checkpoint ({exc})")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for key, value in json.loads(meta["scalars"]).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    torch.set_rng_state(tensors["rng.torch"])
-    return json.loads(meta["state"])
-
-
-# -- the loop ----------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
     model_path: str
@@ -168,12 +121,6 @@ class TrainResult:
     n_val: int
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
-
 def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str = "auto",
           resume: bool = False, progress: bool = True, log_csv: str | Path | None = None
           ) -> TrainResult:
@@ -182,184 +129,316 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     A checkpoint ``<out>.ckpt`` is written after every epoch; ``resume=True`` continues from it.
     """
     started = time.perf_counter()
-    rank, world = _distributed()
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device in ("cuda", "auto") and torch.cuda.is_available():
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    dev = resolve_device(device)
+    rank, world, dev = _start_processes(device)
     torch.manual_seed(config.seed)
     out = Path(out)
-    ckpt_path = out.with_name(out.name + ".ckpt")
+    ckpt_path = checkpoint_path(out)
     log_path = Path(log_csv) if log_csv else out.with_name(out.stem + ".log.csv")
 
-    facts: DatasetFacts = dataset_facts(dataset)
-    lam = config.box_cox_lambda
+    # Set-up: the data and its statistics, then the network, optimiser and a resumed run's state.
+    facts = dataset_facts(dataset)
     main = _main_model(config, facts) if config.tail_of else None
-    reader = BlockReader(facts, config.block_rows, config.sources, config.val_fraction, config.seed,
-                         row_filter=main.row_filter if main else None)
-    norm: Normalisation = compute_normalisation(reader, lam)
-    if config.effective_target_scaling == "rms":
-        norm = norm.zero_centred_targets()
+    rows = TrainingRows(BlockReader(facts, config.block_rows, config.sources), config.val_fraction,
+                        config.seed, row_filter=main.row_filter if main else None)
+    norm = _normalisation(rows, config)
     ns = len(facts.species)
-    arch = {**config.model, "n_in": 2 + ns, "n_out": ns}
+    arch = {**config.model, "n_in": state_width(ns), "n_out": ns}
     model = build_model(arch).to(dev)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = _distributed_network(model, dev, world)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    sched = torch.optim.lr_scheduler.StepLR(opt, config.lr_decay_every, config.lr_decay_factor)
-    x_mean, x_std = norm.x_mean.to(dev), norm.x_std.to(dev)
-    r_mean, r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
-    transform = config.output_transform
-    gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
-    inert = inert_species(gas)
-    thermo = None
-    if config.enthalpy_loss_weight > 0:
-        from kinetics.thermo import Nasa7
-
-        thermo = Nasa7(gas, dev)
-
-    state = {"epoch": 0, "best_val": math.inf, "train_seconds": 0.0}
-    if resume:
-        if not ckpt_path.is_file():
-            raise InputError(f"resume: no checkpoint {ckpt_path} to resume from")
-        state = load_checkpoint(ckpt_path, model, opt)
-        # The schedule continues where it stopped (the checkpoint's lr is already decayed).
-        for group in opt.param_groups:
-            group["initial_lr"] = config.learning_rate
-            group["lr"] = config.learning_rate * config.lr_decay_factor ** (
-                state["epoch"] // config.lr_decay_every)
-        sched = torch.optim.lr_scheduler.StepLR(opt, config.lr_decay_every, config.lr_decay_factor,
-                                                last_epoch=state["epoch"] - 1)
-
-    def prepare(inputs: np.ndarray, targets: np.ndarray):
-        x, r = features_and_targets(inputs, targets, lam, facts.dt_s)
-        xz = ((x.to(dev) - x_mean) / x_std).float()
-        rz = encode_output((r.to(dev) - r_mean) / r_std, transform)
-        extra = (torch.as_tensor(inputs, dtype=torch.float64, device=dev),
-                 torch.as_tensor(targets, dtype=torch.float64, device=dev))
-        return xz, rz.float(), extra
-
-    def loss_fn(pred: torch.Tensor, target: torch.Tensor, extra) -> torch.Tensor:
-        loss = torch.nn.functional.l1_loss(pred, target)
-        if config.mass_loss_weight > 0 or thermo is not None:
-            inputs, targets = extra
-            rate = decode_output(pred.double(), transform) * r_std + r_mean
-            y_pred = box_cox_inverse(box_cox(inputs[:, 2:], lam) + facts.dt_s * rate, lam)
-            if config.mass_loss_weight > 0:
-                loss = loss + config.mass_loss_weight * ((y_pred.sum(dim=1) - 1.0) ** 2).mean().float()
-            if thermo is not None:
-                h0 = thermo.enthalpy(inputs[:, 0], inputs[:, 2:])
-                h1 = thermo.enthalpy(targets[:, 0], y_pred)
-                scale = thermo.cp(inputs[:, 0], inputs[:, 2:]) * 1000.0
-                loss = loss + config.enthalpy_loss_weight * (torch.abs(h1 - h0) / scale).mean().float()
-        return loss
-
-    my_blocks = [b for b in range(reader.n_blocks) if b % world == rank]
-    new_log = not (resume and log_path.exists())
-    log_fh = open(log_path, "w" if new_log else "a", newline="") if rank == 0 else None
-    writer = csv.writer(log_fh) if log_fh else None
-    if writer and new_log:
-        writer.writerow(["epoch", "train_loss", "val_loss", "learning_rate", "seconds"])
-    epoch_bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
-                     disable=not progress or rank != 0)
+    state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
+    objective = _Objective(config, facts, norm, dev)
+    best = _BestModel(out, config, arch, facts, norm, main)
+    blocks = rows.reader.blocks_of_rank(rank, world)
+    log = _EpochLog(log_path, append=resume) if rank == 0 else None
+    bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
+               disable=not progress or rank != 0)
     epochs_run = 0
     finished = False
-    try:
+    try:  # epochs: train, validate, then rank 0 writes the best model, the checkpoint, the log
         while state["epoch"] < config.epochs:
             epoch_start = time.perf_counter()
             rng = np.random.default_rng([config.seed, state["epoch"]])
-            order = list(rng.permutation(my_blocks))
-            model.train()
-            total, count = 0.0, 0
-            # Ranks may hold different numbers of rows: Join lets the early finisher shadow the
-            # collective calls of the others instead of hanging.
-            uneven = contextlib.nullcontext()
-            if world > 1:
-                uneven = Join([net])
-            with uneven:
-                for start in range(0, len(order), config.shuffle_blocks):
-                    group = [reader.read(b) for b in order[start:start + config.shuffle_blocks]]
-                    inputs = np.concatenate([g[0][~g[2]] for g in group])
-                    targets = np.concatenate([g[1][~g[2]] for g in group])
-                    if len(inputs) == 0:
-                        continue
-                    perm = rng.permutation(len(inputs))
-                    xz, rz, extra = prepare(inputs[perm], targets[perm])
-                    for i in range(0, len(xz), config.batch_size):
-                        sl = slice(i, i + config.batch_size)
-                        loss = loss_fn(net(xz[sl]), rz[sl], (extra[0][sl], extra[1][sl]))
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        total += loss.item() * len(xz[sl])
-                        count += len(xz[sl])
-                        epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", refresh=False)
-            sched.step()
-            val = _validation_loss(model, reader, my_blocks, prepare, loss_fn, config.batch_size)
-            if world > 1:
-                v = torch.tensor([val], device=dev)
-                dist.all_reduce(v)
-                val = float(v) / world
+            train_loss = _train_epoch(net, opt, rows, blocks, objective, config, rng, bar,
+                                      uneven=world > 1)
+            schedule.step()
+            val = _validation_loss(model, rows, blocks, objective, config.batch_size)
+            val = _mean_over_ranks(val, world, dev)
             state["epoch"] += 1
             state["train_seconds"] += time.perf_counter() - epoch_start
             epochs_run += 1
             if rank == 0:
                 if val < state["best_val"]:
                     state["best_val"] = val
-                    if main:
-                        main.write_with_tail(out, model, config, arch, norm, state)
-                    else:
-                        _write_model(out, model, config, arch, facts, norm, inert, state)
+                    best.write(model, state)
                 save_checkpoint(ckpt_path, model, opt, state)
-                writer.writerow([state["epoch"], f"{total / max(count, 1):.6g}", f"{val:.6g}",
-                                 f"{opt.param_groups[0]['lr']:.3g}",
-                                 f"{state['train_seconds']:.1f}"])
-                log_fh.flush()
-            epoch_bar.update(1)
-            epoch_bar.set_postfix(loss=f"{total / max(count, 1):.4g}", val=f"{val:.4g}")
-            stop = bool(config.max_minutes and state["train_seconds"] > 60 * config.max_minutes)
-            if world > 1:  # every rank stops after the same epoch, or the others would hang
-                flag = torch.tensor([float(stop)], device=dev)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
-            if stop:
+                log.write(state, train_loss, val, opt.param_groups[0]["lr"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val:.4g}")
+            if _time_is_up(config, state, world, dev):
                 break
         finished = True
     finally:
-        epoch_bar.close()
-        if log_fh:
-            log_fh.close()
-        if world > 1:
-            if finished:
-                # Rank 0 is still writing files when the others leave the loop; tearing gloo
-                # down while a peer is mid-operation can abort the process ("terminate called
-                # without an active exception"), so every rank waits here first.
-                dist.barrier()
-            dist.destroy_process_group()
+        bar.close()
+        if log:
+            log.close()
+        _stop_processes(world, finished)
     return TrainResult(str(out), state["best_val"], epochs_run, time.perf_counter() - started,
                        norm.n_train, norm.n_val)
 
 
+# -- set-up -----------------------------------------------------------------------------------------
+def _start_processes(device: str) -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)``; joins the process group when torchrun started several."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device in ("cuda", "auto") and torch.cuda.is_available():
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return rank, world, resolve_device(device)
+
+
+def _normalisation(rows: TrainingRows, config: TrainConfig) -> Normalisation:
+    """The statistics of the training rows, with the target scaling ``config`` asks for."""
+    norm = compute_normalisation(rows, config.box_cox_lambda)
+    if config.effective_target_scaling == "rms":
+        norm = norm.zero_centred_targets()
+    return norm
+
+
+def _distributed_network(model: torch.nn.Module, dev: torch.device, world: int
+                         ) -> torch.nn.Module:
+    """What the training steps call: ``model`` itself, or its DistributedDataParallel wrapper."""
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _start(opt: torch.optim.Optimizer, config: TrainConfig
+           ) -> tuple[dict[str, Any], torch.optim.lr_scheduler.StepLR]:
+    """The counters and learning-rate schedule of a new run."""
+    state = {"epoch": 0, "best_val": math.inf, "train_seconds": 0.0}
+    return state, torch.optim.lr_scheduler.StepLR(opt, config.lr_decay_every, config.lr_decay_factor)
+
+
+def _resume(ckpt_path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+            config: TrainConfig) -> tuple[dict[str, Any], torch.optim.lr_scheduler.StepLR]:
+    """Weights, optimiser, counters and RNG from the checkpoint; the schedule where it stopped."""
+    if not ckpt_path.is_file():
+        raise InputError(f"resume: no checkpoint {ckpt_path} to resume from")
+    state = load_checkpoint(ckpt_path, model, opt)
+    # The schedule continues where it stopped (the checkpoint's lr is already decayed).
+    for group in opt.param_groups:
+        group["initial_lr"] = config.learning_rate
+        group["lr"] = config.learning_rate * config.lr_decay_factor ** (
+            state["epoch"] // config.lr_decay_every)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, config.lr_decay_every, config.lr_decay_factor,
+                                               last_epoch=state["epoch"] - 1)
+    return state, schedule
+
+
+@dataclass
+class _Batch:
+    """Network inputs ``x`` and targets ``r`` (float32), with their state rows (float64)."""
+
+    x: torch.Tensor
+    r: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, rows: slice) -> _Batch:
+        return _Batch(self.x[rows], self.r[rows], self.inputs[rows], self.targets[rows])
+
+
+class _Objective:
+    """State rows → a :class:`_Batch` on the device, and the loss of a prediction for it: L1 on
+    the encoded targets plus the optional ΣY and enthalpy penalties."""
+
+    def __init__(self, config: TrainConfig, facts: DatasetFacts, norm: Normalisation,
+                 dev: torch.device):
+        self.lam = config.box_cox_lambda
+        self.dt_s = facts.dt_s
+        self.dev = dev
+        self.transform = config.output_transform
+        self.mass_weight = config.mass_loss_weight
+        self.enthalpy_weight = config.enthalpy_loss_weight
+        self.x_mean, self.x_std = norm.x_mean.to(dev), norm.x_std.to(dev)
+        self.r_mean, self.r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
+        self.thermo = None
+        if self.enthalpy_weight > 0:
+            from kinetics.thermo import Nasa7
+
+            gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
+            self.thermo = Nasa7(gas, dev)
+
+    def batch(self, inputs: np.ndarray, targets: np.ndarray) -> _Batch:
+        x, r = features_and_targets(inputs, targets, self.lam, self.dt_s)
+        xz = ((x.to(self.dev) - self.x_mean) / self.x_std).float()
+        rz = encode_output((r.to(self.dev) - self.r_mean) / self.r_std, self.transform)
+        return _Batch(xz, rz.float(), torch.as_tensor(inputs, dtype=torch.float64, device=self.dev),
+                      torch.as_tensor(targets, dtype=torch.float64, device=self.dev))
+
+    def loss(self, pred: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        loss = torch.nn.functional.l1_loss(pred, batch.r)
+        if self.mass_weight > 0 or self.thermo is not None:
+            rate = decode_output(pred.double(), self.transform) * self.r_std + self.r_mean
+            y0 = mass_fractions(batch.inputs)
+            y_pred = box_cox_inverse(box_cox(y0, self.lam) + self.dt_s * rate, self.lam)
+            if self.mass_weight > 0:
+                loss = loss + self.mass_weight * ((y_pred.sum(dim=1) - 1.0) ** 2).mean().float()
+            if self.thermo is not None:
+                t0 = temperature(batch.inputs)
+                h0 = self.thermo.enthalpy(t0, y0)
+                h1 = self.thermo.enthalpy(temperature(batch.targets), y_pred)
+                scale = self.thermo.cp(t0, y0) * 1000.0
+                loss = loss + self.enthalpy_weight * (torch.abs(h1 - h0) / scale).mean().float()
+        return loss
+
+
+# -- one epoch, validation ------------------------------------------------------------------------
+def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, rows: TrainingRows,
+                 blocks: list[int], objective: _Objective, config: TrainConfig,
+                 rng: np.random.Generator, bar: tqdm, uneven: bool) -> float:
+    """One pass over the training rows of ``blocks`` in a shuffled order, ``shuffle_blocks``
+    blocks mixed at a time; returns the mean training loss."""
+    order = list(rng.permutation(blocks))
+    net.train()
+    total, count = 0.0, 0
+    # Ranks may hold different numbers of rows: Join lets the early finisher shadow the
+    # collective calls of the others instead of hanging.
+    with Join([net]) if uneven else contextlib.nullcontext():
+        for start in range(0, len(order), config.shuffle_blocks):
+            group = [rows.read(b) for b in order[start:start + config.shuffle_blocks]]
+            inputs = np.concatenate([g[0][~g[2]] for g in group])
+            targets = np.concatenate([g[1][~g[2]] for g in group])
+            if len(inputs) == 0:
+                continue
+            perm = rng.permutation(len(inputs))
+            batch = objective.batch(inputs[perm], targets[perm])
+            for i in range(0, len(batch), config.batch_size):
+                part = batch[i:i + config.batch_size]
+                loss = objective.loss(net(part.x), part)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(part)
+                count += len(part)
+                bar.set_postfix(loss=f"{total / max(count, 1):.4g}", refresh=False)
+    return total / max(count, 1)
+
+
 @torch.no_grad()
-def _validation_loss(model, reader, blocks, prepare, loss_fn, batch_size) -> float:
+def _validation_loss(model: torch.nn.Module, rows: TrainingRows, blocks: list[int],
+                     objective: _Objective, batch_size: int) -> float:
+    """Mean loss over the validation rows of ``blocks`` (NaN when there are none)."""
     model.eval()
     total, count = 0.0, 0
     for b in blocks:
-        inputs, targets, is_val = reader.read(b)
+        inputs, targets, is_val = rows.read(b)
         if not is_val.any():
             continue
-        xz, rz, extra = prepare(inputs[is_val], targets[is_val])
-        for i in range(0, len(xz), 8 * batch_size):
-            sl = slice(i, i + 8 * batch_size)
-            total += float(loss_fn(model(xz[sl]), rz[sl], (extra[0][sl], extra[1][sl]))) * len(xz[sl])
-            count += len(xz[sl])
+        batch = objective.batch(inputs[is_val], targets[is_val])
+        for i in range(0, len(batch), 8 * batch_size):
+            part = batch[i:i + 8 * batch_size]
+            total += float(objective.loss(model(part.x), part)) * len(part)
+            count += len(part)
     return total / count if count else float("nan")
+
+
+def _mean_over_ranks(value: float, world: int, dev: torch.device) -> float:
+    if world == 1:
+        return value
+    v = torch.tensor([value], device=dev)
+    dist.all_reduce(v)
+    return float(v) / world
+
+
+def _time_is_up(config: TrainConfig, state: dict[str, Any], world: int, dev: torch.device) -> bool:
+    """Whether ``max_minutes`` of training time have passed (on any rank)."""
+    stop = bool(config.max_minutes and state["train_seconds"] > 60 * config.max_minutes)
+    if world > 1:  # every rank stops after the same epoch, or the others would hang
+        flag = torch.tensor([float(stop)], device=dev)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
+
+
+def _stop_processes(world: int, finished: bool) -> None:
+    if world == 1:
+        return
+    if finished:
+        # Rank 0 is still writing files when the others leave the loop; tearing gloo down while
+        # a peer is mid-operation can abort the process ("terminate called without an active
+        # exception"), so every rank waits here first.
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+# -- what each epoch writes -----------------------------------------------------------------------
+class _EpochLog:
+    """The CSV log, one row per epoch; a resumed run appends to an existing log."""
+
+    def __init__(self, path: Path, append: bool):
+        new = not (append and path.exists())
+        self._fh = open(path, "w" if new else "a", newline="")
+        self._csv = csv.writer(self._fh)
+        if new:
+            self._csv.writerow(["epoch", "train_loss", "val_loss", "learning_rate", "seconds"])
+
+    def write(self, state: dict[str, Any], train_loss: float, val_loss: float, lr: float) -> None:
+        self._csv.writerow([state["epoch"], f"{train_loss:.6g}", f"{val_loss:.6g}", f"{lr:.3g}",
+                            f"{state['train_seconds']:.1f}"])
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _BestModel:
+    """Writes the best epoch's model file: the main model, or (``tail_of``) the main model's
+    file with this network added as its near-equilibrium network."""
+
+    def __init__(self, out: Path, config: TrainConfig, arch: dict[str, Any], facts: DatasetFacts,
+                 norm: Normalisation, main: _MainModel | None):
+        self.out, self.config, self.arch, self.facts, self.norm, self.main = (
+            out, config, arch, facts, norm, main)
+        gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
+        self.inert = inert_species(gas)
+
+    def write(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
+        if self.main:
+            self.main.write_with_tail(self.out, model, self.config, self.arch, self.norm, state)
+        else:
+            self._write_main(model, state)
+
+    def _write_main(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
+        config, facts, norm = self.config, self.facts, self.norm
+        meta = ModelMeta(
+            name=config.name, architecture=self.arch, box_cox_lambda=config.box_cox_lambda,
+            dt_s=facts.dt_s, species=facts.species, mechanism_sha256=facts.mechanism_sha256,
+            mechanism_source=facts.mechanism_source, phase=facts.phase,
+            temperature_k=[max(norm.temperature_k[0], config.network_min_temperature_k or 0.0),
+                           norm.temperature_k[1]],
+            pressure_pa=norm.pressure_pa,
+            frozen_temperature_k=config.frozen_temperature_k, inert_species=self.inert,
+            output_transform=config.output_transform, description=config.description,
+            training={"dataset": Path(facts.path).name, "rows_train": norm.n_train,
+                      "rows_val": norm.n_val, "epochs": state["epoch"],
+                      "val_loss": state["best_val"], "config": dataclasses.asdict(config),
+                      "fuel": facts.sampler_config.get("fuel"),
+                      "oxidizer": facts.sampler_config.get("oxidizer")})
+        extra = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
+                 "norm.y_std": norm.r_std, "domain.bct_min": norm.bct_min,
+                 "domain.bct_max": norm.bct_max}
+        save_model(self.out, model, meta, extra, facts.mechanism_yaml)
 
 
 @dataclass
@@ -421,25 +500,3 @@ def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
     network.load_state_dict(network_state(tensors))
     return _MainModel(meta, tensors, network, yaml_text, config.route_below * config.route_margin,
                       tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s)
-
-
-def _write_model(out: Path, model, config: TrainConfig, arch, facts: DatasetFacts,
-                 norm: Normalisation, inert: list[str], state: dict) -> None:
-    meta = ModelMeta(
-        name=config.name, architecture=arch, box_cox_lambda=config.box_cox_lambda,
-        dt_s=facts.dt_s, species=facts.species, mechanism_sha256=facts.mechanism_sha256,
-        mechanism_source=facts.mechanism_source, phase=facts.phase,
-        temperature_k=[max(norm.temperature_k[0], config.network_min_temperature_k or 0.0),
-                       norm.temperature_k[1]],
-        pressure_pa=norm.pressure_pa,
-        frozen_temperature_k=config.frozen_temperature_k, inert_species=inert,
-        output_transform=config.output_transform, description=config.description,
-        training={"dataset": Path(facts.path).name, "rows_train": norm.n_train,
-                  "rows_val": norm.n_val, "epochs": state["epoch"], "val_loss": state["best_val"],
-                  "config": dataclasses.asdict(config),
-                  "fuel": facts.sampler_config.get("fuel"),
-                  "oxidizer": facts.sampler_config.get("oxidizer")})
-    extra = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
-             "norm.y_std": norm.r_std, "domain.bct_min": norm.bct_min,
-             "domain.bct_max": norm.bct_max}
-    save_model(out, model, meta, extra, facts.mechanism_yaml)

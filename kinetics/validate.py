@@ -148,13 +148,6 @@ def _relative_error(value: float | None, reference: float | None) -> float | Non
     return 1.0 if value is None else abs(value - reference) / reference
 
 
-def _cantera_run(gas: ct.Solution, t0: float, p: float, y0: np.ndarray, t_end: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cantera's adaptive solution from ``(T0 K, P Pa, Y0)``: ``(t [m] s, T [m] K, Y [m, ns])``."""
-    times, states = trajectory(gas, join_states([t0], [p], y0[None, :])[0], t_end)
-    return times, temperature(states), mass_fractions(states)
-
-
 def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: list[float],
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
@@ -164,100 +157,173 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
     ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
     """
-    from tqdm import tqdm
-
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
-    conds = list(itertools.product(temperatures_k, pressures_atm, phis))
     dt = integrator.dt_s
-    y0s = [mixture_mass_fractions(gas, fuel, oxidizer, phi) for _, _, phi in conds]
+    conditions = [_Condition(t0, p_atm, phi, mixture_mass_fractions(gas, fuel, oxidizer, phi))
+                  for t0, p_atm, phi in itertools.product(temperatures_k, pressures_atm, phis)]
 
-    # Cantera: adaptive, with the crossing interpolated between its own steps.
-    t_start = time.perf_counter()
-    refs = []
-    for (t0, p_atm, _), y0 in zip(conds, y0s):
-        probe = _cantera_run(gas, t0, p_atm * ONE_ATM_PA, y0, max(rollout_steps * dt,
-                                                                  ignition_search_s))
-        idt = crossing_time(probe[0], probe[1], t0 + IGNITION_RISE_K)
-        refs.append((idt, probe))
-    seconds_cantera = time.perf_counter() - t_start
-    # The surrogate: all conditions in one batch for max(rollout, factor × slowest IDT) steps.
-    idts = [r[0] for r in refs if r[0] is not None]
-    n_steps = max(rollout_steps, int(math.ceil(t_end_factor * max(idts, default=0.0) / dt)))
-    n_cond = len(conds)
-    state = np.zeros((n_cond, integrator.width))
-    for i, ((t0, p_atm, _), y0) in enumerate(zip(conds, y0s)):
-        state[i, 0], state[i, 1], state[i, 2:] = t0, p_atm * ONE_ATM_PA, y0
-    h0 = integrator.thermo.enthalpy(torch.as_tensor(state[:, 0], device=integrator.device),
-                                    torch.as_tensor(state[:, 2:], device=integrator.device))
-    temps = np.empty((n_steps + 1, n_cond))
-    temps[0] = state[:, 0]
+    started = time.perf_counter()
+    refs = [_cantera_reference(gas, c, max(rollout_steps * dt, ignition_search_s))
+            for c in conditions]
+    seconds_cantera = time.perf_counter() - started
+    slowest_idt = max((r.idt_s for r in refs if r.idt_s is not None), default=0.0)
+    n_steps = max(rollout_steps, int(math.ceil(t_end_factor * slowest_idt / dt)))
+    rollout = _surrogate_rollout(integrator, conditions, n_steps, progress)
+    results = [_condition_result(gas, c, ref, rollout, i)
+               for i, (c, ref) in enumerate(zip(conditions, refs))]
+    report = _report(integrator.meta.name, results, rollout, seconds_cantera)
+    if out_dir is not None:
+        write_report(report, Path(out_dir), rollout, refs, integrator.species)
+    return report
+
+
+@dataclass
+class _Condition:
+    """One point of the grid: T0 (K), P (atm), φ and the fresh mixture's Y0 ``[ns]``."""
+
+    temperature_k: float
+    pressure_atm: float
+    phi: float
+    y0: np.ndarray
+
+    @property
+    def pressure_pa(self) -> float:
+        return self.pressure_atm * ONE_ATM_PA
+
+
+@dataclass
+class _Reference:
+    """Cantera's adaptive solution of one condition: ``times_s`` ``[m]``, ``temperature_k``
+    ``[m]``, ``mass_fractions`` ``[m, ns]`` and the ignition delay (None: no ignition)."""
+
+    times_s: np.ndarray
+    temperature_k: np.ndarray
+    mass_fractions: np.ndarray
+    idt_s: float | None
+
+
+def _cantera_reference(gas: ct.Solution, c: _Condition, t_end_s: float) -> _Reference:
+    """Cantera's adaptive solution up to ``t_end_s``, the crossing interpolated between its own
+    steps."""
+    times, states = trajectory(gas, join_states([c.temperature_k], [c.pressure_pa],
+                                                c.y0[None, :])[0], t_end_s)
+    t_k = temperature(states)
+    return _Reference(times, t_k, mass_fractions(states),
+                      crossing_time(times, t_k, c.temperature_k + IGNITION_RISE_K))
+
+
+@dataclass
+class _Rollout:
+    """The surrogate's rollout of every condition in one batch.
+
+    ``times_s`` ``[k+1]`` (every step), ``temperature_k`` ``[k+1, n_cond]``; ``recorded_times_s``
+    ``[m]`` and ``recorded_y`` ``[m, n_cond, ns]`` every few steps (for the plots); the worst
+    |ΣY − 1| and relative enthalpy drift of any step; cell-steps that fell back to Cantera or were
+    served by the near-equilibrium network.
+    """
+
+    times_s: np.ndarray
+    temperature_k: np.ndarray
+    recorded_times_s: np.ndarray
+    recorded_y: np.ndarray
+    sum_y_max_dev: float
+    enthalpy_max_rel: float
+    n_fallback: int
+    n_tail_steps: int
+    seconds: float
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.times_s) - 1
+
+
+def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_steps: int,
+                       progress: bool) -> _Rollout:
+    """``n_steps`` model steps from every condition's fresh mixture at once."""
+    from tqdm import tqdm
+
+    state = join_states(np.array([c.temperature_k for c in conditions]),
+                        np.array([c.pressure_pa for c in conditions]),
+                        np.array([c.y0 for c in conditions]))
+    thermo, device = integrator.thermo, integrator.device
+    h0 = thermo.enthalpy(torch.as_tensor(temperature(state), device=device),
+                         torch.as_tensor(mass_fractions(state), device=device))
+    temps = np.empty((n_steps + 1, len(conditions)))
+    temps[0] = temperature(state)
     record_every = max(1, n_steps // 2000)
-    y_hist, t_hist = [state[:, 2:].copy()], [0.0]
+    y_hist, t_hist = [mass_fractions(state).copy()], [0.0]
     sum_dev = 0.0
     h_dev = 0.0
     fallback = 0
     tail_steps = 0
-    x = torch.as_tensor(state, device=integrator.device)
-    t_start = time.perf_counter()
+    x = torch.as_tensor(state, device=device)
+    started = time.perf_counter()
     for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
                   disable=not progress, mininterval=1.0):
         res = integrator.advance(x)
         x = res.states
         fallback += res.n_fallback
         tail_steps += res.n_tail_steps
-        temps[k] = x[:, 0].cpu().numpy()
-        y = x[:, 2:]
+        temps[k] = temperature(x).cpu().numpy()
+        y = mass_fractions(x)
         sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
-        h = integrator.thermo.enthalpy(x[:, 0], y)
+        h = thermo.enthalpy(temperature(x), y)
         h_dev = max(h_dev, float((torch.abs(h - h0) / torch.clamp(torch.abs(h0), min=1e3)).max()))
         if k % record_every == 0:
             y_hist.append(y.cpu().numpy())
-            t_hist.append(k * dt)
-    seconds_surrogate = time.perf_counter() - t_start
-    times = np.arange(n_steps + 1) * dt
-    results = []
-    for i, (t0, p_atm, phi) in enumerate(conds):
-        idt_ref, probe = refs[i]
-        idt_sur = crossing_time(times, temps[:, i], t0 + IGNITION_RISE_K)
-        # Cantera's solution at the grid times (its adaptive steps are far finer than dt near
-        # ignition, so reading it there is what an exact integrator with step dt would give).
-        on_grid = times <= probe[0][-1]
-        idt_grid = crossing_time(times[on_grid], np.interp(times[on_grid], probe[0], probe[1]),
-                                 t0 + IGNITION_RISE_K)
-        t_end = times[-1]
-        t_ref_end = float(np.interp(t_end, probe[0], probe[1])) if t_end <= probe[0][-1] else \
-            _cantera_run(gas, t0, p_atm * ONE_ATM_PA, y0s[i], t_end)[1][-1]
-        gas.TPY = t0, p_atm * ONE_ATM_PA, y0s[i]
-        gas.equilibrate("HP")
-        results.append(ConditionResult(t0, p_atm, phi, idt_ref, idt_sur,
-                                       _relative_error(idt_sur, idt_grid), float(t_ref_end),
-                                       float(temps[-1, i]), float(abs(temps[-1, i] - t_ref_end)),
-                                       float(gas.T), n_steps, idt_grid,
-                                       _relative_error(idt_sur, idt_ref)))
+            t_hist.append(k * integrator.dt_s)
+    return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
+                    np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps,
+                    time.perf_counter() - started)
+
+
+def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout: _Rollout,
+                      i: int) -> ConditionResult:
+    """Condition ``i``'s ignition delays and end temperatures, surrogate against Cantera."""
+    times = rollout.times_s
+    temps = rollout.temperature_k[:, i]
+    ignited_k = c.temperature_k + IGNITION_RISE_K
+    idt_sur = crossing_time(times, temps, ignited_k)
+    # Cantera's solution at the grid times (its adaptive steps are far finer than dt near
+    # ignition, so reading it there is what an exact integrator with step dt would give).
+    on_grid = times <= ref.times_s[-1]
+    idt_grid = crossing_time(times[on_grid],
+                             np.interp(times[on_grid], ref.times_s, ref.temperature_k), ignited_k)
+    t_end = times[-1]
+    t_ref_end = float(np.interp(t_end, ref.times_s, ref.temperature_k)) \
+        if t_end <= ref.times_s[-1] else _cantera_reference(gas, c, t_end).temperature_k[-1]
+    gas.TPY = c.temperature_k, c.pressure_pa, c.y0
+    gas.equilibrate("HP")
+    return ConditionResult(c.temperature_k, c.pressure_atm, c.phi, ref.idt_s, idt_sur,
+                           _relative_error(idt_sur, idt_grid), float(t_ref_end),
+                           float(temps[-1]), float(abs(temps[-1] - t_ref_end)), float(gas.T),
+                           rollout.n_steps, idt_grid, _relative_error(idt_sur, ref.idt_s))
+
+
+def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
+            seconds_cantera: float) -> ValidationReport:
+    """The figures over every condition."""
     errors = [c.idt_rel_error for c in results if c.idt_rel_error is not None]
     errors_cont = [c.idt_rel_error_continuous for c in results
                    if c.idt_rel_error_continuous is not None]
     grid_errors = [e for c in results
                    if (e := _relative_error(c.idt_cantera_grid_s, c.idt_cantera_s)) is not None]
-    report = ValidationReport(
-        model=integrator.meta.name, conditions=results, rollout_steps=n_steps,
+    cell_steps = rollout.n_steps * len(results)
+    return ValidationReport(
+        model=model, conditions=results, rollout_steps=rollout.n_steps,
         idt_max_rel=max(errors, default=0.0), idt_mean_rel=float(np.mean(errors)) if errors else 0.0,
-        equilibrium_max_k=max(c.final_t_error_k for c in results), sum_y_max_dev=sum_dev,
-        enthalpy_max_rel=h_dev, fallback_fraction=fallback / (n_steps * n_cond),
-        seconds_surrogate=seconds_surrogate, seconds_cantera=seconds_cantera,
-        tail_fraction=tail_steps / (n_steps * n_cond),
+        equilibrium_max_k=max(c.final_t_error_k for c in results),
+        sum_y_max_dev=rollout.sum_y_max_dev, enthalpy_max_rel=rollout.enthalpy_max_rel,
+        fallback_fraction=rollout.n_fallback / cell_steps, seconds_surrogate=rollout.seconds,
+        seconds_cantera=seconds_cantera, tail_fraction=rollout.n_tail_steps / cell_steps,
         idt_max_rel_continuous=max(errors_cont, default=0.0),
         idt_mean_rel_continuous=float(np.mean(errors_cont)) if errors_cont else 0.0,
         grid_idt_max_rel=max(grid_errors, default=0.0))
-    if out_dir is not None:
-        write_report(report, Path(out_dir), times, temps, refs, np.asarray(t_hist),
-                     np.asarray(y_hist), integrator.species)
-    return report
 
 
-def write_report(report: ValidationReport, out_dir: Path, times, temps, refs, t_hist, y_hist,
-                 species: list[str]) -> None:
+def write_report(report: ValidationReport, out_dir: Path, rollout: _Rollout,
+                 refs: list[_Reference], species: list[str]) -> None:
     """report.md, report.json, temperature.png and species.png in ``out_dir``."""
     import matplotlib
 
@@ -267,17 +333,18 @@ def write_report(report: ValidationReport, out_dir: Path, times, temps, refs, t_
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     (out_dir / "report.md").write_text(report.markdown())
+    times, temps = rollout.times_s, rollout.temperature_k
     n = len(report.conditions)
     cols = min(n, 9)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
     for i, c in enumerate(report.conditions):
         ax = axes[i // cols][i % cols]
-        probe = refs[i][1]
+        ref = refs[i]
         t_show = 3.0 * (c.idt_cantera_s or times[-1] / 3.0)
         m = times <= t_show
-        ax.plot(probe[0][probe[0] <= t_show] * 1e3, probe[1][probe[0] <= t_show], "k-", lw=1.5,
-                label="Cantera")
+        shown = ref.times_s <= t_show
+        ax.plot(ref.times_s[shown] * 1e3, ref.temperature_k[shown], "k-", lw=1.5, label="Cantera")
         ax.plot(times[m] * 1e3, temps[m, i], "r--", lw=1.2, label="surrogate")
         ax.set_title(f"{c.temperature_k:g} K, {c.pressure_atm:g} atm, φ={c.phi:g}", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -295,12 +362,14 @@ def write_report(report: ValidationReport, out_dir: Path, times, temps, refs, t_
         ax = axes[0][j]
         k = species.index(s)
         for i in show:
-            probe = refs[i][1]
+            ref = refs[i]
             t_show = 3.0 * (report.conditions[i].idt_cantera_s or times[-1] / 3.0)
-            sel = probe[0] <= t_show
-            ax.semilogy(probe[0][sel] * 1e3, np.maximum(probe[2][sel, k], 1e-12), "k-", lw=1)
-            sel2 = t_hist <= t_show
-            ax.semilogy(t_hist[sel2] * 1e3, np.maximum(y_hist[sel2, i, k], 1e-12), "r--", lw=1)
+            sel = ref.times_s <= t_show
+            ax.semilogy(ref.times_s[sel] * 1e3, np.maximum(ref.mass_fractions[sel, k], 1e-12),
+                        "k-", lw=1)
+            sel2 = rollout.recorded_times_s <= t_show
+            ax.semilogy(rollout.recorded_times_s[sel2] * 1e3,
+                        np.maximum(rollout.recorded_y[sel2, i, k], 1e-12), "r--", lw=1)
         ax.set_title(f"Y {s} (black Cantera, red surrogate)", fontsize=7)
         ax.set_xlabel("t (ms)", fontsize=7)
         ax.tick_params(labelsize=6)

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError, did_you_mean
 from mechanisms.reactor import LABEL_TOLERANCES
 from mechanisms.state import ONE_ATM_PA
 
-# Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
-# Sources of rows. A row's source code (stored in files) is the index here: append, never reorder.
-SOURCES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs",
-           "equilibrium")
+# The sources of rows are the dataset file's SOURCE_NAMES; these split them into the two stages.
 MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow")
 SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn from manifold rows
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
@@ -160,9 +158,7 @@ class SamplingConfig:
         if self.task_rows < 1:
             raise InputError(f"task_rows: must be >= 1, got {self.task_rows}")
         for name, count in self.rows.items():
-            if name not in SOURCES:
-                raise InputError(f"rows: unknown source '{name}'{did_you_mean(name, SOURCES)} "
-                                 f"(sources: {', '.join(SOURCES)})")
+            _check_source(name)
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise InputError(f"rows.{name}: must be a whole number >= 0, got {count!r}")
         if sum(self.rows.values()) == 0:
@@ -197,6 +193,12 @@ class SamplingConfig:
     @property
     def pressures_pa(self) -> list[float]:
         return [p * ONE_ATM_PA for p in self.pressure_atm]
+
+
+def _check_source(name: str) -> None:
+    if name not in SOURCE_NAMES:
+        raise InputError(f"rows: unknown source '{name}'{did_you_mean(name, SOURCE_NAMES)} "
+                         f"(sources: {', '.join(SOURCE_NAMES)})")
 
 
 def _positive(name: str, value: float) -> None:
@@ -246,9 +248,7 @@ def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
         name = name.strip()
         if not sep:
             raise InputError(f"rows: write SOURCE=N, got '{item}'")
-        if name not in SOURCES:
-            raise InputError(f"rows: unknown source '{name}'{did_you_mean(name, SOURCES)} "
-                             f"(sources: {', '.join(SOURCES)})")
+        _check_source(name)
         try:
             out[name] = int(value)
         except ValueError:

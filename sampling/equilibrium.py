@@ -22,7 +22,7 @@ from __future__ import annotations
 import cantera as ct
 import numpy as np
 
-from mechanisms.state import Y_START, set_gas_state, state_of_gas, state_width
+from mechanisms.state import mass_fractions, set_gas_state, state_of_gas, state_width
 
 
 def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
@@ -50,7 +50,7 @@ def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
             y_eq = gas.Y.copy()
         except ct.CanteraError:
             continue
-        gap = base[Y_START:] - y_eq
+        gap = mass_fractions(base) - y_eq
         if not np.any(np.abs(gap) > 1e-12):
             continue  # already at equilibrium: the settled manifold rows hold it
         k = min(per_base, n - have)

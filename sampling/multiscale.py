@@ -10,7 +10,14 @@ from dataclasses import asdict, dataclass
 import cantera as ct
 import numpy as np
 
-from mechanisms.state import P_COLUMN, T_COLUMN, Y_START, set_gas_state
+from mechanisms.state import (
+    join_states,
+    mass_fractions,
+    normalise_mass_fractions,
+    pressure,
+    set_gas_state,
+    temperature,
+)
 
 LOG_FLOOR = 1e-25
 
@@ -43,28 +50,30 @@ class ManifoldRanges:
 def manifold_ranges(states: np.ndarray, diluents: list[int], margin_decades: float = 2.0
                     ) -> ManifoldRanges:
     """Ranges of manifold ``states`` ``[n, 2+ns]`` (see :class:`ManifoldRanges`)."""
-    y = states[:, Y_START:]
+    y = mass_fractions(states)
     log_y = np.log10(y + LOG_FLOOR)
     lo = np.floor(log_y.min(axis=0)) - margin_decades
     up = np.minimum(0.0, np.ceil(log_y.max(axis=0)))
+    t_k, p_pa = temperature(states), pressure(states)
     return ManifoldRanges(
         log_lo=lo.tolist(), log_up=up.tolist(),
-        temperature_k=[float(states[:, T_COLUMN].min()), float(states[:, T_COLUMN].max())],
-        pressure_pa=[float(states[:, P_COLUMN].min()), float(states[:, P_COLUMN].max())],
+        temperature_k=[float(t_k.min()), float(t_k.max())],
+        pressure_pa=[float(p_pa.min()), float(p_pa.max())],
         diluents=list(diluents),
         diluent_range=[[float(y[:, k].min()), float(y[:, k].max())] for k in diluents],
     )
 
 
 def _draw_t_p(ranges: ManifoldRanges, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """``(T [n] K, P [n] Pa)``: T uniform and P log-uniform in the manifold's ranges."""
     t_lo, t_hi = ranges.temperature_k
     p_lo, p_hi = ranges.pressure_pa
-    temperature = rng.uniform(t_lo, t_hi, n)
-    pressure = np.exp(rng.uniform(np.log(p_lo), np.log(p_hi), n))
-    return temperature, pressure
+    t_k = rng.uniform(t_lo, t_hi, n)
+    p_pa = np.exp(rng.uniform(np.log(p_lo), np.log(p_hi), n))
+    return t_k, p_pa
 
 
-def _finish(temperature: np.ndarray, pressure: np.ndarray, y: np.ndarray, ranges: ManifoldRanges,
+def _finish(t_k: np.ndarray, p_pa: np.ndarray, y: np.ndarray, ranges: ManifoldRanges,
             rng: np.random.Generator) -> np.ndarray:
     """Put diluents in their manifold range and scale the other species so that ΣY = 1."""
     n, ns = y.shape
@@ -81,11 +90,7 @@ def _finish(temperature: np.ndarray, pressure: np.ndarray, y: np.ndarray, ranges
     others = y.sum(axis=1)
     y *= ((1.0 - dil_total) / np.maximum(others, 1e-300))[:, None]
     y += y_dil
-    out = np.empty((n, Y_START + ns))
-    out[:, T_COLUMN] = temperature
-    out[:, P_COLUMN] = pressure
-    out[:, Y_START:] = y
-    return out
+    return join_states(t_k, p_pa, y)
 
 
 def draw_multiscale(ranges: ManifoldRanges, n: int, level_start: float, level_stop: float,
@@ -105,8 +110,8 @@ def draw_multiscale(ranges: ManifoldRanges, n: int, level_start: float, level_st
     low = np.minimum(lo[None, :] + k, up[None, :])
     exponent = low + (up[None, :] - low) * rng.random((n, len(lo)))
     y = 10.0 ** exponent
-    temperature, pressure = _draw_t_p(ranges, n, rng)
-    return _finish(temperature, pressure, y, ranges, rng)
+    t_k, p_pa = _draw_t_p(ranges, n, rng)
+    return _finish(t_k, p_pa, y, ranges, rng)
 
 
 def draw_log_uniform(ranges: ManifoldRanges, n: int, rng: np.random.Generator,
@@ -120,8 +125,8 @@ def draw_log_uniform(ranges: ManifoldRanges, n: int, rng: np.random.Generator,
     up = np.asarray(ranges.log_up)
     lo = np.minimum(lo, up)
     y = 10.0 ** (lo + (up - lo) * rng.random((n, len(lo))))
-    temperature, pressure = _draw_t_p(ranges, n, rng)
-    return _finish(temperature, pressure, y, ranges, rng)
+    t_k, p_pa = _draw_t_p(ranges, n, rng)
+    return _finish(t_k, p_pa, y, ranges, rng)
 
 
 def perturb(states: np.ndarray, alpha: float, temperature_span_k: float,
@@ -132,13 +137,11 @@ def perturb(states: np.ndarray, alpha: float, temperature_span_k: float,
     ``temperature_bounds_k`` (the mechanism's thermo range). Returns a new array.
     """
     out = states.copy()
-    n, width = out.shape
-    out[:, T_COLUMN] += temperature_span_k * alpha * rng.uniform(-1.0, 1.0, n)
-    np.clip(out[:, T_COLUMN], *temperature_bounds_k, out=out[:, T_COLUMN])
-    y = np.clip(out[:, Y_START:], 0.0, None)
-    y = y ** (1.0 + alpha * rng.uniform(-1.0, 1.0, (n, width - Y_START)))
-    out[:, Y_START:] = y / y.sum(axis=1, keepdims=True)
-    return out
+    t_k, y = temperature(out), mass_fractions(out)
+    t_k += temperature_span_k * alpha * rng.uniform(-1.0, 1.0, len(out))
+    np.clip(t_k, *temperature_bounds_k, out=t_k)
+    y[...] = np.clip(y, 0.0, None) ** (1.0 + alpha * rng.uniform(-1.0, 1.0, y.shape))
+    return normalise_mass_fractions(out)
 
 
 @dataclass

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError
 from mechanisms.executor import Executor, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
-from sampling.dataset import SOURCE_NAMES, DatasetWriter, file_is_writable
+from sampling.dataset_writer import DatasetWriter, file_is_writable
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
 from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
@@ -51,6 +52,10 @@ def _identity(mech: Mechanism, config: SamplingConfig) -> dict:
     return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict()}
 
 
+def _new_file(output: Path, mech: Mechanism, config: SamplingConfig) -> DatasetWriter:
+    return DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol, REACTOR_NAME)
+
+
 def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal: Journal,
                  overwrite: bool, append: bool) -> tuple[DatasetWriter, int, bool]:
     """Open or create the dataset; returns ``(writer, run index, resumed)``.
@@ -66,13 +71,11 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
         if journal.exists() and journal.meta().get("identity") == identity and \
                 not journal.meta().get("appending"):
             # The file vanished (or was never fully created) but the journal holds the run.
-            writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                          REACTOR_NAME)
+            writer = _new_file(output, mech, config)
             run = writer.start_run(config.to_dict())
             return writer, run, True
         journal.remove()
-        writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                      REACTOR_NAME)
+        writer = _new_file(output, mech, config)
         run = writer.start_run(config.to_dict())
         journal.create({"identity": identity, "run_index": run, "appending": False})
         return writer, run, False
@@ -89,22 +92,21 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
                 writer = DatasetWriter.open(output)
             else:
                 output.unlink()
-                writer = DatasetWriter.create(output, mech, config.dt, config.rtol, config.atol,
-                                              REACTOR_NAME)
+                writer = _new_file(output, mech, config)
             run = writer.start_run(config.to_dict())
             return writer, run, True
         raise InputError(f"output: {output} exists but is not a readable dataset "
                          f"({type(exc).__name__}); pass --overwrite to replace it")
-    attrs = dict(writer.h5.attrs)
-    if attrs["mechanism_sha256"] != mech.sha256:
+    facts = writer.facts()
+    if facts.mechanism_sha256 != mech.sha256:
         writer.close()
         raise InputError(f"output: {output} was made from another mechanism "
-                         f"({attrs['mechanism_source']}, phase {attrs['phase_name']}, sha256 "
-                         f"{str(attrs['mechanism_sha256'])[:12]}…); refusing to add rows of "
+                         f"({facts.mechanism_source}, phase {facts.phase}, sha256 "
+                         f"{facts.mechanism_sha256[:12]}…); refusing to add rows of "
                          f"{mech.source} (sha256 {mech.sha256[:12]}…)")
-    if float(attrs["dt"]) != config.dt:
+    if facts.dt_s != config.dt:
         writer.close()
-        raise InputError(f"output: {output} holds labels for dt = {float(attrs['dt']):g} s, "
+        raise InputError(f"output: {output} holds labels for dt = {facts.dt_s:g} s, "
                          f"not {config.dt:g} s; refusing to mix them")
     runs = writer.runs
     if runs and not runs[-1]["complete"]:

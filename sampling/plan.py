@@ -8,10 +8,11 @@ import cantera as ct
 import numpy as np
 
 from mechanisms.composition import mixture_mass_fractions, parse_composition
+from mechanisms.dataset_file import source_code
 from mechanisms.errors import InputError
 from mechanisms.loading import Mechanism
-from sampling.config import COMMON_DILUENTS, ONE_ATM_PA, SCATTER_SOURCES, SamplingConfig
-from sampling.dataset import source_code
+from mechanisms.state import ONE_ATM_PA
+from sampling.config import COMMON_DILUENTS, SCATTER_SOURCES, SamplingConfig
 from sampling.tasks import TaskSpec
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mechanisms.state import Y_START
+from mechanisms.state import normalise_mass_fractions
 
 
 def draw_along_profile(coordinate: np.ndarray, states: np.ndarray, activity: np.ndarray,
@@ -47,8 +47,4 @@ def draw_along_profile(coordinate: np.ndarray, states: np.ndarray, activity: np.
     idx = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(seg) - 1)
     frac = np.where(mass[idx] > 0, (u - cdf[idx]) / np.maximum(cdf[idx + 1] - cdf[idx], 1e-300), 0.0)
     frac = np.clip(frac, 0.0, 1.0)[:, None]
-    out = states[idx] * (1.0 - frac) + states[idx + 1] * frac
-    y = out[:, Y_START:]
-    np.clip(y, 0.0, None, out=y)
-    y /= y.sum(axis=1, keepdims=True)
-    return out
+    return normalise_mass_fractions(states[idx] * (1.0 - frac) + states[idx + 1] * frac)

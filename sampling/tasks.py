@@ -16,11 +16,11 @@ from typing import Any
 import cantera as ct
 import numpy as np
 
+from mechanisms.dataset_file import source_code
 from mechanisms.errors import cantera_message
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import EVOLVE_TOLERANCES, ReactorStep, Tolerances, reactor_network, restart
 from mechanisms.state import state_of_gas, state_width, temperature
-from sampling.dataset import source_code
 from sampling.equilibrium import draw_equilibrium_approach
 from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile, log_time
 from sampling.multiscale import (

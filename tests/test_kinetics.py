@@ -19,8 +19,8 @@ from kinetics.model_file import read_model_file
 from kinetics.synthetic import write_random_model
 from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
+from mechanisms.dataset_file import read_dataset
 from mechanisms.reactor import ReactorStep
-from sampling.dataset import read_dataset
 from tests.conftest import run_cli
 
 TRAIN_YAML = """name: tiny-h2

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from mechanisms import load_mechanism
-from sampling.dataset import SOURCE_NAMES, read_dataset, summarise_dataset
+from mechanisms.dataset_file import SOURCE_NAMES, read_dataset, summarise_dataset
 from tests.conftest import run_cli
 
 MINOR = ["H", "O", "OH", "HO2", "H2O2"]

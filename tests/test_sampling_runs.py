@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sampling.dataset import read_dataset
+from mechanisms.dataset_file import read_dataset
 from tests.conftest import DEEPKIN, run_cli
 
 REPRO = ["--T0", "1100,1300", "--pressure-atm", "1,10", "--phi", "0.7,1.4",

@@ -1,17 +1,7 @@
-"""The dataset file (HDF5): schema, the one writer, and readers.
+"""The one writer of the dataset file (schema and readers: ``mechanisms/dataset_file.py``).
 
-Layout (schema version 1; see ``docs/dataset.md``):
-
-- ``inputs``, ``targets``: ``[N, 2+ns]`` float64 states at t and t + dt (``[T, P, Y...]``);
-- ``source``: ``[N]`` uint8, index into the ``source_names`` attribute;
-- ``mechanism_yaml``: the mechanism text (a scalar string);
-- ``tasks/id``, ``tasks/rows``, ``tasks/status``: one entry per finished task, in row order; the
-  rows of task i follow those of task i − 1. Rows beyond the recorded tasks are debris of an
-  interrupted write and are cut off on resume;
-- attributes: ``schema_version``, ``mechanism_sha256``, ``mechanism_source``, ``phase_name``,
-  ``species_names``, ``dt`` (s), ``reactor``, ``rtol``, ``atol``, ``source_names``, ``runs``
-  (JSON list; each run holds its sampler configuration), ``sampler_config`` (JSON of the last run),
-  ``complete``, ``cantera_version``, ``deepkin_version``, ``created``.
+``DatasetWriter`` creates a file, records each sampling run and appends the rows of finished
+tasks in task order and in batches; ``file_is_writable`` checks an output path before a run.
 """
 
 from __future__ import annotations
@@ -20,7 +10,6 @@ import datetime as _dt
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +17,24 @@ import cantera as ct
 import h5py
 import numpy as np
 
-from mechanisms.errors import InputError
+from mechanisms.dataset_file import (
+    ROW_DATASETS,
+    SCHEMA_VERSION,
+    SOURCE_NAMES,
+    DatasetFacts,
+    check_schema,
+    read_facts,
+    recorded_rows,
+    source_code,
+)
 from mechanisms.loading import Mechanism
 from mechanisms.state import column_names, state_width
-from sampling.config import SOURCES
 
-SCHEMA_VERSION = 1
-SOURCE_NAMES = SOURCES  # a row's source code is the index of its source in this tuple
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype()
 # A chunk cache larger than a chunk, so that appending to a partly filled gzip chunk does not
 # decompress and recompress it on every write (it is compressed once, when flushed or evicted).
 _CHUNK_CACHE = {"rdcc_nbytes": 32 << 20, "rdcc_nslots": 10007, "rdcc_w0": 1.0}
-
-
-def source_code(name: str) -> int:
-    """The uint8 code stored in ``source`` for source ``name``."""
-    return SOURCE_NAMES.index(name)
 
 
 def _now() -> str:
@@ -117,18 +107,13 @@ class DatasetWriter:
         """Open an existing dataset for appending; cuts rows beyond the recorded tasks."""
         h5 = h5py.File(path, "r+", **_CHUNK_CACHE)
         writer = cls(path, h5)
-        writer._check_schema()
+        check_schema(h5, path, "output")
         writer.truncate_to_tasks()
         return writer
 
-    def _check_schema(self) -> None:
-        version = self.h5.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InputError(f"output: {self.path} has dataset schema {version!r}, "
-                             f"this deepkin writes {SCHEMA_VERSION}")
-        for name in ("inputs", "targets", "source", "tasks/id", "tasks/rows", "tasks/status"):
-            if name not in self.h5:
-                raise InputError(f"output: {self.path} lacks '{name}'; not a deepkin dataset")
+    def facts(self) -> DatasetFacts:
+        """What the file says about itself (mechanism, dt, runs, …), parsed now."""
+        return read_facts(self.h5, self.path, "output")
 
     # -- runs ------------------------------------------------------------------------------------
     @property
@@ -181,7 +166,7 @@ class DatasetWriter:
 
     @property
     def n_rows(self) -> int:
-        return int(self.h5["tasks/rows"][...].sum())
+        return recorded_rows(self.h5)
 
     def truncate_to_tasks(self) -> None:
         """Cut rows written after the last recorded task (debris of an interrupted write).
@@ -190,10 +175,10 @@ class DatasetWriter:
         never reached the disk): the caller rebuilds the file from the run journal.
         """
         n = self.n_rows
-        for name in ("inputs", "targets", "source"):
+        for name in ROW_DATASETS:
             if self.h5[name].shape[0] < n:
                 raise ValueError(f"{name} holds {self.h5[name].shape[0]} rows, tasks record {n}")
-        for name in ("inputs", "targets", "source"):
+        for name in ROW_DATASETS:
             if self.h5[name].shape[0] != n:
                 self.h5[name].resize(n, axis=0)
         self.h5.flush()
@@ -256,112 +241,6 @@ class DatasetWriter:
             self.write_pending()
             self.h5.flush()
             self.h5.close()
-
-
-# -- readers --------------------------------------------------------------------------------------
-def read_dataset(path: str | Path, sources: tuple[str, ...] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``(inputs, targets, source)`` of a dataset, optionally only some sources."""
-    with h5py.File(path, "r") as h5:
-        source = h5["source"][...]
-        inputs = h5["inputs"][...]
-        targets = h5["targets"][...]
-    if sources is not None:
-        mask = np.isin(source, [source_code(s) for s in sources])
-        return inputs[mask], targets[mask], source[mask]
-    return inputs, targets, source
-
-
-@dataclass
-class DatasetSummary:
-    """What ``deepkin dataset info`` prints."""
-
-    path: str
-    size_bytes: int
-    n_rows: int
-    rows_per_source: dict[str, int]
-    species: list[str]
-    dt_s: float
-    mechanism_source: str
-    mechanism_sha256: str
-    phase: str
-    complete: bool
-    n_runs: int
-    n_tasks: int
-    failed_tasks: list[str]
-    temperature_k: tuple[float, float]
-    pressure_pa: tuple[float, float]
-    y_min: list[float]
-    y_max: list[float]
-    attrs: dict[str, Any]
-
-    def format(self) -> str:
-        lines = [
-            f"file        {self.path} ({self.size_bytes / 2**20:.2f} MiB)",
-            f"status      {'complete' if self.complete else 'INCOMPLETE (rerun the same command to resume)'}"
-            f", {self.n_runs} run(s), {self.n_tasks} task(s)",
-            f"mechanism   {self.mechanism_source} (phase {self.phase}), sha256 {self.mechanism_sha256[:16]}…",
-            f"dt          {self.dt_s:g} s, {self.attrs.get('reactor', '?')}, "
-            f"rtol {self.attrs.get('rtol', '?'):g}, atol {self.attrs.get('atol', '?'):g}",
-            f"rows        {self.n_rows}",
-        ]
-        for name, count in self.rows_per_source.items():
-            lines.append(f"  {name:<12}{count:>10}")
-        if self.n_rows:
-            lines.append(f"T range     {self.temperature_k[0]:.1f} – {self.temperature_k[1]:.1f} K")
-            lines.append(f"P range     {self.pressure_pa[0]:.6g} – {self.pressure_pa[1]:.6g} Pa")
-            lines.append(f"species     {len(self.species)}   (Y min … max over inputs)")
-            for name, lo, hi in zip(self.species, self.y_min, self.y_max):
-                lines.append(f"  {name:<12}{lo:10.3e} … {hi:9.3e}")
-        if self.failed_tasks:
-            lines.append(f"failed      {len(self.failed_tasks)} task(s):")
-            lines.extend(f"  {t}" for t in self.failed_tasks[:10])
-        return "\n".join(lines)
-
-
-def summarise_dataset(path: str | Path, block_rows: int = 200_000) -> DatasetSummary:
-    """Summarise a dataset file, reading it in blocks of ``block_rows`` rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"dataset: {path} does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"dataset: {path} is not a readable HDF5 file ({exc})")
-    with h5:
-        if "inputs" not in h5 or "schema_version" not in h5.attrs:
-            raise InputError(f"dataset: {path} is not a deepkin dataset")
-        a = dict(h5.attrs)
-        species = json.loads(a["species_names"])
-        names = json.loads(a["source_names"])
-        n = int(h5["tasks/rows"][...].sum())
-        n = min(n, h5["inputs"].shape[0])
-        counts = np.zeros(len(names), dtype=np.int64)
-        t_lo, t_hi, p_lo, p_hi = np.inf, -np.inf, np.inf, -np.inf
-        y_lo = np.full(len(species), np.inf)
-        y_hi = np.full(len(species), -np.inf)
-        for start in range(0, n, block_rows):
-            block = h5["inputs"][start:start + block_rows]
-            src = h5["source"][start:start + block_rows]
-            counts += np.bincount(src, minlength=len(names))[:len(names)]
-            t_lo, t_hi = min(t_lo, block[:, 0].min()), max(t_hi, block[:, 0].max())
-            p_lo, p_hi = min(p_lo, block[:, 1].min()), max(p_hi, block[:, 1].max())
-            y_lo = np.minimum(y_lo, block[:, 2:].min(axis=0))
-            y_hi = np.maximum(y_hi, block[:, 2:].max(axis=0))
-        status = h5["tasks/status"].asstr()[...]
-        ids = h5["tasks/id"].asstr()[...]
-        failed = [f"{i}: {s}" for i, s in zip(ids, status) if s != "ok"]
-        runs = json.loads(a.get("runs", "[]"))
-    return DatasetSummary(
-        path=str(path), size_bytes=path.stat().st_size, n_rows=n,
-        rows_per_source={name: int(c) for name, c in zip(names, counts)},
-        species=species, dt_s=float(a["dt"]), mechanism_source=str(a["mechanism_source"]),
-        mechanism_sha256=str(a["mechanism_sha256"]), phase=str(a["phase_name"]),
-        complete=bool(a["complete"]), n_runs=len(runs), n_tasks=len(ids), failed_tasks=failed,
-        temperature_k=(float(t_lo), float(t_hi)), pressure_pa=(float(p_lo), float(p_hi)),
-        y_min=y_lo.tolist(), y_max=y_hi.tolist(),
-        attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()},
-    )
 
 
 def file_is_writable(path: Path) -> str | None:
