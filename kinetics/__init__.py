@@ -1,1 +1,32 @@
-"""deepkin package."""
+"""DNN chemistry integrators: from a dataset file to a model that advances cells by one step.
+
+:func:`train` fits a network (:class:`TrainConfig`; an MLP or MscaleDNN from the ``models``
+registry, Box-Cox features, CPU, one GPU or torchrun/DDP) on a dataset of ``deepkin sample`` and
+writes one safetensors model file (``model_file``: weights, normalisation, training domain and the
+embedded mechanism, checksummed). :class:`Integrator` loads such a file (:func:`resolve_model`
+also takes a shipped name such as ``"h2-air"``; :func:`list_models` lists a folder) and advances
+``[n, 2+ns]`` states ``[T (K), P (Pa), Y...]``: ``step(states, dt)``, or ``advance(states,
+n_substeps)`` for the counts of frozen, fallback and near-equilibrium cells. :func:`validate`
+judges a model a-posteriori against Cantera (0D autoignition) and writes its report.
+:func:`write_random_model` writes a random-weight model of the right shape for sizing a machine.
+Names are imported on first use.
+"""
+
+from __future__ import annotations
+
+from mechanisms.lazy_exports import lazy_exports
+
+_HOMES = {
+    "Integrator": "kinetics.integrator", "StepResult": "kinetics.integrator",
+    "resolve_device": "kinetics.integrator",
+    "ModelMeta": "kinetics.model_file", "read_model_file": "kinetics.model_file",
+    "save_model": "kinetics.model_file",
+    "build_model": "kinetics.models", "register": "kinetics.models",
+    "DEFAULT_MODEL": "kinetics.registry", "list_models": "kinetics.registry",
+    "resolve_model": "kinetics.registry",
+    "write_random_model": "kinetics.synthetic",
+    "TrainConfig": "kinetics.train", "TrainResult": "kinetics.train", "train": "kinetics.train",
+    "ValidationReport": "kinetics.validate", "validate": "kinetics.validate",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -12,19 +12,9 @@ See docs/service.md.
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from service.app import create_app
-    from service.client import Client, ServiceCallError, StepReply
-    from service.hosting import ModelHost, load_hosts
-    from service.server import serve
-    from service.settings import ServiceSettings
-
-__all__ = ["Client", "ModelHost", "ServiceCallError", "ServiceSettings", "StepReply", "create_app",
-           "load_hosts", "serve", "service_version"]
+from mechanisms.lazy_exports import lazy_exports
 
 # Imported on first use: `from service import Client` must not load torch, Cantera or FastAPI (the
 # client needs numpy and httpx only), and the routers import service_version from this module.
@@ -32,17 +22,8 @@ _HOMES = {"Client": "service.client", "ServiceCallError": "service.client",
           "StepReply": "service.client", "create_app": "service.app", "ModelHost": "service.hosting",
           "load_hosts": "service.hosting", "serve": "service.server",
           "ServiceSettings": "service.settings"}
-
-
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'service' has no attribute '{name}'")
-    return getattr(import_module(home), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [*sorted(_HOMES), "service_version"]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
 
 
 def service_version() -> str:
