@@ -68,7 +68,7 @@ void Foam::deepkin<ChemistryModel>::open()
     if (status != DEEPKIN_OK)
     {
         FatalErrorInFunction
-            << "deepkin: cannot use model '" << model_ << "' at " << url_
+            << "deepkin: cannot use model '" << model_ << "' at " << url_.c_str()
             << " (deepkinCoeffs): " << lastError().c_str() << exit(FatalError);
     }
     modelDeltaT_ = deepkin_dt(client_);
@@ -112,10 +112,19 @@ void Foam::deepkin<ChemistryModel>::open()
     }
     if (!missing.empty() || !extra.empty())
     {
+        auto names = [](const wordList& list)
+        {
+            std::string text;
+            for (const word& name : list)
+            {
+                text += (text.empty() ? "" : " ") + name;
+            }
+            return text.empty() ? std::string("none") : text;
+        };
         FatalErrorInFunction
-            << "deepkin: the case's species are not model '" << model_
-            << "''s: the case lacks " << missing << " and has "
-            << extra << " that the model lacks (write the case's thermo from the"
+            << "deepkin: the case's species differ from those of model '"
+            << model_ << "': the case lacks " << names(missing).c_str()
+            << " and has " << names(extra).c_str() << " that the model lacks (write the case's thermo from the"
             << " model with `deepkin openfoam export " << model_ << " CASE`)"
             << exit(FatalError);
     }
@@ -139,7 +148,7 @@ Foam::label Foam::deepkin<ChemistryModel>::substeps(const scalar deltaT) const
     {
         FatalErrorInFunction
             << "deepkin: deltaT = " << deltaT << " s is not a whole multiple of"
-            << " model '" << model_ << "''s dt of " << modelDeltaT_ << " s: set"
+            << " the dt of model '" << model_ << "' (" << modelDeltaT_ << " s): set"
             << " deltaT in system/controlDict to k*" << modelDeltaT_
             << " s and adjustTimeStep off" << exit(FatalError);
     }
