@@ -51,10 +51,10 @@ def binaries(tmp_path_factory) -> dict[str, Path]:
               "none", "client.o", "-o", "step_cpp", "-lcurl"], d)
     built = {"c": d / "step_c", "c++": d / "step_cpp"}
     if shutil.which("gfortran") or REQUIRED:
-        fc = _need("gfortran")
-        _compile([fc, "-O2", "-Wall", "-std=f2008", "-c", str(ROOT / "couplers/fortran/deepkin_client.f90")], d)
-        _compile([fc, "-O2", "-Wall", "-std=f2008", str(ROOT / "examples/fortran/deepkin_step.f90"), "client.o",
-                  "-o", "step_f", "-lcurl"], d)
+        fc = [_need("gfortran"), "-O2", "-Wall", "-std=f2008"]
+        _compile([*fc, "-c", str(ROOT / "couplers/fortran/deepkin_client.f90")], d)
+        _compile([*fc, str(ROOT / "examples/fortran/deepkin_step.f90"), "client.o", "-o", "step_f",
+                  "-lcurl"], d)
         built["fortran"] = d / "step_f"
     return built
 
@@ -99,7 +99,8 @@ def test_the_three_languages_agree(binaries, live):
 def test_errors_are_one_readable_line(binaries, live):
     wrong = _run(binaries["c"], live.url, "h2", "not-the-token")
     assert wrong.returncode == 1
-    assert re.fullmatch(r"error: open: GET \S+/v1/models/h2: HTTP 403: .*token.*\n", wrong.stderr), wrong.stderr
+    assert re.fullmatch(r"error: open: GET \S+/v1/models/h2: HTTP 403: .*token.*\n", wrong.stderr), \
+        wrong.stderr
     missing = _run(binaries["c"], live.url, "no-such-model", TOKEN)
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr and "served: h2" in missing.stderr
     nan = _run(binaries["c"], live.url, "h2", TOKEN)

@@ -243,7 +243,7 @@ def _write_flame1d(spec: CaseSpec, out: Path, gas: ct.Solution, y0: np.ndarray, 
     u = np.interp(z, flame.grid, flame.velocity)
     end = spec.end_time_s or 1e-3
     steps = max(1, round(end / dt))
-    write_every = max(1, round((spec.write_interval_s or 5e-5) / dt))
+    write_every = min(steps, max(1, round((spec.write_interval_s or 5e-5) / dt)))
     _flame_mesh(out, length, dx, n)
     gas.TPY = flame.T[-1], spec.pressure_pa, flame.Y[:, -1]
     _flame_fields(out, spec, gas, y0, temps, ys, u, speed, gas.cp / gas.cv, length)
