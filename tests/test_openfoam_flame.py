@@ -12,7 +12,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from openfoam_support import SHIPPED_MODELS, TOKEN, build_library, require_openfoam, run_solver, write_case
+from openfoam_support import (
+    SHIPPED_MODELS,
+    TOKEN,
+    build_library,
+    require_openfoam,
+    run_solver,
+    set_entry,
+    write_case,
+)
 
 from couplers.openfoam.foam import read_internal_field, run_application
 from couplers.openfoam.results import case_info, flame_positions, flame_speed, step_counts
@@ -88,6 +96,30 @@ def test_flame_two_ranks_match_one(smoke_case, live, tmp_path):
         assert differences[field] < tolerance, field
     print(f"2 ranks vs 1 after {SMOKE_STEPS} steps: max |dT| {differences['T']:.2e} K, max |dY_OH| "
           f"{differences['OH']:.2e}; {requests:g} requests in {calls:g} device calls")
+
+
+def test_flame_urls_are_spread_over_ranks(smoke_case, live, tmp_path):
+    """`urls (A B)`: rank 0 calls A, rank 1 calls B; each server advances its rank's cells."""
+    case = tmp_path / "case"
+    shutil.copytree(smoke_case, case)
+    steps = 5
+    set_entry(case / "system" / "controlDict", "endTime", f"{steps}e-06")
+    set_entry(case / "system" / "controlDict", "writeInterval", str(steps))
+    with LiveServer(SHIPPED_MODELS, "--token", TOKEN) as other:
+        chemistry = case / "constant" / "chemistryProperties"
+        urls = f'urls ("{live.url}" "{other.url}");'
+        chemistry.write_text(re.sub(r'url\s+"[^"]*";', urls, chemistry.read_text()))
+        before = _cells(live)
+        run_application("decomposePar", case)
+        run_solver("reactingFoam", case, ranks=2)
+        served = {"A": _cells(live) - before, "B": _cells(other)}
+    assert served == {"A": steps * 200, "B": steps * 200}  # 400 cells split in two slabs
+
+
+def _cells(server) -> float:
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    match = re.search(r'^deepkin_cells_total\{model="h2-air"\} ([0-9.e+]+)', text, flags=re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 def _batch_counts(live) -> dict[str, float]:
