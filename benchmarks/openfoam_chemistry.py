@@ -136,7 +136,9 @@ def main() -> None:
     url_placeholder = "http://127.0.0.1:1"  # rewritten per server below
     cases = {n: prepare(n, cores_list, workdir, url_placeholder) for n in cells_list}
     cpu = platform.processor() or platform.machine()
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; service device {args.device}; "
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; load average {load} before the "
+          f"timings (other work on the machine slows both sides); service device {args.device}; "
           f"deltaT 1e-6 s; cases in {workdir}")
     for cores in cores_list:
         with LiveServer(ROOT / "kinetics" / "shipped", "--token", TOKEN, "--threads", str(cores),

@@ -68,6 +68,7 @@ def solver_error(application: str, case: Path, *args: str, token: str = TOKEN) -
     """Run an application that must fail; its FatalError as one line."""
     with pytest.raises(FoamError) as failure:
         run_solver(application, case, *args, token=token, timeout_s=300)
+    print(f"FatalError: {failure.value}")
     return str(failure.value)
 
 

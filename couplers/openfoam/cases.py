@@ -360,7 +360,7 @@ def _flame_fields(out: Path, spec: CaseSpec, gas: ct.Solution, y0: np.ndarray, t
 def _flame_controls(out: Path, spec: CaseSpec, dt: float, steps: int, write_every: int) -> None:
     write_foam_file(out / "system" / "controlDict", f"""application     reactingFoam;
 
-startFrom       latestTime;
+startFrom       startTime;
 
 startTime       0;
 
