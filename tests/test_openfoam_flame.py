@@ -34,7 +34,7 @@ def live():
     require_openfoam()
     build_library()
     # a short queue delay lets the two ranks' requests of a step meet in one device call
-    with LiveServer(SHIPPED_MODELS, "--token", TOKEN, "--queue-delay-ms", "2") as srv:
+    with LiveServer(SHIPPED_MODELS, "--token", TOKEN, "--queue-delay-ms", "5") as srv:
         yield srv
 
 

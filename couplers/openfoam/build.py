@@ -167,8 +167,9 @@ def _has_lninclude(folder: Path) -> bool:
 
 
 def _sync_tree(src: Path, dst: Path) -> None:
-    """Copy ``src`` into ``dst``, leaving files whose content is unchanged alone (wmake decides
-    what to recompile from their times)."""
+    """Copy ``src`` into ``dst``, leaving files whose content is unchanged alone. A changed file
+    gets the current time (not its source's, which may be older than the objects): wmake decides
+    what to recompile from file times."""
     for path in src.rglob("*"):
         parts = path.relative_to(src).parts
         if any(p == "lnInclude" or p.startswith("linux64") for p in parts):
@@ -178,7 +179,7 @@ def _sync_tree(src: Path, dst: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
         elif not target.exists() or not filecmp.cmp(path, target, shallow=False):
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            shutil.copyfile(path, target)
 
 
 def build(root: Path | None = None, source: Path | None = None, log=None) -> Path:
@@ -210,7 +211,7 @@ def build(root: Path | None = None, source: Path | None = None, log=None) -> Pat
     for name in ("deepkin_client.c", "deepkin_client.h"):
         target = build_dir / "deepkinChemistry" / name
         if not target.exists() or not filecmp.cmp(CLIENT_SOURCES / name, target, shallow=False):
-            shutil.copy2(CLIENT_SOURCES / name, target)
+            shutil.copyfile(CLIENT_SOURCES / name, target)
     logfile = root / "build.log"
     _run(["wmake", "libso"], log, "wmake libso (libdeepkinChemistry)", logfile,
          cwd=build_dir / "deepkinChemistry", env=env)
