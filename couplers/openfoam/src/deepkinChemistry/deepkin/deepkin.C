@@ -124,8 +124,9 @@ void Foam::deepkin<ChemistryModel>::open()
         FatalErrorInFunction
             << "deepkin: the case's species differ from those of model '"
             << model_ << "': the case lacks " << names(missing).c_str()
-            << " and has " << names(extra).c_str() << " that the model lacks (write the case's thermo from the"
-            << " model with `deepkin openfoam export " << model_ << " CASE`)"
+            << " and has " << names(extra).c_str() << " that the model lacks"
+            << " (write the case's thermo from the model with `deepkin"
+            << " openfoam export " << model_ << " CASE`)"
             << exit(FatalError);
     }
 
