@@ -296,6 +296,15 @@ def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_b
     serve(settings)
 
 
+def _add_openfoam() -> None:
+    from couplers.openfoam.commands import openfoam  # click only; its commands import lazily
+
+    cli.add_command(openfoam)
+
+
+_add_openfoam()
+
+
 def main() -> None:
     """Console entry point: known errors print one line and exit 1, never a traceback."""
     try:

@@ -36,8 +36,9 @@ def _compile_c_example(out: Path) -> subprocess.CompletedProcess | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    return subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                           str(ROOT / "examples/c/deepkin_step.c"), "-lcurl", "-lm"],
+    return subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(ROOT / "couplers/c"), "-o",
+                           str(out), str(ROOT / "examples/c/deepkin_step.c"),
+                           str(ROOT / "couplers/c/deepkin_client.c"), "-lcurl", "-lm"],
                           capture_output=True, text=True)
 
 
@@ -52,7 +53,8 @@ def test_c_example(live, tmp_path):
     run = subprocess.run([str(binary), live.url, "h2", TOKEN], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "cells 4, frozen 0, fallback 0, substeps 1" in run.stdout
-    assert re.search(r'NaN cell: HTTP 422 \{"error":"states: row 0 holds NaN or inf"\}', run.stdout)
+    assert re.search(r"NaN cell: POST \S+/v1/models/h2/step: HTTP 422: states: row 0 holds NaN or inf",
+                     run.stdout)
     assert run.stdout.rstrip().endswith("ok")
     wrong = subprocess.run([str(binary), live.url, "h2", "wrong-token"], capture_output=True, text=True,
                            timeout=60)

@@ -7,4 +7,6 @@
   ``kinetics.synthetic.write_random_model``).
 - ``tests.helpers.load``: ``run_load``, a bounded load generator for the binary step endpoint, and
   ``uniform_states``.
+- ``tests.helpers.openfoam``: the installed OpenFOAM (or a skip, or a failure under
+  ``DEEPKIN_REQUIRE_OPENFOAM=1``), the built chemistry library, cases written by the real CLI.
 """

@@ -1,0 +1,529 @@
+/*
+ * deepkin_client.c - the binary wire of the deepkin service (docs/service.md) over libcurl.
+ *
+ *   GET  {url}/v1/models/{model}          JSON: dt_s, mechanism_sha256 (read here, once)
+ *   GET  {url}/v1/models/{model}/species  plain text, one name a line: the column order of Y
+ *   POST {url}/v1/models/{model}/step     n x (2 + ns) little-endian doubles in and out;
+ *                                         counts in the X-Cells, X-Frozen-Cells,
+ *                                         X-Fallback-Cells and X-Substeps headers
+ *
+ * One CURL easy handle per client keeps the connection open between steps. The answer of a step
+ * is written straight into the caller's array (no copy beyond libcurl's receive buffer).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "deepkin_client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define ERR_SIZE 1024
+#define TEXT_LIMIT (16u << 20) /* largest non-state answer kept (species lists, error bodies) */
+#define BACKOFF_FIRST_S 0.05
+#define BACKOFF_MAX_S 1.0
+
+enum { COUNT_CELLS, COUNT_FROZEN, COUNT_FALLBACK, COUNT_SUBSTEPS, N_COUNTS };
+
+typedef struct {
+    long status;          /* of the latest status line */
+    long counts[N_COUNTS];
+    double retry_after_s; /* Retry-After, or -1 */
+    int dtype_float64;    /* X-Dtype: float64 seen */
+    char *target;         /* 200 answers go here (NULL: into text) */
+    size_t want, got;
+    int overflow;
+    char *text;
+    size_t text_len, text_cap;
+} reply_t;
+
+struct deepkin_client {
+    CURL *curl;
+    char *base;          /* URL without a trailing '/' */
+    char *model;         /* as given, for messages */
+    char *model_path;    /* URL-escaped */
+    char *auth_header;   /* "Authorization: Bearer ..." or NULL */
+    char *sha_header;    /* "X-Mechanism-SHA256: ..." or NULL */
+    double timeout_s;
+    int ns;
+    char **species;
+    double dt_s;
+    char sha256[72];
+    long counts[N_COUNTS];
+    long http_status;
+    reply_t reply;
+    char err[ERR_SIZE];
+};
+
+/* ---------------------------------------------------------------- small helpers */
+
+static void set_error(deepkin_client *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    for (char *p = c->err; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+static char *dup_string(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static char *join(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *d = malloc(na + nb + 1);
+    if (!d) return NULL;
+    memcpy(d, a, na);
+    memcpy(d + na, b, nb + 1);
+    return d;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sleep_s(double seconds) {
+    if (seconds <= 0) return;
+    struct timespec ts;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static int copy_out(const char *text, char *buf, int size) {
+    int n = (int)strlen(text);
+    if (buf && size > 0) {
+        int k = n < size - 1 ? n : size - 1;
+        memcpy(buf, text, (size_t)k);
+        buf[k] = '\0';
+    }
+    return n;
+}
+
+/* The value after top-level key `key` of a JSON object, or NULL. Strings are skipped whole, so a
+ * key-like text inside a value never matches. */
+static const char *json_value(const char *s, const char *key) {
+    int depth = 0;
+    size_t key_len = strlen(key);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"') {
+            const char *start = ++p;
+            while (*p && *p != '"') {
+                if (*p == '\\' && p[1]) p++;
+                p++;
+            }
+            if (!*p) return NULL;
+            if (depth == 1 && (size_t)(p - start) == key_len && !strncmp(start, key, key_len)) {
+                const char *q = p + 1;
+                while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r') q++;
+                if (*q == ':') {
+                    q++;
+                    while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r') q++;
+                    return q;
+                }
+            }
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+        }
+    }
+    return NULL;
+}
+
+/* The string at `p` (which starts with '"') into out; simple escapes decoded, \uXXXX kept. */
+static int json_string(const char *p, char *out, size_t size) {
+    if (!p || *p != '"' || size == 0) return 0;
+    size_t k = 0;
+    for (p++; *p && *p != '"'; p++) {
+        char ch = *p;
+        if (ch == '\\' && p[1]) {
+            p++;
+            ch = *p == 'n' ? ' ' : *p == 't' ? ' ' : *p;
+        }
+        if (k + 1 < size) out[k++] = ch;
+    }
+    out[k] = '\0';
+    return *p == '"';
+}
+
+/* The server's one-line reason from an error body ({"error": "..."}), else its first line. */
+static void server_reason(const reply_t *r, char *out, size_t size) {
+    out[0] = '\0';
+    if (!r->text || !r->text_len) return;
+    if (json_string(json_value(r->text, "error"), out, size)) return;
+    size_t k = 0;
+    for (const char *p = r->text; *p && *p != '\n' && k + 1 < size && k < 300; p++) out[k++] = *p;
+    out[k] = '\0';
+}
+
+/* ---------------------------------------------------------------- libcurl callbacks */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
+    reply_t *r = (reply_t *)userdata;
+    size_t n = size * nmemb;
+    if (r->status == 200 && r->target) {
+        if (r->got + n > r->want) {
+            r->overflow = 1;
+            return 0; /* abort: more bytes than the states we sent */
+        }
+        memcpy(r->target + r->got, data, n);
+        r->got += n;
+        return n;
+    }
+    if (r->text_len + n + 1 > r->text_cap) {
+        size_t cap = r->text_cap ? r->text_cap : 4096;
+        while (cap < r->text_len + n + 1) cap *= 2;
+        if (cap > TEXT_LIMIT) {
+            r->overflow = 1;
+            return 0;
+        }
+        char *grown = realloc(r->text, cap);
+        if (!grown) return 0;
+        r->text = grown;
+        r->text_cap = cap;
+    }
+    memcpy(r->text + r->text_len, data, n);
+    r->text_len += n;
+    r->text[r->text_len] = '\0';
+    return n;
+}
+
+static int header_is(const char *line, size_t n, const char *name, const char **value) {
+    size_t len = strlen(name);
+    if (n <= len || strncasecmp(line, name, len) != 0 || line[len] != ':') return 0;
+    *value = line + len + 1;
+    return 1;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) {
+    reply_t *r = (reply_t *)userdata;
+    size_t n = size * nitems;
+    const char *value;
+    static const char *const count_names[N_COUNTS] = {"X-Cells", "X-Frozen-Cells", "X-Fallback-Cells",
+                                                      "X-Substeps"};
+    if (n > 5 && !strncmp(line, "HTTP/", 5)) { /* a new answer (e.g. after a redirect): reset */
+        const char *sp = memchr(line, ' ', n);
+        r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        for (int i = 0; i < N_COUNTS; i++) r->counts[i] = -1;
+        r->retry_after_s = -1;
+        r->dtype_float64 = 0;
+        return n;
+    }
+    for (int i = 0; i < N_COUNTS; i++)
+        if (header_is(line, n, count_names[i], &value)) r->counts[i] = strtol(value, NULL, 10);
+    if (header_is(line, n, "Retry-After", &value)) r->retry_after_s = strtod(value, NULL);
+    if (header_is(line, n, "X-Dtype", &value)) {
+        while (*value == ' ') value++;
+        r->dtype_float64 = !strncasecmp(value, "float64", 7);
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- one call, with retries */
+
+static int status_code(long http) {
+    switch (http) {
+    case 401:
+    case 403: return DEEPKIN_ERROR_AUTH;
+    case 404: return DEEPKIN_ERROR_NOT_FOUND;
+    case 409: return DEEPKIN_ERROR_MECHANISM;
+    case 413:
+    case 415:
+    case 422: return DEEPKIN_ERROR_INPUT;
+    default: return DEEPKIN_ERROR_SERVER;
+    }
+}
+
+/* GET (body NULL) or POST `url`. A 200 answer goes to `target` (want bytes) or into reply.text.
+ * Refused connections and 503 are retried with back-off until the client's timeout. */
+static int call(deepkin_client *c, const char *url, const void *body, size_t body_size,
+                struct curl_slist *headers, void *target, size_t want) {
+    const char *method = body ? "POST" : "GET";
+    const double deadline = now_s() + c->timeout_s;
+    double backoff = BACKOFF_FIRST_S;
+    int attempts = 0;
+    reply_t *r = &c->reply;
+    CURL *h = c->curl;
+
+    for (;;) {
+        double left = deadline - now_s();
+        attempts++;
+        r->status = 0;
+        r->target = (char *)target;
+        r->want = want;
+        r->got = 0;
+        r->overflow = 0;
+        r->text_len = 0;
+        if (r->text) r->text[0] = '\0';
+        for (int i = 0; i < N_COUNTS; i++) r->counts[i] = -1;
+        r->retry_after_s = -1;
+        r->dtype_float64 = 0;
+
+        long left_ms = left > 0.001 ? (long)(left * 1000.0) : 1;
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
+        if (body) {
+            curl_easy_setopt(h, CURLOPT_POST, 1L);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size);
+        } else {
+            curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        }
+        CURLcode rc = curl_easy_perform(h);
+        c->http_status = rc == CURLE_OK ? r->status : 0;
+        left = deadline - now_s();
+
+        if (rc == CURLE_OK && r->status == 200) return DEEPKIN_OK;
+        if (rc == CURLE_OK && r->status == 503) {
+            if (left > 0) {
+                double wait = r->retry_after_s > 0 ? r->retry_after_s : backoff;
+                sleep_s(wait < left ? wait : left);
+                backoff = backoff * 2 < BACKOFF_MAX_S ? backoff * 2 : BACKOFF_MAX_S;
+                continue;
+            }
+            char reason[512];
+            server_reason(r, reason, sizeof reason);
+            set_error(c, "%s %s: the server stayed busy (HTTP 503, %d tries in %g s): %s", method, url,
+                      attempts, c->timeout_s, reason);
+            return DEEPKIN_ERROR_BUSY;
+        }
+        if (rc == CURLE_OK) {
+            char reason[512];
+            server_reason(r, reason, sizeof reason);
+            set_error(c, "%s %s: HTTP %ld: %s", method, url, r->status, reason);
+            return status_code(r->status);
+        }
+        if (rc == CURLE_COULDNT_CONNECT) {
+            if (left > 0) {
+                sleep_s(backoff < left ? backoff : left);
+                backoff = backoff * 2 < BACKOFF_MAX_S ? backoff * 2 : BACKOFF_MAX_S;
+                continue;
+            }
+            set_error(c, "no server at %s: connection refused (%d tries in %g s); is `deepkin serve` "
+                      "running there?", c->base, attempts, c->timeout_s);
+            return DEEPKIN_ERROR_CONNECT;
+        }
+        if (rc == CURLE_OPERATION_TIMEDOUT) {
+            set_error(c, "%s %s: no complete answer within the timeout of %g s", method, url,
+                      c->timeout_s);
+            return DEEPKIN_ERROR_TIMEOUT;
+        }
+        if (rc == CURLE_WRITE_ERROR && r->overflow) {
+            set_error(c, "%s %s: the answer is longer than expected (%zu bytes)", method, url, want);
+            return DEEPKIN_ERROR_PROTOCOL;
+        }
+        set_error(c, "%s %s: %s", method, url, curl_easy_strerror(rc));
+        return rc == CURLE_OUT_OF_MEMORY ? DEEPKIN_ERROR_MEMORY : DEEPKIN_ERROR_CONNECT;
+    }
+}
+
+static struct curl_slist *common_headers(const deepkin_client *c, struct curl_slist *list) {
+    if (c->auth_header) list = curl_slist_append(list, c->auth_header);
+    return list;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+int deepkin_open(const char *url, const char *model, const char *token, const char *mechanism_sha256,
+                 double timeout_s, deepkin_client **client) {
+    if (!client) return DEEPKIN_ERROR_ARGUMENT;
+    deepkin_client *c = calloc(1, sizeof *c);
+    *client = c;
+    if (!c) return DEEPKIN_ERROR_MEMORY;
+    for (int i = 0; i < N_COUNTS; i++) c->counts[i] = -1;
+    const uint16_t probe = 1;
+    if (*(const uint8_t *)&probe != 1) {
+        set_error(c, "deepkin_client needs a little-endian host (the wire is little-endian float64)");
+        return DEEPKIN_ERROR_PROTOCOL;
+    }
+    if (!url || !*url || !model || !*model) {
+        set_error(c, "deepkin_open: url and model are required");
+        return DEEPKIN_ERROR_ARGUMENT;
+    }
+    if (!(timeout_s > 0) || !isfinite(timeout_s)) {
+        set_error(c, "deepkin_open: timeout must be > 0 s, got %g", timeout_s);
+        return DEEPKIN_ERROR_ARGUMENT;
+    }
+    c->timeout_s = timeout_s;
+    c->base = dup_string(url);
+    c->model = dup_string(model);
+    c->curl = curl_easy_init();
+    if (!c->base || !c->model || !c->curl) {
+        set_error(c, "deepkin_open: out of memory");
+        return DEEPKIN_ERROR_MEMORY;
+    }
+    for (size_t n = strlen(c->base); n > 0 && c->base[n - 1] == '/'; n--) c->base[n - 1] = '\0';
+    char *escaped = curl_easy_escape(c->curl, model, 0);
+    c->model_path = escaped ? dup_string(escaped) : NULL;
+    curl_free(escaped);
+    if (token && *token) c->auth_header = join("Authorization: Bearer ", token);
+    if (mechanism_sha256 && *mechanism_sha256)
+        c->sha_header = join("X-Mechanism-SHA256: ", mechanism_sha256);
+    if (!c->model_path || (token && *token && !c->auth_header) ||
+        (mechanism_sha256 && *mechanism_sha256 && !c->sha_header)) {
+        set_error(c, "deepkin_open: out of memory");
+        return DEEPKIN_ERROR_MEMORY;
+    }
+    curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c->curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &c->reply);
+    curl_easy_setopt(c->curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, &c->reply);
+
+    char url_buf[2048];
+    struct curl_slist *headers = common_headers(c, NULL);
+    snprintf(url_buf, sizeof url_buf, "%s/v1/models/%s", c->base, c->model_path);
+    int rc = call(c, url_buf, NULL, 0, headers, NULL, 0);
+    if (rc == DEEPKIN_OK) {
+        const char *dt = json_value(c->reply.text, "dt_s");
+        char *end = NULL;
+        c->dt_s = dt ? strtod(dt, &end) : 0.0;
+        if (!dt || end == dt || !(c->dt_s > 0) ||
+            !json_string(json_value(c->reply.text, "mechanism_sha256"), c->sha256, sizeof c->sha256)) {
+            set_error(c, "GET %s: the answer has no dt_s or mechanism_sha256", url_buf);
+            rc = DEEPKIN_ERROR_PROTOCOL;
+        }
+    }
+    if (rc == DEEPKIN_OK && mechanism_sha256 && *mechanism_sha256 &&
+        strcasecmp(mechanism_sha256, c->sha256) != 0) {
+        set_error(c, "model '%s' at %s has mechanism sha256 %.12s..., expected %.12s...: it was trained "
+                  "on another mechanism", model, c->base, c->sha256, mechanism_sha256);
+        rc = DEEPKIN_ERROR_MECHANISM;
+    }
+    if (rc == DEEPKIN_OK) {
+        snprintf(url_buf, sizeof url_buf, "%s/v1/models/%s/species", c->base, c->model_path);
+        rc = call(c, url_buf, NULL, 0, headers, NULL, 0);
+    }
+    curl_slist_free_all(headers);
+    if (rc != DEEPKIN_OK) return rc;
+
+    int ns = 0;
+    for (size_t i = 0; i < c->reply.text_len; i++) ns += c->reply.text[i] == '\n';
+    c->species = calloc((size_t)ns + 1, sizeof *c->species);
+    if (!c->species) {
+        set_error(c, "deepkin_open: out of memory");
+        return DEEPKIN_ERROR_MEMORY;
+    }
+    int k = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(c->reply.text, "\n", &save); line && k < ns;
+         line = strtok_r(NULL, "\n", &save)) {
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r') line[n - 1] = '\0';
+        if (!(c->species[k] = dup_string(line))) {
+            set_error(c, "deepkin_open: out of memory");
+            return DEEPKIN_ERROR_MEMORY;
+        }
+        k++;
+    }
+    c->reply.text_len = 0;
+    if (k == 0) {
+        set_error(c, "GET %s: the model lists no species", url_buf);
+        return DEEPKIN_ERROR_PROTOCOL;
+    }
+    c->ns = k;
+    c->err[0] = '\0';
+    return DEEPKIN_OK;
+}
+
+int deepkin_n_species(const deepkin_client *c) { return c ? c->ns : 0; }
+
+double deepkin_dt(const deepkin_client *c) { return c ? c->dt_s : 0.0; }
+
+int deepkin_species_name(const deepkin_client *c, int k, char *buf, int size) {
+    if (!c || k < 0 || k >= c->ns || !buf || size <= 0) return DEEPKIN_ERROR_ARGUMENT;
+    copy_out(c->species[k], buf, size);
+    return DEEPKIN_OK;
+}
+
+int deepkin_mechanism_sha256(const deepkin_client *c, char *buf, int size) {
+    if (!c || !c->ns || !buf || size <= 0) return DEEPKIN_ERROR_ARGUMENT;
+    copy_out(c->sha256, buf, size);
+    return DEEPKIN_OK;
+}
+
+int deepkin_step(deepkin_client *c, long n_cells, const double *states, double dt_s, double *advanced) {
+    if (!c) return DEEPKIN_ERROR_ARGUMENT;
+    if (!c->ns) {
+        set_error(c, "deepkin_step: the client is not open");
+        return DEEPKIN_ERROR_ARGUMENT;
+    }
+    if (n_cells < 0 || (n_cells > 0 && (!states || !advanced)) || !(dt_s >= 0) || !isfinite(dt_s)) {
+        set_error(c, "deepkin_step: bad arguments (n_cells %ld, dt %g s)", n_cells, dt_s);
+        return DEEPKIN_ERROR_ARGUMENT;
+    }
+    const size_t bytes = (size_t)n_cells * (size_t)(2 + c->ns) * sizeof(double);
+    char url[2048], cells[64];
+    if (dt_s > 0)
+        snprintf(url, sizeof url, "%s/v1/models/%s/step?dt=%.17g", c->base, c->model_path, dt_s);
+    else
+        snprintf(url, sizeof url, "%s/v1/models/%s/step", c->base, c->model_path);
+    snprintf(cells, sizeof cells, "X-Cells: %ld", n_cells);
+    struct curl_slist *headers = common_headers(c, NULL);
+    headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
+    headers = curl_slist_append(headers, "X-Dtype: float64");
+    headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+    headers = curl_slist_append(headers, cells);
+    if (c->sha_header) headers = curl_slist_append(headers, c->sha_header);
+    static const double empty = 0.0;
+    int rc = call(c, url, n_cells ? (const void *)states : (const void *)&empty, bytes, headers,
+                  advanced, bytes);
+    curl_slist_free_all(headers);
+    if (rc != DEEPKIN_OK) return rc;
+    if (c->reply.got != bytes || !c->reply.dtype_float64 || c->reply.counts[COUNT_CELLS] != n_cells) {
+        set_error(c, "POST %s: expected %zu bytes of float64 for %ld cells, got %zu bytes (X-Cells %ld)",
+                  url, bytes, n_cells, c->reply.got, c->reply.counts[COUNT_CELLS]);
+        return DEEPKIN_ERROR_PROTOCOL;
+    }
+    memcpy(c->counts, c->reply.counts, sizeof c->counts);
+    c->err[0] = '\0';
+    return DEEPKIN_OK;
+}
+
+void deepkin_last_counts(const deepkin_client *c, long *cells, long *frozen, long *fallback,
+                         long *substeps) {
+    long none[N_COUNTS] = {-1, -1, -1, -1};
+    const long *v = c ? c->counts : none;
+    if (cells) *cells = v[COUNT_CELLS];
+    if (frozen) *frozen = v[COUNT_FROZEN];
+    if (fallback) *fallback = v[COUNT_FALLBACK];
+    if (substeps) *substeps = v[COUNT_SUBSTEPS];
+}
+
+long deepkin_http_status(const deepkin_client *c) { return c ? c->http_status : 0; }
+
+int deepkin_errmsg(const deepkin_client *c, char *buf, int size) {
+    return copy_out(c ? c->err : "out of memory (no client)", buf, size);
+}
+
+void deepkin_close(deepkin_client *c) {
+    if (!c) return;
+    if (c->curl) curl_easy_cleanup(c->curl);
+    if (c->species)
+        for (int k = 0; c->species[k]; k++) free(c->species[k]);
+    free(c->species);
+    free(c->reply.text);
+    free(c->base);
+    free(c->model);
+    free(c->model_path);
+    free(c->auth_header);
+    free(c->sha_header);
+    free(c);
+}

@@ -1,0 +1,81 @@
+/*
+ * deepkin_client.h - the deepkin chemistry-step service from C, C++ and Fortran.
+ *
+ * One opaque handle per connection (no global state; one handle per thread). A state is one row
+ * [T (K), P (Pa), Y_1 .. Y_ns] of doubles, mass fractions in the model's species order; n cells
+ * are n rows, C order (in Fortran: states(2 + ns, n)). Every function that can fail returns a
+ * status (DEEPKIN_OK = 0); deepkin_errmsg() copies the reason as one readable line.
+ *
+ *   deepkin_client *c;
+ *   if (deepkin_open("http://127.0.0.1:8000", "h2-air", NULL, NULL, 30.0, &c) != DEEPKIN_OK) {
+ *       char why[512]; deepkin_errmsg(c, why, sizeof why); ...; deepkin_close(c);
+ *   }
+ *   deepkin_step(c, n, states, 0.0, advanced);   dt_s 0 = the model's dt
+ *   deepkin_close(c);
+ *
+ * Build: cc -c deepkin_client.c; link with -lcurl. Needs a little-endian host (the wire is
+ * little-endian float64, sent and received without conversion).
+ */
+#ifndef DEEPKIN_CLIENT_H
+#define DEEPKIN_CLIENT_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct deepkin_client deepkin_client;
+
+enum deepkin_status {
+    DEEPKIN_OK = 0,
+    DEEPKIN_ERROR_ARGUMENT = 1,  /* a NULL pointer, n_cells < 0, a bad index */
+    DEEPKIN_ERROR_MEMORY = 2,
+    DEEPKIN_ERROR_CONNECT = 3,   /* no server at the URL for the whole timeout (retried) */
+    DEEPKIN_ERROR_TIMEOUT = 4,   /* no complete answer within the timeout */
+    DEEPKIN_ERROR_BUSY = 5,      /* 503 (queue full) for the whole timeout (retried) */
+    DEEPKIN_ERROR_AUTH = 6,      /* 401 / 403: token missing or wrong */
+    DEEPKIN_ERROR_NOT_FOUND = 7, /* 404: no such model */
+    DEEPKIN_ERROR_MECHANISM = 8, /* 409, or the model's mechanism is not the expected one */
+    DEEPKIN_ERROR_INPUT = 9,     /* 413 / 415 / 422: the server refused the states or dt */
+    DEEPKIN_ERROR_SERVER = 10,   /* any other HTTP status */
+    DEEPKIN_ERROR_PROTOCOL = 11  /* an answer that breaks the protocol, or a big-endian host */
+};
+
+/* Connect to `url` (e.g. "http://127.0.0.1:8000") and read `model`'s species order, dt and
+ * mechanism sha256. `token` (bearer) and `mechanism_sha256` (hex; checked now and sent with every
+ * step) may be NULL or "". `timeout_s` bounds each call, retries of refused connections and 503
+ * answers included. *client is set even on failure (NULL only when out of memory): read the
+ * reason with deepkin_errmsg, then deepkin_close it. */
+int deepkin_open(const char *url, const char *model, const char *token, const char *mechanism_sha256,
+                 double timeout_s, deepkin_client **client);
+
+int deepkin_n_species(const deepkin_client *client);  /* ns; 0 before a successful open */
+double deepkin_dt(const deepkin_client *client);      /* the model's step (s) */
+
+/* Copy species k's name (0-based) or the model's mechanism sha256 into buf (size bytes, NUL
+ * terminated, truncated if short). */
+int deepkin_species_name(const deepkin_client *client, int k, char *buf, int size);
+int deepkin_mechanism_sha256(const deepkin_client *client, char *buf, int size);
+
+/* Advance n_cells states (n_cells x (2 + ns) doubles) by dt_s (s; 0 = the model's dt; else a
+ * whole multiple of it) in one request; the answer goes to `advanced` (same shape; may be
+ * `states` itself only if the caller no longer needs the input). */
+int deepkin_step(deepkin_client *client, long n_cells, const double *states, double dt_s,
+                 double *advanced);
+
+/* Counts of the last successful step: cells, frozen (returned unchanged), fallback (stepped by
+ * Cantera, outside the training domain), model steps per call. Any pointer may be NULL. */
+void deepkin_last_counts(const deepkin_client *client, long *cells, long *frozen, long *fallback,
+                         long *substeps);
+
+long deepkin_http_status(const deepkin_client *client); /* of the last answer; 0 = none */
+
+/* The last error as one line (empty after success); returns the message's full length. */
+int deepkin_errmsg(const deepkin_client *client, char *buf, int size);
+
+void deepkin_close(deepkin_client *client); /* NULL is fine */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEEPKIN_CLIENT_H */

@@ -1,0 +1,238 @@
+"""Build ``libdeepkinChemistry.so`` and ``deepkinChemistryTime`` against the installed OpenFOAM.
+
+Debian ships OpenFOAM v1912's solvers and libraries but no headers and no ``wmake``. Both come
+from the matching source package: ``apt-get source openfoam`` through a private apt configuration
+(a ``deb-src`` twin of the system's sources in a temporary folder; /etc/apt is not touched), then
+``wmake/src/Allmake`` (the wmake tools) and ``wmakeLnIncludeAll`` on the folders the chemistry
+code includes. The sources are compiled in a build folder and linked against Debian's libraries
+(``FOAM_LIBBIN=/usr/lib``). Everything lives under :func:`home` (default
+``~/.cache/deepkin/openfoam``): ``src/`` (OpenFOAM sources, ~300 MB), ``build/``, ``lib/`` and
+``bin/``.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from couplers.openfoam.foam import require_installed
+from mechanisms.errors import DeepkinError, InputError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCES = PACKAGE_DIR / "src"
+CLIENT_SOURCES = PACKAGE_DIR.parent / "c"
+LIBRARY_NAME = "libdeepkinChemistry.so"
+TIMER_NAME = "deepkinChemistryTime"
+# Folders of the OpenFOAM source tree whose headers the two targets include
+INCLUDE_DIRS = ("OpenFOAM", "OSspecific/POSIX", "finiteVolume", "meshTools", "ODE",
+                "transportModels/compressible", "thermophysicalModels")
+
+
+class BuildError(DeepkinError):
+    """Fetching the OpenFOAM sources or compiling failed; the message says which step."""
+
+
+def home() -> Path:
+    """Where sources, build files and the built library live (``$DEEPKIN_OPENFOAM_HOME``)."""
+    env = os.environ.get("DEEPKIN_OPENFOAM_HOME")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "deepkin" / "openfoam"
+
+
+def library_path(root: Path | None = None) -> Path:
+    """The path of the built chemistry library (whether or not it is built yet)."""
+    return (root or home()) / "lib" / LIBRARY_NAME
+
+
+def timer_path(root: Path | None = None) -> Path:
+    """The path of the built ``deepkinChemistryTime`` utility."""
+    return (root or home()) / "bin" / TIMER_NAME
+
+
+def find_source(root: Path) -> Path | None:
+    """An unpacked OpenFOAM source tree under ``root/src`` (one with ``wmake/`` and ``src/``)."""
+    for candidate in sorted((root / "src").glob("openfoam-*")):
+        if (candidate / "wmake" / "wmake").is_file() and (candidate / "src" / "OpenFOAM").is_dir():
+            return candidate
+    return None
+
+
+def _installed_source_version() -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${source:Version}", "openfoam"],
+                             capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return None
+    return out.stdout.strip() or None
+
+
+def _deb_src_sources() -> tuple[str, str]:
+    """The system's apt sources as ``deb-src`` entries: (one-line list, deb822 text)."""
+    lines, stanzas = [], []
+    one_line = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    for path in one_line:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip().startswith("deb "):
+                    lines.append("deb-src " + line.strip()[4:])
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields = [ln for ln in stanza.splitlines() if ln.strip() and not ln.startswith("#")]
+            types = [ln for ln in fields if ln.lower().startswith("types:")]
+            enabled = [ln for ln in fields if ln.lower().startswith("enabled:")]
+            if not types or "deb" not in types[0].split(":", 1)[1].split():
+                continue
+            if enabled and enabled[0].split(":", 1)[1].strip().lower() == "no":
+                continue
+            stanzas.append("\n".join("Types: deb-src" if ln in types else ln for ln in fields))
+    return "\n".join(lines) + "\n", "\n\n".join(stanzas) + "\n"
+
+
+def fetch_source(root: Path, log) -> Path:
+    """``apt-get source openfoam`` (the installed version) into ``root/src``; its folder."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-source") is None:
+        raise BuildError("OpenFOAM headers: no OpenFOAM source tree under "
+                         f"{root / 'src'} and no apt-get/dpkg-source to fetch one (install dpkg-dev, "
+                         "or pass --source DIR with an unpacked OpenFOAM v1912 source tree)")
+    version = _installed_source_version()
+    target = root / "src"
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="deepkin-apt-") as tmp:
+        apt = Path(tmp)
+        listing, deb822 = _deb_src_sources()
+        (apt / "parts").mkdir()
+        (apt / "lists" / "partial").mkdir(parents=True)
+        (apt / "cache" / "archives" / "partial").mkdir(parents=True)
+        (apt / "sources.list").write_text(listing)
+        (apt / "parts" / "deb-src.sources").write_text(deb822)
+        options = ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
+                   "-o", f"Dir::Etc::SourceParts={apt / 'parts'}",
+                   "-o", f"Dir::State::Lists={apt / 'lists'}",
+                   "-o", f"Dir::Cache={apt / 'cache'}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            options += ["-o", "APT::Sandbox::User=root"]
+        _run(["apt-get", *options, "update"], log, "apt-get update (deb-src)", root / "build.log",
+             check=False)
+        package = f"openfoam={version}" if version else "openfoam"
+        _run(["apt-get", *options, "source", package], log, f"apt-get source {package}", root / "build.log",
+             cwd=target)
+    source = find_source(root)
+    if source is None:
+        raise BuildError(f"apt-get source openfoam: no source tree appeared under {target}")
+    for archive in [*target.glob("openfoam_*.tar.*"), *target.glob("openfoam_*.dsc")]:
+        archive.unlink()  # unpacked: 45 MB less
+    return source
+
+
+def wmake_env(source: Path, root: Path) -> dict[str, str]:
+    """The OpenFOAM build environment (as Debian's own package build sets it)."""
+    return {
+        **os.environ,
+        "WM_PROJECT": "OpenFOAM", "WM_PROJECT_VERSION": "v1912",
+        "WM_PROJECT_DIR": str(source), "WM_DIR": str(source / "wmake"),
+        "WM_ARCH": "linux64", "WM_COMPILER": "Gcc", "WM_COMPILER_TYPE": "system",
+        "WM_COMPILER_LIB_ARCH": "64", "WM_COMPILE_OPTION": "Opt",
+        "WM_PRECISION_OPTION": "DP", "WM_LABEL_SIZE": "32", "WM_LABEL_OPTION": "Int32",
+        "WM_OPTIONS": "linux64GccDPInt32Opt", "WM_MPLIB": "SYSTEMOPENMPI", "FOAM_MPI": "openmpi-system",
+        "WM_NCOMPPROCS": str(os.cpu_count() or 1),
+        "FOAM_SRC": str(source / "src"), "LIB_SRC": str(source / "src"),
+        "FOAM_LIBBIN": "/usr/lib", "FOAM_APPBIN": "/usr/bin",
+        "FOAM_USER_LIBBIN": str(root / "lib"), "FOAM_USER_APPBIN": str(root / "bin"),
+        "PATH": f"{source / 'wmake'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+
+
+def prepare_source(source: Path, root: Path, log) -> None:
+    """Build the wmake tools and link the headers, where not done yet."""
+    env = wmake_env(source, root)
+    if not list((source / "platforms" / "tools").glob("*/wmkdepend")):
+        _run(["./Allmake"], log, "wmake/src/Allmake", root / "build.log", cwd=source / "wmake" / "src",
+             env=env)
+    missing = [d for d in INCLUDE_DIRS if not _has_lninclude(source / "src" / d)]
+    if missing:
+        _run(["wmakeLnIncludeAll", *missing], log, "wmakeLnIncludeAll", root / "build.log",
+             cwd=source / "src", env=env)
+
+
+def _has_lninclude(folder: Path) -> bool:
+    if folder.name == "thermophysicalModels":
+        return (folder / "chemistryModel" / "lnInclude").is_dir()
+    return (folder / "lnInclude").is_dir()
+
+
+def _sync_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` into ``dst``, leaving files whose content is unchanged alone. A changed file
+    gets the current time (not its source's, which may be older than the objects): wmake decides
+    what to recompile from file times."""
+    for path in src.rglob("*"):
+        parts = path.relative_to(src).parts
+        if any(p == "lnInclude" or p.startswith("linux64") for p in parts):
+            continue
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists() or not filecmp.cmp(path, target, shallow=False):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def build(root: Path | None = None, source: Path | None = None, log=None) -> Path:
+    """Fetch/prepare the OpenFOAM headers if needed and compile both targets; the library's path.
+
+    ``root``: default :func:`home`. ``source``: an unpacked OpenFOAM v1912 source tree to use
+    instead of ``root/src``. ``log``: a callable taking one line of progress (default: silent).
+    Raises :class:`BuildError` naming the step that failed (and the log file).
+    """
+    require_installed()
+    if shutil.which("g++") is None or shutil.which("make") is None:
+        raise BuildError("compiler: g++ and make are needed (apt-get install g++ make)")
+    root = Path(root) if root else home()
+    log = log or (lambda line: None)
+    root.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        source = Path(source)
+        if not (source / "wmake" / "wmake").is_file():
+            raise InputError(f"source: {source} is not an OpenFOAM source tree (no wmake/wmake)")
+    else:
+        source = find_source(root)
+        if source is None:
+            log(f"fetching the OpenFOAM sources into {root / 'src'} (apt-get source openfoam)")
+            source = fetch_source(root, log)
+    prepare_source(source, root, log)
+    env = wmake_env(source, root)
+    build_dir = root / "build"
+    _sync_tree(SOURCES, build_dir)
+    for name in ("deepkin_client.c", "deepkin_client.h"):
+        target = build_dir / "deepkinChemistry" / name
+        if not target.exists() or not filecmp.cmp(CLIENT_SOURCES / name, target, shallow=False):
+            shutil.copyfile(CLIENT_SOURCES / name, target)
+    logfile = root / "build.log"
+    _run(["wmake", "libso"], log, "wmake libso (libdeepkinChemistry)", logfile,
+         cwd=build_dir / "deepkinChemistry", env=env)
+    _run(["wmake"], log, "wmake (deepkinChemistryTime)", logfile, cwd=build_dir / "deepkinChemistryTime",
+         env=env)
+    library = library_path(root)
+    if not library.is_file():
+        raise BuildError(f"wmake: finished without writing {library}")
+    return library
+
+
+def _run(command: list[str], log, step: str, logfile: Path, cwd: Path | None = None,
+         env: dict[str, str] | None = None, check: bool = True) -> None:
+    """Run one build step, its output appended to ``logfile``; BuildError naming it on failure."""
+    log(step)
+    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "a") as fh:
+        fh.write(f"$ {' '.join(command)}\n{run.stdout}{run.stderr}\n")
+    if check and run.returncode != 0:
+        lines = [ln for ln in (run.stderr + run.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines[-1:] or ["no output"]
+        raise BuildError(f"{step} failed (exit {run.returncode}): {errors[0].strip()[:300]} "
+                         f"(full log: {logfile})")

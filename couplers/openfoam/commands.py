@@ -1,0 +1,117 @@
+"""``deepkin openfoam …``: build the chemistry library, export a model into a case, write cases.
+
+Only click is imported here; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("openfoam")
+def openfoam() -> None:
+    """deepkin chemistry for OpenFOAM (ESI v1912, Debian's): build, export, ready-made cases."""
+
+
+@openfoam.command("build")
+@click.option("--home", "home_dir", type=click.Path(file_okay=False),
+              help="Folder for the OpenFOAM sources, build files and the library "
+                   "(default $DEEPKIN_OPENFOAM_HOME or ~/.cache/deepkin/openfoam).")
+@click.option("--source", type=click.Path(file_okay=False),
+              help="An unpacked OpenFOAM v1912 source tree to take headers and wmake from "
+                   "(default: apt-get source openfoam, once).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the library's path.")
+def build_cmd(home_dir, source, quiet) -> None:
+    """Compile libdeepkinChemistry.so and deepkinChemistryTime; the library's path is the last line."""
+    from pathlib import Path
+
+    from couplers.openfoam.build import build, timer_path
+
+    library = build(Path(home_dir) if home_dir else None, Path(source) if source else None,
+                    log=None if quiet else (lambda line: click.echo(line, err=True)))
+    if not quiet:
+        click.echo(f"built {timer_path(library.parent.parent)}", err=True)
+    click.echo(str(library))
+
+
+@openfoam.command("export")
+@click.argument("model")
+@click.argument("case_dir", type=click.Path(file_okay=False))
+@click.option("--chemistry", type=click.Choice(["deepkin", "ode"]), default="deepkin", show_default=True,
+              help="deepkin: the service's model; ode: OpenFOAM's own chemistry on the same mechanism.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The deepkin service (deepkin serve) the case's chemistry calls.")
+@click.option("--model-name", help="The name the service serves the model under (default: MODEL's).")
+@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
+              help="Seconds per request, retries of refused connections and 503 included.")
+@click.option("--library", type=click.Path(dir_okay=False),
+              help="The chemistry library for controlDict's libs (default: deepkin openfoam build's).")
+def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) -> None:
+    """Rewrite CASE_DIR's mechanism, thermo and chemistry from MODEL (a shipped name or a file)."""
+    from pathlib import Path
+
+    from couplers.openfoam.export import export_case
+
+    result = export_case(model, case_dir, chemistry, url=url, model_name=model_name, timeout_s=timeout_s,
+                         library=Path(library) if library else None)
+    _report(result, chemistry)
+
+
+@openfoam.command("case")
+@click.argument("kind", type=click.Choice(["chemfoam", "flame1d"]))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="New case folder (must not exist or be empty).")
+@click.option("--model", default="h2-air", show_default=True, help="Shipped model name or model file.")
+@click.option("--T0", "--temperature-k", "temperature_k", type=float,
+              help="Initial (chemfoam) or unburnt (flame1d) temperature in K [default: 1200 / 300].")
+@click.option("--pressure-atm", type=float, default=1.0, show_default=True, help="Pressure in atm.")
+@click.option("--phi", type=float, default=1.0, show_default=True, help="Equivalence ratio.")
+@click.option("--fuel", help="Fuel (mole basis), default the model's dataset's, e.g. 'H2:1'.")
+@click.option("--oxidizer", help="Oxidiser (mole basis), default the model's dataset's.")
+@click.option("--chemistry", type=click.Choice(["deepkin", "ode"]), default="deepkin", show_default=True)
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--end-time", "end_time_s", type=float,
+              help="Simulated time in s [default: 3 x Cantera's ignition delay / 1 ms for the flame].")
+@click.option("--steps-per-call", type=int, default=1, show_default=True,
+              help="deltaT = this many model steps.")
+@click.option("--cells", type=int, default=400, show_default=True, help="flame1d: cells along x.")
+@click.option("--length-mm", type=float, help="flame1d: domain length in mm [default: 30 flame thicknesses].")
+@click.option("--ranks", type=int, default=2, show_default=True,
+              help="flame1d: subdomains in system/decomposeParDict.")
+def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidizer, chemistry, url,
+             end_time_s, steps_per_call, cells, length_mm, ranks) -> None:
+    """Write a ready-to-run chemFoam or 1D premixed-flame (reactingFoam) case on MODEL's mechanism."""
+    import json
+    from pathlib import Path
+
+    from couplers.openfoam.cases import CASE_INFO, spec_from_options, write_case
+
+    spec = spec_from_options(kind, model, temperature_k, pressure_atm, phi, fuel, oxidizer,
+                             chemistry=chemistry, url=url, end_time_s=end_time_s,
+                             steps_per_call=steps_per_call, cells=cells,
+                             length_m=length_mm * 1e-3 if length_mm is not None else None, ranks=ranks)
+    result = write_case(spec, output)
+    info = json.loads((Path(output) / CASE_INFO).read_text())
+    if kind == "chemfoam":
+        idt = info["cantera_ignition_delay_s"]
+        click.echo(f"chemFoam case, {spec.temperature_k:g} K, {pressure_atm:g} atm, phi {phi:g}: "
+                   f"{round(info['end_time_s'] / info['dt_s'])} steps of {info['dt_s']:g} s; Cantera "
+                   f"ignition delay {idt * 1e6:.2f} us" if idt else "no ignition in Cantera")
+        click.echo(f"run: WM_PROJECT_DIR=/usr/share/openfoam chemFoam -case {output}")
+    else:
+        click.echo(f"1D flame case, {info['cells']} cells over {info['length_m'] * 1e3:.2f} mm, "
+                   f"{spec.temperature_k:g} K, {pressure_atm:g} atm, phi {phi:g}: "
+                   f"{round(info['end_time_s'] / info['dt_s'])} steps of {info['dt_s']:g} s; Cantera "
+                   f"flame speed {info['cantera_flame_speed_m_s']:.3f} m/s (mixture-averaged)")
+        click.echo(f"run: WM_PROJECT_DIR=/usr/share/openfoam reactingFoam -case {output}")
+    _report(result, chemistry)
+
+
+def _report(result, chemistry: str) -> None:
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    mechanism = result.meta.mechanism_source
+    click.echo(f"wrote {len(result.files)} files in {result.case_dir}: {mechanism} "
+               f"({len(result.meta.species)} species; Sutherland fits within "
+               f"{100 * result.max_viscosity_fit_error:.1f} % of Cantera's viscosities); chemistry "
+               f"{chemistry}" + (f" from model {result.model_name}" if chemistry == "deepkin" else ""))

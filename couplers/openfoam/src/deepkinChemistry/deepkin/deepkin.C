@@ -1,0 +1,351 @@
+/*---------------------------------------------------------------------------*\
+    deepkin: chemistry from the deepkin chemistry-step service for OpenFOAM
+\*---------------------------------------------------------------------------*/
+
+#include "deepkin.H"
+#include "deepkin_client.h"
+#include "localEulerDdtScheme.H"
+#include "OSspecific.H"
+#include "PstreamReduceOps.H"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+
+// * * * * * * * * * * * * * * * Private Member Functions  * * * * * * * * * * //
+
+template<class ChemistryModel>
+Foam::string Foam::deepkin<ChemistryModel>::lastError() const
+{
+    char why[1024];
+    deepkin_errmsg(client_, why, sizeof why);
+    return string(why);
+}
+
+
+template<class ChemistryModel>
+void Foam::deepkin<ChemistryModel>::open()
+{
+    const dictionary& dict = coeffsDict_;
+
+    List<string> urls;
+    if (dict.found("urls"))
+    {
+        dict.readEntry("urls", urls);
+    }
+    else
+    {
+        urls.setSize(1);
+        dict.readEntry("url", urls[0]);
+    }
+    if (urls.empty())
+    {
+        FatalIOErrorInFunction(dict)
+            << "deepkinCoeffs.urls: the list is empty" << exit(FatalIOError);
+    }
+    url_ = urls[Pstream::myProcNo() % urls.size()];
+
+    dict.readEntry("model", model_);
+    const string sha(dict.get<string>("mechanismSha256"));
+    string token(dict.lookupOrDefault<string>("token", ""));
+    if (token.empty())
+    {
+        token = getEnv("DEEPKIN_TOKEN");
+    }
+    const scalar timeout(dict.lookupOrDefault<scalar>("timeout", 60));
+    if (!(timeout > 0))
+    {
+        FatalIOErrorInFunction(dict)
+            << "deepkinCoeffs.timeout: must be > 0 s, got " << timeout
+            << exit(FatalIOError);
+    }
+
+    const int status = deepkin_open
+    (
+        url_.c_str(), model_.c_str(), token.c_str(), sha.c_str(), timeout,
+        &client_
+    );
+    if (status != DEEPKIN_OK)
+    {
+        FatalErrorInFunction
+            << "deepkin: cannot use model '" << model_ << "' at " << url_.c_str()
+            << " (deepkinCoeffs): " << lastError().c_str() << exit(FatalError);
+    }
+    modelDeltaT_ = deepkin_dt(client_);
+
+    // Species by name: the model's columns for OpenFOAM's species
+    const label nModel = deepkin_n_species(client_);
+    wordList modelSpecies(nModel);
+    HashTable<label> modelIndex;
+    for (label k = 0; k < nModel; ++k)
+    {
+        char name[256];
+        deepkin_species_name(client_, int(k), name, sizeof name);
+        modelSpecies[k] = word(name);
+        modelIndex.insert(modelSpecies[k], k);
+    }
+
+    const PtrList<volScalarField>& Y = this->Y_;
+    column_.setSize(Y.size());
+    wordList missing, extra;
+    HashTable<label> caseIndex;
+    forAll(Y, i)
+    {
+        caseIndex.insert(Y[i].name(), i);
+        const auto iter = modelIndex.cfind(Y[i].name());
+        if (iter.found())
+        {
+            column_[i] = *iter;
+        }
+        else
+        {
+            extra.append(Y[i].name());
+            column_[i] = -1;
+        }
+    }
+    for (const word& name : modelSpecies)
+    {
+        if (!caseIndex.found(name))
+        {
+            missing.append(name);
+        }
+    }
+    if (!missing.empty() || !extra.empty())
+    {
+        auto names = [](const wordList& list)
+        {
+            std::string text;
+            for (const word& name : list)
+            {
+                text += (text.empty() ? "" : " ") + name;
+            }
+            return text.empty() ? std::string("none") : text;
+        };
+        FatalErrorInFunction
+            << "deepkin: the case's species differ from those of model '"
+            << model_ << "': the case lacks " << names(missing).c_str()
+            << " and has " << names(extra).c_str() << " that the model lacks"
+            << " (write the case's thermo from the model with `deepkin"
+            << " openfoam export " << model_ << " CASE`)"
+            << exit(FatalError);
+    }
+
+    char modelSha[80];
+    deepkin_mechanism_sha256(client_, modelSha, sizeof modelSha);
+    Info<< "deepkin: model " << model_ << " at " << url_.c_str() << " ("
+        << nModel << " species, dt " << modelDeltaT_ << " s, mechanism "
+        << string(modelSha).substr(0, 12).c_str() << "...)"
+        << (Pstream::parRun() ? " [rank 0; urls spread over ranks]" : "")
+        << endl;
+}
+
+
+template<class ChemistryModel>
+Foam::label Foam::deepkin<ChemistryModel>::substeps(const scalar deltaT) const
+{
+    const scalar ratio = deltaT/modelDeltaT_;
+    const label n = label(std::lround(ratio));
+    if (n < 1 || std::abs(ratio - n) > 1e-6*ratio)
+    {
+        FatalErrorInFunction
+            << "deepkin: deltaT = " << deltaT << " s is not a whole multiple of"
+            << " the dt of model '" << model_ << "' (" << modelDeltaT_ << " s): set"
+            << " deltaT in system/controlDict to k*" << modelDeltaT_
+            << " s and adjustTimeStep off" << exit(FatalError);
+    }
+    return n;
+}
+
+
+template<class ChemistryModel>
+void Foam::deepkin<ChemistryModel>::step
+(
+    const label n,
+    const scalar deltaT
+) const
+{
+    const label nSteps = substeps(deltaT);
+    advanced_.resize(states_.size());
+    const int status = deepkin_step
+    (
+        client_, long(n), states_.data(), nSteps*modelDeltaT_,
+        advanced_.data()
+    );
+    if (status != DEEPKIN_OK)
+    {
+        FatalErrorInFunction
+            << "deepkin: step of " << n << " cells on rank "
+            << Pstream::myProcNo() << " failed: " << lastError().c_str()
+            << exit(FatalError);
+    }
+}
+
+
+// * * * * * * * * * * * * * * * * Constructors  * * * * * * * * * * * * * * //
+
+template<class ChemistryModel>
+Foam::deepkin<ChemistryModel>::deepkin
+(
+    typename ChemistryModel::reactionThermo& thermo
+)
+:
+    chemistrySolver<ChemistryModel>(thermo),
+    coeffsDict_(this->subDict("deepkinCoeffs")),
+    client_(nullptr),
+    modelDeltaT_(0)
+{
+    if (fv::localEulerDdt::enabled(this->mesh()))
+    {
+        FatalErrorInFunction
+            << "deepkin: local time stepping (ddtSchemes localEuler) is not"
+            << " supported: the service advances every cell by one deltaT"
+            << exit(FatalError);
+    }
+    if (this->chemistry())
+    {
+        open();
+    }
+}
+
+
+// * * * * * * * * * * * * * * * * Destructor  * * * * * * * * * * * * * * * //
+
+template<class ChemistryModel>
+Foam::deepkin<ChemistryModel>::~deepkin()
+{
+    deepkin_close(client_);
+}
+
+
+// * * * * * * * * * * * * * * * Member Functions  * * * * * * * * * * * * * //
+
+template<class ChemistryModel>
+Foam::scalar Foam::deepkin<ChemistryModel>::solve(const scalar deltaT)
+{
+    this->correct();  // basicChemistryModel: follows mesh changes
+
+    if (!this->chemistry_)
+    {
+        return GREAT;
+    }
+
+    const auto start = std::chrono::steady_clock::now();
+
+    tmp<volScalarField> trho(this->thermo().rho());
+    const scalarField& rho = trho();
+    const scalarField& T = this->thermo().T();
+    const scalarField& p = this->thermo().p();
+    const PtrList<volScalarField>& Y = this->Y_;
+    const label nSpecie = Y.size();
+    const label width = 2 + nSpecie;
+    const label n = rho.size();
+
+    // Gather: [T, p, Y in the model's order], Y clipped at 0 and normalised
+    states_.resize(size_t(n)*width);
+    for (label celli = 0; celli < n; ++celli)
+    {
+        double* row = states_.data() + size_t(celli)*width;
+        row[0] = T[celli];
+        row[1] = p[celli];
+        double sum = 0;
+        for (label i = 0; i < nSpecie; ++i)
+        {
+            const double Yi = max(Y[i][celli], 0.0);
+            row[2 + column_[i]] = Yi;
+            sum += Yi;
+        }
+        if (sum > 0)
+        {
+            for (label k = 0; k < nSpecie; ++k)
+            {
+                row[2 + k] /= sum;
+            }
+        }
+    }
+
+    step(n, deltaT);
+
+    // Scatter: RR = rho (Y_new - Y_sent)/deltaT
+    for (label celli = 0; celli < n; ++celli)
+    {
+        const double* sent = states_.data() + size_t(celli)*width;
+        const double* got = advanced_.data() + size_t(celli)*width;
+        const bool reacting = T[celli] > this->Treact_;
+        for (label i = 0; i < nSpecie; ++i)
+        {
+            const label k = 2 + column_[i];
+            this->RR_[i][celli] =
+                reacting ? rho[celli]*(got[k] - sent[k])/deltaT : 0.0;
+        }
+        this->deltaTChem_[celli] = min(deltaT, this->deltaTChemMax_);
+    }
+
+    const double seconds = std::chrono::duration<double>
+    (
+        std::chrono::steady_clock::now() - start
+    ).count();
+    long cells, frozen, fallback, substeps;
+    deepkin_last_counts(client_, &cells, &frozen, &fallback, &substeps);
+    const label total = returnReduce(label(cells), sumOp<label>());
+    const label totalFrozen = returnReduce(label(frozen), sumOp<label>());
+    const label totalFallback = returnReduce(label(fallback), sumOp<label>());
+    const scalar slowest = returnReduce(seconds, maxOp<scalar>());
+    Info<< "deepkin: cells " << total << ", frozen " << totalFrozen
+        << ", fallback " << totalFallback << ", substeps " << substeps
+        << ", chemistry " << slowest << " s" << endl;
+
+    return deltaT;
+}
+
+
+template<class ChemistryModel>
+Foam::scalar Foam::deepkin<ChemistryModel>::solve(const scalarField& deltaT)
+{
+    FatalErrorInFunction
+        << "deepkin: local time stepping (a deltaT per cell) is not supported:"
+        << " the service advances every cell by one deltaT" << exit(FatalError);
+    return GREAT;
+}
+
+
+template<class ChemistryModel>
+void Foam::deepkin<ChemistryModel>::solve
+(
+    scalarField& c,
+    scalar& T,
+    scalar& p,
+    scalar& deltaT,
+    scalar& subDeltaT
+) const
+{
+    const PtrList<volScalarField>& Y = this->Y_;
+    const label nSpecie = Y.size();
+    const label width = 2 + nSpecie;
+
+    // c [kmol/m3] -> Y at the cell's (constant) density, and back
+    scalar rho = 0;
+    for (label i = 0; i < nSpecie; ++i)
+    {
+        rho += max(c[i], 0.0)*this->specieThermo_[i].W();
+    }
+    states_.assign(width, 0.0);
+    states_[0] = T;
+    states_[1] = p;
+    for (label i = 0; i < nSpecie; ++i)
+    {
+        states_[2 + column_[i]] =
+            rho > 0 ? max(c[i], 0.0)*this->specieThermo_[i].W()/rho : 0;
+    }
+
+    step(1, deltaT);
+
+    T = advanced_[0];
+    for (label i = 0; i < nSpecie; ++i)
+    {
+        c[i] = rho*advanced_[2 + column_[i]]/this->specieThermo_[i].W();
+    }
+    subDeltaT = deltaT;
+}
+
+
+// ************************************************************************* //
