@@ -13,7 +13,7 @@ import pytest
 
 from couplers.openfoam.foam import INSTALL_HINT, FoamError, installed, run_application
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODELS = ROOT / "kinetics" / "shipped"
 TOKEN = "openfoam-token"
 REQUIRED = bool(os.environ.get("DEEPKIN_REQUIRE_OPENFOAM"))  # set by .ci/run: CI must run these
