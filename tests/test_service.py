@@ -323,7 +323,9 @@ def test_v2_json_without_triton(server, integrators):
     assert out["name"] == "STATES" and out["shape"] == [4, 12]
     assert np.array_equal(np.asarray(out["data"]).reshape(4, 12), integrators["h2"].step(states))
     r = post(server, "/v2/models/h2/infer", gzip.compress(b"x" * 100), {"Content-Encoding": "br"})
-    assert r.status_code == 400
+    assert r.status_code == 415 and "content-encoding" in r.json()["error"]  # RFC 9110 §15.5.16
+    r = post(server, "/v2/models/h2/infer", b"not gzip", {"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "not valid gzip" in r.json()["error"]
 
 
 # -- dynamic batching, queue limits, disconnects, shutdown -------------------------------------------

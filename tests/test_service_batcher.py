@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from mechanisms.errors import InputError
-from service.batcher import Batcher, device_thread
+from service.batcher import Batcher
+from service.device import Device
 from service.hosting import ModelHost
+from service.settings import ServiceSettings
 from tests.helpers.models import write_test_model
 
 
@@ -47,26 +49,27 @@ class Recorder:
             self.checks.append(states)
             return check(states)
 
-        def recorded_advance(states, n_substeps=1, check=True):
+        def recorded_advance(states, n_substeps=1, check=True, stop=None):
             self.advances.append((states, n_substeps, check))
-            return advance(states, n_substeps, check=check)
+            return advance(states, n_substeps, check=check, stop=stop)
 
         monkeypatch.setattr(integrator, "check_states", recorded_check)
         monkeypatch.setattr(integrator, "advance", recorded_advance)
 
 
-def _serve_together(host: ModelHost, requests: list[np.ndarray], n_substeps: int) -> list:
+def _serve_together(host: ModelHost, requests: list[np.ndarray], n_substeps: int,
+                    step_timeout_s: float = 60.0) -> list:
     """Queue every request before the batcher runs (one batch); the answers or errors, in order."""
     async def main():
-        thread = device_thread(1)
-        batcher = Batcher(host, thread, max_batch_cells=10**6, max_batch_requests=16,
-                          queue_delay_s=0.0, max_queue_requests=16, max_queue_cells=10**6,
-                          retry_after_s=1)
+        device = Device(1, step_timeout_s)
+        settings = ServiceSettings(max_batch_cells=10**6, max_batch_requests=16, max_queue_requests=16,
+                                   max_queue_cells=10**6)
+        batcher = Batcher(host, device, settings)
         batcher.start()
         jobs = [batcher.submit(states, n_substeps) for states in requests]
         answers = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
         await batcher.stop(5.0)
-        thread.shutdown(wait=True)
+        device.close()
         return answers
 
     return asyncio.run(main())
