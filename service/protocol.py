@@ -109,7 +109,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self._write_stall = None
         buffered = self.transport.get_write_buffer_size()
         if buffered >= buffered_before:
-            self._close()
+            self.transport.abort()  # close() would wait for the unread answer to be sent
         else:
             self._watch_writes(buffered)
 

@@ -101,7 +101,7 @@ async def step(request: Request, host: Host, state: State,
         return await _step_json(request, dt, outputs, host, state, coding)
     dtype = parse_dtype(request.headers.get("x-dtype"))
     limit = state.settings.max_body_bytes
-    body = decompress(await read_body(request, limit), coding, limit)
+    body = await decompress(await read_body(request, limit), coding, limit)
     host.check_client(request.headers.get("x-mechanism-sha256"))
     n_substeps = host.substeps(dt)
     wanted = parse_outputs(outputs)
@@ -113,7 +113,7 @@ async def step(request: Request, host: Host, state: State,
 async def _step_json(request: Request, dt: float | None, outputs: str | None, host: ModelHost,
                      state: State, coding: str | None) -> Response:
     limit = state.settings.max_json_bytes
-    body = decompress(await read_body(request, limit, for_json=True), coding, limit)
+    body = await decompress(await read_body(request, limit, for_json=True), coding, limit)
     req = StepRequest.model_validate_json(json_bytes(body))
     host.check_client(req.mechanism_sha256, req.species)
     n_substeps = host.substeps(req.dt if req.dt is not None else dt)

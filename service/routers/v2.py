@@ -116,7 +116,7 @@ async def infer(request: Request, host: Host,
     s = state.settings
     header_length = request.headers.get("inference-header-content-length")
     limit = s.max_json_bytes if header_length is None else s.max_body_bytes
-    body = decompress(await read_body(request, limit, for_json=header_length is None), coding, limit)
+    body = await decompress(await read_body(request, limit, for_json=header_length is None), coding, limit)
     head, binary = split_inference_body(body, header_length, s.max_json_bytes)
     req = InferRequest.model_validate_json(head)
     params = req.parameters or InferParameters()
