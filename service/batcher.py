@@ -242,6 +242,8 @@ class Batcher:
             job.alone = True
             self._queue.appendleft(job)
             self._queued_cells += job.n_cells
+        if again:
+            self.observer.queue_depth(self.host.name, *self.queued)
         for job, outcome in zip(batch, outcomes):
             if job.future.done() or isinstance(outcome, RunAlone):
                 continue

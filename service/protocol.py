@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from asyncio import TimerHandle, Transport
+from collections.abc import Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -114,7 +115,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
             self._watch_writes(buffered)
 
     # -- deadlines -----------------------------------------------------------------------------------
-    def _arm(self, delay_s: float, callback=None) -> None:
+    def _arm(self, delay_s: float, callback: Callable[[], None] | None = None) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(delay_s, callback or self._expired)
 

@@ -88,6 +88,7 @@ def serve(settings: ServiceSettings) -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s - UVICORN_MARGIN_S,
                             access_log=False, timeout_keep_alive=settings.keep_alive_s, lifespan="on",
+                            ws="none",  # no WebSocket routes: an upgrade stays plain HTTP
                             http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s,
                                                    settings.graceful_shutdown_s - ANSWER_MARGIN_S))
     server = DrainingServer(config, app.state.service)

@@ -466,9 +466,11 @@ def test_serve_refuses_a_directory_without_models(tmp_path):
 
 
 def test_serve_flags_reach_the_settings(tmp_path):
-    """Each limit has a flag (and a DEEPKIN_* variable); a bad value is one line, exit 1."""
-    import subprocess
-    import sys
+    """Each limit has a flag (and a DEEPKIN_* variable); a bad value is one line naming it."""
+    from click.testing import CliRunner
+
+    from deepkin.cli import cli
+    from mechanisms.errors import InputError
 
     for flag, value, field in (("--max-substeps", "0", "max_substeps"),
                                ("--max-cell-substeps", "-1", "max_cell_substeps"),
@@ -477,11 +479,10 @@ def test_serve_flags_reach_the_settings(tmp_path):
                                ("--body-timeout-s", "-2", "body_timeout_s"),
                                ("--graceful-shutdown-s", "1", "graceful_shutdown_s"),
                                ("--max-json-mb", "0", "max_json_bytes")):
-        proc = subprocess.run([sys.executable, "-m", "deepkin", "serve", "--model-dir", str(tmp_path),
-                               flag, value], capture_output=True, text=True, timeout=120)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {field}:"), (
-            flag, proc.stderr)
+        result = CliRunner().invoke(cli, ["serve", "--model-dir", str(tmp_path), flag, value],
+                                    standalone_mode=False)
+        assert isinstance(result.exception, InputError), (flag, result.output)
+        assert str(result.exception).startswith(f"{field}:") and "\n" not in str(result.exception)
 
 
 def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():
