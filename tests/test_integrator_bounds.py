@@ -4,6 +4,7 @@ the ``stop`` callable that ends a call between model steps (what the service's b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -59,14 +60,20 @@ def test_frozen_cells_only_need_a_positive_temperature(frozen):
     assert PRESSURE_RANGE_PA == (1.0, 1e9)
 
 
-def test_stop_ends_a_call_between_model_steps_with_the_same_arithmetic(integrator):
-    states = uniform_states(integrator.species, 8)
+def _stop_after(n: int) -> tuple[list, Callable[[], bool]]:
+    """A ``stop`` callable that says True from its ``n+1``-th call on, and the list of its calls."""
     asked = []
 
-    def after_three() -> bool:
+    def stop() -> bool:
         asked.append(1)
-        return len(asked) > 3
+        return len(asked) > n
 
+    return asked, stop
+
+
+def test_stop_ends_a_call_between_model_steps_with_the_same_arithmetic(integrator):
+    states = uniform_states(integrator.species, 8)
+    _, after_three = _stop_after(3)
     with pytest.raises(StepInterrupted) as stopped:
         integrator.advance(states, 10, stop=after_three)
     assert (stopped.value.substeps_done, stopped.value.n_substeps) == (3, 10)
@@ -77,12 +84,7 @@ def test_stop_ends_a_call_between_model_steps_with_the_same_arithmetic(integrato
 def test_stop_is_asked_between_fallback_cells(integrator):
     states = uniform_states(integrator.species, 50)
     states[:, 1] = 500.0  # Pa: below the training domain, every cell takes a Cantera step
-    asked = []
-
-    def after_ten() -> bool:
-        asked.append(1)
-        return len(asked) > 10
-
+    asked, after_ten = _stop_after(10)
     with pytest.raises(StepInterrupted) as stopped:
         integrator.advance(states, 1, stop=after_ten)
     assert stopped.value.substeps_done == 0 and len(asked) == 11  # 1 before the step, 10 cells
