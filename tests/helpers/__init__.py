@@ -7,4 +7,7 @@
   ``kinetics.synthetic.write_random_model``).
 - ``tests.helpers.load``: ``run_load``, a bounded load generator for the binary step endpoint, and
   ``uniform_states``.
+- ``tests.helpers.hostile``: ``hostile_cases`` (requests the service must refuse, with the status
+  and message each must get), ``gzip_bomb``, ``stall`` (a connection that stops sending) and
+  ``memory_of`` (resident and peak memory of the server process).
 """
