@@ -268,16 +268,34 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--token", "tokens", multiple=True, help="Accept this bearer token (repeat for several); "
               "with none, no auth. Also DEEPKIN_TOKENS (comma-separated) or DEEPKIN_TOKENS_FILE.")
 @click.option("--tokens-file", type=click.Path(dir_okay=False), help="Bearer tokens, one a line.")
-@click.option("--max-body-mb", type=float, help="Request-size limit in MiB (default 1024); 413 above.")
+@click.option("--max-body-mb", type=float, help="Request-size limit in MiB (default 1024), before and "
+              "after decompression; 413 above.")
+@click.option("--max-json-mb", type=float, help="Size limit of a JSON body or v2 JSON header in MiB "
+              "(default 16); 413 above.")
 @click.option("--max-batch-cells", type=int, help="Cell cap of one merged device call (default 1048576).")
 @click.option("--max-batch-requests", type=int,
               help="Requests merged into one device call (default 64; 1 = no merging).")
 @click.option("--queue-delay-ms", type=float, help="Wait this long for requests to merge (default 0).")
 @click.option("--max-queue-requests", type=int, help="Queued requests before 503 (default 256).")
 @click.option("--max-queue-cells", type=int, help="Queued cells before 503 (default 4194304).")
+@click.option("--max-substeps", type=int, help="Model steps (dt / the model's dt) one request may ask "
+              "for (default 1000); 422 above.")
+@click.option("--max-cell-substeps", type=int, help="Cells × model steps of one request (default "
+              "67108864); 422 above.")
+@click.option("--step-timeout-s", type=float, help="Device-time budget of one device call in s "
+              "(default 60); a request alone past it gets 422, and the service is not ready while a "
+              "call runs longer.")
+@click.option("--header-timeout-s", type=float, help="Request line and headers must arrive within "
+              "this many s (default 10); 408 and the connection closed after it.")
+@click.option("--body-timeout-s", type=float, help="Longest pause in a request body, or in reading "
+              "the answer, in s (default 30); the connection is closed after it.")
+@click.option("--graceful-shutdown-s", type=float, help="On SIGTERM/SIGINT the process exits within "
+              "this many s (default 60, at least 2); requests unanswered by then get 503.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_body_mb, max_batch_cells,
-              max_batch_requests, queue_delay_ms, max_queue_requests, max_queue_cells, log_level) -> None:
+def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_body_mb, max_json_mb,
+              max_batch_cells, max_batch_requests, queue_delay_ms, max_queue_requests, max_queue_cells,
+              max_substeps, max_cell_substeps, step_timeout_s, header_timeout_s, body_timeout_s,
+              graceful_shutdown_s, log_level) -> None:
     """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
 
     Settings also come from DEEPKIN_* environment variables (flags win); see docs/service.md.
@@ -290,9 +308,13 @@ def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_b
         model_dir=model_dir, host=host, port=port, device=device, threads=threads,
         tokens=token_list or None,
         max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
+        max_json_bytes=int(max_json_mb * 2**20) if max_json_mb is not None else None,
         max_batch_cells=max_batch_cells, max_batch_requests=max_batch_requests,
         queue_delay_s=queue_delay_ms / 1e3 if queue_delay_ms is not None else None,
-        max_queue_requests=max_queue_requests, max_queue_cells=max_queue_cells, log_level=log_level)
+        max_queue_requests=max_queue_requests, max_queue_cells=max_queue_cells,
+        max_substeps=max_substeps, max_cell_substeps=max_cell_substeps, step_timeout_s=step_timeout_s,
+        header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
+        graceful_shutdown_s=graceful_shutdown_s, log_level=log_level)
     serve(settings)
 
 

@@ -13,13 +13,16 @@ of a dt into that number) and counts what happened to the cells. Per model step:
    rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
 
-A ``dt`` that is a whole multiple of the model's dt runs that many model steps.
+A ``dt`` that is a whole multiple of the model's dt runs that many model steps. ``advance`` takes an
+optional ``stop`` callable, asked before every model step and every Cantera fallback cell: when it
+returns True the call ends with :class:`StepInterrupted` (how a caller bounds the time of one call).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
 from kinetics.thermo import Nasa7
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
-from mechanisms.errors import InputError
+from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
 from mechanisms.state import (
@@ -40,12 +43,22 @@ from mechanisms.state import (
     pressure,
     state_width,
     temperature,
-    thermal_columns,
 )
 
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
+PRESSURE_RANGE_PA = (1.0, 1.0e9)  # P (Pa) outside it is refused: no combustion state lies there
+
+
+class StepInterrupted(DeepkinError):
+    """``advance`` stopped because its ``stop`` callable said so; ``substeps_done`` model steps
+    of ``n_substeps`` had been taken (the states are not returned)."""
+
+    def __init__(self, substeps_done: int, n_substeps: int):
+        super().__init__(f"step stopped after {substeps_done} of {n_substeps} model steps")
+        self.substeps_done = substeps_done
+        self.n_substeps = n_substeps
 
 
 @dataclass
@@ -60,6 +73,20 @@ class StepResult:
     frozen: np.ndarray | None = None  # [n] bool per cell (numpy, on the host)
     fallback: np.ndarray | None = None  # [n] bool per cell
     n_tail_steps: int = 0  # cell-steps whose rates came from the near-equilibrium network
+
+
+def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
+             ) -> Callable[[], None] | None:
+    """What the fallback loop of model step ``done`` calls: raises StepInterrupted once ``stop``
+    says so (None without a ``stop``)."""
+    if stop is None:
+        return None
+
+    def interrupt() -> None:
+        if stop():
+            raise StepInterrupted(done, n_substeps)
+
+    return interrupt
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -77,20 +104,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 CHECK_BLOCK_ROWS = 4096  # rows per block of the host-side input check (~2 MB at 53 species)
 
 
-def _host_states_look_valid(a: np.ndarray) -> bool:
-    """True when every row of ``a`` ``[n, 2+ns]`` (float64, host) is finite with T, P > 0,
-    Y ≥ −tol and |ΣY − 1| ≤ tol.
+def _host_states_look_valid(a: np.ndarray, t_floor_k: float, t_ceiling_k: float) -> bool:
+    """True when every row of ``a`` ``[n, 2+ns]`` (float64, host) is finite with
+    ``t_floor_k`` ≤ T ≤ ``t_ceiling_k`` (K; T > 0 whatever the floor), P within
+    :data:`PRESSURE_RANGE_PA`, Y ≥ −tol and |ΣY − 1| ≤ tol.
 
-    The row sums and the minimum are taken block by block, so the second pass over a block reads
+    The row sums and the minimum are taken block by block, so the later passes over a block read
     it from cache: about one pass over memory instead of three. This check runs on every call,
     frozen cells included, and bounds how fast the service can pass cells through.
     """
+    p_lo, p_hi = PRESSURE_RANGE_PA
     for start in range(0, len(a), CHECK_BLOCK_ROWS):
         b = a[start:start + CHECK_BLOCK_ROWS]
         row_sum = np.einsum("ij->i", b)  # NaN or inf anywhere makes the row sum non-finite
+        t, p = temperature(b), pressure(b)
+        t_min = t.min()
         if not (np.isfinite(row_sum).all() and b.min() >= -Y_TOLERANCE
-                and thermal_columns(b).min() > 0
-                and np.abs(row_sum - temperature(b) - pressure(b) - 1.0).max() <= SUM_TOLERANCE):
+                and t_min > 0 and t_min >= t_floor_k and t.max() <= t_ceiling_k
+                and p.min() >= p_lo and p.max() <= p_hi
+                and np.abs(row_sum - t - p - 1.0).max() <= SUM_TOLERANCE):
             return False
     return True
 
@@ -152,6 +184,9 @@ class Integrator:
         if list(self.gas.species_names) != list(meta.species):
             raise InputError("model: species list does not match its embedded mechanism")
         self.thermo = Nasa7(self.gas, self.device)
+        # The mechanism's thermo range (K): cells outside it are refused, except cells below the
+        # frozen temperature, which are returned unchanged (only T > 0 is asked of them).
+        self.thermo_range_k = (float(self.gas.min_temp), float(self.gas.max_temp))
         inert = torch.zeros(meta.n_species, dtype=torch.bool)
         for name in meta.inert_species:
             inert[meta.species.index(name)] = True
@@ -194,12 +229,15 @@ class Integrator:
 
     # -- checks ----------------------------------------------------------------------------------
     def substeps(self, dt: float | None) -> int:
-        """Number of model steps in ``dt`` (s); InputError unless a whole multiple of the model dt."""
+        """Number of model steps in ``dt`` (s); InputError unless a whole multiple of the model dt
+        (and a count a float can hold: ``dt`` = 1e308 s is refused, not an OverflowError)."""
         if dt is None:
             return 1
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise InputError(f"dt: must be a number > 0, got {dt!r}")
         ratio = dt / self.dt_s
+        if not math.isfinite(ratio):
+            raise InputError(f"dt: {dt:g} s is too many model steps of {self.dt_s:g} s to count")
         n = round(ratio)
         if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
             raise InputError(f"dt: {dt:g} s is not a whole multiple of the model's dt "
@@ -207,8 +245,10 @@ class Integrator:
         return n
 
     def check_states(self, states: torch.Tensor) -> None:
-        """InputError naming the problem for a wrong width, NaN/inf, T or P ≤ 0, Y < −tol or
-        ΣY off 1 by more than the tolerance."""
+        """InputError naming the row and the problem for a wrong width, NaN/inf, T or P ≤ 0,
+        T outside the mechanism's thermo range (:attr:`thermo_range_k`; cells below the frozen
+        temperature only need T > 0), P outside :data:`PRESSURE_RANGE_PA`, Y < −tol or ΣY off 1
+        by more than the tolerance."""
         if states.ndim != 2 or states.shape[1] != self.width:
             raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
                              f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
@@ -219,13 +259,20 @@ class Integrator:
         # for the first bad row runs only on failure. NaN or inf anywhere makes a row sum
         # non-finite; T and P are positive, so the global minimum is that of Y unless something
         # is wrong anyway.
+        t_lo, t_hi = self.thermo_range_k
+        # Below the thermo range only frozen cells are allowed: a batch whose coldest cell lies
+        # there takes the row-by-row search below, which lets frozen cells through.
+        t_floor = t_lo if self.meta.frozen_temperature_k < t_lo else 0.0
         if states.device.type == "cpu":
-            good = _host_states_look_valid(states.detach().numpy())
+            good = _host_states_look_valid(states.detach().numpy(), t_floor, t_hi)
         else:
             row_sum = states.sum(dim=1)
             total = row_sum - temperature(states) - pressure(states)
+            t_min, t_max = (float(v) for v in torch.aminmax(temperature(states)))
+            p_min, p_max = (float(v) for v in torch.aminmax(pressure(states)))
             good = (bool(torch.isfinite(row_sum).all()) and float(states.min()) >= -Y_TOLERANCE
-                    and bool((thermal_columns(states) > 0).all())
+                    and t_min > 0 and t_min >= t_floor and t_max <= t_hi
+                    and PRESSURE_RANGE_PA[0] <= p_min and p_max <= PRESSURE_RANGE_PA[1]
                     and float(torch.abs(total - 1.0).max()) <= SUM_TOLERANCE)
         if good:
             return
@@ -239,6 +286,19 @@ class Integrator:
             if bool(bad.any()):
                 row = int(bad.nonzero()[0])
                 raise InputError(f"states: row {row} has {name} <= 0 ({float(column[row]):g})")
+        t = temperature(states)
+        hot_or_cold = (t > t_hi) | ((t < t_lo) & (t >= self.meta.frozen_temperature_k))
+        if bool(hot_or_cold.any()):
+            row = int(hot_or_cold.nonzero()[0])
+            raise InputError(f"states: row {row} has temperature {float(t[row]):g} K, outside the "
+                             f"mechanism's thermo range {t_lo:g}–{t_hi:g} K")
+        p = pressure(states)
+        p_lo, p_hi = PRESSURE_RANGE_PA
+        outside = (p < p_lo) | (p > p_hi)
+        if bool(outside.any()):
+            row = int(outside.nonzero()[0])
+            raise InputError(f"states: row {row} has pressure {float(p[row]):g} Pa, outside "
+                             f"{p_lo:g}–{p_hi:g} Pa")
         neg = y < -Y_TOLERANCE
         if bool(neg.any()):
             row, k = (int(v) for v in neg.nonzero()[0])
@@ -263,13 +323,15 @@ class Integrator:
 
     @torch.no_grad()
     def advance(self, states: np.ndarray | torch.Tensor, n_substeps: int = 1,
-                check: bool = True) -> StepResult:
+                check: bool = True, stop: Callable[[], bool] | None = None) -> StepResult:
         """Advance ``states`` ``[n, 2+ns]`` by ``n_substeps`` model steps (``n_substeps`` × the
         model's dt, see :meth:`substeps`); the states in the caller's type and dtype plus the
         counts of frozen, fallback and near-equilibrium cells.
 
         ``check=False`` skips :meth:`check_states`, for states that have just passed it (the
-        service checks each request before merging them).
+        service checks each request before merging them). ``stop``, when given, is asked before
+        each model step and each Cantera fallback cell; True ends the call with
+        :class:`StepInterrupted` (the arithmetic is the same with or without it).
         """
         if (isinstance(n_substeps, bool) or not isinstance(n_substeps, numbers.Integral)
                 or n_substeps < 1):
@@ -301,11 +363,13 @@ class Integrator:
         y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
         tail_steps = 0
-        for _ in range(n_sub):
+        for done in range(n_sub):
+            if stop is not None and stop():
+                raise StepInterrupted(done, n_sub)
             if not bool(active.any()):
                 break
             idx = active.nonzero().squeeze(1)
-            t_new, y_new, fb, n_tail = self._model_step(t[idx], p[idx], y[idx])
+            t_new, y_new, fb, n_tail = self._model_step(t[idx], p[idx], y[idx], _at_step(stop, done, n_sub))
             tail_steps += n_tail
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
@@ -323,9 +387,11 @@ class Integrator:
         return ((t >= self.t_lo) & (t <= self.t_hi) & (p >= self.p_lo) & (p <= self.p_hi)
                 & ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1))
 
-    def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor
+    def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor,
+                    interrupt: Callable[[], None] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """One model step: ``(T', Y', fell_back [n] bool, cells served by the tail network)``."""
+        """One model step: ``(T', Y', fell_back [n] bool, cells served by the tail network)``;
+        ``interrupt`` is called before each Cantera fallback cell (it raises to stop)."""
         lam = self.meta.box_cox_lambda
         bct = box_cox(y, lam)
         inside = self.in_domain(t, p, bct)
@@ -338,6 +404,8 @@ class Integrator:
             inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
         outside = (~inside).nonzero().squeeze(1)
         for j in outside.tolist():
+            if interrupt is not None:
+                interrupt()
             t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
         return t_out, y_out, ~inside, n_tail
 

@@ -5,8 +5,9 @@ chemistry step (binary or JSON ``/v1``, KServe v2 ``/v2``); requests queued toge
 device call. :func:`create_app` builds the FastAPI application for :class:`ServiceSettings` and
 :class:`ModelHost` objects (:func:`load_hosts` loads a model directory), :func:`serve` runs it
 under uvicorn (what ``deepkin serve`` does) and :class:`Client` talks to it from Python with numpy
-and httpx only. Inside: ``hosting`` (the served models), ``batcher`` (dynamic batching on the one
-device thread), ``wire`` (bytes ↔ arrays), ``routers/`` (thin route functions), ``app``, ``server``.
+and httpx only. Inside: ``hosting`` (the served models), ``batcher`` (dynamic batching, bounded
+work), ``device`` (the one device thread and the budget of its calls), ``wire`` (bytes ↔ arrays),
+``protocol`` (read deadlines), ``routers/`` (thin route functions), ``app``, ``server``.
 See docs/service.md.
 """
 

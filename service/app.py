@@ -18,8 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mechanisms.errors import InputError
 from service import service_version
-from service.batcher import Batcher, device_thread
+from service.batcher import Batcher
 from service.deps import ServiceState
+from service.device import Device
 from service.errors import ServiceError
 from service.hosting import ModelHost, load_hosts
 from service.metrics import Metrics
@@ -27,6 +28,8 @@ from service.middleware import ServiceMiddleware
 from service.routers import ops, v1, v2
 from service.settings import ServiceSettings
 from service.wire import Disconnected
+
+LAST_DRAIN_S = 0.3  # what the lifespan's end waits for the batchers (s), after uvicorn's drain
 
 
 def create_app(settings: ServiceSettings | None = None, hosts: dict[str, ModelHost] | None = None) -> FastAPI:
@@ -38,22 +41,21 @@ def create_app(settings: ServiceSettings | None = None, hosts: dict[str, ModelHo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        executor = device_thread(settings.threads)
+        state.device = Device(settings.threads, settings.step_timeout_s)
         for name, host in hosts.items():
-            state.batchers[name] = Batcher(
-                host, executor, settings.max_batch_cells, settings.max_batch_requests,
-                settings.queue_delay_s, settings.max_queue_requests, settings.max_queue_cells,
-                settings.retry_after_s, metrics)
+            state.batchers[name] = Batcher(host, state.device, settings, metrics)
             state.batchers[name].start()
         state.ready = True
         try:
             yield
         finally:
-            # uvicorn has already let in-flight requests finish; anything still queued drains here.
+            # uvicorn has let in-flight requests finish (server.DrainingServer bounds that wait and
+            # answers what is left with 503): nothing is queued any more unless the app runs
+            # without it (tests); the device thread is not waited for.
             state.ready = False
             for batcher in state.batchers.values():
-                await batcher.stop(settings.graceful_shutdown_s)
-            executor.shutdown(wait=True)
+                await batcher.stop(LAST_DRAIN_S)
+            state.device.close()
 
     app = FastAPI(title="deepkin chemistry-step service", version=service_version(), lifespan=lifespan,
                   description="Advance `[n, 2+ns]` thermochemical states `[T (K), P (Pa), Y...]` by a "

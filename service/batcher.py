@@ -1,8 +1,11 @@
 """The dynamic batcher: requests of one model queued together share one device call.
 
 A :class:`Batcher` per model merges the requests that are queued when the device is free into one
-``Integrator.advance`` call on the single device thread (:func:`device_thread`), bounded by a cell
-cap and a request cap; its queue is bounded too (:class:`~service.errors.QueueFull` → 503).
+``Integrator.advance`` call on the single device thread (:class:`~service.device.Device`), bounded
+by a cell cap and a request cap; its queue is bounded too (:class:`~service.errors.QueueFull` →
+503), and so is the work of one request (``max_substeps``, ``max_cell_substeps``: 422 beyond) and
+the device time of one call (``step_timeout_s``: a merged call that runs past it is retried one
+request at a time, a request alone that does gets a 422).
 
 A request served alone goes to ``Integrator.advance`` as received, so it is advanced exactly as a
 direct call on the same array (bit for bit). Merged requests are each checked first (one bad
@@ -18,15 +21,19 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 
+from kinetics.integrator import StepInterrupted
 from mechanisms.errors import InputError
+from service.device import Device
 from service.errors import QueueFull, ShuttingDown
 from service.hosting import ModelHost
+from service.settings import ServiceSettings
 
 log = logging.getLogger("deepkin.service")
 
@@ -54,10 +61,15 @@ class Job:
     outputs: tuple[str, ...]
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    alone: bool = False  # a merged call it was in ran past the budget: served alone from now on
 
     @property
     def n_cells(self) -> int:
         return len(self.states)
+
+
+class RunAlone(Exception):
+    """The outcome of a job whose merged call ran past its budget: queue it again, alone."""
 
 
 class BatchObserver:
@@ -72,29 +84,26 @@ class BatchObserver:
 
 
 class Batcher:
-    """Merges queued requests of one model into device calls on ``executor`` (the one device
-    thread of :func:`device_thread`).
+    """Merges queued requests of one model into device calls on ``device``.
 
-    ``queue_delay_s`` > 0 waits that long after the first request of a batch for others to join
+    ``settings`` gives the caps: cells and requests of one call (``max_batch_cells``,
+    ``max_batch_requests``), the queue (``max_queue_requests``, ``max_queue_cells``,
+    ``retry_after_s``), the work of one request (``max_substeps``, ``max_cell_substeps``) and
+    ``queue_delay_s``: > 0 waits that long after the first request of a batch for others to join
     (default 0: take whatever is queued when the device is free). Requests with a different number
     of substeps never share a call. A queued request whose client has gone (its future cancelled)
     is dropped before it reaches the device.
     """
 
-    def __init__(self, host: ModelHost, executor: ThreadPoolExecutor, max_batch_cells: int,
-                 max_batch_requests: int, queue_delay_s: float, max_queue_requests: int,
-                 max_queue_cells: int, retry_after_s: int, observer: BatchObserver | None = None):
+    def __init__(self, host: ModelHost, device: Device, settings: ServiceSettings,
+                 observer: BatchObserver | None = None):
         self.host = host
-        self.executor = executor
-        self.max_batch_cells = max_batch_cells
-        self.max_batch_requests = max_batch_requests
-        self.queue_delay_s = queue_delay_s
-        self.max_queue_requests = max_queue_requests
-        self.max_queue_cells = max_queue_cells
-        self.retry_after_s = retry_after_s
+        self.device = device
+        self.settings = settings
         self.observer = observer or BatchObserver()
         self._queue: deque[Job] = deque()
         self._queued_cells = 0
+        self._running: list[Job] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -119,10 +128,17 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for job in self._queue:
+        self.abandon(ShuttingDown("the service is shutting down"))
+
+    def abandon(self, error: Exception) -> None:
+        """Refuse new requests and answer every unanswered one, queued or on the device, with
+        ``error`` (the drain deadline has come; a device call still running is left to end)."""
+        self._closing = True
+        for job in [*self._queue, *self._running]:
             if not job.future.done():
-                job.future.set_exception(ShuttingDown("the service is shutting down"))
+                job.future.set_exception(error)
         self._queue.clear()
+        self._queued_cells = 0
 
     async def _drained(self) -> None:
         while self._queue or not self._idle.is_set():
@@ -136,17 +152,27 @@ class Batcher:
     def submit(self, states: np.ndarray, n_substeps: int, outputs: tuple[str, ...] = ()) -> Job:
         """Queue one request; await ``job.future`` for its :class:`JobResult`.
 
-        Raises :class:`QueueFull` when the queue holds ``max_queue_requests`` requests or the new
-        cells would take it past ``max_queue_cells`` (a request alone in the queue is always taken).
+        Raises InputError when ``n_substeps`` is over ``max_substeps`` or cells × substeps over
+        ``max_cell_substeps``, and :class:`QueueFull` when the queue holds ``max_queue_requests``
+        requests or the new cells would take it past ``max_queue_cells`` (a request alone in the
+        queue is always taken).
         """
+        s = self.settings
+        n = len(states)
+        if n_substeps > s.max_substeps:
+            raise InputError(f"dt: {n_substeps:.4g} model steps of {self.host.meta.dt_s:g} s is over "
+                             f"the limit of {s.max_substeps} per request (max_substeps)")
+        if n * n_substeps > s.max_cell_substeps:
+            raise InputError(f"states: {n} cells × {n_substeps} model steps is over the limit of "
+                             f"{s.max_cell_substeps} cell-steps per request (max_cell_substeps); send "
+                             f"fewer cells or a smaller dt")
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        n = len(states)
-        if len(self._queue) >= self.max_queue_requests or (
-                self._queue and self._queued_cells + n > self.max_queue_cells):
+        if len(self._queue) >= s.max_queue_requests or (
+                self._queue and self._queued_cells + n > s.max_queue_cells):
             self.observer.rejected(self.host.name)
             raise QueueFull(f"queue full: {len(self._queue)} requests, {self._queued_cells} cells "
-                            f"waiting for model '{self.host.name}'", self.retry_after_s)
+                            f"waiting for model '{self.host.name}'", s.retry_after_s)
         job = Job(states, n_substeps, outputs, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._queued_cells += n
@@ -156,6 +182,7 @@ class Batcher:
 
     def _take(self) -> list[Job]:
         """The next batch: the oldest live job and the queued jobs that fit with it, in order."""
+        max_cells, max_requests = self.settings.max_batch_cells, self.settings.max_batch_requests
         batch: list[Job] = []
         cells = 0
         keep: deque[Job] = deque()
@@ -165,15 +192,16 @@ class Batcher:
                 self._queued_cells -= job.n_cells
                 continue
             fits = (not batch) or (
-                job.n_substeps == batch[0].n_substeps and len(batch) < self.max_batch_requests
-                and cells + job.n_cells <= self.max_batch_cells)
+                not job.alone and not batch[0].alone
+                and job.n_substeps == batch[0].n_substeps and len(batch) < max_requests
+                and cells + job.n_cells <= max_cells)
             if fits:
                 batch.append(job)
                 cells += job.n_cells
                 self._queued_cells -= job.n_cells
             else:
                 keep.append(job)
-                if len(batch) >= self.max_batch_requests or cells >= self.max_batch_cells:
+                if batch[0].alone or len(batch) >= max_requests or cells >= max_cells:
                     break
         keep.extend(self._queue)
         self._queue = keep
@@ -181,37 +209,54 @@ class Batcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        delay_s = self.settings.queue_delay_s
         while True:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.queue_delay_s > 0 and not self._closing and self._queued_cells < self.max_batch_cells:
-                await asyncio.sleep(self.queue_delay_s)
+            if delay_s > 0 and not self._closing and self._queued_cells < self.settings.max_batch_cells:
+                await asyncio.sleep(delay_s)
             batch = self._take()
             if not batch:
                 continue
             self._idle.clear()
+            self._running = batch
             try:
                 started = time.perf_counter()
-                outcomes = await loop.run_in_executor(self.executor, self._execute, batch, started)
+                outcomes = await self.device.run(partial(self._execute, batch, started))
             except Exception as exc:  # noqa: BLE001 - a failed call fails its requests, not the batcher
                 log.exception("model %s: device call failed", self.host.name)
                 outcomes = [exc] * len(batch)
             finally:
+                self._running = []
                 self._idle.set()
-            for job, outcome in zip(batch, outcomes):
-                if job.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
+            self._answer(batch, outcomes)
+
+    def _answer(self, batch: list[Job], outcomes: list) -> None:
+        """Settle each job's future with its outcome; jobs to run alone go back to the front of
+        the queue, in their order."""
+        again = [job for job, outcome in zip(batch, outcomes)
+                 if isinstance(outcome, RunAlone) and not job.future.done()]
+        for job in reversed(again):
+            job.alone = True
+            self._queue.appendleft(job)
+            self._queued_cells += job.n_cells
+        if again:
+            self.observer.queue_depth(self.host.name, *self.queued)
+        for job, outcome in zip(batch, outcomes):
+            if job.future.done() or isinstance(outcome, RunAlone):
+                continue
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
     # -- device thread --------------------------------------------------------------------------------
-    def _execute(self, batch: list[Job], started: float) -> list[JobResult | Exception]:
-        """One device call for ``batch``: an outcome per job, in order (its result or its error)."""
+    def _execute(self, batch: list[Job], started: float, stop: Callable[[], bool]
+                 ) -> list[JobResult | Exception]:
+        """One device call for ``batch``: an outcome per job, in order (its result, its error,
+        or :class:`RunAlone`); ``stop`` is the device's deadline (see :class:`Device`)."""
         outcomes: list[JobResult | Exception | None] = [None] * len(batch)
         if len(batch) == 1:
             # Served alone: Integrator.advance checks and converts it, exactly as a direct call.
@@ -225,7 +270,9 @@ class Batcher:
         queue_s = [started - job.enqueued for job in jobs]
         t0 = time.perf_counter()
         try:
-            answers = self._advance(jobs, inputs, check, queue_s, t0)
+            answers = self._advance(jobs, inputs, check, queue_s, t0, stop)
+        except StepInterrupted as exc:
+            answers = [self._interrupted(exc, jobs)] * len(jobs)
         except (InputError, ValueError) as exc:
             answers = [exc if isinstance(exc, InputError) else InputError(f"states: {exc}")] * len(jobs)
         device_s = time.perf_counter() - t0
@@ -250,11 +297,23 @@ class Batcher:
             checked.append(states)
         return checked
 
+    def _interrupted(self, exc: StepInterrupted, jobs: list[Job]) -> Exception:
+        """The outcome of each job of a call stopped at the device's deadline."""
+        if self.device.draining:
+            return ShuttingDown("the service is shutting down: the step was stopped unfinished")
+        if len(jobs) > 1:
+            return RunAlone()
+        job = jobs[0]
+        return InputError(f"states: {job.n_cells} cells × {job.n_substeps} model steps need more than "
+                          f"the device-time budget of {self.device.step_timeout_s:g} s per call "
+                          f"(step_timeout_s; stopped after {exc.substeps_done} steps); send fewer "
+                          f"cells or a smaller dt")
+
     def _advance(self, jobs: list[Job], inputs: list[np.ndarray], check: bool, queue_s: list[float],
-                 t0: float) -> list[JobResult | InputError]:
+                 t0: float, stop: Callable[[], bool]) -> list[JobResult | InputError]:
         """Advance ``inputs`` (the states of ``jobs``) in one call; an answer per job."""
         merged = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-        result = self.host.integrator.advance(merged, jobs[0].n_substeps, check=check)
+        result = self.host.integrator.advance(merged, jobs[0].n_substeps, check=check, stop=stop)
         device_s = time.perf_counter() - t0
         answers: list[JobResult | InputError] = []
         offset = 0
@@ -274,16 +333,3 @@ class Batcher:
                                      int(np.count_nonzero(result.fallback[rows])), result.n_substeps,
                                      extra, len(jobs), len(merged), waited_s, device_s))
         return answers
-
-
-def device_thread(threads: int | None = None) -> ThreadPoolExecutor:
-    """The single thread every device call runs on (one device, calls never overlap).
-
-    ``threads``: torch CPU threads of that thread. OpenMP keeps the thread count per thread, so
-    ``torch.set_num_threads`` in the main thread does not reach this one; it is set here.
-    """
-    def init() -> None:
-        if threads:
-            torch.set_num_threads(threads)
-
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepkin-device", initializer=init)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,7 +12,8 @@ import numpy as np
 from fastapi import Depends, Request
 
 from service.batcher import Batcher, JobResult
-from service.errors import Forbidden, Unauthorized, UnknownModel
+from service.device import Device
+from service.errors import Forbidden, NotReady, ShuttingDown, Unauthorized, UnknownModel
 from service.hosting import ModelHost
 from service.metrics import Metrics
 from service.settings import ServiceSettings
@@ -26,7 +28,28 @@ class ServiceState:
     hosts: dict[str, ModelHost]
     batchers: dict[str, Batcher]
     metrics: Metrics
+    device: Device | None = None
     ready: bool = False
+
+    def check_ready(self) -> None:
+        """:class:`NotReady` (503) before start-up, while shutting down, and while a device call
+        has run longer than its budget (a wedged device)."""
+        if not self.ready:
+            raise NotReady("not ready: starting or shutting down")
+        if self.device is not None and self.device.wedged:
+            raise NotReady(f"not ready: a device call has run {self.device.busy_s:.1f} s, longer than "
+                           f"step_timeout_s ({self.settings.step_timeout_s:g} s)")
+
+    def drain(self, answer_within_s: float) -> None:
+        """Begin a shutdown: not ready from now on; device calls stop, and requests still
+        unanswered get a 503, ``answer_within_s`` from now."""
+        self.ready = False
+        if self.device is not None:
+            self.device.drain(time.monotonic() + answer_within_s)
+        error = ShuttingDown("the service is shutting down: the request was not answered within "
+                             "the drain time")
+        asyncio.get_running_loop().call_later(
+            answer_within_s, lambda: [b.abandon(error) for b in self.batchers.values()])
 
 
 def service_state(request: Request) -> ServiceState:

@@ -61,3 +61,9 @@ class QueueFull(ServiceError):
 
 class ShuttingDown(ServiceError):
     status_code = 503
+
+
+class NotReady(ServiceError):
+    """The readiness probe's answer while starting, shutting down or wedged."""
+
+    status_code = 503

@@ -1,10 +1,14 @@
-"""Pydantic models of every JSON body (v1 and the KServe Open Inference Protocol v2)."""
+"""Pydantic models of every JSON body (v1 and the KServe Open Inference Protocol v2).
+
+Request bodies are validated strictly: a number is a JSON number (``"1200"`` and ``true`` are
+not), a string a JSON string, a flag a JSON boolean.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Output = Literal["net_production_rates", "heat_release_rate"]
 
@@ -45,7 +49,7 @@ class ModelList(BaseModel):
 class StepRequest(BaseModel):
     """A JSON step (for small calls; large ones should use the binary body)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     states: list[list[float]] = Field(..., description="[n, 2+ns]: T (K), P (Pa), Y in the model's order")
     dt: float | None = Field(None, description="Step (s), a whole multiple of the model's dt_s")
@@ -92,25 +96,57 @@ class ModelMetadataV2(BaseModel):
 
 
 class InferInputTensor(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description="binary_data_size: bytes of this "
+                                              "tensor in the binary part of the body")
+    data: list[float] | None = Field(None, description="The values in row-major order (nested rows "
+                                     "are flattened)")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _flatten_rows(cls, data: Any) -> Any:
+        """KServe clients may send ``[[...], [...]]``; the values are checked after flattening."""
+        if isinstance(data, list) and data and isinstance(data[0], list):
+            return [v for row in data for v in (row if isinstance(row, list) else [row])]
+        return data
 
 
 class InferOutputTensor(InferInputTensor):
     """An output tensor: the same fields as an input (KServe v2)."""
 
 
+class OutputParameters(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    binary_data: bool | None = Field(None, description="Answer this output as binary data")
+
+
 class InferRequestedOutput(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: OutputParameters | None = None
+
+
+class InferParameters(BaseModel):
+    """The request parameters the service reads; any others are accepted and ignored (KServe)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    dt: float | None = Field(None, description="Step (s), a whole multiple of the model's dt_s")
+    mechanism_sha256: str | None = Field(None, description="409 unless it is the model's")
+    binary_data_output: bool | None = Field(None, description="Answer every output as binary data")
 
 
 class InferRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: InferParameters | None = None
     inputs: list[InferInputTensor]
     outputs: list[InferRequestedOutput] | None = None
 

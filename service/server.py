@@ -1,4 +1,5 @@
-"""Run the service under uvicorn: one process, one device thread, graceful shutdown on SIGTERM/SIGINT."""
+"""Run the service under uvicorn: one process, one device thread, read deadlines on every
+connection, and a shutdown on SIGTERM/SIGINT that ends within ``graceful_shutdown_s``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 import uvicorn
 
 from service.app import create_app
+from service.deps import ServiceState
 from service.hosting import load_hosts
+from service.protocol import deadline_protocol
 from service.settings import ServiceSettings
 
 log = logging.getLogger("deepkin.service")
@@ -45,12 +48,35 @@ def tune_malloc() -> bool:
     return ok
 
 
+# The shutdown's schedule, counted back from graceful_shutdown_s after it starts (s): requests
+# still unanswered get 503 ANSWER_MARGIN_S before the end; uvicorn stops waiting for connections
+# UVICORN_MARGIN_S before it; the lifespan's end (service.app.LAST_DRAIN_S) takes what is left.
+ANSWER_MARGIN_S = 1.0
+UVICORN_MARGIN_S = 0.5
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the service when its shutdown begins (``ServiceState.drain``)
+    so that device calls stop and every request is answered before the drain time is over."""
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState):
+        super().__init__(config)
+        self.service_state = state
+
+    async def shutdown(self, sockets=None) -> None:
+        self.service_state.drain(self.service_state.settings.graceful_shutdown_s - ANSWER_MARGIN_S)
+        await super().shutdown(sockets)
+
+
 def serve(settings: ServiceSettings) -> None:
     """Load the models of ``settings``, then serve them until SIGTERM/SIGINT.
 
     Loading happens before the socket opens, so a bad model directory fails at once with one line
-    and ``/v2/health/ready`` is true from the first connection on. On shutdown, requests in flight
-    are answered (up to ``graceful_shutdown_s``) before the process exits.
+    and ``/v2/health/ready`` is true from the first connection on. On shutdown the socket closes,
+    requests in flight are answered (those still unanswered 1 s before ``graceful_shutdown_s``
+    get 503, a device call still running is stopped at its next model step) and the process exits
+    within ``graceful_shutdown_s`` of the signal (uvicorn re-raises SIGTERM, which ends the
+    process even with the device thread still in a call).
     """
     tune_malloc()
     if settings.threads:
@@ -60,10 +86,12 @@ def serve(settings: ServiceSettings) -> None:
     hosts = load_hosts(settings.model_dir, settings.device)
     app = create_app(settings, hosts)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.graceful_shutdown_s, access_log=False,
-                            timeout_keep_alive=settings.keep_alive_s,
-                            lifespan="on")
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s - UVICORN_MARGIN_S,
+                            access_log=False, timeout_keep_alive=settings.keep_alive_s, lifespan="on",
+                            ws="none",  # no WebSocket routes: an upgrade stays plain HTTP
+                            http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s,
+                                                   settings.graceful_shutdown_s - ANSWER_MARGIN_S))
+    server = DrainingServer(config, app.state.service)
     names = ", ".join(f"{name} ({h.meta.n_species} species, dt {h.meta.dt_s:g} s, {h.integrator.device})"
                       for name, h in hosts.items())
     logging.getLogger("uvicorn.error").info("deepkin serving %s", names)

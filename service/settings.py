@@ -21,16 +21,32 @@ class ServiceSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     tokens: list[str] = Field(default_factory=list, description="Bearer tokens; empty = no auth")
-    max_body_bytes: int = Field(1 << 30, gt=0, description="Request-size limit (413 above it)")
+    max_body_bytes: int = Field(1 << 30, gt=0, description="Request-size limit (413 above it), "
+                                "before and after decompression")
+    max_json_bytes: int = Field(16 << 20, gt=0, description="Size limit of a JSON body (v1 JSON, v2 "
+                                "without binary data) and of a v2 JSON header, before and after "
+                                "decompression (413 above it)")
     max_batch_cells: int = Field(1 << 20, gt=0, description="Cell cap of one merged device call")
     max_batch_requests: int = Field(64, gt=0, description="Requests merged into one call; 1 = no merging")
     queue_delay_s: float = Field(0.0, ge=0, description="Wait this long for more requests to merge")
     max_queue_requests: int = Field(256, gt=0, description="Queued requests before 503")
     max_queue_cells: int = Field(1 << 22, gt=0, description="Queued cells before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
+    max_substeps: int = Field(1000, gt=0, description="Model steps one request may ask for (dt / the "
+                                                      "model's dt); 422 above")
+    max_cell_substeps: int = Field(1 << 26, gt=0, description="Cells × model steps of one request; "
+                                                              "422 above")
+    step_timeout_s: float = Field(60.0, gt=0, description="Device-time budget of one device call (s): "
+                                  "stopped at the next model step past it; not ready while a call "
+                                  "runs longer")
+    header_timeout_s: float = Field(10.0, gt=0, description="A request line and headers must arrive "
+                                    "within this (s) of their first byte or of the connection opening")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest pause (s) in a request body or in "
+                                  "the client reading its answer; the connection is closed after it")
     keep_alive_s: int = Field(300, gt=0, description="Idle keep-alive of a connection (a CFD rank calls "
                                                      "once per time step, which may be minutes apart)")
-    graceful_shutdown_s: float | None = Field(60.0, description="Longest wait for in-flight requests")
+    graceful_shutdown_s: float = Field(60.0, ge=2.0, description="SIGTERM/SIGINT: the process exits "
+                                       "within this (s); requests unanswered 1 s before it get 503")
     log_level: str = "info"
 
     @field_validator("tokens")

@@ -4,17 +4,20 @@ Binary states are ``[n, 2+ns]`` little-endian float64 or float32, C order, no he
 read from ``request.stream()`` into one preallocated buffer of ``Content-Length`` bytes (one copy
 out of the socket chunks, none afterwards); ``np.frombuffer`` views it without another copy.
 
+- both: :func:`body_media_type` (415 unless octet-stream or JSON), :func:`content_coding` and
+  :func:`decompress` (gzip/deflate request bodies, 415 for another coding), :func:`read_body`,
+  :func:`json_bytes`.
 - v1: :func:`states_from_bytes` / :func:`states_from_lists` in, :func:`states_body` (binary) and
   :func:`json_array` (JSON) out.
-- v2 (KServe Open Inference Protocol, binary-data extension): :func:`decompress` (gzip/deflate
-  requests), :func:`split_inference_body` (``Inference-Header-Content-Length``),
-  :func:`tensor_states` in, :func:`inference_outputs` and :func:`inference_body` out.
+- v2 (KServe Open Inference Protocol, binary-data extension): :func:`split_inference_body`
+  (``Inference-Header-Content-Length``), :func:`tensor_states` in, :func:`inference_outputs` and
+  :func:`inference_body` out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import zlib
 
 import numpy as np
@@ -22,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from mechanisms.errors import InputError
 from mechanisms.state import n_species_of
-from service.errors import BadRequest, BodyTooLarge
+from service.errors import BadRequest, BodyTooLarge, UnsupportedMediaType
 from service.schemas import InferInputTensor
 
 DTYPES = {
@@ -33,6 +36,9 @@ DTYPES = {
 }
 DTYPE_NAMES = {np.dtype("<f8"): "float64", np.dtype("<f4"): "float32"}
 V2_DATATYPES = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4")}  # KServe v2 tensor datatypes
+BODY_MEDIA_TYPES = ("application/octet-stream", "application/json", "")  # "": no Content-Type
+CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # zlib wbits of each coding
+INFLATE_CHUNK = 4 << 20  # bytes inflated per zlib call: the size limit is checked in between
 
 
 class Disconnected(Exception):
@@ -49,34 +55,46 @@ def parse_dtype(text: str | None, field: str = "X-Dtype") -> np.dtype:
     return dtype
 
 
-def parse_dt(text: str | float | None) -> float | None:
-    """A ``dt`` in s from a query parameter or header; InputError when it is not a number."""
-    if text is None or (isinstance(text, str) and not text.strip()):
+def body_media_type(request: Request) -> str:
+    """The body's media type, lower case without parameters ("" without ``Content-Type``);
+    :class:`UnsupportedMediaType` (415) unless it is octet-stream or JSON."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in BODY_MEDIA_TYPES:
+        raise UnsupportedMediaType(f"content-type: '{media[:60]}' is neither application/octet-stream "
+                                   "nor application/json")
+    return media
+
+
+def content_coding(request: Request) -> str | None:
+    """``gzip`` or ``deflate`` from ``Content-Encoding`` (None without one, or ``identity``);
+    :class:`UnsupportedMediaType` (415) for another coding, before any of the body is read."""
+    text = request.headers.get("content-encoding")
+    if text is None or text.strip().lower() in ("", "identity"):
         return None
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"dt: not a number: '{str(text)[:40]}'")
-    if not math.isfinite(value):
-        raise InputError(f"dt: must be finite, got {text}")
-    return value
+    coding = text.strip().lower()
+    if coding not in CODINGS:
+        raise UnsupportedMediaType(f"content-encoding: '{text.strip()[:40]}' is not supported "
+                                   f"(gzip, deflate)")
+    return coding
 
 
-async def read_body(request: Request, max_bytes: int) -> memoryview:
-    """The whole body as a writable buffer (uint8 memory owned by numpy).
+async def read_body(request: Request, max_bytes: int, for_json: bool = False) -> memoryview:
+    """The whole body as a writable buffer.
 
-    With ``Content-Length`` the buffer is allocated once and the socket chunks are copied into it;
-    a chunked body is joined at the end. Raises :class:`BodyTooLarge` past ``max_bytes`` and
-    :class:`Disconnected` when the client leaves mid-body.
+    With ``Content-Length`` the buffer is allocated once and the socket chunks are copied into it
+    (numpy memory, untouched until written; a ``bytearray`` when ``for_json``, which pydantic
+    reads without a copy, see :func:`json_bytes`); a chunked body grows one ``bytearray``. Raises
+    :class:`BodyTooLarge` past ``max_bytes`` (before reading when ``Content-Length`` says so; the
+    answer closes the connection) and :class:`Disconnected` when the client leaves mid-body.
     """
     length_text = request.headers.get("content-length")
     try:
         if length_text is not None:
             length = int(length_text)
             if length > max_bytes:
-                raise BodyTooLarge(f"body: {length} bytes is over the limit of {max_bytes} bytes")
-            buffer = np.empty(length, dtype=np.uint8)
-            view = memoryview(buffer)
+                raise BodyTooLarge(f"body: {length} bytes is over the limit of {max_bytes} bytes",
+                                   {"Connection": "close"})
+            view = memoryview(bytearray(length) if for_json else np.empty(length, dtype=np.uint8))
             pos = 0
             async for chunk in request.stream():
                 end = pos + len(chunk)
@@ -87,15 +105,70 @@ async def read_body(request: Request, max_bytes: int) -> memoryview:
             if pos != length:
                 raise Disconnected()
             return view
-        chunks, total = [], 0
+        buffer = bytearray()
         async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_bytes:
-                raise BodyTooLarge(f"body: more than the limit of {max_bytes} bytes")
-            chunks.append(chunk)
-        return memoryview(np.frombuffer(bytearray(b"".join(chunks)), dtype=np.uint8))
+            buffer += chunk
+            if len(buffer) > max_bytes:
+                raise BodyTooLarge(f"body: more than the limit of {max_bytes} bytes", {"Connection": "close"})
+        return memoryview(buffer)
     except ClientDisconnect:
         raise Disconnected()
+
+
+def json_bytes(body: memoryview) -> bytes | bytearray:
+    """``body`` as pydantic's ``model_validate_json`` takes it: the ``bytearray`` under it when
+    the view spans one whole (no copy), else a copy."""
+    under = body.obj
+    if isinstance(under, (bytes, bytearray)) and len(under) == body.nbytes:
+        return under
+    return body.tobytes()
+
+
+async def decompress(body: memoryview, coding: str | None, max_bytes: int) -> memoryview:
+    """Undo ``coding`` (:func:`content_coding`; None: ``body`` itself) off the event loop (zlib
+    lets go of the GIL), so other clients are served meanwhile; see :func:`inflate`."""
+    if coding is None:
+        return body
+    return await asyncio.to_thread(inflate, body, coding, max_bytes)
+
+
+def inflate(body: memoryview, coding: str, max_bytes: int) -> memoryview:
+    """``body`` inflated from ``coding`` (gzip or deflate), :data:`INFLATE_CHUNK` bytes per zlib
+    call, stopping with :class:`BodyTooLarge` as soon as it passes ``max_bytes`` (a small body
+    that inflates to gigabytes costs ``max_bytes`` at most). BadRequest for data that is not one
+    valid ``coding`` stream.
+
+    The output buffer is numpy memory sized from gzip's length trailer (a hint, capped at
+    ``max_bytes``) and doubled when too small: a buffer of tens of MiB is then mapped on its own
+    and given back when freed, where a growing ``bytearray`` would stay in the malloc heap, which
+    this server never trims (service.server.MALLOC_SETTINGS).
+    """
+    inflater = zlib.decompressobj(CODINGS[coding])
+    hint = int.from_bytes(body[-4:], "little") if coding == "gzip" and len(body) >= 18 else 0
+    out = np.empty(min(max(hint, INFLATE_CHUNK), max_bytes), dtype=np.uint8)
+    size = 0
+    data: memoryview | bytes = body
+    try:
+        while True:
+            piece = inflater.decompress(data, INFLATE_CHUNK)
+            end = size + len(piece)
+            if end > max_bytes:
+                raise BodyTooLarge(f"body: more than the limit of {max_bytes} bytes once decompressed",
+                                   {"Connection": "close"})
+            if end > len(out):
+                grown = np.empty(min(max(2 * len(out), end), max_bytes), dtype=np.uint8)
+                grown[:size] = out[:size]
+                out = grown
+            out[size:end] = np.frombuffer(piece, dtype=np.uint8)
+            size = end
+            data = inflater.unconsumed_tail
+            if not data and len(piece) < INFLATE_CHUNK:
+                break
+    except zlib.error as exc:
+        raise BadRequest(f"content-encoding: the body is not valid {coding} data ({exc})")
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest(f"content-encoding: the body is not one complete {coding} stream")
+    return memoryview(out)[:size]
 
 
 def states_from_bytes(body: memoryview, dtype: np.dtype, width: int, cells: str | None = None) -> np.ndarray:
@@ -126,33 +199,20 @@ def states_from_lists(rows, width: int, dtype: np.dtype, field: str = "states") 
     return array
 
 
-def decompress(body: memoryview, encoding: str | None, max_bytes: int) -> memoryview:
-    """Undo ``Content-Encoding: gzip|deflate`` (Triton's request compression), bounded by
-    ``max_bytes`` (:class:`BodyTooLarge` past it); BadRequest for another encoding or bad data."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return body
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.strip().lower())
-    if wbits is None:
-        raise BadRequest(f"content-encoding: '{encoding[:40]}' is not supported (gzip, deflate)")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"content-encoding: the body is not valid {encoding} data ({exc})")
-    if len(data) > max_bytes:
-        raise BodyTooLarge(f"body: more than the limit of {max_bytes} bytes once decompressed")
-    return memoryview(data)
-
-
-def split_inference_body(body: memoryview, header_length: str | None) -> tuple[bytes, memoryview]:
+def split_inference_body(body: memoryview, header_length: str | None, max_json_bytes: int
+                         ) -> tuple[bytes | bytearray, memoryview]:
     """A v2 body as ``(JSON header, binary tensor data)``: the first ``header_length`` bytes (the
-    ``Inference-Header-Content-Length`` header; without it the whole body is JSON), then the rest."""
+    ``Inference-Header-Content-Length`` header; without it the whole body is JSON, not copied),
+    then the rest. :class:`BodyTooLarge` for a JSON header over ``max_json_bytes``."""
     if header_length is None:
-        return body.tobytes(), body[len(body):]
+        return json_bytes(body), body[len(body):]
     if not header_length.strip().isdigit() or int(header_length) > len(body):
         raise BadRequest(f"Inference-Header-Content-Length: '{header_length[:20]}' is not a length "
                          f"within the body ({len(body)} bytes)")
     n = int(header_length)
+    if n > max_json_bytes:
+        raise BodyTooLarge(f"Inference-Header-Content-Length: a JSON header of {n} bytes is over the "
+                           f"limit of {max_json_bytes} bytes (max_json_bytes)")
     return body[:n].tobytes(), body[n:]
 
 
@@ -169,7 +229,8 @@ def tensor_states(tensor: InferInputTensor, binary: memoryview, width: int) -> n
     n = tensor.shape[0]
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != n * width * dtype.itemsize or size > len(binary):
+        if (isinstance(size, bool) or not isinstance(size, int) or size != n * width * dtype.itemsize
+                or size > len(binary)):
             raise InputError(f"{field}.parameters.binary_data_size: {size} does not match shape "
                              f"{tensor.shape} of {tensor.datatype} within the {len(binary)} binary bytes")
         return np.frombuffer(binary[:size], dtype=dtype).reshape(n, width)

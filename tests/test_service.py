@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import cantera as ct
@@ -232,6 +233,30 @@ def test_request_size_limit_is_413(server):
     assert r.status_code == 413
 
 
+def test_compressed_bodies_on_v1_as_on_v2(server, integrators):
+    """v1 honours Content-Encoding (gzip, deflate) as v2 does, and the body limit applies to the
+    inflated bytes too (for binary v2 data behind a JSON header alike)."""
+    states = make_states(40, seed=14)
+    expected = integrators["h2"].step(states)
+    as_json = json.dumps({"states": states.tolist()}).encode()
+    for coding, pack in (("gzip", gzip.compress), ("deflate", zlib.compress)):
+        r = post(server, "/v1/models/h2/step", pack(states.tobytes()), {"Content-Encoding": coding})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(np.frombuffer(r.content).reshape(states.shape), expected)
+        r = post(server, "/v1/models/h2/step", pack(as_json),
+                 {"Content-Type": "application/json", "Content-Encoding": coding})
+        assert r.status_code == 200 and np.array_equal(r.json()["states"], expected)
+    zeros = gzip.compress(bytes(16 * MAX_BODY))
+    r = post(server, "/v1/models/h2/step", zeros, {"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "once decompressed" in r.json()["error"]
+    head = json.dumps({"inputs": [{"name": "STATES", "shape": [1, 12], "datatype": "FP64",
+                                   "parameters": {"binary_data_size": 96}}]}).encode()
+    packed = gzip.compress(head + bytes(16 * MAX_BODY))
+    r = post(server, "/v2/models/h2/infer", packed, {"Content-Encoding": "gzip",
+                                                     "Inference-Header-Content-Length": str(len(head))})
+    assert r.status_code == 413 and "once decompressed" in r.json()["error"]
+
+
 def test_auth(server):
     states = make_states(2, seed=10).tobytes()
     r = httpx.post(server.url + "/v1/models/h2/step", content=states)
@@ -323,7 +348,9 @@ def test_v2_json_without_triton(server, integrators):
     assert out["name"] == "STATES" and out["shape"] == [4, 12]
     assert np.array_equal(np.asarray(out["data"]).reshape(4, 12), integrators["h2"].step(states))
     r = post(server, "/v2/models/h2/infer", gzip.compress(b"x" * 100), {"Content-Encoding": "br"})
-    assert r.status_code == 400
+    assert r.status_code == 415 and "content-encoding" in r.json()["error"]  # RFC 9110 §15.5.16
+    r = post(server, "/v2/models/h2/infer", b"not gzip", {"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "not valid gzip" in r.json()["error"]
 
 
 # -- dynamic batching, queue limits, disconnects, shutdown -------------------------------------------
@@ -436,6 +463,26 @@ def test_serve_refuses_a_directory_without_models(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: model-dir: no *.safetensors model files in {tmp_path}"]
+
+
+def test_serve_flags_reach_the_settings(tmp_path):
+    """Each limit has a flag (and a DEEPKIN_* variable); a bad value is one line naming it."""
+    from click.testing import CliRunner
+
+    from deepkin.cli import cli
+    from mechanisms.errors import InputError
+
+    for flag, value, field in (("--max-substeps", "0", "max_substeps"),
+                               ("--max-cell-substeps", "-1", "max_cell_substeps"),
+                               ("--step-timeout-s", "0", "step_timeout_s"),
+                               ("--header-timeout-s", "0", "header_timeout_s"),
+                               ("--body-timeout-s", "-2", "body_timeout_s"),
+                               ("--graceful-shutdown-s", "1", "graceful_shutdown_s"),
+                               ("--max-json-mb", "0", "max_json_bytes")):
+        result = CliRunner().invoke(cli, ["serve", "--model-dir", str(tmp_path), flag, value],
+                                    standalone_mode=False)
+        assert isinstance(result.exception, InputError), (flag, result.output)
+        assert str(result.exception).startswith(f"{field}:") and "\n" not in str(result.exception)
 
 
 def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():

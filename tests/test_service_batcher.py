@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from mechanisms.errors import InputError
-from service.batcher import Batcher, device_thread
+from service.batcher import Batcher
+from service.device import Device
 from service.hosting import ModelHost
+from service.settings import ServiceSettings
 from tests.helpers.models import write_test_model
 
 
@@ -47,26 +49,27 @@ class Recorder:
             self.checks.append(states)
             return check(states)
 
-        def recorded_advance(states, n_substeps=1, check=True):
+        def recorded_advance(states, n_substeps=1, check=True, stop=None):
             self.advances.append((states, n_substeps, check))
-            return advance(states, n_substeps, check=check)
+            return advance(states, n_substeps, check=check, stop=stop)
 
         monkeypatch.setattr(integrator, "check_states", recorded_check)
         monkeypatch.setattr(integrator, "advance", recorded_advance)
 
 
-def _serve_together(host: ModelHost, requests: list[np.ndarray], n_substeps: int) -> list:
+def _serve_together(host: ModelHost, requests: list[np.ndarray], n_substeps: int,
+                    step_timeout_s: float = 60.0) -> list:
     """Queue every request before the batcher runs (one batch); the answers or errors, in order."""
     async def main():
-        thread = device_thread(1)
-        batcher = Batcher(host, thread, max_batch_cells=10**6, max_batch_requests=16,
-                          queue_delay_s=0.0, max_queue_requests=16, max_queue_cells=10**6,
-                          retry_after_s=1)
+        device = Device(1, step_timeout_s)
+        settings = ServiceSettings(max_batch_cells=10**6, max_batch_requests=16, max_queue_requests=16,
+                                   max_queue_cells=10**6)
+        batcher = Batcher(host, device, settings)
         batcher.start()
         jobs = [batcher.submit(states, n_substeps) for states in requests]
         answers = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
         await batcher.stop(5.0)
-        thread.shutdown(wait=True)
+        device.close()
         return answers
 
     return asyncio.run(main())
@@ -108,3 +111,19 @@ def test_merged_requests_are_checked_once_and_advanced_as_one_float64_concatenat
         assert answer.states.dtype == states.dtype
         assert np.array_equal(answer.states, expected[rows].astype(states.dtype))
         assert (answer.n_cells, answer.batch_requests, answer.batch_cells) == (len(states), 3, 21)
+
+
+def test_a_merged_call_past_its_budget_is_retried_one_request_at_a_time(host, monkeypatch):
+    """A request whose cells fall back to Cantera (P below the training domain) makes the merged
+    call run past its 0.5 s budget: the small request it was merged with is served alone (as
+    received, bit for bit), the big one alone still needs more and gets a 422 naming the budget."""
+    small = _states(5, seed=6)
+    big = _states(3000, seed=7)
+    big[:, 1] = 500.0  # Pa: inside PRESSURE_RANGE_PA, outside the training domain (1e3–1e8 Pa)
+    expected = host.integrator.advance(small, 4)
+    calls = Recorder(host.integrator, monkeypatch)
+    answers = _serve_together(host, [big, small], n_substeps=4, step_timeout_s=0.5)
+    assert [len(states) for states, _, _ in calls.advances] == [3005, 3000, 5]
+    assert calls.advances[2][0] is small and calls.advances[2][2]  # alone, checked as received
+    assert isinstance(answers[0], InputError) and "step_timeout_s" in str(answers[0])
+    assert np.array_equal(answers[1].states, expected.states) and answers[1].batch_requests == 1

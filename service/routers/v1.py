@@ -10,12 +10,15 @@ from fastapi.responses import PlainTextResponse, Response
 
 from service.batcher import JobResult
 from service.deps import Host, State, require_token, run_step
-from service.errors import UnsupportedMediaType
 from service.hosting import ModelHost, parse_outputs
 from service.schemas import ErrorBody, ModelInfo, ModelList, StepRequest, StepResponse
 from service.wire import (
     DTYPES,
+    body_media_type,
+    content_coding,
+    decompress,
     json_array,
+    json_bytes,
     parse_dtype,
     read_body,
     states_body,
@@ -27,7 +30,7 @@ REF = "#/components/schemas/{model}"
 BODY_MODELS = (StepRequest, StepResponse)  # registered in the OpenAPI components by the app
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_token)])
 
-ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)}
 
 STEP_BODY = {
     "requestBody": {
@@ -48,6 +51,9 @@ STEP_BODY = {
          "description": "409 unless it is the model's mechanism sha256"},
         {"name": "X-Cells", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Optional check of the number of cells in a binary body"},
+        {"name": "Content-Encoding", "in": "header", "required": False,
+         "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+         "description": "A compressed body (415 for another coding)"},
     ],
 }
 STEP_RESPONSES = {
@@ -87,16 +93,15 @@ async def step(request: Request, host: Host, state: State,
                                   ] = None) -> Response:
     """Advance ``[n, 2+ns]`` states by ``dt`` (default: the model's dt).
 
-    Binary body (``application/octet-stream``) for production calls, JSON for small ones.
+    Binary body (``application/octet-stream``, the default) for production calls, JSON for small
+    ones; either may be gzip- or deflate-compressed (``Content-Encoding``).
     """
-    media = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
-    if media == "application/json":
-        return await _step_json(request, dt, outputs, host, state)
-    if media not in ("application/octet-stream", ""):
-        raise UnsupportedMediaType(f"content-type: '{media[:60]}' is neither application/octet-stream "
-                                   "nor application/json")
+    coding = content_coding(request)
+    if body_media_type(request) == "application/json":
+        return await _step_json(request, dt, outputs, host, state, coding)
     dtype = parse_dtype(request.headers.get("x-dtype"))
-    body = await read_body(request, state.settings.max_body_bytes)
+    limit = state.settings.max_body_bytes
+    body = await decompress(await read_body(request, limit), coding, limit)
     host.check_client(request.headers.get("x-mechanism-sha256"))
     n_substeps = host.substeps(dt)
     wanted = parse_outputs(outputs)
@@ -106,9 +111,10 @@ async def step(request: Request, host: Host, state: State,
 
 
 async def _step_json(request: Request, dt: float | None, outputs: str | None, host: ModelHost,
-                     state: State) -> Response:
-    body = await read_body(request, state.settings.max_body_bytes)
-    req = StepRequest.model_validate_json(body.tobytes())
+                     state: State, coding: str | None) -> Response:
+    limit = state.settings.max_json_bytes
+    body = await decompress(await read_body(request, limit, for_json=True), coding, limit)
+    req = StepRequest.model_validate_json(json_bytes(body))
     host.check_client(req.mechanism_sha256, req.species)
     n_substeps = host.substeps(req.dt if req.dt is not None else dt)
     wanted = parse_outputs(list(req.outputs) or outputs)

@@ -15,20 +15,21 @@ from mechanisms.errors import InputError
 from service import service_version
 from service.batcher import JobResult
 from service.deps import Host, State, require_token, run_step
-from service.errors import ShuttingDown
 from service.schemas import (
     ErrorBody,
     InferInputTensor,
+    InferParameters,
     InferRequest,
     InferResponse,
     ModelMetadataV2,
     ServerMetadata,
 )
 from service.wire import (
+    body_media_type,
+    content_coding,
     decompress,
     inference_body,
     inference_outputs,
-    parse_dt,
     read_body,
     split_inference_body,
     tensor_states,
@@ -37,7 +38,7 @@ from service.wire import (
 INPUT = "STATES"
 OUTPUT_NAMES = {"STATES": None, "NET_PRODUCTION_RATES": "net_production_rates",
                 "HEAT_RELEASE_RATE": "heat_release_rate"}
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)}
 
 REF = "#/components/schemas/{model}"
 BODY_MODELS = (InferRequest,)  # registered in the OpenAPI components by the app
@@ -53,9 +54,9 @@ def live() -> dict:
 
 @health.get("/health/ready", responses={503: {"model": ErrorBody}})
 def ready(state: State) -> dict:
-    """200 once every model is loaded and the batchers run; 503 while shutting down."""
-    if not state.ready:
-        raise ShuttingDown("not ready")
+    """200 once every model is loaded and the batchers run; 503 while shutting down and while a
+    device call has run longer than ``step_timeout_s`` (a wedged device)."""
+    state.check_ready()
     return {"ready": True}
 
 
@@ -81,8 +82,7 @@ def model_metadata(host: Host) -> dict:
 
 @router.get("/models/{name}/ready", responses=ERRORS)
 def model_ready(host: Host, state: State) -> dict:
-    if not state.ready:
-        raise ShuttingDown("not ready")
+    state.check_ready()
     return {"name": host.name, "ready": True}
 
 
@@ -106,14 +106,22 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
              responses={200: {"model": InferResponse}, **ERRORS})
 async def infer(request: Request, host: Host,
                 state: State) -> Response:
-    """Advance the ``STATES`` input by ``parameters.dt`` (default: the model's dt)."""
-    limit = state.settings.max_body_bytes
-    body = decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
-    head, binary = split_inference_body(body, request.headers.get("inference-header-content-length"))
+    """Advance the ``STATES`` input by ``parameters.dt`` (default: the model's dt).
+
+    A JSON body, or with ``Inference-Header-Content-Length`` a JSON header followed by binary
+    tensor data; either may be gzip- or deflate-compressed (``Content-Encoding``).
+    """
+    body_media_type(request)
+    coding = content_coding(request)
+    s = state.settings
+    header_length = request.headers.get("inference-header-content-length")
+    limit = s.max_json_bytes if header_length is None else s.max_body_bytes
+    body = await decompress(await read_body(request, limit, for_json=header_length is None), coding, limit)
+    head, binary = split_inference_body(body, header_length, s.max_json_bytes)
     req = InferRequest.model_validate_json(head)
-    params = req.parameters or {}
-    host.check_client(_text(params.get("mechanism_sha256")))
-    n_substeps = host.substeps(parse_dt(params.get("dt")))
+    params = req.parameters or InferParameters()
+    host.check_client(params.mechanism_sha256)
+    n_substeps = host.substeps(params.dt)
     states = tensor_states(_states_input(req), binary, host.width)
     wanted, binary_outputs = _requested_outputs(req)
     result = await run_step(request, state, host, states, n_substeps,
@@ -135,10 +143,6 @@ def _answer(model: str, request_id: str | None, result: JobResult, wanted: list[
     return Response(content, media_type=media_type, headers=headers)
 
 
-def _text(value) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _states_input(req: InferRequest) -> InferInputTensor:
     """The one input tensor, named ``STATES``; InputError otherwise."""
     if len(req.inputs) != 1 or req.inputs[0].name != INPUT:
@@ -149,8 +153,7 @@ def _states_input(req: InferRequest) -> InferInputTensor:
 
 def _requested_outputs(req: InferRequest) -> tuple[list[str], dict[str, bool]]:
     """Output names in answer order and whether each goes binary."""
-    params = req.parameters or {}
-    default_binary = bool(params.get("binary_data_output", False))
+    default_binary = bool(req.parameters and req.parameters.binary_data_output)
     if not req.outputs:
         return ["STATES"], {"STATES": default_binary}
     wanted, binary = [], {}
@@ -158,5 +161,6 @@ def _requested_outputs(req: InferRequest) -> tuple[list[str], dict[str, bool]]:
         if out.name not in OUTPUT_NAMES:
             raise InputError(f"outputs: unknown output '{out.name[:40]}' (known: {', '.join(OUTPUT_NAMES)})")
         wanted.append(out.name)
-        binary[out.name] = bool((out.parameters or {}).get("binary_data", default_binary))
+        flag = out.parameters.binary_data if out.parameters else None
+        binary[out.name] = default_binary if flag is None else flag
     return list(dict.fromkeys(wanted)), binary

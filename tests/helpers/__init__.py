@@ -9,4 +9,7 @@
   ``uniform_states``.
 - ``tests.helpers.openfoam``: the installed OpenFOAM (or a skip, or a failure under
   ``DEEPKIN_REQUIRE_OPENFOAM=1``), the built chemistry library, cases written by the real CLI.
+- ``tests.helpers.hostile``: ``hostile_cases`` (requests the service must refuse, with the status
+  and message each must get), ``gzip_bomb``, ``stall`` (a connection that stops sending) and
+  ``memory_of`` (resident and peak memory of the server process).
 """
