@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
-from mechanisms.errors import DeepkinError
+from mechanisms.errors import DeepkinError, StorageError
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -65,6 +66,7 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
     interrupted resumes when the same command is run again.
     """
     from sampling.config import SamplingConfig, parse_rows, parse_values
+    from sampling.journal import Journal
     from sampling.pipeline import run_sampling
 
     if overwrite and append:
@@ -84,8 +86,13 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
     config = base.with_overrides(overrides) if overrides else base
     if workers is None and not scheduler:
         workers = os.cpu_count() or 1
-    summary = run_sampling(config, output, workers=workers, scheduler=scheduler,
-                           overwrite=overwrite, append=append, progress=not quiet)
+    try:
+        summary = run_sampling(config, output, workers=workers, scheduler=scheduler,
+                               overwrite=overwrite, append=append, progress=not quiet)
+    except StorageError as exc:
+        journal = Journal.for_output(Path(output)).directory
+        raise StorageError(f"{exc}; every finished task is kept in {journal}: make room and "
+                           "rerun the same command to finish the dataset") from None
     rate = summary.rows_computed / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(f"wrote {summary.n_rows} rows to {output} in {summary.seconds:.1f} s "
                f"({rate:.0f} rows/s computed this session)")
