@@ -15,7 +15,7 @@ from tqdm import tqdm
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError, StorageError
-from mechanisms.executor import Executor, make_executor
+from mechanisms.executor import Executor, check_scheduler_address, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
@@ -204,6 +204,8 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
     reason = why_not_writable(output)
     if reason:
         raise InputError(f"output: cannot write {output}: {reason}")
+    if scheduler:
+        check_scheduler_address(scheduler)
     journal = Journal.for_output(output)
     try:
         writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
