@@ -54,7 +54,7 @@ class ModelMeta:
     output_transform: dict[str, Any] | None = None  # e.g. {"type": "signed_power", "lambda": 0.5}
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
-    # The near-equilibrium network (format 2): {"architecture", "output_transform", "route_below",
+    # The near-equilibrium network (format >= 2): {"architecture", "output_transform", "route_below",
     # "training"}. Cells whose rates, as the main network predicts them, are all below
     # ``route_below`` × the main target scale take their rates from it.
     tail: dict[str, Any] | None = None
