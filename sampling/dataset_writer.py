@@ -106,7 +106,7 @@ class DatasetWriter:
         writer = cls(path, guard, h5)
         _OPEN.add(writer)
         if guard.failure is not None:
-            writer.close()
+            writer._release()
             writer._check()
         return writer
 
@@ -119,7 +119,7 @@ class DatasetWriter:
             with writer._writing():
                 writer._create_layout(mechanism, dt_s, rtol, atol, reactor)
         except StorageError:
-            writer.close()
+            writer._release()
             raise
         return writer
 
@@ -173,7 +173,7 @@ class DatasetWriter:
             check_schema(writer.h5, path, "output")
             writer.truncate_to_tasks()
         except (InputError, StorageError):
-            writer.close()
+            writer._release()
             raise
         return writer
 
@@ -242,7 +242,7 @@ class DatasetWriter:
             marker.update_run(complete=True)
             marker._close_durably()
         finally:
-            marker.close()
+            marker._release()
         try:
             complete = dataset_facts(self.path).complete
         except InputError as exc:
@@ -356,8 +356,17 @@ class DatasetWriter:
             raise StorageError(f"output: cannot sync the folder of {self.path} ({exc.strerror})")
 
     def close(self) -> None:
-        """Release the file without finishing the run. Queued rows are dropped (the journal
-        holds them) and nothing is raised: a file left torn is rebuilt from the journal."""
+        """Write the queued rows (unless the disk has already refused a write) and release the
+        file, without finishing the run; StorageError when that write fails (the file is
+        released all the same)."""
+        try:
+            if self.h5.id.valid and self.guard.failure is None:
+                self.write_pending()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Close the file now, dropping what is queued."""
         self._pending.clear()
         if self.h5.id.valid:
             self.h5.close()
@@ -366,6 +375,6 @@ class DatasetWriter:
 
 
 @atexit.register
-def _close_open_writers() -> None:
+def _release_open_writers() -> None:
     for writer in list(_OPEN):
-        writer.close()
+        writer._release()

@@ -11,7 +11,8 @@ the run with one line. The file on the disk is then torn; the run journal rebuil
 (``docs/dataset.md``).
 
 The file is locked (``flock``, exclusive) while open for writing: a second writer of the same
-output is refused instead of interleaving its writes with the first one's.
+output is refused instead of interleaving its writes with the first one's (on a file system
+without locks it is written unlocked, as HDF5 itself does there).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class GuardedFile(io.RawIOBase):
         except BlockingIOError:
             os.close(self._fd)
             raise FileLocked(str(self.path))
+        except OSError:
+            pass  # a file system without locks (some NFS and Lustre mounts): write unlocked
         if mode == "w":
             os.ftruncate(self._fd, 0)  # only once the lock is ours
         self._pos = 0
