@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
-from mechanisms.errors import DeepkinError
+from mechanisms.errors import DeepkinError, StorageError
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -65,6 +66,7 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
     interrupted resumes when the same command is run again.
     """
     from sampling.config import SamplingConfig, parse_rows, parse_values
+    from sampling.journal import Journal
     from sampling.pipeline import run_sampling
 
     if overwrite and append:
@@ -84,8 +86,13 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
     config = base.with_overrides(overrides) if overrides else base
     if workers is None and not scheduler:
         workers = os.cpu_count() or 1
-    summary = run_sampling(config, output, workers=workers, scheduler=scheduler,
-                           overwrite=overwrite, append=append, progress=not quiet)
+    try:
+        summary = run_sampling(config, output, workers=workers, scheduler=scheduler,
+                               overwrite=overwrite, append=append, progress=not quiet)
+    except StorageError as exc:
+        journal = Journal.for_output(Path(output)).directory
+        raise StorageError(f"{exc}; every finished task is kept in {journal}: make room and "
+                           "rerun the same command to finish the dataset") from None
     rate = summary.rows_computed / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(f"wrote {summary.n_rows} rows to {output} in {summary.seconds:.1f} s "
                f"({rate:.0f} rows/s computed this session)")
@@ -129,13 +136,16 @@ def dataset_info(path: str, as_json: bool) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
               help="Model file to write (safetensors); the best epoch by validation loss.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--epochs", type=int, help="Override the number of epochs.")
+@click.option("--epochs", type=int, help="Override the number of epochs (>= 1).")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Train on a dataset whose sampling run did not finish (refused by default).")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False),
               help="CSV log (default: OUT stem + .log.csv).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(dataset, config_path, out, device, epochs, resume, threads, log_csv, quiet) -> None:
+def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplete, threads, log_csv,
+              quiet) -> None:
     """Train a DNN chemistry integrator on DATASET (an HDF5 file of `deepkin sample`).
 
     Several GPUs: torchrun --nproc_per_node N -m deepkin train ...
@@ -146,8 +156,9 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, threads, log_cs
     config = TrainConfig.from_yaml(config_path)
     if epochs is not None:
         config.epochs = epochs
+        config.check()
     result = train(dataset, out, config, device=device, resume=resume, progress=not quiet,
-                   log_csv=log_csv)
+                   log_csv=log_csv, allow_incomplete=allow_incomplete)
     click.echo(f"best validation loss {result.best_val_loss:.5g} after {result.epochs_run} epoch(s) "
                f"this session, {result.seconds:.0f} s; model: {result.model_path}")
 
@@ -186,6 +197,12 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
     report = validate(integrator, fuel, oxidizer, parse_values(temperature_k, "temperature_k"),
                       parse_values(pressure_atm, "pressure_atm"), parse_values(phi, "phi"),
                       rollout_steps=steps, out_dir=out_dir, progress=not quiet)
+    for label in report.outside_domain:
+        click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
+                   "left out of the figures", err=True)
+    if len(report.outside_domain) == len(report.conditions):
+        raise DeepkinError("validate: no condition entered the model's domain, so nothing was "
+                           f"validated; report in {out_dir}/report.md")
     for name, ok in report.passed.items():
         click.echo(f"  {name:<14}{'pass' if ok else 'FAIL'}")
     click.echo(f"IDT error max {100 * report.idt_max_rel:.2f} %, mean {100 * report.idt_mean_rel:.2f} % "

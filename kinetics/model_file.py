@@ -1,11 +1,13 @@
 """The model file: one ``safetensors`` file, no pickle (see ``docs/model-file.md``).
 
 Tensors: the network's weights under ``net.*`` and the normalisation/domain tensors under
-``norm.*``/``domain.*``; a model with a near-equilibrium network (format 2) adds its weights and
+``norm.*``/``domain.*``; a model with a near-equilibrium network adds its weights and
 normalisation under ``tail.net.*`` and ``tail.norm.*``. Metadata (strings): ``deepkin_model``
-(JSON: format version, architecture, λ, dt, species, training domain, …), ``mechanism_yaml`` and
-``weights_sha256`` (a checksum of every tensor, so that a damaged file is refused rather than
-silently wrong).
+(JSON: format version, architecture, λ, dt, species, training domain, …), ``mechanism_yaml``,
+``weights_sha256`` (a checksum of every tensor) and, from format 3 on, ``metadata_sha256`` (a
+checksum of every other metadata entry, ``weights_sha256`` among them, so of the whole file): a
+damaged or edited file is refused rather than silently wrong. Every load and every save also
+runs the consistency checks of ``kinetics/model_checks.py``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from kinetics.model_checks import check_model
 from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
 from mechanisms.loading import mechanism_sha256
 
-FORMAT_VERSION = 2  # the newest format this code reads and writes (1: no near-equilibrium network)
+# The format this code writes, and the newest it reads: 1, one network; 2, a near-equilibrium
+# network may follow; 3, the metadata are checksummed too (older files are read with the
+# checks of their format, plus the consistency checks).
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -48,7 +54,7 @@ class ModelMeta:
     output_transform: dict[str, Any] | None = None  # e.g. {"type": "signed_power", "lambda": 0.5}
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
-    # The near-equilibrium network (format 2): {"architecture", "output_transform", "route_below",
+    # The near-equilibrium network (format >= 2): {"architecture", "output_transform", "route_below",
     # "training"}. Cells whose rates, as the main network predicts them, are all below
     # ``route_below`` × the main target scale take their rates from it.
     tail: dict[str, Any] | None = None
@@ -70,16 +76,25 @@ def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _metadata_digest(metadata: dict[str, str]) -> str:
+    """sha256 of every metadata entry but ``metadata_sha256`` itself (canonical JSON)."""
+    entries = {k: v for k, v in metadata.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
 def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
                extra: dict[str, torch.Tensor], mechanism_yaml: str) -> None:
-    """Write the model file (atomically: a temporary file renamed into place)."""
+    """Write the model file (atomically: a temporary file renamed into place), in the newest
+    format; InputError when the model fails the load-time checks (it could not be read back)."""
     if mechanism_sha256(mechanism_yaml) != meta.mechanism_sha256:
         raise ValueError("mechanism_yaml does not match meta.mechanism_sha256")
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
-    meta = dataclasses.replace(meta, format_version=2 if meta.tail else 1)
+    meta = dataclasses.replace(meta, format_version=FORMAT_VERSION)
+    check_model(meta, tensors, mechanism_yaml, path)
     metadata = {"deepkin_model": json.dumps(asdict(meta)), "mechanism_yaml": mechanism_yaml,
                 "weights_sha256": _weights_digest(tensors)}
+    metadata["metadata_sha256"] = _metadata_digest(metadata)
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -94,7 +109,8 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
     """``(meta, tensors, mechanism_yaml)`` of a model file, checked.
 
     Raises :class:`InputError` for a missing file, a file that is not a safetensors file, is
-    truncated or corrupted (checksum), is not a deepkin model, or has a newer format.
+    truncated, corrupted or edited (checksums), is not a deepkin model, has a newer format, or
+    fails a consistency check (``kinetics/model_checks.py``).
     """
     path = Path(path)
     if not path.is_file():
@@ -108,22 +124,28 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
                          f"file ({str(exc).splitlines()[0][:120]})")
     if "deepkin_model" not in metadata or "mechanism_yaml" not in metadata:
         raise InputError(f"model: {path} is a safetensors file but not a deepkin model")
-    if metadata.get("weights_sha256") != _weights_digest(tensors):
-        raise InputError(f"model: {path} is corrupted (the weights do not match their checksum)")
     try:
         raw = json.loads(metadata["deepkin_model"])
-        if raw.get("format_version", 0) > FORMAT_VERSION:
-            raise InputError(f"model: {path} has format {raw['format_version']}; this deepkin "
-                             f"reads up to {FORMAT_VERSION}")
+        version = raw.get("format_version", 1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise InputError(f"model: {path} has format {version}; this deepkin reads up to "
+                             f"{FORMAT_VERSION}")
+        if version not in range(1, FORMAT_VERSION + 1) or isinstance(version, bool):
+            raise ValueError(f"format_version {version!r}")
         meta = ModelMeta(**raw)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"model: {path} has unreadable metadata ({exc})")
-    if meta.tail and not any(k.startswith("tail.net.") for k in tensors):
-        raise InputError(f"model: {path} declares a near-equilibrium network but holds no "
-                         "tail.net.* weights")
+    # From format 3 on every file carries the metadata checksum; one that has it is checked.
+    if (version >= 3 or "metadata_sha256" in metadata) and \
+            metadata.get("metadata_sha256") != _metadata_digest(metadata):
+        raise InputError(f"model: {path} is corrupted or was edited (the metadata do not match "
+                         "their checksum)")
+    if metadata.get("weights_sha256") != _weights_digest(tensors):
+        raise InputError(f"model: {path} is corrupted (the weights do not match their checksum)")
     yaml_text = metadata["mechanism_yaml"]
     if mechanism_sha256(yaml_text) != meta.mechanism_sha256:
         raise InputError(f"model: {path} is corrupted (mechanism text does not match its sha256)")
+    check_model(meta, tensors, yaml_text, path)
     return meta, tensors, yaml_text
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from kinetics.integrator import resolve_device
 from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
 from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
-from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.atomic_io import why_not_writable
+from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
 from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
@@ -88,20 +90,37 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         check_keys(data, [f.name for f in dataclasses.fields(cls)], what="training setting")
         cfg = cls(**data)
-        for name in ("epochs", "batch_size", "block_rows", "shuffle_blocks", "lr_decay_every"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise InputError(f"{name}: must be a whole number >= 1")
-        if not 0 <= cfg.val_fraction < 1:
-            raise InputError("val_fraction: must lie in [0, 1)")
-        if not cfg.learning_rate > 0:
-            raise InputError("learning_rate: must be > 0")
-        if not (isinstance(cfg.route_below, (int, float)) and cfg.route_below > 0):
-            raise InputError(f"route_below: must be a number > 0, got {cfg.route_below!r}")
-        if not (isinstance(cfg.route_margin, (int, float)) and cfg.route_margin >= 1):
-            raise InputError(f"route_margin: must be a number >= 1, got {cfg.route_margin!r}")
-        if cfg.target_scaling not in (None, "zscore", "rms"):
-            raise InputError(f"target_scaling: must be zscore or rms, got {cfg.target_scaling!r}")
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        """InputError naming the first setting of the wrong type or outside its range."""
+        for name, least in _WHOLE_NUMBERS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"{name}: must be a whole number >= {least}, got {value!r}")
+        for name, (rule, test) in _NUMBERS.items():
+            value = getattr(self, name)
+            if not (value is None and name in _OPTIONAL_NUMBERS) and not (
+                    is_number(value) and test(value)):
+                raise InputError(f"{name}: must be a number {rule}, got {value!r}")
+        for name in ("name", "description", "tail_of"):
+            value = getattr(self, name)
+            if not (isinstance(value, str) or (value is None and name == "tail_of")):
+                raise InputError(f"{name}: must be a string, got {value!r}")
+        if not isinstance(self.model, dict):
+            raise InputError(f"model: must be a mapping (type, hidden, …), got {self.model!r}")
+        transform = self.output_transform
+        if transform is not None and not (
+                isinstance(transform, dict) and transform.get("type") == "signed_power"
+                and is_number(transform.get("lambda")) and transform["lambda"] > 0):
+            raise InputError(f"output_transform: must be null or {{type: signed_power, lambda: "
+                             f"> 0}}, got {transform!r}")
+        if self.sources is not None and not (isinstance(self.sources, list) and all(
+                isinstance(s, str) for s in self.sources)):
+            raise InputError(f"sources: must be a list of source names, got {self.sources!r}")
+        if self.target_scaling not in (None, "zscore", "rms"):
+            raise InputError(f"target_scaling: must be zscore or rms, got {self.target_scaling!r}")
 
     @property
     def effective_target_scaling(self) -> str:
@@ -109,6 +128,25 @@ class TrainConfig:
         signed_power = bool(self.output_transform) and \
             self.output_transform.get("type") == "signed_power"
         return self.target_scaling or ("rms" if signed_power else "zscore")
+
+
+# The whole-number settings and their least value; the other numbers, their rule and its test.
+_WHOLE_NUMBERS = {"epochs": 1, "batch_size": 1, "block_rows": 1, "shuffle_blocks": 1,
+                  "lr_decay_every": 1, "seed": 0}
+_NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "lr_decay_factor": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "box_cox_lambda": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "val_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "mass_loss_weight": (">= 0", lambda v: v >= 0),
+    "enthalpy_loss_weight": (">= 0", lambda v: v >= 0),
+    "frozen_temperature_k": (">= 0 (K)", lambda v: v >= 0),
+    "network_min_temperature_k": ("> 0 (K) or null", lambda v: v > 0),
+    "route_below": ("> 0", lambda v: v > 0),
+    "route_margin": (">= 1", lambda v: v >= 1),
+    "max_minutes": ("> 0 or null", lambda v: v > 0),
+}
+_OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes")
 
 
 @dataclass
@@ -122,21 +160,31 @@ class TrainResult:
 
 
 def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str = "auto",
-          resume: bool = False, progress: bool = True, log_csv: str | Path | None = None
-          ) -> TrainResult:
+          resume: bool = False, progress: bool = True, log_csv: str | Path | None = None,
+          allow_incomplete: bool = False) -> TrainResult:
     """Train a surrogate on ``dataset`` and write the best model (by validation loss) to ``out``.
 
     A checkpoint ``<out>.ckpt`` is written after every epoch; ``resume=True`` continues from it.
+    Refused before any work (InputError): an ``out`` or log that cannot be written, and a
+    dataset whose sampling run did not finish (``complete`` false) unless ``allow_incomplete``.
     """
     started = time.perf_counter()
-    rank, world, dev = _start_processes(device)
-    torch.manual_seed(config.seed)
     out = Path(out)
     ckpt_path = checkpoint_path(out)
     log_path = Path(log_csv) if log_csv else out.with_name(out.stem + ".log.csv")
+    for field_name, path in (("out", out), ("log", log_path)):
+        reason = why_not_writable(path)
+        if reason:
+            raise InputError(f"{field_name}: cannot write {path}: {reason}")
+    facts = dataset_facts(dataset)
+    if not facts.complete and not allow_incomplete:
+        raise InputError(f"dataset: {facts.path} is incomplete (its sampling run did not finish: "
+                         f"{facts.n_rows} rows); rerun its `deepkin sample` command to finish "
+                         "it, or pass --allow-incomplete to train on the rows it holds")
+    rank, world, dev = _start_processes(device)
+    torch.manual_seed(config.seed)
 
     # Set-up: the data and its statistics, then the network, optimiser and a resumed run's state.
-    facts = dataset_facts(dataset)
     main = _main_model(config, facts) if config.tail_of else None
     rows = TrainingRows(BlockReader(facts, config.block_rows, config.sources), config.val_fraction,
                         config.seed, row_filter=main.row_filter if main else None)

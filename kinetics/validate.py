@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from kinetics.integrator import Integrator
+from kinetics.validation_checks import check_grid, prepare_out_dir
 from mechanisms.composition import mixture_mass_fractions
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
@@ -49,6 +50,11 @@ class ConditionResult:
     steps: int
     idt_cantera_grid_s: float | None = None  # Cantera's solution read every dt, interpolated alike
     idt_rel_error_continuous: float | None = None  # surrogate against the adaptive Cantera IDT
+    network_steps: int = 0  # steps whose cell a network advanced (0: never in the model's domain)
+
+    @property
+    def label(self) -> str:
+        return f"T0 {self.temperature_k:g} K, {self.pressure_atm:g} atm, φ {self.phi:g}"
 
 
 @dataclass
@@ -69,6 +75,8 @@ class ValidationReport:
     idt_mean_rel_continuous: float = 0.0
     grid_idt_max_rel: float = 0.0  # Cantera on the step grid against itself adaptive
     targets: dict = field(default_factory=lambda: dict(TARGETS))
+    # Conditions no network ever stepped (Cantera took every step): left out of the figures.
+    outside_domain: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> dict[str, bool]:
@@ -116,6 +124,8 @@ class ValidationReport:
             f"| cell-steps served by the near-equilibrium network | {100 * self.tail_fraction:.2f} % "
             "| | |",
             "",
+            *([f"Never inside the model's domain (Cantera took every step; not in the figures "
+               f"above): {'; '.join(self.outside_domain)}.", ""] if self.outside_domain else []),
             f"Surrogate rollout: {self.seconds_surrogate:.1f} s; Cantera reference: "
             f"{self.seconds_cantera:.1f} s.",
             "",
@@ -156,9 +166,15 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
     ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
+    InputError before any work for a grid or folder ``kinetics/validation_checks.py`` refuses;
+    conditions no network ever stepped are listed in ``outside_domain`` and left out of the
+    figures.
     """
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
+    check_grid(integrator, gas, temperatures_k, pressures_atm, phis)
+    if out_dir is not None:
+        out_dir = prepare_out_dir(out_dir)
     dt = integrator.dt_s
     conditions = [_Condition(t0, p_atm, phi, mixture_mass_fractions(gas, fuel, oxidizer, phi))
                   for t0, p_atm, phi in itertools.product(temperatures_k, pressures_atm, phis)]
@@ -174,7 +190,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
                for i, (c, ref) in enumerate(zip(conditions, refs))]
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
     if out_dir is not None:
-        write_report(report, Path(out_dir), rollout, refs, integrator.species)
+        write_report(report, out_dir, rollout, refs, integrator.species)
     return report
 
 
@@ -220,7 +236,7 @@ class _Rollout:
     ``times_s`` ``[k+1]`` (every step), ``temperature_k`` ``[k+1, n_cond]``; ``recorded_times_s``
     ``[m]`` and ``recorded_y`` ``[m, n_cond, ns]`` every few steps (for the plots); the worst
     |ΣY − 1| and relative enthalpy drift of any step; cell-steps that fell back to Cantera or were
-    served by the near-equilibrium network.
+    served by the near-equilibrium network; ``network_steps`` ``[n_cond]``: steps a network took.
     """
 
     times_s: np.ndarray
@@ -231,6 +247,7 @@ class _Rollout:
     enthalpy_max_rel: float
     n_fallback: int
     n_tail_steps: int
+    network_steps: np.ndarray
     seconds: float
 
     @property
@@ -257,6 +274,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     h_dev = 0.0
     fallback = 0
     tail_steps = 0
+    network_steps = np.zeros(len(conditions), dtype=np.int64)
     x = torch.as_tensor(state, device=device)
     started = time.perf_counter()
     for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
@@ -265,6 +283,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
         x = res.states
         fallback += res.n_fallback
         tail_steps += res.n_tail_steps
+        network_steps += ~(res.frozen | res.fallback)
         temps[k] = temperature(x).cpu().numpy()
         y = mass_fractions(x)
         sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
@@ -274,7 +293,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
             y_hist.append(y.cpu().numpy())
             t_hist.append(k * integrator.dt_s)
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
-                    np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps,
+                    np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
                     time.perf_counter() - started)
 
 
@@ -298,28 +317,31 @@ def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout:
     return ConditionResult(c.temperature_k, c.pressure_atm, c.phi, ref.idt_s, idt_sur,
                            _relative_error(idt_sur, idt_grid), float(t_ref_end),
                            float(temps[-1]), float(abs(temps[-1] - t_ref_end)), float(gas.T),
-                           rollout.n_steps, idt_grid, _relative_error(idt_sur, ref.idt_s))
+                           rollout.n_steps, idt_grid, _relative_error(idt_sur, ref.idt_s),
+                           int(rollout.network_steps[i]))
 
 
 def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
             seconds_cantera: float) -> ValidationReport:
-    """The figures over every condition."""
-    errors = [c.idt_rel_error for c in results if c.idt_rel_error is not None]
-    errors_cont = [c.idt_rel_error_continuous for c in results
+    """The figures over every condition a network stepped at least once."""
+    counted = [c for c in results if c.network_steps > 0]
+    errors = [c.idt_rel_error for c in counted if c.idt_rel_error is not None]
+    errors_cont = [c.idt_rel_error_continuous for c in counted
                    if c.idt_rel_error_continuous is not None]
-    grid_errors = [e for c in results
+    grid_errors = [e for c in counted
                    if (e := _relative_error(c.idt_cantera_grid_s, c.idt_cantera_s)) is not None]
     cell_steps = rollout.n_steps * len(results)
     return ValidationReport(
         model=model, conditions=results, rollout_steps=rollout.n_steps,
         idt_max_rel=max(errors, default=0.0), idt_mean_rel=float(np.mean(errors)) if errors else 0.0,
-        equilibrium_max_k=max(c.final_t_error_k for c in results),
+        equilibrium_max_k=max((c.final_t_error_k for c in counted), default=0.0),
         sum_y_max_dev=rollout.sum_y_max_dev, enthalpy_max_rel=rollout.enthalpy_max_rel,
         fallback_fraction=rollout.n_fallback / cell_steps, seconds_surrogate=rollout.seconds,
         seconds_cantera=seconds_cantera, tail_fraction=rollout.n_tail_steps / cell_steps,
         idt_max_rel_continuous=max(errors_cont, default=0.0),
         idt_mean_rel_continuous=float(np.mean(errors_cont)) if errors_cont else 0.0,
-        grid_idt_max_rel=max(grid_errors, default=0.0))
+        grid_idt_max_rel=max(grid_errors, default=0.0),
+        outside_domain=[c.label for c in results if c.network_steps == 0])
 
 
 def write_report(report: ValidationReport, out_dir: Path, rollout: _Rollout,

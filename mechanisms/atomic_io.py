@@ -1,7 +1,8 @@
 """Atomic, durable file writes: write beside the target, fsync, then ``os.replace``.
 
 A reader never sees half a file, and once a call returns its file survives a crash or power loss:
-the data are fsynced before the rename and the folder after it.
+the data are fsynced before the rename and the folder after it. ``why_not_writable`` checks an
+output path before a long run starts.
 """
 
 from __future__ import annotations
@@ -50,3 +51,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     """Write ``arrays`` as an uncompressed ``.npz`` (no pickled objects) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+
+
+def why_not_writable(path: str | Path) -> str | None:
+    """None when the file ``path`` can be created or written, else the reason (a missing or
+    read-only folder, a folder in the way, a read-only file)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        return f"directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if path.exists() and path.is_dir():
+        return f"{path} is a directory"
+    if not os.access(parent, os.W_OK):
+        return f"directory {parent} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return None

@@ -1,11 +1,13 @@
 """Reading YAML configuration files (sampling recipes, training settings, reduction inputs).
 
 One reader and one set of error lines: a missing or unreadable file, invalid YAML (with its line),
-a document that is not a mapping, an unknown key (with the closest known one).
+a document that is not a mapping, an unknown key (with the closest known one); ``is_number`` is
+the one test of a numeric setting's type.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -55,3 +57,8 @@ def check_keys(data: dict[str, Any], known: Iterable[str], prefix: str = "", wha
         if key not in known:
             every = f" (known: {', '.join(known)})" if list_known else ""
             raise InputError(f"{prefix}{key}: unknown {what}{did_you_mean(key, known)}{every}")
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, not a string such as "1e-3")."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

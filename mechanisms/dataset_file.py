@@ -43,6 +43,8 @@ TASK_DATASETS = ("tasks/id", "tasks/rows", "tasks/status")  # one entry per fini
 # What every reader relies on (the writer also records reactor, tolerances and provenance).
 REQUIRED_ATTRIBUTES = ("schema_version", "mechanism_sha256", "mechanism_source", "phase_name",
                        "species_names", "dt", "source_names", "complete")
+# What h5py raises for a file it cannot read (a torn or truncated file, a failed filter).
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def source_code(name: str) -> int:
@@ -69,6 +71,37 @@ def check_schema(h5: h5py.File, path: str | Path, field: str = "dataset") -> Non
 def recorded_rows(h5: h5py.File) -> int:
     """Rows of the recorded tasks: ``sum(tasks/rows)``."""
     return int(h5["tasks/rows"][...].sum())
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """One recorded task: its id (``r<run>/<source>/<number>``), rows ``[start, stop)`` and
+    status."""
+
+    task_id: str
+    start: int
+    stop: int
+    status: str
+
+    @property
+    def run(self) -> int:
+        return int(self.task_id.split("/")[0][1:])
+
+    @property
+    def source(self) -> str:
+        return self.task_id.split("/")[1]
+
+
+def task_table(h5: h5py.File, run_index: int | None = None) -> list[TaskEntry]:
+    """Every recorded task in row order; only those of run ``run_index`` when given."""
+    ids = h5["tasks/id"].asstr()[...].tolist()
+    rows = h5["tasks/rows"][...]
+    status = h5["tasks/status"].asstr()[...].tolist()
+    ends = np.cumsum(rows)
+    table = [TaskEntry(i, int(e - r), int(e), st) for i, r, e, st in zip(ids, rows, ends, status)]
+    if run_index is not None:
+        table = [t for t in table if t.run == run_index]
+    return table
 
 
 @dataclass
@@ -108,7 +141,7 @@ def read_facts(h5: h5py.File, path: str | Path, field: str = "dataset") -> Datas
             source_names=json.loads(a["source_names"]),
             sampler_config=json.loads(a.get("sampler_config", "{}")),
             runs=json.loads(a.get("runs", "[]")), complete=bool(a["complete"]))
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except H5_ERRORS as exc:
         raise InputError(f"{field}: {path} is not a readable deepkin dataset ({exc})")
 
 
@@ -192,10 +225,14 @@ class BlockReader:
         """The rows of block number ``block`` (of the chosen sources)."""
         a = block * self.block_rows
         b = min(a + self.block_rows, self.facts.n_rows)
-        with h5py.File(self.facts.path, "r") as h5:
-            inputs = h5["inputs"][a:b]
-            targets = h5["targets"][a:b]
-            source = h5["source"][a:b] if self.codes is not None else None
+        try:
+            with h5py.File(self.facts.path, "r") as h5:
+                inputs = h5["inputs"][a:b]
+                targets = h5["targets"][a:b]
+                source = h5["source"][a:b] if self.codes is not None else None
+        except H5_ERRORS as exc:
+            raise InputError(f"dataset: rows {a}–{b} of {self.facts.path} cannot be read "
+                             f"({str(exc).splitlines()[0][:120]}); the file is damaged")
         if source is None:
             return RowBlock(a, b, inputs, targets, np.arange(b - a))
         keep = np.isin(source, self.codes)

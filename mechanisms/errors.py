@@ -13,6 +13,11 @@ class InputError(DeepkinError, ValueError):
     """Bad user input: the message names the field and the reason."""
 
 
+class StorageError(DeepkinError):
+    """Writing a file failed (a full disk, an I/O error): the message names the file, the reason
+    and what is kept."""
+
+
 def cantera_message(exc: BaseException) -> str:
     """The one informative line of a (multi-line, bannered) Cantera error message."""
     lines = [ln.strip() for ln in str(exc).splitlines()]

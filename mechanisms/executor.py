@@ -68,6 +68,7 @@ class DaskExecutor(Executor):
             logging.getLogger(name).setLevel(logging.ERROR)
         self._cluster = None
         if scheduler:
+            check_scheduler_address(scheduler)
             try:
                 self._client = Client(scheduler, timeout=connect_timeout_s)
             except (OSError, TimeoutError) as exc:
@@ -128,6 +129,21 @@ class DaskExecutor(Executor):
         finally:
             if self._cluster is not None:
                 self._cluster.close()
+
+
+def check_scheduler_address(address: str) -> None:
+    """DeepkinError unless ``address`` reads as a Dask scheduler address (``tcp://HOST:PORT``,
+    the scheme optional); checked before a run touches any file."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise DeepkinError(f"scheduler: '{address}' is not a scheduler address ({exc}); write "
+                           "tcp://HOST:PORT")
 
 
 def make_executor(workers: int | None = None, scheduler: str | None = None) -> Executor:

@@ -25,6 +25,9 @@ SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn fr
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
                 "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000}
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
+# Pressures a case may have (atm): the ideal-gas reactors and flames mean nothing far outside
+# combustion's range, and Cantera's integrators fail slowly there instead of refusing.
+PRESSURE_ATM_RANGE = (1e-3, 1e3)
 
 
 @dataclass
@@ -152,6 +155,13 @@ class SamplingConfig:
         _positive_list("phi", self.phi)
         _positive_list("temperature_k", self.temperature_k)
         _positive_list("pressure_atm", self.pressure_atm)
+        lo, hi = PRESSURE_ATM_RANGE
+        for p in self.pressure_atm:
+            if not lo <= p <= hi:
+                raise InputError(f"pressure_atm: {p:g} atm lies outside the sampled range "
+                                 f"{lo:g}–{hi:g} atm")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed: must be a whole number >= 0, got {self.seed!r}")
         _positive("dt", self.dt)
         _positive("rtol", self.rtol)
         _positive("atol", self.atol)

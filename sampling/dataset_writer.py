@@ -1,15 +1,20 @@
 """The one writer of the dataset file (schema and readers: ``mechanisms/dataset_file.py``).
 
-``DatasetWriter`` creates a file, records each sampling run and appends the rows of finished
-tasks in task order and in batches; ``file_is_writable`` checks an output path before a run.
+``DatasetWriter`` creates a file, records each sampling run, appends the rows of finished tasks
+in task order and in batches, and finishes a run durably: the file is closed, fsynced and read
+back against the run journal (``sampling/verification.py``) before its ``complete`` attribute is
+set. HDF5 writes through a :class:`~sampling.guarded_file.GuardedFile`, so that a full disk or an
+I/O error stops the run with one :class:`StorageError` line instead of crashing the library.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import json
-import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +22,37 @@ import cantera as ct
 import h5py
 import numpy as np
 
+from mechanisms.atomic_io import fsync_path
 from mechanisms.dataset_file import (
+    H5_ERRORS,
     ROW_DATASETS,
     SCHEMA_VERSION,
     SOURCE_NAMES,
     DatasetFacts,
+    TaskEntry,
     check_schema,
+    dataset_facts,
     read_facts,
     recorded_rows,
     source_code,
+    task_table,
 )
+from mechanisms.errors import InputError, StorageError
 from mechanisms.loading import Mechanism
 from mechanisms.state import column_names, state_width
+from sampling.guarded_file import FileLocked, GuardedFile
+from sampling.journal import Journal
+from sampling.verification import verify_run
 
 CHUNK_BYTES = 1 << 20
 _STR = h5py.string_dtype()
 # A chunk cache larger than a chunk, so that appending to a partly filled gzip chunk does not
 # decompress and recompress it on every write (it is compressed once, when flushed or evicted).
 _CHUNK_CACHE = {"rdcc_nbytes": 32 << 20, "rdcc_nslots": 10007, "rdcc_w0": 1.0}
+# Writers not yet closed. HDF5 still flushing into a GuardedFile while the interpreter tears
+# down crashes the process (SIGSEGV after a failed write), so whatever an error left open is
+# closed at exit, before that.
+_OPEN: set[DatasetWriter] = set()
 
 
 def _now() -> str:
@@ -51,10 +69,15 @@ def _version() -> str:
 
 
 class DatasetWriter:
-    """The one writer of a dataset file: appends the rows of finished tasks, in task order."""
+    """The one writer of a dataset file: appends the rows of finished tasks, in task order.
 
-    def __init__(self, path: str | Path, h5: h5py.File):
+    Every method that writes raises :class:`StorageError` once the disk has refused a write;
+    from then on the file on the disk is torn and is rebuilt from the journal by the next run.
+    """
+
+    def __init__(self, path: str | Path, guard: GuardedFile, h5: h5py.File):
         self.path = Path(path)
+        self.guard = guard
         self.h5 = h5
         self._last_flush = time.monotonic()
         self._pending: list[tuple] = []
@@ -62,13 +85,50 @@ class DatasetWriter:
 
     # -- creation and opening -------------------------------------------------------------------
     @classmethod
+    def _open_file(cls, path: Path, mode: str) -> DatasetWriter:
+        """The file at ``path`` opened through a :class:`GuardedFile` (``"w"`` or ``"r+"``);
+        InputError when another process writes it or it is not HDF5, StorageError when it
+        cannot be opened or created."""
+        try:
+            guard = GuardedFile(path, mode)
+        except FileLocked:
+            raise InputError(f"output: {path} is being written by another process")
+        except OSError as exc:
+            raise StorageError(f"output: cannot open {path} ({exc.strerror or exc})") from None
+        try:
+            h5 = h5py.File(guard, mode, **_CHUNK_CACHE)
+        except H5_ERRORS as exc:
+            guard.close()
+            if guard.failure is not None:
+                raise StorageError(f"output: cannot write {path} ({guard.failure.strerror})")
+            raise InputError(f"output: {path} exists but is not a readable dataset "
+                             f"({type(exc).__name__}); pass --overwrite to replace it")
+        writer = cls(path, guard, h5)
+        _OPEN.add(writer)
+        if guard.failure is not None:
+            writer._release()
+            writer._check()
+        return writer
+
+    @classmethod
     def create(cls, path: str | Path, mechanism: Mechanism, dt_s: float, rtol: float,
                atol: float, reactor: str) -> DatasetWriter:
         """Create a new, empty dataset file (replacing any file at ``path``)."""
+        writer = cls._open_file(Path(path), "w")
+        try:
+            with writer._writing():
+                writer._create_layout(mechanism, dt_s, rtol, atol, reactor)
+        except StorageError:
+            writer._release()
+            raise
+        return writer
+
+    def _create_layout(self, mechanism: Mechanism, dt_s: float, rtol: float, atol: float,
+                       reactor: str) -> None:
+        h5 = self.h5
         ns = mechanism.n_species
         width = state_width(ns)
         chunk_rows = max(1, CHUNK_BYTES // (8 * width))
-        h5 = h5py.File(path, "w", **_CHUNK_CACHE)
         for name in ("inputs", "targets"):
             ds = h5.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype="f8",
                                    chunks=(chunk_rows, width), compression="gzip",
@@ -100,20 +160,44 @@ class DatasetWriter:
         a["deepkin_version"] = _version()
         a["created"] = _now()
         h5.flush()
-        return cls(path, h5)
 
     @classmethod
     def open(cls, path: str | Path) -> DatasetWriter:
-        """Open an existing dataset for appending; cuts rows beyond the recorded tasks."""
-        h5 = h5py.File(path, "r+", **_CHUNK_CACHE)
-        writer = cls(path, h5)
-        check_schema(h5, path, "output")
-        writer.truncate_to_tasks()
+        """Open an existing dataset for appending; cuts rows beyond the recorded tasks.
+
+        InputError when the file is not a dataset of this schema or holds fewer rows than its
+        tasks record (damaged).
+        """
+        writer = cls._open_file(Path(path), "r+")
+        try:
+            check_schema(writer.h5, path, "output")
+            writer.truncate_to_tasks()
+        except (InputError, StorageError):
+            writer._release()
+            raise
         return writer
 
     def facts(self) -> DatasetFacts:
         """What the file says about itself (mechanism, dt, runs, …), parsed now."""
         return read_facts(self.h5, self.path, "output")
+
+    # -- failures --------------------------------------------------------------------------------
+    def _check(self) -> None:
+        """StorageError once the disk has refused a write to this file."""
+        failure = self.guard.failure
+        if failure is not None:
+            raise StorageError(f"output: cannot write {self.path} ({failure.strerror or failure})")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around HDF5 writes: StorageError when the disk refused one (before or during)."""
+        self._check()
+        try:
+            yield
+        except H5_ERRORS:
+            if self.guard.failure is None:
+                raise
+        self._check()
 
     # -- runs ------------------------------------------------------------------------------------
     @property
@@ -121,10 +205,11 @@ class DatasetWriter:
         return json.loads(self.h5.attrs["runs"])
 
     def _set_runs(self, runs: list[dict[str, Any]]) -> None:
-        self.h5.attrs["runs"] = json.dumps(runs)
-        self.h5.attrs["sampler_config"] = json.dumps(runs[-1]["config"]) if runs else "{}"
-        self.h5.attrs["complete"] = bool(runs and runs[-1]["complete"])
-        self.h5.flush()
+        with self._writing():
+            self.h5.attrs["runs"] = json.dumps(runs)
+            self.h5.attrs["sampler_config"] = json.dumps(runs[-1]["config"]) if runs else "{}"
+            self.h5.attrs["complete"] = bool(runs and runs[-1]["complete"])
+            self.h5.flush()
 
     def start_run(self, config: dict[str, Any]) -> int:
         """Record a new run with its sampler configuration; returns its index."""
@@ -134,35 +219,48 @@ class DatasetWriter:
         self._set_runs(runs)
         return len(runs) - 1
 
-    def finish_run(self, summary: dict[str, Any]) -> None:
-        """Mark the last run complete and store its summary (rows per source, failures, ...)."""
-        self.write_pending()
-        runs = self.runs
-        runs[-1].update(finished=_now(), complete=True, summary=summary)
-        self._set_runs(runs)
-
     def update_run(self, **fields: Any) -> None:
         runs = self.runs
         runs[-1].update(fields)
         self._set_runs(runs)
 
-    # -- tasks and rows --------------------------------------------------------------------------
-    def task_table(self, run_index: int | None = None) -> list[tuple[str, int, int, str]]:
-        """``(task id, first row, end row, status)`` of every recorded task, in row order;
-        only those of run ``run_index`` when given. Queued tasks are written first."""
+    def finish_run(self, summary: dict[str, Any], journal: Journal) -> None:
+        """Finish the last run durably, then mark it complete.
+
+        The queued rows and the summary are written, the file is closed and fsynced, its rows of
+        this run are read back from the disk and compared with ``journal``, and only then is
+        ``complete`` set (and read back). StorageError when any step fails; the journal is then
+        still whole and the next run rebuilds the file from it. The writer is closed afterwards.
+        """
         self.write_pending()
-        ids = self.h5["tasks/id"].asstr()[...].tolist()
-        rows = self.h5["tasks/rows"][...]
-        status = self.h5["tasks/status"].asstr()[...].tolist()
-        ends = np.cumsum(rows)
-        table = [(i, int(e - r), int(e), st) for i, r, e, st in zip(ids, rows, ends, status)]
-        if run_index is not None:
-            table = [t for t in table if t[0].startswith(f"r{run_index}/")]
-        return table
+        self.update_run(finished=_now(), summary=summary)
+        run = len(self.runs) - 1
+        self._close_durably()
+        verify_run(self.path, journal, run)
+        marker = DatasetWriter._open_file(self.path, "r+")
+        try:
+            marker.update_run(complete=True)
+            marker._close_durably()
+        finally:
+            marker._release()
+        try:
+            complete = dataset_facts(self.path).complete
+        except InputError as exc:
+            raise StorageError(f"output: {self.path} cannot be read after marking it complete "
+                               f"({exc})")
+        if not complete:
+            raise StorageError(f"output: {self.path} does not read back as complete")
+
+    # -- tasks and rows --------------------------------------------------------------------------
+    def tasks(self, run_index: int | None = None) -> list[TaskEntry]:
+        """Every recorded task in row order (only those of run ``run_index`` when given);
+        queued tasks are written first."""
+        self.write_pending()
+        return task_table(self.h5, run_index)
 
     def finished_tasks(self) -> dict[str, str]:
         """``{task id: status}`` of every recorded task."""
-        return {tid: status for tid, _, _, status in self.task_table()}
+        return {t.task_id: t.status for t in self.tasks()}
 
     @property
     def n_rows(self) -> int:
@@ -171,17 +269,20 @@ class DatasetWriter:
     def truncate_to_tasks(self) -> None:
         """Cut rows written after the last recorded task (debris of an interrupted write).
 
-        Raises ValueError when a dataset holds fewer rows than the recorded tasks (a write that
-        never reached the disk): the caller rebuilds the file from the run journal.
+        InputError when a dataset holds fewer rows than the recorded tasks (a write that never
+        reached the disk).
         """
         n = self.n_rows
         for name in ROW_DATASETS:
             if self.h5[name].shape[0] < n:
-                raise ValueError(f"{name} holds {self.h5[name].shape[0]} rows, tasks record {n}")
-        for name in ROW_DATASETS:
-            if self.h5[name].shape[0] != n:
-                self.h5[name].resize(n, axis=0)
-        self.h5.flush()
+                raise InputError(f"output: {self.path} is damaged ({name} holds "
+                                 f"{self.h5[name].shape[0]} rows, its tasks record {n}); "
+                                 "pass --overwrite to replace it")
+        with self._writing():
+            for name in ROW_DATASETS:
+                if self.h5[name].shape[0] != n:
+                    self.h5[name].resize(n, axis=0)
+            self.h5.flush()
 
     def append_task(self, task_id: str, inputs: np.ndarray, targets: np.ndarray, source: int,
                     status: str, flush_every_s: float = 5.0) -> None:
@@ -202,6 +303,13 @@ class DatasetWriter:
         """Append the queued tasks' rows, then record the tasks, then flush the file."""
         if not self._pending:
             return
+        with self._writing():
+            self._write_queued()
+        self._pending.clear()
+        self._pending_rows = 0
+        self._last_flush = time.monotonic()
+
+    def _write_queued(self) -> None:
         n_old = self.n_rows
         n_new = n_old + self._pending_rows
         if n_new > n_old:
@@ -222,38 +330,51 @@ class DatasetWriter:
             ds.resize(k + m, axis=0)
             ds[k:k + m] = values
         self.h5.flush()
-        self._pending.clear()
-        self._pending_rows = 0
-        self._last_flush = time.monotonic()
 
     def rows_of_sources(self, names: tuple[str, ...], run_index: int) -> np.ndarray:
         """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index``."""
         codes = {source_code(n) for n in names}
         parts = []
-        for _, a, b, _ in self.task_table(run_index):
-            if b > a and self.h5["source"][a] in codes:
-                parts.append(self.h5["inputs"][a:b])
+        for task in self.tasks(run_index):
+            if task.stop > task.start and self.h5["source"][task.start] in codes:
+                parts.append(self.h5["inputs"][task.start:task.stop])
         width = self.h5["inputs"].shape[1]
         return np.concatenate(parts) if parts else np.empty((0, width))
 
+    # -- closing ---------------------------------------------------------------------------------
+    def _close_durably(self) -> None:
+        """Close the file, fsync it and its folder; StorageError when the disk refused any of
+        it."""
+        self.h5.close()
+        self.guard.sync()
+        self.guard.close()
+        _OPEN.discard(self)
+        self._check()
+        try:
+            fsync_path(self.path.parent)
+        except OSError as exc:
+            raise StorageError(f"output: cannot sync the folder of {self.path} ({exc.strerror})")
+
     def close(self) -> None:
+        """Write the queued rows (unless the disk has already refused a write) and release the
+        file, without finishing the run; StorageError when that write fails (the file is
+        released all the same)."""
+        try:
+            if self.h5.id.valid and self.guard.failure is None:
+                self.write_pending()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Close the file now, dropping what is queued."""
+        self._pending.clear()
         if self.h5.id.valid:
-            self.write_pending()
-            self.h5.flush()
             self.h5.close()
+        self.guard.close()
+        _OPEN.discard(self)
 
 
-def file_is_writable(path: Path) -> str | None:
-    """None when ``path`` can be created or written, else the reason."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        return f"directory {parent} does not exist"
-    if not parent.is_dir():
-        return f"{parent} is not a directory"
-    if path.exists() and path.is_dir():
-        return f"{path} is a directory"
-    if not os.access(parent, os.W_OK):
-        return f"directory {parent} is not writable"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    return None
+@atexit.register
+def _release_open_writers() -> None:
+    for writer in list(_OPEN):
+        writer._release()

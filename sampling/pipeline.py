@@ -5,19 +5,21 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from mechanisms.atomic_io import why_not_writable
 from mechanisms.dataset_file import SOURCE_NAMES
-from mechanisms.errors import InputError
-from mechanisms.executor import Executor, make_executor
+from mechanisms.errors import InputError, StorageError
+from mechanisms.executor import Executor, check_scheduler_address, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
-from sampling.dataset_writer import DatasetWriter, file_is_writable
+from sampling.dataset_writer import DatasetWriter
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
 from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
@@ -60,76 +62,81 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
                  overwrite: bool, append: bool) -> tuple[DatasetWriter, int, bool]:
     """Open or create the dataset; returns ``(writer, run index, resumed)``.
 
-    Refuses (InputError) an existing file unless it holds an unfinished run of the same
-    configuration (resumed), ``overwrite`` (replaced) or ``append`` (a new run is added).
+    A journal of this same command means an unfinished run: the file is rebuilt from it,
+    whatever state the file was left in. Otherwise an existing file is refused (InputError)
+    unless it holds an unfinished run of the same configuration (resumed from the file),
+    ``overwrite`` (replaced) or ``append`` (a new run is added).
     """
     identity = _identity(mech, config)
-    if output.exists() and overwrite:
-        output.unlink()
+    if overwrite:
+        output.unlink(missing_ok=True)
         journal.remove()
+    if journal.exists() and journal.meta().get("identity") == identity:
+        return _rebuild(output, mech, config, journal), journal.meta()["run_index"], True
     if not output.exists():
-        if journal.exists() and journal.meta().get("identity") == identity and \
-                not journal.meta().get("appending"):
-            # The file vanished (or was never fully created) but the journal holds the run.
-            writer = _new_file(output, mech, config)
-            run = writer.start_run(config.to_dict())
-            return writer, run, True
-        journal.remove()
-        writer = _new_file(output, mech, config)
-        run = writer.start_run(config.to_dict())
-        journal.create({"identity": identity, "run_index": run, "appending": False})
-        return writer, run, False
+        journal.create({"identity": identity, "run_index": 0, "appending": False})
+        with _closed_on_error(_new_file(output, mech, config)) as writer:
+            return writer, writer.start_run(config.to_dict()), False
 
-    try:
-        writer = DatasetWriter.open(output)
-    except InputError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        if journal.exists() and journal.meta().get("identity") == identity:
-            # Killed mid-write: rebuild from the journal (and the pre-append copy, if any).
-            if journal.base_copy.exists():
-                shutil.copyfile(journal.base_copy, output)
-                writer = DatasetWriter.open(output)
-            else:
-                output.unlink()
-                writer = _new_file(output, mech, config)
-            run = writer.start_run(config.to_dict())
-            return writer, run, True
-        raise InputError(f"output: {output} exists but is not a readable dataset "
-                         f"({type(exc).__name__}); pass --overwrite to replace it")
-    facts = writer.facts()
-    if facts.mechanism_sha256 != mech.sha256:
-        writer.close()
-        raise InputError(f"output: {output} was made from another mechanism "
-                         f"({facts.mechanism_source}, phase {facts.phase}, sha256 "
-                         f"{facts.mechanism_sha256[:12]}…); refusing to add rows of "
-                         f"{mech.source} (sha256 {mech.sha256[:12]}…)")
-    if facts.dt_s != config.dt:
-        writer.close()
-        raise InputError(f"output: {output} holds labels for dt = {facts.dt_s:g} s, "
-                         f"not {config.dt:g} s; refusing to mix them")
-    runs = writer.runs
-    if runs and not runs[-1]["complete"]:
-        if runs[-1]["config"] == config.to_dict():
+    with _closed_on_error(DatasetWriter.open(output)) as writer:
+        facts = writer.facts()
+        if facts.mechanism_sha256 != mech.sha256:
+            raise InputError(f"output: {output} was made from another mechanism "
+                             f"({facts.mechanism_source}, phase {facts.phase}, sha256 "
+                             f"{facts.mechanism_sha256[:12]}…); refusing to add rows of "
+                             f"{mech.source} (sha256 {mech.sha256[:12]}…)")
+        if facts.dt_s != config.dt:
+            raise InputError(f"output: {output} holds labels for dt = {facts.dt_s:g} s, "
+                             f"not {config.dt:g} s; refusing to mix them")
+        runs = writer.runs
+        if runs and not runs[-1]["complete"]:
+            if runs[-1]["config"] != config.to_dict():
+                raise InputError(f"output: {output} holds an unfinished run with a different "
+                                 "configuration; rerun that command to resume it, or pass "
+                                 "--overwrite")
+            # An unfinished run without its journal: the file's tasks are kept as they are.
             run = len(runs) - 1
-            if not journal.exists():
-                journal.create({"identity": identity, "run_index": run, "appending": run > 0})
+            journal.create({"identity": identity, "run_index": run, "appending": run > 0})
             return writer, run, True
-        writer.close()
-        raise InputError(f"output: {output} holds an unfinished run with a different "
-                         "configuration; rerun that command to resume it, or pass --overwrite")
-    if not append:
-        n = writer.n_rows
-        writer.close()
-        raise InputError(f"output: {output} already exists ({n} rows); pass --overwrite to "
-                         "replace it or --append to add a run to it")
+        if not append:
+            raise InputError(f"output: {output} already exists ({writer.n_rows} rows); pass "
+                             "--overwrite to replace it or --append to add a run to it")
     writer.close()
-    journal.remove()
     journal.create({"identity": identity, "run_index": len(runs), "appending": True})
-    shutil.copyfile(output, journal.base_copy)
-    writer = DatasetWriter.open(output)
-    run = writer.start_run(config.to_dict())
-    return writer, run, False
+    journal.copy_base(output)
+    with _closed_on_error(DatasetWriter.open(output)) as writer:
+        return writer, writer.start_run(config.to_dict()), False
+
+
+def _rebuild(output: Path, mech: Mechanism, config: SamplingConfig, journal: Journal
+             ) -> DatasetWriter:
+    """The file of an unfinished run made again: empty, or (an appending run) the copy taken
+    before the run started, with the run recorded anew; its tasks then come from the journal."""
+    if journal.meta().get("appending"):
+        if not journal.base_copy.is_file():
+            raise InputError(f"output: cannot resume the appending run on {output}: "
+                             f"{journal.base_copy} (the file as it was before) is missing; "
+                             "pass --overwrite to start again")
+        try:
+            shutil.copyfile(journal.base_copy, output)
+        except OSError as exc:
+            raise StorageError(f"output: cannot write {output} ({exc.strerror or exc})") from None
+        writer = DatasetWriter.open(output)
+    else:
+        writer = _new_file(output, mech, config)
+    with _closed_on_error(writer):
+        writer.start_run(config.to_dict())
+    return writer
+
+
+@contextmanager
+def _closed_on_error(writer: DatasetWriter) -> Iterator[DatasetWriter]:
+    """``writer``, closed when the body fails, so that its file and lock are released at once."""
+    try:
+        yield writer
+    except BaseException:
+        writer.close()
+        raise
 
 
 def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
@@ -184,17 +191,21 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
     """Generate (or resume) a labelled dataset as ``config`` describes, into ``output`` (HDF5).
 
     ``workers`` worker processes on a local Dask cluster (``0`` runs inline), or an existing
-    cluster at ``scheduler``. Raises :class:`InputError` for bad input before any work starts;
-    an interrupted run is resumed by calling again with the same arguments.
+    cluster at ``scheduler``. Raises :class:`InputError` for bad input before any work starts
+    and :class:`StorageError` when the disk refuses a write (the journal then keeps every
+    finished task); an interrupted or stopped run is resumed by calling again with the same
+    arguments.
     """
     started = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     output = Path(output)
     mech = load_mechanism(config.mechanism, config.phase)
     diluents = check_against_mechanism(config, mech)
-    reason = file_is_writable(output)
+    reason = why_not_writable(output)
     if reason:
         raise InputError(f"output: cannot write {output}: {reason}")
+    if scheduler:
+        check_scheduler_address(scheduler)
     journal = Journal.for_output(output)
     try:
         writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
@@ -209,7 +220,8 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
             config.rows.get(k, 0) for k in SCATTER_SOURCES)
         done_rows = _rows_of_run(writer, run)
         if resumed:
-            log(f"resuming run {run} of {output}: {done_rows} rows already written")
+            log(f"resuming run {run} of {output}: {done_rows} rows in the file, "
+                f"{len(journal.task_ids())} finished task(s) in {journal.directory}")
         ctx = TaskContext(yaml_text=mech.yaml_text, sha256=mech.sha256, phase=mech.phase,
                           dt_s=config.dt, rtol=config.rtol, atol=config.atol,
                           options=config.to_dict())
@@ -241,7 +253,7 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         summary = _summarise(writer, run, output, resumed, notes)
         summary.seconds = time.perf_counter() - started
         summary.rows_computed = computed
-        writer.finish_run(summary.to_dict())
+        writer.finish_run(summary.to_dict(), journal)
     finally:
         writer.close()
     journal.remove()
@@ -249,17 +261,17 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
 
 
 def _rows_of_run(writer: DatasetWriter, run: int) -> int:
-    return sum(b - a for _, a, b, _ in writer.task_table(run))
+    return sum(t.stop - t.start for t in writer.tasks(run))
 
 
 def _summarise(writer: DatasetWriter, run: int, output: Path, resumed: bool,
                notes: list[str]) -> SamplingSummary:
     per_source = dict.fromkeys(SOURCE_NAMES, 0)
     failed, partial = [], []
-    for tid, a, b, st in writer.task_table(run):
-        per_source[tid.split("/")[1]] += b - a
-        if st.startswith("failed"):
-            failed.append(f"{tid}: {st}")
-        elif st != "ok":
-            partial.append(f"{tid}: {st}")
+    for t in writer.tasks(run):
+        per_source[t.source] += t.stop - t.start
+        if t.status.startswith("failed"):
+            failed.append(f"{t.task_id}: {t.status}")
+        elif t.status != "ok":
+            partial.append(f"{t.task_id}: {t.status}")
     return SamplingSummary(str(output), run, resumed, per_source, failed, partial, notes)

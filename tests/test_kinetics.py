@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.model_file import read_model_file
+from kinetics.model_file import FORMAT_VERSION, read_model_file
 from kinetics.synthetic import write_random_model
 from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
@@ -350,7 +350,7 @@ def test_near_equilibrium_network_is_trained_routed_and_counted(tiny_model, smal
     assert proc.returncode == 0, proc.stderr
     meta, tensors, _ = read_model_file(out)
     main_meta, main_tensors, _ = read_model_file(tiny_model)
-    assert meta.format_version == 2 and meta.tail["route_below"] == 0.05
+    assert meta.format_version == FORMAT_VERSION and meta.tail["route_below"] == 0.05
     assert 0 < meta.tail["training"]["rows_train"] < main_meta.training["rows_train"]
     for name, value in main_tensors.items():  # the main model is carried over unchanged
         assert torch.equal(tensors[name], value), name

@@ -1,0 +1,165 @@
+"""What a model file's contents must satisfy before anything uses them.
+
+:func:`check_model` runs on every load (``kinetics.model_file.read_model_file``) and before
+every save: the metadata must be consistent in itself, with the tensors and with the embedded
+mechanism, or the file is refused with one :class:`InputError` line naming the field and the
+reason. Without it an edited or mismatched file loaded and failed later (the service answered
+every step with 500) or stepped wrongly (a negative ``dt_s``, λ = 0).
+
+Checked: ``dt_s`` > 0; λ in (0, 1]; the temperature (K) and pressure (Pa) domains
+``[lo, hi]`` with 0 < lo ≤ hi; ``frozen_temperature_k`` ≥ 0; the species list is the
+mechanism's (names and order) and the inert species are among them; the output transform and
+``route_below``; each network's ``n_in`` = 2 + ns, ``n_out`` = ns and every weight shape as its
+architecture builds it; the normalisation tensors ``[2+ns]``/``[ns]`` finite with positive
+scales, the Box-Cox domain ``[ns]`` with min ≤ max; no tensor the file does not declare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cantera as ct
+import torch
+
+from kinetics.models import build_model
+from mechanisms.config_file import is_number
+from mechanisms.errors import InputError, cantera_message
+from mechanisms.loading import solution_from_yaml
+
+# Feature scaling [2+ns] and target scaling [ns] of a network, under its prefix.
+FEATURE_NORMS = ("norm.x_mean", "norm.x_std")
+TARGET_NORMS = ("norm.y_mean", "norm.y_std")
+DOMAIN_TENSORS = ("domain.bct_min", "domain.bct_max")
+
+
+class _Refusal:
+    """Builds the one line that refuses a model file: ``model: <path>: <field> <reason>``."""
+
+    def __init__(self, path: object):
+        self.path = path
+
+    def __call__(self, field: str, reason: str) -> InputError:
+        return InputError(f"model: {self.path}: {field} {reason}")
+
+
+def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str,
+                path: object) -> None:
+    """InputError naming the first inconsistency of a model (``meta``: a ``ModelMeta``;
+    ``tensors``: every tensor of the file by name; ``path``: how to name the file)."""
+    refuse = _Refusal(path)
+    _check_scalars(meta, refuse)
+    _check_mechanism(meta, mechanism_yaml, refuse)
+    ns = len(meta.species)
+    expected = set(DOMAIN_TENSORS)
+    _check_vector(tensors, "domain.bct_min", ns, refuse)
+    _check_vector(tensors, "domain.bct_max", ns, refuse)
+    if bool((tensors["domain.bct_min"] > tensors["domain.bct_max"]).any()):
+        raise refuse("domain.bct_min", "exceeds domain.bct_max for some species")
+    heads = [("", meta.architecture, meta.output_transform)]
+    if meta.tail is not None:
+        if not isinstance(meta.tail, dict) or not isinstance(meta.tail.get("architecture"), dict):
+            raise refuse("tail", "must be null or hold an 'architecture' mapping")
+        route = meta.tail.get("route_below")
+        if not (is_number(route) and route > 0):
+            raise refuse("tail.route_below", f"must be a number > 0, got {route!r}")
+        heads.append(("tail.", meta.tail["architecture"], meta.tail.get("output_transform")))
+    for prefix, architecture, transform in heads:
+        _check_transform(transform, f"{prefix}output_transform", refuse)
+        expected |= _check_head(prefix, architecture, tensors, ns, refuse)
+    unexpected = sorted(set(tensors) - expected)
+    if unexpected:
+        raise refuse(f"tensor '{unexpected[0]}'", "is not part of the model its metadata declare")
+
+
+def _check_scalars(meta: Any, refuse: _Refusal) -> None:
+    if not (is_number(meta.dt_s) and meta.dt_s > 0):
+        raise refuse("dt_s", f"must be a number > 0 (s), got {meta.dt_s!r}")
+    lam = meta.box_cox_lambda
+    if not (is_number(lam) and 0 < lam <= 1):
+        raise refuse("box_cox_lambda", f"must lie in (0, 1], got {lam!r}")
+    for name, unit in (("temperature_k", "K"), ("pressure_pa", "Pa")):
+        bounds = getattr(meta, name)
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(map(is_number, bounds))
+                and 0 < bounds[0] <= bounds[1]):
+            raise refuse(name, f"must be [lo, hi] in {unit} with 0 < lo <= hi, got {bounds!r}")
+    frozen = meta.frozen_temperature_k
+    if not (is_number(frozen) and frozen >= 0):
+        raise refuse("frozen_temperature_k", f"must be a number >= 0 (K), got {frozen!r}")
+    species = meta.species
+    if not (isinstance(species, list) and species and all(isinstance(s, str) for s in species)
+            and len(set(species)) == len(species)):
+        raise refuse("species", "must be a non-empty list of distinct species names")
+    inert = meta.inert_species
+    if not (isinstance(inert, list) and all(s in species for s in inert)):
+        raise refuse("inert_species", f"must list species of the model, got {inert!r}")
+
+
+def _check_mechanism(meta: Any, mechanism_yaml: str, refuse: _Refusal) -> None:
+    try:
+        gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
+    except ct.CanteraError as exc:
+        raise refuse("phase", f"'{meta.phase}' cannot be built from the embedded mechanism "
+                              f"({cantera_message(exc)})")
+    names = list(gas.species_names)
+    if meta.species != names:
+        first = next((i for i, (a, b) in enumerate(zip(meta.species, names)) if a != b),
+                     min(len(meta.species), len(names)))
+        raise refuse("species", f"do not match the embedded mechanism ({len(meta.species)} "
+                                f"listed, {len(names)} in {meta.mechanism_source}; first "
+                                f"difference at position {first})")
+
+
+def _check_transform(transform: Any, field: str, refuse: _Refusal) -> None:
+    if transform is None:
+        return
+    if not (isinstance(transform, dict) and transform.get("type") == "signed_power"
+            and is_number(transform.get("lambda")) and transform["lambda"] > 0):
+        raise refuse(field, f"must be null or {{type: signed_power, lambda: > 0}}, got "
+                            f"{transform!r}")
+
+
+def _check_vector(tensors: dict[str, torch.Tensor], name: str, size: int, refuse: _Refusal,
+                  positive: bool = False) -> None:
+    if name not in tensors:
+        raise refuse(f"tensor '{name}'", "is missing")
+    t = tensors[name]
+    if tuple(t.shape) != (size,) or not t.is_floating_point():
+        raise refuse(f"tensor '{name}'", f"must be a float vector of {size} (the species "
+                                         f"count and the state width set it), got "
+                                         f"{t.dtype} {list(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise refuse(f"tensor '{name}'", "holds NaN or inf")
+    if positive and not bool((t > 0).all()):
+        raise refuse(f"tensor '{name}'", "must be > 0 everywhere (it divides)")
+
+
+def _check_head(prefix: str, architecture: Any, tensors: dict[str, torch.Tensor], ns: int,
+                refuse: _Refusal) -> set[str]:
+    """Check one network and its scaling against ``ns`` species; the names of its tensors."""
+    field = f"{prefix}architecture"
+    if not isinstance(architecture, dict):
+        raise refuse(field, f"must be a mapping, got {architecture!r}")
+    for key, want in (("n_in", 2 + ns), ("n_out", ns)):
+        if architecture.get(key) != want:
+            raise refuse(f"{field}.{key}", f"must be {want} for {ns} species, got "
+                                           f"{architecture.get(key)!r}")
+    hidden = architecture.get("hidden")
+    if not (isinstance(hidden, list) and all(isinstance(h, int) and not isinstance(h, bool)
+                                             and h >= 1 for h in hidden)):
+        raise refuse(f"{field}.hidden", f"must be a list of layer sizes >= 1, got {hidden!r}")
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            shapes = {f"{prefix}net.{k}": tuple(v.shape)
+                      for k, v in build_model(architecture).state_dict().items()}
+    except (InputError, TypeError, ValueError, RuntimeError) as exc:
+        raise refuse(field, f"is not buildable ({exc})")
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise refuse(f"tensor '{name}'", f"is missing (the architecture {field} needs it)")
+        if tuple(tensors[name].shape) != shape:
+            raise refuse(f"tensor '{name}'", f"has shape {list(tensors[name].shape)}; "
+                                             f"{field} (hidden {hidden}) needs {list(shape)}")
+    for name, size in ((FEATURE_NORMS[0], 2 + ns), (FEATURE_NORMS[1], 2 + ns),
+                       (TARGET_NORMS[0], ns), (TARGET_NORMS[1], ns)):
+        _check_vector(tensors, prefix + name, size, refuse, positive=name.endswith("_std"))
+    return set(shapes) | {prefix + n for n in FEATURE_NORMS + TARGET_NORMS}
