@@ -38,6 +38,7 @@ from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
 from mechanisms.state import (
+    PRESSURE_RANGE_PA,
     join_states,
     mass_fractions,
     pressure,
@@ -48,7 +49,6 @@ from mechanisms.state import (
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
-PRESSURE_RANGE_PA = (1.0, 1.0e9)  # P (Pa) outside it is refused: no combustion state lies there
 
 
 class StepInterrupted(DeepkinError):

@@ -18,6 +18,7 @@ T_COLUMN = 0
 P_COLUMN = 1
 Y_START = 2
 ONE_ATM_PA = 101325.0  # Pa; the unit of the ``*_atm`` config keys and of ln(P / 1 atm)
+PRESSURE_RANGE_PA = (1.0, 1.0e9)  # Pa; every state deepkin samples or steps lies here
 
 Array = TypeVar("Array")  # numpy.ndarray or torch.Tensor
 

@@ -17,7 +17,7 @@ from mechanisms.config_file import check_keys, read_yaml_mapping
 from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError, did_you_mean
 from mechanisms.reactor import LABEL_TOLERANCES
-from mechanisms.state import ONE_ATM_PA
+from mechanisms.state import ONE_ATM_PA, PRESSURE_RANGE_PA
 
 # The sources of rows are the dataset file's SOURCE_NAMES; these split them into the two stages.
 MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow")
@@ -27,7 +27,6 @@ DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
 # Pressures a case may have (atm): the ideal-gas reactors and flames mean nothing far outside
 # combustion's range, and Cantera's integrators fail slowly there instead of refusing.
-PRESSURE_ATM_RANGE = (1e-3, 1e3)
 
 
 @dataclass
@@ -155,11 +154,11 @@ class SamplingConfig:
         _positive_list("phi", self.phi)
         _positive_list("temperature_k", self.temperature_k)
         _positive_list("pressure_atm", self.pressure_atm)
-        lo, hi = PRESSURE_ATM_RANGE
+        lo, hi = (p / ONE_ATM_PA for p in PRESSURE_RANGE_PA)
         for p in self.pressure_atm:
             if not lo <= p <= hi:
-                raise InputError(f"pressure_atm: {p:g} atm lies outside the sampled range "
-                                 f"{lo:g}–{hi:g} atm")
+                raise InputError(f"pressure_atm: {p:g} atm lies outside the range of states deepkin "
+                                 f"samples and steps, {lo:.3g}–{hi:.4g} atm")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed: must be a whole number >= 0, got {self.seed!r}")
         _positive("dt", self.dt)

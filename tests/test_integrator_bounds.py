@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from kinetics.integrator import PRESSURE_RANGE_PA, Integrator, StepInterrupted
+from kinetics.integrator import Integrator, StepInterrupted
 from mechanisms.errors import InputError
+from mechanisms.state import PRESSURE_RANGE_PA
 from tests.helpers.load import uniform_states
 from tests.helpers.models import write_test_model
 

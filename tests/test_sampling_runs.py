@@ -167,7 +167,8 @@ BAD = [
     (["--rows", "multiscal=10"], "did you mean 'multiscale'"),
     (["--dt", "0"], "dt:"),
     (["--pressure-atm", "abc"], "pressure_atm:"),
-    (["--pressure-atm", "1e6"], "pressure_atm: 1e+06 atm lies outside the sampled range"),
+    (["--pressure-atm", "1e6"],
+     "pressure_atm: 1e+06 atm lies outside the range of states deepkin samples and steps"),
     (["--seed", "-1"], "seed: must be a whole number >= 0, got -1"),
     (["--scheduler", "notaurl"], "scheduler: 'notaurl' is not a scheduler address"),
 ]
