@@ -35,3 +35,22 @@ def small_dataset(tmp_path_factory) -> Path:
     run_cli("sample", "-o", str(out), *SMALL_CASES, *SMALL_ROWS, "--seed", "7", "--workers", "2",
             "-q", check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def h2_models(tmp_path_factory) -> Path:
+    """A folder holding one small random-weight h2o2 model, ``h2.safetensors``."""
+    from tests.helpers.models import write_test_model
+
+    d = tmp_path_factory.mktemp("h2-models")
+    write_test_model(d / "h2.safetensors")
+    return d
+
+
+@pytest.fixture(scope="session")
+def h2_server(h2_models):
+    """``deepkin serve`` on :func:`h2_models` at 127.0.0.1, bearer token ``SHARED_TOKEN``."""
+    from tests.helpers.live_server import SHARED_TOKEN, LiveServer
+
+    with LiveServer(h2_models, "--token", SHARED_TOKEN) as srv:
+        yield srv

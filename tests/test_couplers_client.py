@@ -14,12 +14,11 @@ import httpx
 import pytest
 
 import tests.helpers.live_server as live_server
-from tests.helpers.live_server import LiveServer
-from tests.helpers.models import write_test_model
+from tests.helpers.live_server import SHARED_TOKEN, LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "couplers" / "c"
-TOKEN = "client-token"
+TOKEN = SHARED_TOKEN
 REQUIRED = bool(os.environ.get("DEEPKIN_REQUIRE_C_EXAMPLE"))  # .ci/run: a missing toolchain fails
 
 
@@ -60,28 +59,15 @@ def binaries(tmp_path_factory) -> dict[str, Path]:
     return built
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("client-models")
-    write_test_model(d / "h2.safetensors")
-    return d
-
-
-@pytest.fixture(scope="module")
-def live(models):
-    with LiveServer(models, "--token", TOKEN) as srv:
-        yield srv
-
-
 def _run(binary: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("language", ["c", "c++", "fortran"])
-def test_one_step_from_each_language(binaries, live, language):
+def test_one_step_from_each_language(binaries, h2_server, language):
     if language not in binaries:
         pytest.skip("no gfortran (apt-get install gfortran)")
-    run = _run(binaries[language], live.url, "h2", TOKEN)
+    run = _run(binaries[language], h2_server.url, "h2", TOKEN)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "cells 4, frozen 0, fallback 0, substeps 1" in run.stdout
     temps = [float(t) for t in re.findall(r"->\s+([0-9.]+) K", run.stdout)]
@@ -89,33 +75,33 @@ def test_one_step_from_each_language(binaries, live, language):
     assert run.stdout.rstrip().endswith("ok")
 
 
-def test_the_three_languages_agree(binaries, live):
-    outputs = {lang: _run(b, live.url, "h2", TOKEN).stdout for lang, b in binaries.items()}
+def test_the_three_languages_agree(binaries, h2_server):
+    outputs = {lang: _run(b, h2_server.url, "h2", TOKEN).stdout for lang, b in binaries.items()}
     temps = {lang: [float(t) for t in re.findall(r"->\s+([0-9.]+) K", out)] for lang, out in outputs.items()}
     reference = temps["c"]
     for lang, values in temps.items():
         assert values == pytest.approx(reference, abs=1e-6), lang  # the same bytes, printed to 6 decimals
 
 
-def test_errors_are_one_readable_line(binaries, live):
-    wrong = _run(binaries["c"], live.url, "h2", "not-the-token")
+def test_errors_are_one_readable_line(binaries, h2_server):
+    wrong = _run(binaries["c"], h2_server.url, "h2", "not-the-token")
     assert wrong.returncode == 1
     assert re.fullmatch(r"error: open: GET \S+/v1/models/h2: HTTP 403: .*token.*\n", wrong.stderr), \
         wrong.stderr
-    missing = _run(binaries["c"], live.url, "no-such-model", TOKEN)
+    missing = _run(binaries["c"], h2_server.url, "no-such-model", TOKEN)
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr and "served: h2" in missing.stderr
-    nan = _run(binaries["c"], live.url, "h2", TOKEN)
+    nan = _run(binaries["c"], h2_server.url, "h2", TOKEN)
     assert re.search(r"NaN cell: POST \S+/step: HTTP 422: states: row 0 holds NaN or inf", nan.stdout)
 
 
-def test_refused_connections_are_retried_until_the_server_is_up(binaries, models, monkeypatch):
+def test_refused_connections_are_retried_until_the_server_is_up(binaries, h2_models, monkeypatch):
     port = live_server.free_port()
     client = subprocess.Popen([str(binaries["c"]), f"http://127.0.0.1:{port}", "h2", TOKEN],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
     assert client.poll() is None  # still retrying: nothing listens yet
     monkeypatch.setattr(live_server, "free_port", lambda: port)
-    with LiveServer(models, "--token", TOKEN):
+    with LiveServer(h2_models, "--token", TOKEN):
         out, err = client.communicate(timeout=60)
     assert client.returncode == 0, out + err
     assert "cells 4" in out
@@ -147,10 +133,10 @@ int main(int argc, char **argv) {
     assert time.monotonic() - started >= 1.5  # it did retry for the whole timeout
 
 
-def test_busy_answers_503_are_retried(binaries, models):
+def test_busy_answers_503_are_retried(binaries, h2_models):
     # One request may wait in the queue, and it waits 0.5 s for company: clients that arrive
     # meanwhile are answered 503 (Retry-After 1 s) and must come back on their own.
-    with LiveServer(models, "--token", TOKEN, "--max-queue-requests", "1", "--queue-delay-ms", "500",
+    with LiveServer(h2_models, "--token", TOKEN, "--max-queue-requests", "1", "--queue-delay-ms", "500",
                     "--max-batch-requests", "1") as srv:
         clients = [subprocess.Popen([str(binaries["c"]), srv.url, "h2", TOKEN], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -12,24 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.live_server import LiveServer
-from tests.helpers.models import write_test_model
+from tests.helpers.live_server import SHARED_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "example-token"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("example-models")
-    write_test_model(d / "h2.safetensors")
-    return d
-
-
-@pytest.fixture(scope="module")
-def live(models):
-    with LiveServer(models, "--token", TOKEN) as srv:
-        yield srv
+TOKEN = SHARED_TOKEN
 
 
 def _compile_c_example(out: Path) -> subprocess.CompletedProcess | None:
@@ -42,7 +28,7 @@ def _compile_c_example(out: Path) -> subprocess.CompletedProcess | None:
                           capture_output=True, text=True)
 
 
-def test_c_example(live, tmp_path):
+def test_c_example(h2_server, tmp_path):
     binary = tmp_path / "deepkin_step"
     built = _compile_c_example(binary)
     if built is None or (built.returncode != 0 and "curl/curl.h" in built.stderr):
@@ -50,23 +36,24 @@ def test_c_example(live, tmp_path):
             pytest.fail(f"cannot build the C example: {built.stderr if built else 'no C compiler'}")
         pytest.skip("no C compiler or no libcurl headers (apt-get install libcurl4-openssl-dev)")
     assert built.returncode == 0, built.stderr
-    run = subprocess.run([str(binary), live.url, "h2", TOKEN], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([str(binary), h2_server.url, "h2", TOKEN], capture_output=True, text=True,
+                         timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "cells 4, frozen 0, fallback 0, substeps 1" in run.stdout
     assert re.search(r"NaN cell: POST \S+/v1/models/h2/step: HTTP 422: states: row 0 holds NaN or inf",
                      run.stdout)
     assert run.stdout.rstrip().endswith("ok")
-    wrong = subprocess.run([str(binary), live.url, "h2", "wrong-token"], capture_output=True, text=True,
+    wrong = subprocess.run([str(binary), h2_server.url, "h2", "wrong-token"], capture_output=True, text=True,
                            timeout=60)
     assert wrong.returncode == 1 and "403" in wrong.stderr
 
 
-def test_coupler_example(live, models, tmp_path):
+def test_coupler_example(h2_server, h2_models, tmp_path):
     out = tmp_path / "fields.npz"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "examples/coupler_1d.py"), "--url", live.url, "--model", "h2",
+        [sys.executable, str(ROOT / "examples/coupler_1d.py"), "--url", h2_server.url, "--model", "h2",
          "--token", TOKEN, "--cells", "60", "--steps", "4", "--chemistry", "service,cantera,integrator",
-         "--model-file", str(models / "h2.safetensors"), "--save", str(out)],
+         "--model-file", str(h2_models / "h2.safetensors"), "--save", str(out)],
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.search(r"largest \|T_service − T_cantera\| = [0-9.e+-]+ K", run.stdout)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+SHARED_TOKEN = "example-token"  # the bearer token of the tests' shared h2 server (conftest.h2_server)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
