@@ -30,6 +30,7 @@ import cantera as ct
 import numpy as np
 import torch
 
+from kinetics.inference import BlockedForward
 from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
 from kinetics.thermo import Nasa7
@@ -136,6 +137,7 @@ class RateHead:
         self.network = build_model(architecture)
         self.network.load_state_dict(network_state(tensors, prefix + "net."))
         self.network.to(device, dtype).eval()
+        self.forward = BlockedForward(self.network, device, dtype)
         self.dtype = dtype
         self.output_transform = output_transform
         f64 = dict(device=device, dtype=torch.float64)
@@ -147,7 +149,7 @@ class RateHead:
     def rates(self, features: torch.Tensor) -> torch.Tensor:
         """d BCT(Y)/dt ``[n, ns]`` (1/s, float64) for features ``[T, ln(P/1 atm), BCT(Y)]``."""
         z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = decode_output(self.network(z).to(torch.float64), self.output_transform)
+        out = decode_output(self.forward(z).to(torch.float64), self.output_transform)
         return out * self.y_std + self.y_mean
 
 

@@ -1,0 +1,69 @@
+"""A network's forward pass for inference: rows in blocks that stay in cache, oneDNN GEMMs on CPU.
+
+``BlockedForward(network)(z)`` equals ``network(z)`` for z ``[n, n_in]`` → ``[n, n_out]`` up to
+float rounding. On CPU two things make it faster per core:
+
+- rows go through the whole network ``BLOCK_ROWS`` at a time, so the activations of a block
+  (1024 × 400 float32 = 1.6 MB) stay in the core's cache instead of streaming hundreds of MB
+  through memory between layers (2–3× on a 3×400 network at 65,536 cells);
+- the linear layers of an MLP run on oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, the
+  kernel torch's own CPU compiler emits) rather than MKL's, which does not use AVX-512 on AMD
+  CPUs (about 2× the float32 FLOP/s on an AMD EPYC core). A row's result does not depend on the
+  other rows of its block, except that a block of one row takes a GEMV path that rounds
+  differently, as MKL's does.
+
+On a GPU, without oneDNN, or for other architectures the network's own forward runs on each
+block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kinetics.models import MLP
+
+BLOCK_ROWS = 1024
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_linear():
+    """oneDNN's fused linear op, or None where torch has none."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class BlockedForward:
+    """Evaluates ``network`` (in eval mode, on ``device`` in ``dtype``) block by block on CPU, in
+    one call on a GPU (whose throughput wants large batches)."""
+
+    def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype):
+        self.network = network
+        self.block_rows = BLOCK_ROWS if device.type == "cpu" else None
+        linear = _onednn_linear() if device.type == "cpu" and dtype in _ONEDNN_DTYPES else None
+        self._linear = linear if isinstance(network, MLP) else None
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Network outputs ``[n, n_out]`` for inputs ``z`` ``[n, n_in]`` (the network's dtype)."""
+        if self.block_rows is None or len(z) == 0:
+            return self.network(z)
+        blocks = [self._block(z[start:start + self.block_rows])
+                  for start in range(0, len(z), self.block_rows)]
+        return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+
+    def _block(self, h: torch.Tensor) -> torch.Tensor:
+        if self._linear is None:
+            return self.network(h)
+        for layer in self.network.net:
+            if isinstance(layer, nn.Linear):
+                h = self._linear(h, layer.weight, layer.bias, "none", [], "none")
+            else:
+                h = layer(h)
+        return h
+
+
+__all__ = ["BLOCK_ROWS", "BlockedForward"]
