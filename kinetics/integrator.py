@@ -37,7 +37,7 @@ from kinetics.thermo import Nasa7
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
-from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
+from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
 from mechanisms.state import (
     join_states,
     mass_fractions,
@@ -201,7 +201,7 @@ class Integrator:
         self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         a = self.element_matrix
         self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
-        self._fallback = ReactorStep(self.gas, meta.dt_s, LABEL_TOLERANCES)
+        self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
