@@ -17,8 +17,10 @@ The mixes (``benchmarks/state_mixes.py``) are the cells of a uniform mesh (``--s
 through Cantera flames, plus 0D autoignition states. The surrogate steps the mesh tiled to
 ``--cells`` cells (one call, as a CFD partition makes it); Cantera steps the mesh's cells once per
 repeat. The two alternate, ``--repeat`` times; each keeps its best time and the ratio is of the two
-bests. The shares of the mix (frozen, Cantera fallback, network, and the near-equilibrium network's
-share) are printed beside each figure, with the machine's load average before and after.
+bests, in wall time and in CPU time (CPU seconds of every thread and process involved: on a busy
+machine the steadier figure; on a quiet one the two agree for one core). The shares of the mix
+(frozen, Cantera fallback, network, and the near-equilibrium network's share) are printed beside
+each figure, with the machine's load average before and after.
 
 Models: the one named by ``--model`` (shipped ``h2-air`` by default), then random-weight networks
 of each of ``--sizes`` (``kinetics.synthetic``) on its mechanism with its frozen temperature and a
@@ -29,6 +31,7 @@ flame would cost at that size.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import platform
@@ -37,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +69,23 @@ def _start_worker(yaml_text: str, phase: str, sha256: str, dt_s: float) -> None:
                                   CFD_TOLERANCES, reuse=True)
 
 
-def _step_cells(cells: np.ndarray) -> int:
-    """Step ``cells`` ``[m, 2+ns]`` with this process's reused reactor; the number it failed."""
-    return _worker_stepper.advance_all(cells)[2]
+def _step_cells(cells: np.ndarray) -> float:
+    """Step ``cells`` ``[m, 2+ns]`` with this process's reused reactor; the CPU seconds it took."""
+    start = time.process_time()
+    _worker_stepper.advance_all(cells)
+    return time.process_time() - start
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one pass over a batch took: wall seconds, and CPU seconds of every process and thread
+    that worked on it (on a busy machine CPU time is the steadier measure of a core's work)."""
+
+    wall_s: float
+    cpu_s: float
+
+    def best(self, other: Cost) -> Cost:
+        return Cost(min(self.wall_s, other.wall_s), min(self.cpu_s, other.cpu_s))
 
 
 class CanteraCores:
@@ -83,38 +101,37 @@ class CanteraCores:
             self.pool = ProcessPoolExecutor(cores, multiprocessing.get_context("spawn"),
                                             initializer=_start_worker, initargs=args)
 
-    def seconds(self, cells: np.ndarray) -> float:
-        """Wall time (s) to step ``cells`` ``[m, 2+ns]``, shared evenly among the processes."""
+    def cost(self, cells: np.ndarray) -> Cost:
+        """Stepping ``cells`` ``[m, 2+ns]``, shared evenly among the processes."""
         start = time.perf_counter()
         if self.pool is None:
-            _step_cells(cells)
+            cpu = _step_cells(cells)
         else:
-            list(self.pool.map(_step_cells, [cells[i::self.cores] for i in range(self.cores)]))
-        return time.perf_counter() - start
+            cpu = sum(self.pool.map(_step_cells, [cells[i::self.cores] for i in range(self.cores)]))
+        return Cost(time.perf_counter() - start, cpu)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
 
 
-def surrogate_seconds(integrator: Integrator, cells: np.ndarray | torch.Tensor) -> float:
-    """Wall time (s) of one ``advance`` of ``cells`` (the GPU synchronised)."""
-    start = time.perf_counter()
+def surrogate_cost(integrator: Integrator, cells: np.ndarray | torch.Tensor) -> Cost:
+    """One ``advance`` of ``cells`` (the GPU synchronised)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     integrator.advance(cells)
     if integrator.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return Cost(time.perf_counter() - start, time.process_time() - start_cpu)
 
 
-def best_of_alternating(first: Callable[[], float], second: Callable[[], float], repeat: int
-                        ) -> tuple[float, float]:
-    """Best times of ``first`` and ``second`` (each returns its own seconds), called in turn
-    ``repeat`` times after one warm-up call each."""
+def best_of_alternating(first: Callable[[], Cost], second: Callable[[], Cost], repeat: int
+                        ) -> tuple[Cost, Cost]:
+    """Best costs of ``first`` and ``second``, called in turn ``repeat`` times after one warm-up
+    call each."""
     first(), second()
-    best = [float("inf"), float("inf")]
+    best = [Cost(math.inf, math.inf), Cost(math.inf, math.inf)]
     for _ in range(repeat):
-        best[0] = min(best[0], first())
-        best[1] = min(best[1], second())
+        best = [best[0].best(first()), best[1].best(second())]
     return best[0], best[1]
 
 
@@ -190,24 +207,23 @@ def _network_dtype(precision: str) -> torch.dtype:
 def _measure(label: str, integrator: Integrator, precision: str, mixes: list[StateMix],
              cantera: CanteraCores, args) -> None:
     """One line per (mix, cell count): the surrogate's and Cantera's cells/s per core, the ratio
-    and the shares of the mix."""
+    (wall time, and CPU time) and the shares of the mix."""
     for mix in mixes:
         hot = mix.states[temperature(mix.states) >= integrator.meta.frozen_temperature_k]
         for n in args.cells:
             cells = np.resize(mix.states, (n, mix.states.shape[1]))  # the mesh, tiled
             batch = cells if integrator.device.type == "cpu" else torch.as_tensor(
                 cells, device=integrator.device)
-            surrogate_s, cantera_s = best_of_alternating(
-                lambda b=batch: surrogate_seconds(integrator, b),
-                lambda h=hot: cantera.seconds(h), args.repeat)
-            ours = n / surrogate_s / args.cores
-            theirs = len(mix.states) / cantera_s / args.cores
+            ours, theirs = best_of_alternating(lambda b=batch: surrogate_cost(integrator, b),
+                                               lambda h=hot: cantera.cost(h), args.repeat)
+            wall = (n / ours.wall_s / args.cores, len(mix.states) / theirs.wall_s / args.cores)
+            cpu = (n / ours.cpu_s, len(mix.states) / theirs.cpu_s)
             res = integrator.advance(cells)
             network = 1.0 - (res.n_frozen + res.n_fallback) / n
-            print(f"{label:<20} {precision:<8} {mix.name:<19} {n:>8} cells: surrogate {ours:>10,.0f}"
-                  f"  Cantera {theirs:>9,.0f} cells/s/core "
-                  f"({len(hot) / cantera_s / args.cores:,.0f} non-frozen): {ours / theirs:6.1f}x | "
-                  f"frozen {res.n_frozen / n:.1%}, fallback {res.n_fallback / n:.1%}, network "
+            print(f"{label:<19} {precision:<8} {mix.name:<18} {n:>7} cells | wall: surrogate "
+                  f"{wall[0]:>9,.0f}, Cantera {wall[1]:>7,.0f} cells/s/core: {wall[0] / wall[1]:5.1f}x"
+                  f" | CPU time: {cpu[0]:>9,.0f} vs {cpu[1]:>7,.0f} cells/s: {cpu[0] / cpu[1]:5.1f}x"
+                  f" | frozen {res.n_frozen / n:.1%}, fallback {res.n_fallback / n:.1%}, network "
                   f"{network:.1%} (near-eq. {res.n_tail_steps / n:.1%}) | {load_text()}", flush=True)
 
 
