@@ -193,11 +193,12 @@ class Integrator:
         for name in meta.inert_species:
             inert[meta.species.index(name)] = True
         self.inert = inert.to(self.device)
-        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k.
+        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k, of the elements that
+        # some non-inert species carries (the others' residual is zero: inert Y is held fixed).
         gas = self.gas
         elements = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
                               for k in range(gas.n_species)] for e in range(gas.n_elements)])
-        keep = elements.any(axis=1)
+        keep = elements[:, ~inert.numpy()].any(axis=1)
         self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         a = self.element_matrix
         self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
@@ -439,8 +440,9 @@ class Integrator:
         active_total = (y_new * ~self.inert).sum(dim=1, keepdim=True)
         scale = (1.0 - inert_total) / torch.clamp(active_total, min=1e-300)
         y_new = torch.where(self.inert, y, y_new * scale)
-        h = self.thermo.enthalpy(t, y)
-        t_new, converged = self.thermo.temperature(h, y_new, t)
+        h_k, cp_k = self.thermo.species_properties(t)
+        h = (h_k * y).sum(dim=1)
+        t_new, converged = self.thermo.temperature(h, y_new, t, guess_properties=(h_k, cp_k))
         ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
         return t_new, y_new, ok, by_tail
 

@@ -72,17 +72,20 @@ class Nasa7:
         return (self.species_cp(t) * y).sum(dim=1)
 
     def temperature(self, h: torch.Tensor, y: torch.Tensor, t_guess: torch.Tensor,
-                    rtol: float = 1e-12, max_iter: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+                    rtol: float = 1e-12, max_iter: int = 50,
+                    guess_properties: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Solve ``enthalpy(T, y) = h`` for T by Newton's method from ``t_guess``.
 
         Returns ``(T [n], converged [n] bool)``; steps are limited to 500 K and T is kept in
-        [100, 6000] K so that a bad guess cannot run away.
+        [100, 6000] K so that a bad guess cannot run away. ``guess_properties``: the
+        :meth:`species_properties` at ``t_guess`` when the caller has them (one evaluation less).
         """
         h = h.to(torch.float64)
         t = t_guess.to(torch.float64).clone()
         converged = torch.zeros_like(t, dtype=torch.bool)
-        for _ in range(max_iter):
-            h_k, cp_k = self.species_properties(t)
+        for k in range(max_iter):
+            h_k, cp_k = guess_properties if k == 0 and guess_properties else self.species_properties(t)
             dt = (h - (h_k * y).sum(dim=1)) / (cp_k * y).sum(dim=1)
             dt = torch.clamp(dt, -500.0, 500.0)
             t = torch.clamp(t + dt, 100.0, 6000.0)
