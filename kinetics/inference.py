@@ -3,9 +3,10 @@
 ``BlockedForward(network)(z)`` equals ``network(z)`` for z ``[n, n_in]`` → ``[n, n_out]`` up to
 float rounding. On CPU two things make it faster per core:
 
-- rows go through the whole network ``BLOCK_ROWS`` at a time, so the activations of a block
-  (1024 × 400 float32 = 1.6 MB) stay in the core's cache instead of streaming hundreds of MB
-  through memory between layers (2–3× on a 3×400 network at 65,536 cells);
+- rows go through the whole network a block at a time, so the activations of a block (about
+  ``BLOCK_VALUES`` = 1024 rows × 400 float32 = 1.6 MB, a core's L2 cache; 256–8192 rows by the
+  widest layer) stay in cache instead of streaming hundreds of MB through memory between layers
+  (2–3× on a 3×400 network at 65,536 cells);
 - the linear layers of an MLP run on oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, the
   kernel torch's own CPU compiler emits) rather than MKL's, which does not use AVX-512 on AMD
   CPUs (about 2× the float32 FLOP/s on an AMD EPYC core), with the activation that follows fused
@@ -24,7 +25,8 @@ from torch import nn
 
 from kinetics.models import MLP
 
-BLOCK_ROWS = 1024
+BLOCK_VALUES = 1024 * 400  # activations of the widest layer per block
+BLOCK_ROWS_RANGE = (256, 8192)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN's name for each activation it can fuse into the linear layer before it.
 _FUSED = {nn.GELU: "gelu", nn.SiLU: "swish", nn.Tanh: "tanh"}
@@ -46,7 +48,7 @@ class BlockedForward:
 
     def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype):
         self.network = network
-        self.block_rows = BLOCK_ROWS if device.type == "cpu" else None
+        self.block_rows = block_rows(network) if device.type == "cpu" else None
         linear = _onednn_linear() if device.type == "cpu" and dtype in _ONEDNN_DTYPES else None
         self._linear = linear if isinstance(network, MLP) else None
         self._layers = _fused_layers(list(network.net)) if self._linear else []
@@ -70,6 +72,14 @@ class BlockedForward:
         return h
 
 
+def block_rows(network: nn.Module) -> int:
+    """Rows per block for ``network``: :data:`BLOCK_VALUES` over its widest layer, within
+    :data:`BLOCK_ROWS_RANGE`."""
+    widest = max((m.out_features for m in network.modules() if isinstance(m, nn.Linear)), default=1)
+    low, high = BLOCK_ROWS_RANGE
+    return min(high, max(low, BLOCK_VALUES // widest))
+
+
 def _fused_layers(layers: list[nn.Module]) -> list[tuple[nn.Module, str]]:
     """``(layer, fused activation)`` pairs: each linear layer takes the activation after it
     (oneDNN's name, ``"none"`` for none); other layers stay as they are."""
@@ -84,4 +94,4 @@ def _fused_layers(layers: list[nn.Module]) -> list[tuple[nn.Module, str]]:
     return out
 
 
-__all__ = ["BLOCK_ROWS", "BlockedForward"]
+__all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "BlockedForward", "block_rows"]
