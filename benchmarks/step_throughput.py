@@ -4,6 +4,7 @@
     python benchmarks/step_throughput.py --cores 2            # torch on 2 threads, Cantera on 2 processes
     python benchmarks/step_throughput.py --sizes --mixes premixed-phi1 premixed-phi1-5atm
     python benchmarks/step_throughput.py --device cuda --cells 65536 1048576 --dtypes float32 tf32 bfloat16
+    python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --sizes 3200-1600-800-400
 
 Per core, as a CFD user measures it: the surrogate (``Integrator.advance``: the input check, frozen
 cells, Cantera fallback cells, both networks, the element projection, the enthalpy inversion) runs
@@ -23,9 +24,9 @@ machine the steadier figure; on a quiet one the two agree for one core). The sha
 each figure, with the machine's load average before and after.
 
 Models: the one named by ``--model`` (shipped ``h2-air`` by default), then random-weight networks
-of each of ``--sizes`` (``kinetics.synthetic``) on its mechanism with its frozen temperature and a
-domain that takes every other cell (no fallback, one network): what a model that serves the whole
-flame would cost at that size.
+of each of ``--sizes`` (``kinetics.synthetic``) on its mechanism (or ``--mechanism``'s) with its
+frozen temperature and a domain that takes every other cell (no fallback, one network): what a
+model that serves the whole flame would cost at that size.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from kinetics.integrator import Integrator  # noqa: E402
 from kinetics.model_file import read_model_file  # noqa: E402
 from kinetics.registry import resolve_model  # noqa: E402
 from kinetics.synthetic import write_random_model  # noqa: E402
-from mechanisms.loading import solution_from_yaml  # noqa: E402
+from mechanisms.loading import load_mechanism, solution_from_yaml  # noqa: E402
 from mechanisms.reactor import CFD_TOLERANCES, ReactorStep  # noqa: E402
 from mechanisms.state import temperature  # noqa: E402
 
@@ -169,22 +170,33 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", default=["float32"],
                         help="network precision: float32, tf32, bfloat16")
+    parser.add_argument("--mechanism", help="random networks on this mechanism instead (no "
+                        "trained model; the model's dt and frozen temperature); needs --fuel")
+    parser.add_argument("--fuel", help="with --mechanism: the fuel of the mixes, e.g. CH4:1")
     args = parser.parse_args()
+    if args.mechanism and not args.fuel:
+        parser.error("--mechanism needs --fuel")
     torch.set_num_threads(args.cores)
     path = resolve_model(args.model)
     meta, _, yaml_text = read_model_file(path)
-    gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-    fuel = meta.training.get("fuel") or "H2:1"
+    if args.mechanism:
+        mech = load_mechanism(args.mechanism)
+        source, yaml_text, phase, sha256 = args.mechanism, mech.yaml_text, mech.phase, mech.sha256
+        fuel, trained = args.fuel, []
+    else:
+        source, phase, sha256 = meta.mechanism_source, meta.phase, meta.mechanism_sha256
+        fuel, trained = meta.training.get("fuel") or "H2:1", [(meta.name, path)]
+    gas = solution_from_yaml(yaml_text, phase, sha256)
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; per core: torch "
           f"on {args.cores} thread(s) vs Cantera on {args.cores} process(es), one reused reactor "
           f"each, rtol {CFD_TOLERANCES.rtol:g}; {load_text()}")
     mixes = [build_mix(name, gas, fuel, args.spacing_um * 1e-6) for name in args.mixes]
-    cantera = CanteraCores(yaml_text, meta.phase, meta.mechanism_sha256, meta.dt_s, args.cores)
+    cantera = CanteraCores(yaml_text, phase, sha256, meta.dt_s, args.cores)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            models = [(meta.name, path)] + [
+            models = trained + [
                 (f"random {size}", write_random_model(
-                    Path(tmp) / f"{size}.safetensors", meta.mechanism_source,
+                    Path(tmp) / f"{size}.safetensors", source,
                     hidden=[int(h) for h in size.split("-")], dt_s=meta.dt_s,
                     frozen_temperature_k=meta.frozen_temperature_k))
                 for size in args.sizes]

@@ -7,8 +7,9 @@ of a dt into that number) and counts what happened to the cells. Per model step:
 
 1. cells below the frozen temperature pass through unchanged;
 2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
-   instead and are counted (``StepResult.n_fallback``);
-3. the network (float32 by default) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
+   instead (CFD tolerances, a fresh reactor per cell) and are counted (``StepResult.n_fallback``);
+3. the network (float32 by default; on CPU in cache-sized blocks on oneDNN's GEMM, see
+   :mod:`kinetics.inference`) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
    projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
    rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
