@@ -70,7 +70,8 @@ def counterflow(gas: ct.Solution, fuel: str, fuel_n2_mole_fraction: float = 0.5,
 def autoignition(gas: ct.Solution, fuel: str, spacing_m: float = SPACING_M,
                  n: int = AUTOIGNITION_CELLS) -> np.ndarray:
     """``n`` states drawn (seeded) from the solver steps of a stoichiometric fuel/air
-    ignition at 1400 K and 10 atm (dense through ignition, then recombination)."""
+    ignition at 1400 K and 10 atm (dense through ignition, then recombination); ``spacing_m``
+    is there for the common signature of :data:`MIXES` (a 0D case has no mesh)."""
     gas.set_equivalence_ratio(1.0, fuel, AIR)
     _, states, _ = autoignition_profile(gas, 1400.0, 10 * ONE_ATM_PA, gas.Y.copy(), t_max_s=0.05)
     return states[np.random.default_rng(0).integers(0, len(states), n)]

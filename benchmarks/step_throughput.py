@@ -191,6 +191,8 @@ def main() -> None:
           f"on {args.cores} thread(s) vs Cantera on {args.cores} process(es), one reused reactor "
           f"each, rtol {CFD_TOLERANCES.rtol:g}; {load_text()}")
     mixes = [build_mix(name, gas, fuel, args.spacing_um * 1e-6) for name in args.mixes]
+    for mix in mixes:
+        print(f"  {mix.name}: {mix.description}, {len(mix.states)} cells")
     cantera = CanteraCores(yaml_text, phase, sha256, meta.dt_s, args.cores)
     try:
         with tempfile.TemporaryDirectory() as tmp:
