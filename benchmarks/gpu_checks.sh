@@ -16,10 +16,11 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 status=0
 python -m pytest -q tests/test_gpu.py 2>&1 | tee "$OUT/tests.txt" || status=1
-python benchmarks/step_throughput.py --device cuda --mechanisms gri30 --cells 65536 1048576 \
-    --dtypes float32 tf32 bfloat16 --cantera-cells 100 2>&1 | tee "$OUT/step_throughput.txt" || status=1
-python benchmarks/step_throughput.py --device cuda --model h2-air --cells 65536 1048576 \
-    2>&1 | tee "$OUT/step_throughput_h2-air.txt" || status=1
+python benchmarks/step_throughput.py --device cuda --mechanism gri30.yaml --fuel CH4:1 \
+    --sizes 3200-1600-800-400 --mixes autoignition --cells 65536 1048576 \
+    --dtypes float32 tf32 bfloat16 --repeat 3 2>&1 | tee "$OUT/step_throughput.txt" || status=1
+python benchmarks/step_throughput.py --device cuda --model h2-air --sizes --cells 65536 1048576 \
+    --repeat 3 2>&1 | tee "$OUT/step_throughput_h2-air.txt" || status=1
 python benchmarks/service_throughput.py --device cuda --cells 1000000 --hidden 3200,1600,800,400 \
     --threads 4 --repeats 3 2>&1 | tee "$OUT/service_throughput.txt" || status=1
 exit $status

@@ -1,114 +1,244 @@
-"""Surrogate step vs Cantera on the same states: cells/s and the ratio, measured in one run.
+"""Surrogate step vs Cantera per core, on the cells of real flames: cells/s and the ratio of one run.
 
-    python benchmarks/step_throughput.py                       # h2o2 and a GRI-sized network, CPU
-    python benchmarks/step_throughput.py --device cuda --cells 65536 262144 1048576
-    python benchmarks/step_throughput.py --model h2-air --cells 65536   # a trained model as shipped
+    python benchmarks/step_throughput.py                      # shipped h2-air + random sizes, 1 core
+    python benchmarks/step_throughput.py --cores 2            # torch on 2 threads, Cantera on 2 processes
+    python benchmarks/step_throughput.py --sizes --mixes premixed-phi1 premixed-phi1-5atm
+    python benchmarks/step_throughput.py --device cuda --cells 65536 1048576 --dtypes float32 tf32 bfloat16
+    python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --sizes 3200-1600-800-400
 
-For each mechanism a model file of the right shape is written with random weights (speed does
-not depend on the weights); the states are taken from a short Cantera autoignition so that every
-cell is a realistic one. The surrogate time includes everything `Integrator.step` does (checks,
-Box-Cox, network, renormalisation, enthalpy inversion). Cantera steps each cell by dt in its own
-constant-pressure reactor (rtol 1e-6, atol 1e-15: the CFD setting, faster than dataset labels).
+Per core, as a CFD user measures it: the surrogate (``Integrator.advance``: the input check, frozen
+cells, Cantera fallback cells, both networks, the element projection, the enthalpy inversion) runs
+torch on ``--cores`` threads; the baseline steps the same cells with Cantera on ``--cores``
+processes, one reused reactor each (``ReactorStep(reuse=True)``: restarted per cell, the way a CFD
+code steps cells), rtol 1e-6 / atol 1e-15 (``CFD_TOLERANCES``), by the model's dt. Cells below the
+model's frozen temperature are skipped by both (a CFD code's ``Treact``): cold cells cost both
+nothing, and only the other cells make up the baseline's time.
+
+The mixes (``benchmarks/state_mixes.py``) are the cells of a uniform mesh (``--spacing-um``)
+through Cantera flames, plus 0D autoignition states. The surrogate steps the mesh tiled to
+``--cells`` cells (one call, as a CFD partition makes it); Cantera steps the mesh's cells once per
+repeat. The two alternate, ``--repeat`` times; each keeps its best time and the ratio is of the two
+bests, in wall time and in CPU time (CPU seconds of every thread and process involved: on a busy
+machine the steadier figure; on a quiet one the two agree for one core). The shares of the mix
+(frozen, Cantera fallback, network, and the near-equilibrium network's share) are printed beside
+each figure, with the machine's load average before and after.
+
+Models: the one named by ``--model`` (shipped ``h2-air`` by default), then random-weight networks
+of each of ``--sizes`` (``kinetics.synthetic``) on its mechanism (or ``--mechanism``'s) with its
+frozen temperature and a domain that takes every other cell (no fallback, one network): what a
+model that serves the whole flame would cost at that size.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import multiprocessing
+import os
+import platform
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import cantera as ct
 import numpy as np
 import torch
 
-from kinetics.integrator import Integrator
-from kinetics.model_file import read_model_file
-from kinetics.registry import resolve_model
-from kinetics.synthetic import write_random_model
-from mechanisms.loading import load_mechanism, solution_from_yaml
-from mechanisms.reactor import CFD_TOLERANCES, ReactorStep
-from sampling.manifold import autoignition_profile
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = {"h2o2": ("h2o2.yaml", "H2:1", [1600, 800, 400]),
-         "gri30": ("gri30.yaml", "CH4:1", [3200, 1600, 800, 400])}
+from benchmarks.state_mixes import MIXES, SPACING_M, StateMix, build_mix  # noqa: E402
+from kinetics.integrator import Integrator  # noqa: E402
+from kinetics.model_file import read_model_file  # noqa: E402
+from kinetics.registry import resolve_model  # noqa: E402
+from kinetics.synthetic import write_random_model  # noqa: E402
+from mechanisms.loading import load_mechanism, solution_from_yaml  # noqa: E402
+from mechanisms.reactor import CFD_TOLERANCES, ReactorStep  # noqa: E402
+from mechanisms.state import temperature  # noqa: E402
 
+DEFAULT_SIZES = ["64-64-64", "128-128-128", "256-256-256", "400-400-400", "1600-800-400"]
+DEFAULT_MIXES = ["premixed-phi1", "premixed-phi0.5", "premixed-phi2.5", "counterflow", "autoignition"]
 
-def sample_states(gas: ct.Solution, fuel: str, n: int) -> np.ndarray:
-    gas.set_equivalence_ratio(1.0, fuel, "O2:1,N2:3.76")
-    _, states, _ = autoignition_profile(gas, 1400.0, 10 * ct.one_atm, gas.Y.copy(), t_max_s=0.05)
-    rng = np.random.default_rng(0)
-    return states[rng.integers(0, len(states), n)]
+_worker_stepper: ReactorStep | None = None  # one reused reactor per Cantera worker process
 
 
-def time_call(fn, repeat: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
+def _start_worker(yaml_text: str, phase: str, sha256: str, dt_s: float) -> None:
+    global _worker_stepper
+    _worker_stepper = ReactorStep(solution_from_yaml(yaml_text, phase, sha256), dt_s,
+                                  CFD_TOLERANCES, reuse=True)
+
+
+def _step_cells(cells: np.ndarray) -> float:
+    """Step ``cells`` ``[m, 2+ns]`` with this process's reused reactor; the CPU seconds it took."""
+    start = time.process_time()
+    _worker_stepper.advance_all(cells)
+    return time.process_time() - start
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one pass over a batch took: wall seconds, and CPU seconds of every process and thread
+    that worked on it (on a busy machine CPU time is the steadier measure of a core's work)."""
+
+    wall_s: float
+    cpu_s: float
+
+    def best(self, other: Cost) -> Cost:
+        return Cost(min(self.wall_s, other.wall_s), min(self.cpu_s, other.cpu_s))
+
+
+class CanteraCores:
+    """Cantera on ``cores`` processes, one reused reactor each, CFD tolerances, steps of ``dt_s``."""
+
+    def __init__(self, yaml_text: str, phase: str, sha256: str, dt_s: float, cores: int):
+        self.cores = cores
+        args = (yaml_text, phase, sha256, dt_s)
+        if cores == 1:
+            _start_worker(*args)
+            self.pool = None
+        else:
+            self.pool = ProcessPoolExecutor(cores, multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=args)
+
+    def cost(self, cells: np.ndarray) -> Cost:
+        """Stepping ``cells`` ``[m, 2+ns]``, shared evenly among the processes."""
         start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+        if self.pool is None:
+            cpu = _step_cells(cells)
+        else:
+            cpu = sum(self.pool.map(_step_cells, [cells[i::self.cores] for i in range(self.cores)]))
+        return Cost(time.perf_counter() - start, cpu)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def surrogate_cost(integrator: Integrator, cells: np.ndarray | torch.Tensor) -> Cost:
+    """One ``advance`` of ``cells`` (the GPU synchronised)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    integrator.advance(cells)
+    if integrator.device.type == "cuda":
+        torch.cuda.synchronize()
+    return Cost(time.perf_counter() - start, time.process_time() - start_cpu)
+
+
+def best_of_alternating(first: Callable[[], Cost], second: Callable[[], Cost], repeat: int
+                        ) -> tuple[Cost, Cost]:
+    """Best costs of ``first`` and ``second``, called in turn ``repeat`` times after one warm-up
+    call each."""
+    first(), second()
+    best = [Cost(math.inf, math.inf), Cost(math.inf, math.inf)]
+    for _ in range(repeat):
+        best = [best[0].best(first()), best[1].best(second())]
+    return best[0], best[1]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_text() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="h2-air", help="a trained model (name or path); its "
+                        "mechanism, fuel, dt and frozen temperature serve the random networks too")
+    parser.add_argument("--sizes", nargs="*", default=DEFAULT_SIZES,
+                        help="hidden layers of random-weight networks, e.g. 256-256-256 (none: "
+                        "the model alone)")
+    parser.add_argument("--mixes", nargs="+", default=DEFAULT_MIXES, choices=list(MIXES))
+    parser.add_argument("--cores", type=int, default=1,
+                        help="torch threads of the surrogate = Cantera processes")
+    parser.add_argument("--cells", type=int, nargs="+", default=[65536],
+                        help="cells per surrogate call (the mesh tiled)")
+    parser.add_argument("--spacing-um", type=float, default=SPACING_M * 1e6,
+                        help="cell size of the uniform mesh through the flames (µm)")
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cells", type=int, nargs="+", default=[65536])
-    parser.add_argument("--cantera-cells", type=int, default=300,
-                        help="cells Cantera steps to measure its per-cell time")
-    parser.add_argument("--mechanisms", nargs="+", default=list(CASES))
     parser.add_argument("--dtypes", nargs="+", default=["float32"],
                         help="network precision: float32, tf32, bfloat16")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--model", help="a trained model (name or path) instead of random ones: "
-                        "its own mechanism and fuel, its near-equilibrium network and fallback "
-                        "cells included")
+    parser.add_argument("--mechanism", help="random networks on this mechanism instead (no "
+                        "trained model; the model's dt and frozen temperature); needs --fuel")
+    parser.add_argument("--fuel", help="with --mechanism: the fuel of the mixes, e.g. CH4:1")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for key, path, gas, fuel in _cases(args, Path(tmp)):
-            states = sample_states(gas, fuel, max(max(args.cells), args.cantera_cells))
-            stepper = ReactorStep(gas, 1e-6, CFD_TOLERANCES)
-            some = states[:args.cantera_cells]
-            start = time.perf_counter()
-            stepper.advance_all(some)
-            cantera_per_cell = (time.perf_counter() - start) / len(some)
-            print(f"{key}: Cantera {1 / cantera_per_cell:,.0f} cells/s "
-                  f"({1e3 * cantera_per_cell:.3f} ms per cell, 1 core)")
-            for precision in args.dtypes:
-                torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-                torch.backends.cudnn.allow_tf32 = precision == "tf32"
-                dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-                integrator = Integrator.load(path, device=args.device, dtype=dtype)
-                for n in args.cells:
-                    batch = states[:n]
-                    if args.device != "cpu":
-                        batch = torch.as_tensor(batch, device=integrator.device)
-                    seconds = time_call(lambda b=batch, it=integrator: it.step(b), args.repeat)
-                    rate = n / seconds
-                    res = integrator.advance(batch)
-                    print(f"  surrogate {precision:<8} {args.device:<6} {n:>8} cells: "
-                          f"{rate:,.0f} cells/s, {rate * cantera_per_cell:.1f}x Cantera per cell "
-                          f"({100 * res.n_tail_steps / n:.0f} % near-equilibrium network, "
-                          f"{100 * res.n_fallback / n:.1f} % Cantera fallback)")
+    if args.mechanism and not args.fuel:
+        parser.error("--mechanism needs --fuel")
+    torch.set_num_threads(args.cores)
+    path = resolve_model(args.model)
+    meta, _, yaml_text = read_model_file(path)
+    if args.mechanism:
+        mech = load_mechanism(args.mechanism)
+        source, yaml_text, phase, sha256 = args.mechanism, mech.yaml_text, mech.phase, mech.sha256
+        fuel, trained = args.fuel, []
+    else:
+        source, phase, sha256 = meta.mechanism_source, meta.phase, meta.mechanism_sha256
+        fuel, trained = meta.training.get("fuel") or "H2:1", [(meta.name, path)]
+    gas = solution_from_yaml(yaml_text, phase, sha256)
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs; per core: torch "
+          f"on {args.cores} thread(s) vs Cantera on {args.cores} process(es), one reused reactor "
+          f"each, rtol {CFD_TOLERANCES.rtol:g}; {load_text()}")
+    mixes = [build_mix(name, gas, fuel, args.spacing_um * 1e-6) for name in args.mixes]
+    for mix in mixes:
+        print(f"  {mix.name}: {mix.description}, {len(mix.states)} cells")
+    cantera = CanteraCores(yaml_text, phase, sha256, meta.dt_s, args.cores)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            models = trained + [
+                (f"random {size}", write_random_model(
+                    Path(tmp) / f"{size}.safetensors", source,
+                    hidden=[int(h) for h in size.split("-")], dt_s=meta.dt_s,
+                    frozen_temperature_k=meta.frozen_temperature_k))
+                for size in args.sizes]
+            for label, model_path in models:
+                for precision in args.dtypes:
+                    _measure(label, Integrator.load(model_path, device=args.device,
+                                                    dtype=_network_dtype(precision)),
+                             precision, mixes, cantera, args)
+    finally:
+        cantera.close()
+    print(load_text())
 
 
-def _cases(args, tmp: Path):
-    """``(label, model path, gas, fuel)`` for each benchmark case."""
-    if args.model:
-        path = resolve_model(args.model)
-        meta, _, yaml_text = read_model_file(path)
-        gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-        fuel = meta.training.get("fuel") or "H2:1"
-        return [(meta.name, path, gas, fuel)]
-    cases = []
-    for key in args.mechanisms:
-        mechanism, fuel, hidden = CASES[key]
-        path = write_random_model(tmp / f"{key}.safetensors", mechanism, hidden=hidden)
-        cases.append((key, path, load_mechanism(mechanism).solution(), fuel))
-    return cases
+def _network_dtype(precision: str) -> torch.dtype:
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def _measure(label: str, integrator: Integrator, precision: str, mixes: list[StateMix],
+             cantera: CanteraCores, args) -> None:
+    """One line per (mix, cell count): the surrogate's and Cantera's cells/s per core, the ratio
+    (wall time, and CPU time) and the shares of the mix."""
+    for mix in mixes:
+        hot = mix.states[temperature(mix.states) >= integrator.meta.frozen_temperature_k]
+        for n in args.cells:
+            cells = np.resize(mix.states, (n, mix.states.shape[1]))  # the mesh, tiled
+            batch = cells if integrator.device.type == "cpu" else torch.as_tensor(
+                cells, device=integrator.device)
+            ours, theirs = best_of_alternating(lambda b=batch: surrogate_cost(integrator, b),
+                                               lambda h=hot: cantera.cost(h), args.repeat)
+            wall = (n / ours.wall_s / args.cores, len(mix.states) / theirs.wall_s / args.cores)
+            cpu = (n / ours.cpu_s, len(mix.states) / theirs.cpu_s)
+            res = integrator.advance(cells)
+            network = 1.0 - (res.n_frozen + res.n_fallback) / n
+            print(f"{label:<19} {precision:<8} {mix.name:<18} {n:>7} cells | wall: surrogate "
+                  f"{wall[0]:>9,.0f}, Cantera {wall[1]:>7,.0f} cells/s/core: {wall[0] / wall[1]:5.1f}x"
+                  f" | CPU time: {cpu[0]:>9,.0f} vs {cpu[1]:>7,.0f} cells/s: {cpu[0] / cpu[1]:5.1f}x"
+                  f" | frozen {res.n_frozen / n:.1%}, fallback {res.n_fallback / n:.1%}, network "
+                  f"{network:.1%} (near-eq. {res.n_tail_steps / n:.1%}) | {load_text()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ of a dt into that number) and counts what happened to the cells. Per model step:
 
 1. cells below the frozen temperature pass through unchanged;
 2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
-   instead and are counted (``StepResult.n_fallback``);
-3. the network (float32 by default) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
+   instead (CFD tolerances, a fresh reactor per cell) and are counted (``StepResult.n_fallback``);
+3. the network (float32 by default; on CPU in cache-sized blocks on oneDNN's GEMM, see
+   :mod:`kinetics.inference`) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
    projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
    rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
@@ -30,13 +31,14 @@ import cantera as ct
 import numpy as np
 import torch
 
+from kinetics.inference import BlockedForward
 from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
 from kinetics.thermo import Nasa7
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
-from mechanisms.reactor import LABEL_TOLERANCES, ReactorStep
+from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
 from mechanisms.state import (
     PRESSURE_RANGE_PA,
     join_states,
@@ -136,6 +138,7 @@ class RateHead:
         self.network = build_model(architecture)
         self.network.load_state_dict(network_state(tensors, prefix + "net."))
         self.network.to(device, dtype).eval()
+        self.forward = BlockedForward(self.network, device, dtype)
         self.dtype = dtype
         self.output_transform = output_transform
         f64 = dict(device=device, dtype=torch.float64)
@@ -147,7 +150,7 @@ class RateHead:
     def rates(self, features: torch.Tensor) -> torch.Tensor:
         """d BCT(Y)/dt ``[n, ns]`` (1/s, float64) for features ``[T, ln(P/1 atm), BCT(Y)]``."""
         z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = decode_output(self.network(z).to(torch.float64), self.output_transform)
+        out = decode_output(self.forward(z).to(torch.float64), self.output_transform)
         return out * self.y_std + self.y_mean
 
 
@@ -189,15 +192,16 @@ class Integrator:
         for name in meta.inert_species:
             inert[meta.species.index(name)] = True
         self.inert = inert.to(self.device)
-        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k.
+        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k, of the elements that
+        # some non-inert species carries (the others' residual is zero: inert Y is held fixed).
         gas = self.gas
         elements = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
                               for k in range(gas.n_species)] for e in range(gas.n_elements)])
-        keep = elements.any(axis=1)
+        keep = elements[:, ~inert.numpy()].any(axis=1)
         self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         a = self.element_matrix
         self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
-        self._fallback = ReactorStep(self.gas, meta.dt_s, LABEL_TOLERANCES)
+        self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -435,8 +439,9 @@ class Integrator:
         active_total = (y_new * ~self.inert).sum(dim=1, keepdim=True)
         scale = (1.0 - inert_total) / torch.clamp(active_total, min=1e-300)
         y_new = torch.where(self.inert, y, y_new * scale)
-        h = self.thermo.enthalpy(t, y)
-        t_new, converged = self.thermo.temperature(h, y_new, t)
+        h_k, cp_k = self.thermo.species_properties(t)
+        h = (h_k * y).sum(dim=1)
+        t_new, converged = self.thermo.temperature(h, y_new, t, guess_properties=(h_k, cp_k))
         ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
         return t_new, y_new, ok, by_tail
 

@@ -20,7 +20,7 @@ from kinetics.synthetic import write_random_model
 from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
 from mechanisms.dataset_file import read_dataset
-from mechanisms.reactor import ReactorStep
+from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
 from tests.conftest import run_cli
 
 TRAIN_YAML = """name: tiny-h2
@@ -181,7 +181,7 @@ def test_frozen_and_fallback_cells(tiny_model):
     assert res.n_frozen == 1 and res.n_fallback >= 1
     np.testing.assert_array_equal(res.states[0], states[0])
     gas = ct.Solution("h2o2.yaml")
-    _, expected = ReactorStep(gas, 1e-6).advance(states[1])
+    _, expected = ReactorStep(gas, 1e-6, FALLBACK_TOLERANCES).advance(states[1])
     np.testing.assert_allclose(res.states[1], expected, rtol=1e-8, atol=1e-12)
 
 
