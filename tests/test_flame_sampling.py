@@ -145,7 +145,7 @@ def test_mixture_fraction_dilution_and_progress():
     assert diluted[1] == pytest.approx(0.970, abs=0.002)
     assert 0.5 < diluted[0] < 0.7  # the diluted fuel stream is a rich mixture of H2 and air's Z
     with pytest.raises(InputError, match="no mixture fraction between them"):
-        DomainCoordinates(gas, "N2:1", AIR)
+        DomainCoordinates(gas, "O2:1", AIR)  # a "fuel" that brings oxygen
 
 
 def test_occupancy_grid_counts_dilates_and_refuses_beyond_its_edges():
