@@ -258,7 +258,12 @@ def domain_record(settings: DomainSettings, coords: DomainCoordinates, counts: t
     return {"check": settings.check, "coordinates": list(COORDINATES), "edges": settings.edges(),
             "min_rows": settings.min_rows, "dilate": settings.dilate, **coords.describe(),
             "covered_bins": int((counts > 0).sum()),
-            "domain_bins": int(occupancy.sum()), "total_bins": int(occupancy.numel())}
+            "domain_bins": int(occupancy.sum()), "total_bins": int(occupancy.numel()),
+            # training rows whose bin is in the domain (lone rows of a bin below min_rows with no
+            # covered neighbour are not: scattered multi-scale states teach the network around
+            # the manifold, one of them does not make a region trained-on)
+            "rows_in_domain": float(counts[occupancy.reshape(-1).bool()].sum()
+                                    / max(int(counts.sum()), 1))}
 
 
 __all__ = ["COORDINATES", "DomainCoordinates", "DomainSettings", "OccupancyGrid", "domain_record",

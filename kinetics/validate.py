@@ -84,6 +84,8 @@ class ValidationReport:
     targets: dict = field(default_factory=lambda: dict(TARGETS))
     # Conditions no network ever stepped (Cantera took every step): left out of the figures.
     outside_domain: list[str] = field(default_factory=list)
+    # With flames=True: the cells of Cantera's flames the model serves (kinetics/flame_coverage.py).
+    flames: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> dict[str, bool]:
@@ -163,6 +165,16 @@ class ValidationReport:
                          f"{seconds(c.idt_surrogate_s)} | {percent(c.idt_rel_error)} | "
                          f"{percent(c.idt_rel_error_continuous)} | {c.final_t_cantera_k:.1f} | "
                          f"{c.final_t_surrogate_k:.1f} | {100 * c.served_fraction:.1f} % |")
+        if self.flames:
+            from kinetics.flame_coverage import FlameCoverage, coverage_table
+
+            rows = [FlameCoverage(**{k: v for k, v in f.items() if not k.endswith("_fraction")})
+                    for f in self.flames]
+            lines += ["", "## Flames: the cells the model serves", "",
+                      "Cantera's flames (unburnt at 300 K) read on a uniform 20 µm grid, every cell "
+                      "advanced by one model step: the share of the non-frozen cells (and of the "
+                      "flame zone, heat release ≥ 1 % of the peak) that a network served.", "",
+                      *coverage_table(rows)]
         lines += ["", "![T(t)](temperature.png)", "", "![species](species.png)", ""]
         return "\n".join(lines)
 
@@ -177,14 +189,16 @@ def _relative_error(value: float | None, reference: float | None) -> float | Non
 def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: list[float],
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
-             progress: bool = True, ignition_search_s: float = 0.05) -> ValidationReport:
+             progress: bool = True, ignition_search_s: float = 0.05,
+             flames: bool = False) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
     ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
     InputError before any work for a grid or folder ``kinetics/validation_checks.py`` refuses;
     conditions no network ever stepped are listed in ``outside_domain`` and left out of the
-    figures.
+    figures. ``flames``: also count the cells of Cantera's premixed and counterflow flames the
+    model serves (:func:`kinetics.flame_coverage.standard_coverage`).
     """
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
@@ -205,6 +219,10 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     results = [_condition_result(gas, c, ref, rollout, i)
                for i, (c, ref) in enumerate(zip(conditions, refs))]
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
+    if flames:
+        from kinetics.flame_coverage import standard_coverage
+
+        report.flames = [f.to_dict() for f in standard_coverage(integrator, fuel, oxidizer)]
     if out_dir is not None:
         write_report(report, out_dir, rollout, refs, integrator.species)
     return report
