@@ -36,7 +36,7 @@ from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
-from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts
+from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts, read_sources, source_codes
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
 from mechanisms.state import mass_fractions, pressure, state_width, temperature
@@ -56,6 +56,9 @@ class TrainConfig:
     # signed-power output, "zscore" without.
     target_scaling: str | None = None
     sources: list[str] | None = None  # dataset sources to train on (default: all)
+    # Rows to draw from each source (a seeded per-row draw, so about this many; sources not
+    # named are left out): equal-sized datasets of different mixes from one file.
+    source_rows: dict[str, int] | None = None
     epochs: int = 50
     batch_size: int = 1024
     learning_rate: float = 1e-3
@@ -132,6 +135,12 @@ class TrainConfig:
             raise InputError(f"sources: must be a list of source names, got {self.sources!r}")
         if self.target_scaling not in (None, "zscore", "rms"):
             raise InputError(f"target_scaling: must be zscore or rms, got {self.target_scaling!r}")
+        if self.source_rows is not None and not (
+                isinstance(self.source_rows, dict) and all(
+                    isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    for k, v in self.source_rows.items())):
+            raise InputError(f"source_rows: must map source names to whole numbers >= 0, got "
+                             f"{self.source_rows!r}")
         if self.regime not in ("tail", "induction"):
             raise InputError(f"regime: must be tail or induction, got {self.regime!r}")
         if self.domain is not None and not isinstance(self.domain, dict):
@@ -205,7 +214,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     # Set-up: the data and its statistics, then the network, optimiser and a resumed run's state.
     main = _main_model(config, facts) if config.tail_of else None
     rows = TrainingRows(BlockReader(facts, config.block_rows, config.sources), config.val_fraction,
-                        config.seed, row_filter=main.row_filter if main else None)
+                        config.seed, row_filter=main.row_filter if main else None,
+                        row_mask=_source_rows_mask(facts, config.source_rows, config.seed))
     norm = _normalisation(rows, config)
     ns = len(facts.species)
     arch = {**config.model, "n_in": state_width(ns), "n_out": ns}
@@ -254,6 +264,26 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
 
 
 # -- set-up -----------------------------------------------------------------------------------------
+def _source_rows_mask(facts: DatasetFacts, source_rows: dict[str, int] | None, seed: int
+                      ) -> np.ndarray | None:
+    """``[n_rows]`` bool: exactly ``source_rows[s]`` rows of each named source, drawn with
+    ``seed`` (None: every row); InputError for a source the dataset lacks or holds fewer rows
+    of than asked for."""
+    if source_rows is None:
+        return None
+    codes = source_codes(facts, list(source_rows))
+    sources = read_sources(facts)
+    mask = np.zeros(len(sources), dtype=bool)
+    rng = np.random.default_rng([seed, 7])
+    for (name, want), code in zip(source_rows.items(), codes):
+        rows = np.flatnonzero(sources == code)
+        if want > len(rows):
+            raise InputError(f"source_rows.{name}: {want} rows asked for, the dataset holds "
+                             f"{len(rows)}")
+        mask[rng.choice(rows, want, replace=False)] = True
+    return mask
+
+
 def _start_processes(device: str) -> tuple[int, int, torch.device]:
     """``(rank, world size, device)``; joins the process group when torchrun started several."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
