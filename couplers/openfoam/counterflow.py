@@ -358,3 +358,13 @@ def counterflow_flame(case: Path, time_dir: Path, time_s: float, info: dict) -> 
     shift = float(np.clip(shift, -0.5, 0.5))
     peak = b - 0.25 * (a - c) * shift
     return CounterflowFlame(time_s, float(peak), float((i + 0.5 + shift) * dx), float(temps.max()))
+
+
+def counterflow_history(case: Path) -> list[CounterflowFlame]:
+    """:class:`CounterflowFlame` of every written time of a case (``0`` included), in order."""
+    from couplers.openfoam.foam import time_directories
+    from couplers.openfoam.results import case_info
+
+    info = case_info(case)
+    return [counterflow_flame(case, folder, t, info) for t, folder in time_directories(case)
+            if (folder / "T").is_file()]
