@@ -164,6 +164,8 @@ def _check_domain(domain: Any, tensors: dict[str, torch.Tensor], gas: ct.Solutio
     if not (is_number(z_st) and abs(z_st - coords.stoichiometric) <= 1e-9 * max(1.0, z_st)):
         raise refuse("domain.stoichiometric_mixture_fraction",
                      f"is {z_st!r}, its fuel and oxidiser give {coords.stoichiometric:.12g}")
+    if check != "occupancy":
+        return set()  # the grid is used (and stored) by the occupancy check only
     if OCCUPANCY_TENSOR not in tensors:
         raise refuse(f"tensor '{OCCUPANCY_TENSOR}'", "is missing")
     occupancy = tensors[OCCUPANCY_TENSOR]

@@ -537,7 +537,9 @@ class _BestModel:
                  "norm.y_std": norm.r_std, "domain.bct_min": norm.bct_min,
                  "domain.bct_max": norm.bct_max}
         if self.domain is not None:
-            meta.domain, extra["domain.occupancy"] = self.domain
+            meta.domain, occupancy = self.domain
+            if occupancy is not None:
+                extra["domain.occupancy"] = occupancy
         save_model(self.out, model, meta, extra, facts.mechanism_yaml)
 
 
@@ -568,7 +570,9 @@ def training_domain(rows: TrainingRows, config: TrainConfig, facts: DatasetFacts
     if counts is None:
         counts = torch.zeros(int(np.prod(grid.shape)), dtype=torch.int64)
     occupancy = grid.mask(counts, settings.min_rows, settings.dilate)
-    return domain_record(settings, coords, counts, occupancy), occupancy
+    # With check none the grid is counted (its figures are recorded) but not stored.
+    return domain_record(settings, coords, counts, occupancy), \
+        occupancy if settings.check == "occupancy" else None
 
 
 @dataclass

@@ -204,3 +204,46 @@ def test_older_formats_keep_their_box_check(models, tmp_path):
     assert it.advance(states).n_fallback == 0 and new.advance(states).n_fallback == 1
     upgraded = dataclasses.replace(meta, format_version=4)
     assert upgraded.domain is None  # a format-4 file may still hold the box alone
+
+
+def test_the_flame_ready_model_covers_a_counterflow_flame_it_was_not_trained_on():
+    """The shipped flame-ready model: the cells of a counterflow flame between the recipe's fuel
+    streams, pressures and strains (H2/N2 60/40 at 2 atm, strain 300/s) are inside its domain
+    (the formats 1-3 box of the premixed h2-air model refuses most of them); hot H2/O2 without
+    nitrogen and a hot unburnt mixture, which no row held, are outside."""
+    from kinetics.flame_coverage import counterflow_coverage
+    from kinetics.registry import resolve_model
+
+    flame = Integrator.load(resolve_model("h2-air-flame"), device="cpu")
+    premixed = Integrator.load(resolve_model("h2-air"), device="cpu")
+    new = counterflow_coverage(flame, "H2:0.6,N2:0.4", AIR, 2.0, 300.0)
+    old = counterflow_coverage(premixed, "H2:0.6,N2:0.4", AIR, 2.0, 300.0)
+    print(f"counterflow H2/N2 60/40, 2 atm, 300/s: flame-ready model serves "
+          f"{100 * new.served_fraction:.1f} % of the non-frozen cells, h2-air "
+          f"{100 * old.served_fraction:.1f} %")
+    assert new.served_fraction >= 0.95 and new.zone_served_fraction >= 0.95
+    assert old.served_fraction < 0.5
+    gas = ct.Solution("h2o2.yaml")
+    gas.set_equivalence_ratio(1.0, "H2:1", AIR)
+    never = np.array([_state(gas, 1500.0, 1.0, "H2:2,O2:1"), _state(gas, 2600.0, 5.0, gas.Y.copy())])
+    x = torch.as_tensor(never)
+    assert not flame.in_domain(x[:, 0], x[:, 1], box_cox(x[:, 2:], 0.1), x[:, 2:]).any()
+
+
+def test_source_rows_trains_on_exactly_that_many_rows_of_each_source(small_dataset, tmp_path):
+    """The seed paper's comparison trains on equal-sized mixes drawn from one dataset."""
+    out = _train(small_dataset, tmp_path, "mix", "model: {hidden: [8]}\nepochs: 1\n"
+                 "source_rows: {autoignition: 300, multiscale: 200}\ndomain: {check: none}\n")
+    meta, tensors, _ = read_model_file(out)
+    assert meta.training["rows_train"] + meta.training["rows_val"] == 500
+    assert meta.domain["check"] == "none" and "domain.occupancy" not in tensors
+    it = Integrator.load(out, device="cpu")
+    gas = ct.Solution("h2o2.yaml")
+    hot_no_n2 = np.array([_state(gas, 1500.0, 1.0, "H2:2,O2:1")])
+    assert it.advance(hot_no_n2).n_fallback == 0  # check none: the network takes every cell
+    cfg = tmp_path / "too-many.yaml"
+    cfg.write_text("source_rows: {counterflow: 100000}\n")
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(tmp_path / "x.safetensors"))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and lines == [
+        "error: source_rows.counterflow: 100000 rows asked for, the dataset holds 150"]
