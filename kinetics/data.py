@@ -41,13 +41,16 @@ class TrainingRows:
     """
 
     def __init__(self, reader: BlockReader, val_fraction: float = 0.1, seed: int = 0,
-                 row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+                 row_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 row_mask: np.ndarray | None = None):
         self.reader = reader
         self.facts: DatasetFacts = reader.facts
         self.n_blocks = reader.n_blocks
         self.val_fraction = val_fraction
         self.seed = seed
         self.row_filter = row_filter
+        # [n_rows] bool over the whole file: the rows to use (the source_rows setting)
+        self.row_mask = row_mask
 
     def read(self, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(inputs [k, 2+ns], targets [k, 2+ns], is_validation [k] bool)`` of one block."""
@@ -55,6 +58,9 @@ class TrainingRows:
         rng = np.random.default_rng([self.seed, block])
         is_val = (rng.random(rows.stop - rows.start) < self.val_fraction)[rows.kept]
         inputs, targets = rows.inputs, rows.targets
+        if self.row_mask is not None:
+            keep = self.row_mask[rows.start:rows.stop][rows.kept]
+            inputs, targets, is_val = inputs[keep], targets[keep], is_val[keep]
         if self.row_filter is not None:
             keep = self.row_filter(inputs, targets)
             inputs, targets, is_val = inputs[keep], targets[keep], is_val[keep]

@@ -6,10 +6,13 @@ n_substeps)`` does the same for a number of model steps (``substeps(dt)`` is the
 of a dt into that number) and counts what happened to the cells. Per model step:
 
 1. cells below the frozen temperature pass through unchanged;
-2. cells outside the training domain (T, P, per-species Box-Cox range) take a Cantera step
-   instead (CFD tolerances, a fresh reactor per cell) and are counted (``StepResult.n_fallback``);
+2. cells outside the training domain take a Cantera step instead (CFD tolerances, a fresh reactor
+   per cell) and are counted (``StepResult.n_fallback``): outside T, P or a species' Box-Cox range,
+   and (format 4) in a bin of the occupancy grid over mixture fraction, dilution, T, P and progress
+   that held no training rows (``kinetics/domain.py``);
 3. the network (float32 by default; on CPU in cache-sized blocks on oneDNN's GEMM, see
-   :mod:`kinetics.inference`) predicts d BCT(Y)/dt; Y' = BCT⁻¹(BCT(Y) + dt·rate),
+   :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a regime network
+   when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) + dt·rate),
    projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
    rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
@@ -31,7 +34,9 @@ import cantera as ct
 import numpy as np
 import torch
 
+from kinetics.domain import DomainCoordinates, OccupancyGrid
 from kinetics.inference import BlockedForward
+from kinetics.model_checks import OCCUPANCY_TENSOR
 from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
 from kinetics.thermo import Nasa7
@@ -51,6 +56,8 @@ from mechanisms.state import (
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
+# Which network gave a cell's rates (Integrator.rates).
+ROUTE_MAIN, ROUTE_TAIL, ROUTE_INDUCTION = 0, 1, 2
 
 
 class StepInterrupted(DeepkinError):
@@ -75,6 +82,7 @@ class StepResult:
     frozen: np.ndarray | None = None  # [n] bool per cell (numpy, on the host)
     fallback: np.ndarray | None = None  # [n] bool per cell
     n_tail_steps: int = 0  # cell-steps whose rates came from the near-equilibrium network
+    n_induction_steps: int = 0  # cell-steps whose rates came from the induction network
 
 
 def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
@@ -174,6 +182,16 @@ class Integrator:
             self.tail = RateHead(meta.tail["architecture"], meta.tail.get("output_transform"),
                                  tensors, "tail.", self.device, dtype)
             self.route_below = float(meta.tail["route_below"])
+        # The induction network (format 4): slow cells that have barely burnt.
+        self._last_induction_cells = 0  # cells of the last model step it served
+        self.induction: RateHead | None = None
+        self.induction_route_below = self.induction_progress_below = 0.0
+        if meta.induction:
+            self.induction = RateHead(meta.induction["architecture"],
+                                      meta.induction.get("output_transform"), tensors,
+                                      "induction.", self.device, dtype)
+            self.induction_route_below = float(meta.induction["route_below"])
+            self.induction_progress_below = float(meta.induction["progress_below"])
         f64 = dict(device=self.device, dtype=torch.float64)
         lo, hi = tensors["domain.bct_min"].to(**f64), tensors["domain.bct_max"].to(**f64)
         span = torch.clamp(hi - lo, min=1e-6)
@@ -184,6 +202,7 @@ class Integrator:
         p_lo, p_hi = meta.pressure_pa
         self.p_lo, self.p_hi = p_lo * (1 - DOMAIN_MARGIN), p_hi * (1 + DOMAIN_MARGIN)
         self.gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
+        self._setup_domain(meta, tensors)
         self.thermo = Nasa7(self.gas, self.device)
         # The mechanism's thermo range (K): cells outside it are refused, except cells below the
         # frozen temperature, which are returned unchanged (only T > 0 is asked of them).
@@ -202,6 +221,24 @@ class Integrator:
         a = self.element_matrix
         self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
         self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
+
+    def _setup_domain(self, meta: ModelMeta, tensors: dict[str, torch.Tensor]) -> None:
+        """The domain check of the file's format: the per-species box (formats 1-3, and format 4
+        with ``domain.check: box``), the box and the occupancy grid (``occupancy``), or only T
+        and P (``none``). The mixture coordinates are set whenever the model records its
+        streams (the induction routing uses the progress variable)."""
+        domain = meta.domain or {}
+        self.domain_check = domain.get("check", "box")
+        self.coordinates: DomainCoordinates | None = None
+        self.grid: OccupancyGrid | None = None
+        self.occupancy: torch.Tensor | None = None
+        fuel = domain.get("fuel") or meta.training.get("fuel")
+        oxidizer = domain.get("oxidizer") or meta.training.get("oxidizer")
+        if meta.domain or meta.induction:
+            self.coordinates = DomainCoordinates(self.gas, fuel, oxidizer, self.device)
+        if self.domain_check == "occupancy":
+            self.grid = OccupancyGrid(domain["edges"], self.device)
+            self.occupancy = tensors[OCCUPANCY_TENSOR].reshape(-1).to(self.device, torch.bool)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -364,7 +401,7 @@ class Integrator:
         y = torch.clamp(mass_fractions(x), min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
-        tail_steps = 0
+        tail_steps = induction_steps = 0
         for done in range(n_sub):
             if stop is not None and stop():
                 raise StepInterrupted(done, n_sub)
@@ -373,6 +410,7 @@ class Integrator:
             idx = active.nonzero().squeeze(1)
             t_new, y_new, fb, n_tail = self._model_step(t[idx], p[idx], y[idx], _at_step(stop, done, n_sub))
             tail_steps += n_tail
+            induction_steps += self._last_induction_cells
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
@@ -382,12 +420,29 @@ class Integrator:
         if is_numpy:
             result = result.numpy()
         return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
-                          frozen.cpu().numpy(), fell_back.cpu().numpy(), tail_steps)
+                          frozen.cpu().numpy(), fell_back.cpu().numpy(), tail_steps,
+                          induction_steps)
 
-    def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor) -> torch.Tensor:
-        """Boolean ``[n]``: inside the training domain (with a small margin)."""
-        return ((t >= self.t_lo) & (t <= self.t_hi) & (p >= self.p_lo) & (p <= self.p_hi)
-                & ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1))
+    def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
+                  y: torch.Tensor | None = None) -> torch.Tensor:
+        """Boolean ``[n]``: inside the training domain (T in K, P in Pa, ``bct`` the Box-Cox
+        features ``[n, ns]``, ``y`` the mass fractions, computed from ``bct`` when None).
+
+        Always T and P within the trained ranges (widened by :data:`DOMAIN_MARGIN`); with the
+        ``box`` check (formats 1-3) every species' Box-Cox value within its trained range too;
+        with ``occupancy`` (format 4) also a bin of the grid over mixture fraction, dilution, T,
+        P and progress that held training rows; with ``none`` nothing more.
+        """
+        inside = (t >= self.t_lo) & (t <= self.t_hi) & (p >= self.p_lo) & (p <= self.p_hi)
+        if self.domain_check == "none":
+            return inside
+        inside &= ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1)
+        if self.grid is not None and len(t):
+            if y is None:
+                y = box_cox_inverse(bct, self.meta.box_cox_lambda)
+            flat, in_grid = self.grid.flat_index(self.coordinates.coordinates(t, p, y))
+            inside &= in_grid & self.occupancy[flat]
+        return inside
 
     def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor,
                     interrupt: Callable[[], None] | None = None
@@ -396,13 +451,15 @@ class Integrator:
         ``interrupt`` is called before each Cantera fallback cell (it raises to stop)."""
         lam = self.meta.box_cox_lambda
         bct = box_cox(y, lam)
-        inside = self.in_domain(t, p, bct)
+        inside = self.in_domain(t, p, bct, y)
         t_out, y_out = t.clone(), y.clone()
         n_tail = 0
+        self._last_induction_cells = 0
         if bool(inside.any()):
             i = inside.nonzero().squeeze(1)
-            t_out[i], y_out[i], ok, by_tail = self._network_step(t[i], p[i], y[i], bct[i])
-            n_tail = int((by_tail & ok).sum())
+            t_out[i], y_out[i], ok, route = self._network_step(t[i], p[i], y[i], bct[i])
+            n_tail = int(((route == ROUTE_TAIL) & ok).sum())
+            self._last_induction_cells = int(((route == ROUTE_INDUCTION) & ok).sum())
             inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
         outside = (~inside).nonzero().squeeze(1)
         for j in outside.tolist():
@@ -413,22 +470,34 @@ class Integrator:
 
     def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(d BCT(Y)/dt [n, ns] in 1/s, served_by_tail [n] bool)`` for in-domain cells.
+        """``(d BCT(Y)/dt [n, ns] in 1/s, route [n] int8)`` for in-domain cells; ``route`` says
+        which network gave a cell's rates (:data:`ROUTE_MAIN`, :data:`ROUTE_TAIL`,
+        :data:`ROUTE_INDUCTION`).
 
-        With a near-equilibrium network, cells whose predicted rates are all below
-        ``route_below`` × the main network's target scale take that network's rates instead: it
-        was trained on such cells alone, with its own, much finer scale.
+        Regime networks were trained on slow cells alone, each with its own, much finer scale.
+        A cell whose rates, as the main network predicts them, are all below a regime's
+        ``route_below`` × the main target scale takes that regime's rates: the induction
+        network's when its progress variable is below ``progress_below`` (fresh or barely
+        burnt: slow induction, preheat), else the near-equilibrium network's.
         """
         features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
         rate = self.head.rates(features)
-        by_tail = torch.zeros(len(t), dtype=torch.bool, device=t.device)
-        if self.tail is not None and len(t):
-            scaled = (rate / self.head.y_std).abs().masked_fill(self.inert, 0.0)
-            by_tail = scaled.amax(dim=1) < self.route_below
-            if bool(by_tail.any()):
-                i = by_tail.nonzero().squeeze(1)
-                rate[i] = self.tail.rates(features[i])
-        return rate, by_tail
+        route = torch.zeros(len(t), dtype=torch.int8, device=t.device)
+        if (self.tail is None and self.induction is None) or not len(t):
+            return rate, route
+        largest = (rate / self.head.y_std).abs().masked_fill(self.inert, 0.0).amax(dim=1)
+        if self.tail is not None:
+            route[largest < self.route_below] = ROUTE_TAIL
+        if self.induction is not None:
+            y = box_cox_inverse(bct, self.meta.box_cox_lambda)
+            fresh = self.coordinates.progress(y) < self.induction_progress_below
+            route[fresh & (largest < self.induction_route_below)] = ROUTE_INDUCTION
+        for code, head in ((ROUTE_TAIL, self.tail), (ROUTE_INDUCTION, self.induction)):
+            chosen = route == code
+            if head is not None and bool(chosen.any()):
+                i = chosen.nonzero().squeeze(1)
+                rate[i] = head.rates(features[i])
+        return rate, route
 
     def _network_step(self, t, p, y, bct):
         rate, by_tail = self.rates(t, p, bct)  # d BCT(Y)/dt, 1/s in BCT units

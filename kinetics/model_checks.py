@@ -12,6 +12,11 @@ mechanism's (names and order) and the inert species are among them; the output t
 ``route_below``; each network's ``n_in`` = 2 + ns, ``n_out`` = ns and every weight shape as its
 architecture builds it; the normalisation tensors ``[2+ns]``/``[ns]`` finite with positive
 scales, the Box-Cox domain ``[ns]`` with min ≤ max; no tensor the file does not declare.
+From format 4: the occupancy domain (its coordinates, increasing finite bin edges, the
+``domain.occupancy`` tensor of 0/1 bytes shaped by them, fuel and oxidiser streams of the
+mechanism's species and the stoichiometric mixture fraction they give) and the induction
+network (as the near-equilibrium one, plus ``progress_below`` in (0, 1]); older formats may hold
+neither.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mechanisms.loading import solution_from_yaml
 FEATURE_NORMS = ("norm.x_mean", "norm.x_std")
 TARGET_NORMS = ("norm.y_mean", "norm.y_std")
 DOMAIN_TENSORS = ("domain.bct_min", "domain.bct_max")
+OCCUPANCY_TENSOR = "domain.occupancy"
 
 
 class _Refusal:
@@ -48,21 +54,35 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
     ``tensors``: every tensor of the file by name; ``path``: how to name the file)."""
     refuse = _Refusal(path)
     _check_scalars(meta, refuse)
-    _check_mechanism(meta, mechanism_yaml, refuse)
+    gas = _check_mechanism(meta, mechanism_yaml, refuse)
     ns = len(meta.species)
     expected = set(DOMAIN_TENSORS)
     _check_vector(tensors, "domain.bct_min", ns, refuse)
     _check_vector(tensors, "domain.bct_max", ns, refuse)
     if bool((tensors["domain.bct_min"] > tensors["domain.bct_max"]).any()):
         raise refuse("domain.bct_min", "exceeds domain.bct_max for some species")
+    version = getattr(meta, "format_version", 1)
+    domain = getattr(meta, "domain", None)
+    induction = getattr(meta, "induction", None)
+    if version < 4 and (domain is not None or induction is not None):
+        raise refuse("domain" if domain is not None else "induction",
+                     f"needs format 4, the file is format {version}")
+    if domain is not None:
+        expected |= _check_domain(domain, tensors, gas, refuse)
     heads = [("", meta.architecture, meta.output_transform)]
-    if meta.tail is not None:
-        if not isinstance(meta.tail, dict) or not isinstance(meta.tail.get("architecture"), dict):
-            raise refuse("tail", "must be null or hold an 'architecture' mapping")
-        route = meta.tail.get("route_below")
+    for name, regime in (("tail", meta.tail), ("induction", induction)):
+        if regime is None:
+            continue
+        if not isinstance(regime, dict) or not isinstance(regime.get("architecture"), dict):
+            raise refuse(name, "must be null or hold an 'architecture' mapping")
+        route = regime.get("route_below")
         if not (is_number(route) and route > 0):
-            raise refuse("tail.route_below", f"must be a number > 0, got {route!r}")
-        heads.append(("tail.", meta.tail["architecture"], meta.tail.get("output_transform")))
+            raise refuse(f"{name}.route_below", f"must be a number > 0, got {route!r}")
+        if name == "induction":
+            progress = regime.get("progress_below")
+            if not (is_number(progress) and 0 < progress <= 1):
+                raise refuse("induction.progress_below", f"must lie in (0, 1], got {progress!r}")
+        heads.append((f"{name}.", regime["architecture"], regime.get("output_transform")))
     for prefix, architecture, transform in heads:
         _check_transform(transform, f"{prefix}output_transform", refuse)
         expected |= _check_head(prefix, architecture, tensors, ns, refuse)
@@ -94,7 +114,7 @@ def _check_scalars(meta: Any, refuse: _Refusal) -> None:
         raise refuse("inert_species", f"must list species of the model, got {inert!r}")
 
 
-def _check_mechanism(meta: Any, mechanism_yaml: str, refuse: _Refusal) -> None:
+def _check_mechanism(meta: Any, mechanism_yaml: str, refuse: _Refusal) -> ct.Solution:
     try:
         gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
     except ct.CanteraError as exc:
@@ -107,6 +127,56 @@ def _check_mechanism(meta: Any, mechanism_yaml: str, refuse: _Refusal) -> None:
         raise refuse("species", f"do not match the embedded mechanism ({len(meta.species)} "
                                 f"listed, {len(names)} in {meta.mechanism_source}; first "
                                 f"difference at position {first})")
+    return gas
+
+
+def _check_domain(domain: Any, tensors: dict[str, torch.Tensor], gas: ct.Solution,
+                  refuse: _Refusal) -> set[str]:
+    """Check the occupancy domain (format 4) against its tensor and the mechanism; the names of
+    its tensors."""
+    from kinetics.domain import COORDINATES, DomainCoordinates, DomainSettings
+
+    if not isinstance(domain, dict):
+        raise refuse("domain", f"must be null or a mapping, got {domain!r}")
+    check = domain.get("check")
+    if check not in DomainSettings.CHECKS:
+        raise refuse("domain.check", f"must be one of {', '.join(DomainSettings.CHECKS)}, got "
+                                     f"{check!r}")
+    if domain.get("coordinates") != list(COORDINATES):
+        raise refuse("domain.coordinates", f"must be {list(COORDINATES)}, got "
+                                           f"{domain.get('coordinates')!r}")
+    edges = domain.get("edges")
+    if not (isinstance(edges, list) and len(edges) == len(COORDINATES)):
+        raise refuse("domain.edges", f"must be {len(COORDINATES)} lists of bin edges")
+    for name, e in zip(COORDINATES, edges):
+        if not (isinstance(e, list) and len(e) >= 2 and all(map(is_number, e))
+                and all(a < b for a, b in zip(e, e[1:]))):
+            raise refuse(f"domain.edges ({name})", "must be >= 2 increasing finite numbers")
+    for key, least in (("min_rows", 1), ("dilate", 0)):
+        value = domain.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise refuse(f"domain.{key}", f"must be a whole number >= {least}, got {value!r}")
+    try:
+        coords = DomainCoordinates(gas, domain.get("fuel"), domain.get("oxidizer"))
+    except InputError as exc:
+        raise refuse("domain.fuel/oxidizer", f"are not streams of the mechanism ({exc})")
+    z_st = domain.get("stoichiometric_mixture_fraction")
+    if not (is_number(z_st) and abs(z_st - coords.stoichiometric) <= 1e-9 * max(1.0, z_st)):
+        raise refuse("domain.stoichiometric_mixture_fraction",
+                     f"is {z_st!r}, its fuel and oxidiser give {coords.stoichiometric:.12g}")
+    if check != "occupancy":
+        return set()  # the grid is used (and stored) by the occupancy check only
+    if OCCUPANCY_TENSOR not in tensors:
+        raise refuse(f"tensor '{OCCUPANCY_TENSOR}'", "is missing")
+    occupancy = tensors[OCCUPANCY_TENSOR]
+    shape = [len(e) - 1 for e in edges]
+    if occupancy.dtype != torch.uint8 or list(occupancy.shape) != shape:
+        raise refuse(f"tensor '{OCCUPANCY_TENSOR}'", f"must be uint8 {shape} (the bins of "
+                                                     f"domain.edges), got {occupancy.dtype} "
+                                                     f"{list(occupancy.shape)}")
+    if bool((occupancy > 1).any()):
+        raise refuse(f"tensor '{OCCUPANCY_TENSOR}'", "must hold 0 or 1 in every bin")
+    return {OCCUPANCY_TENSOR}
 
 
 def _check_transform(transform: Any, field: str, refuse: _Refusal) -> None:

@@ -30,9 +30,11 @@ from mechanisms.errors import InputError
 from mechanisms.loading import mechanism_sha256
 
 # The format this code writes, and the newest it reads: 1, one network; 2, a near-equilibrium
-# network may follow; 3, the metadata are checksummed too (older files are read with the
-# checks of their format, plus the consistency checks).
-FORMAT_VERSION = 3
+# network may follow; 3, the metadata are checksummed too; 4, the training domain may be an
+# occupancy grid over mixture fraction, dilution, T, P and progress (``domain`` and the tensor
+# ``domain.occupancy``) and an induction network may follow (``induction``). Older files are read
+# with the checks of their format (and their per-species domain box), plus the consistency checks.
+FORMAT_VERSION = 4
 
 
 @dataclass
@@ -59,6 +61,15 @@ class ModelMeta:
     # ``route_below`` × the main target scale take their rates from it.
     tail: dict[str, Any] | None = None
     format_version: int = 1
+    # The training domain as covered (format >= 4; kinetics/domain.py): {"check", "coordinates",
+    # "edges", "min_rows", "dilate", "fuel", "oxidizer", "stoichiometric_mixture_fraction", …}
+    # with the tensor ``domain.occupancy``; null: the per-species Box-Cox box alone (formats 1-3).
+    domain: dict[str, Any] | None = None
+    # The induction network (format >= 4): {"architecture", "output_transform", "route_below",
+    # "progress_below", "training"}. Cells whose rates, as the main network predicts them, are
+    # all below ``route_below`` × the main target scale and whose progress is below
+    # ``progress_below`` take their rates from it.
+    induction: dict[str, Any] | None = None
 
     @property
     def n_species(self) -> int:

@@ -25,6 +25,8 @@ class ModelEntry:
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "
                 f"P {m.pressure_pa[0] / ONE_ATM_PA:.3g}–{m.pressure_pa[1] / ONE_ATM_PA:.3g} atm, "
                 f"{'+ near-equilibrium network, ' if m.tail else ''}"
+                f"{'+ induction network, ' if m.induction else ''}"
+                f"{'occupancy domain, ' if (m.domain or {}).get('check') == 'occupancy' else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
 
 

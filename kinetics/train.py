@@ -29,16 +29,17 @@ from tqdm import tqdm
 
 from kinetics.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from kinetics.data import Normalisation, TrainingRows, compute_normalisation, features_and_targets
+from kinetics.domain import DomainCoordinates, DomainSettings, OccupancyGrid, domain_record
 from kinetics.integrator import resolve_device
 from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
 from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
-from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts
+from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts, read_sources, source_codes
 from mechanisms.errors import InputError
 from mechanisms.loading import inert_species, solution_from_yaml
-from mechanisms.state import mass_fractions, state_width, temperature
+from mechanisms.state import mass_fractions, pressure, state_width, temperature
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainConfig:
     # signed-power output, "zscore" without.
     target_scaling: str | None = None
     sources: list[str] | None = None  # dataset sources to train on (default: all)
+    # Rows to draw from each source (a seeded per-row draw, so about this many; sources not
+    # named are left out): equal-sized datasets of different mixes from one file.
+    source_rows: dict[str, int] | None = None
     epochs: int = 50
     batch_size: int = 1024
     learning_rate: float = 1e-3
@@ -76,6 +80,16 @@ class TrainConfig:
     tail_of: str | None = None
     route_below: float = 0.03
     route_margin: float = 3.0
+    # With tail_of: which regime network to add. "tail": near equilibrium (every slow row);
+    # "induction": slow rows whose progress variable is below progress_below + progress_margin,
+    # routed at inference when the cell's progress is below progress_below (fresh or barely
+    # burnt: slow induction near the second explosion limit, a flame's preheat zone).
+    regime: str = "tail"
+    progress_below: float = 0.5
+    progress_margin: float = 0.1
+    # The training domain recorded in the model (kinetics/domain.py, DomainSettings): the
+    # occupancy grid over mixture fraction, dilution, T, P and progress by default.
+    domain: dict[str, Any] | None = None
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -121,6 +135,17 @@ class TrainConfig:
             raise InputError(f"sources: must be a list of source names, got {self.sources!r}")
         if self.target_scaling not in (None, "zscore", "rms"):
             raise InputError(f"target_scaling: must be zscore or rms, got {self.target_scaling!r}")
+        if self.source_rows is not None and not (
+                isinstance(self.source_rows, dict) and all(
+                    isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    for k, v in self.source_rows.items())):
+            raise InputError(f"source_rows: must map source names to whole numbers >= 0, got "
+                             f"{self.source_rows!r}")
+        if self.regime not in ("tail", "induction"):
+            raise InputError(f"regime: must be tail or induction, got {self.regime!r}")
+        if self.domain is not None and not isinstance(self.domain, dict):
+            raise InputError(f"domain: must be a mapping (check, min_rows, …), got {self.domain!r}")
+        DomainSettings.from_dict(self.domain)
 
     @property
     def effective_target_scaling(self) -> str:
@@ -144,6 +169,8 @@ _NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "network_min_temperature_k": ("> 0 (K) or null", lambda v: v > 0),
     "route_below": ("> 0", lambda v: v > 0),
     "route_margin": (">= 1", lambda v: v >= 1),
+    "progress_below": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "progress_margin": (">= 0", lambda v: v >= 0),
     "max_minutes": ("> 0 or null", lambda v: v > 0),
 }
 _OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes")
@@ -187,7 +214,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     # Set-up: the data and its statistics, then the network, optimiser and a resumed run's state.
     main = _main_model(config, facts) if config.tail_of else None
     rows = TrainingRows(BlockReader(facts, config.block_rows, config.sources), config.val_fraction,
-                        config.seed, row_filter=main.row_filter if main else None)
+                        config.seed, row_filter=main.row_filter if main else None,
+                        row_mask=_source_rows_mask(facts, config.source_rows, config.seed))
     norm = _normalisation(rows, config)
     ns = len(facts.species)
     arch = {**config.model, "n_in": state_width(ns), "n_out": ns}
@@ -196,7 +224,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
     objective = _Objective(config, facts, norm, dev)
-    best = _BestModel(out, config, arch, facts, norm, main)
+    best = _BestModel(out, config, arch, facts, norm, main, rows) if rank == 0 else None
     blocks = rows.reader.blocks_of_rank(rank, world)
     log = _EpochLog(log_path, append=resume) if rank == 0 else None
     bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
@@ -236,6 +264,26 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
 
 
 # -- set-up -----------------------------------------------------------------------------------------
+def _source_rows_mask(facts: DatasetFacts, source_rows: dict[str, int] | None, seed: int
+                      ) -> np.ndarray | None:
+    """``[n_rows]`` bool: exactly ``source_rows[s]`` rows of each named source, drawn with
+    ``seed`` (None: every row); InputError for a source the dataset lacks or holds fewer rows
+    of than asked for."""
+    if source_rows is None:
+        return None
+    codes = source_codes(facts, list(source_rows))
+    sources = read_sources(facts)
+    mask = np.zeros(len(sources), dtype=bool)
+    rng = np.random.default_rng([seed, 7])
+    for (name, want), code in zip(source_rows.items(), codes):
+        rows = np.flatnonzero(sources == code)
+        if want > len(rows):
+            raise InputError(f"source_rows.{name}: {want} rows asked for, the dataset holds "
+                             f"{len(rows)}")
+        mask[rng.choice(rows, want, replace=False)] = True
+    return mask
+
+
 def _start_processes(device: str) -> tuple[int, int, torch.device]:
     """``(rank, world size, device)``; joins the process group when torchrun started several."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -455,11 +503,13 @@ class _BestModel:
     file with this network added as its near-equilibrium network."""
 
     def __init__(self, out: Path, config: TrainConfig, arch: dict[str, Any], facts: DatasetFacts,
-                 norm: Normalisation, main: _MainModel | None):
+                 norm: Normalisation, main: _MainModel | None, rows: TrainingRows):
         self.out, self.config, self.arch, self.facts, self.norm, self.main = (
             out, config, arch, facts, norm, main)
         gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
         self.inert = inert_species(gas)
+        # The occupancy domain is counted once, before the first epoch's model is written.
+        self.domain = None if main else training_domain(rows, config, facts, gas)
 
     def write(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
         if self.main:
@@ -486,7 +536,43 @@ class _BestModel:
         extra = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
                  "norm.y_std": norm.r_std, "domain.bct_min": norm.bct_min,
                  "domain.bct_max": norm.bct_max}
+        if self.domain is not None:
+            meta.domain, occupancy = self.domain
+            if occupancy is not None:
+                extra["domain.occupancy"] = occupancy
         save_model(self.out, model, meta, extra, facts.mechanism_yaml)
+
+
+def training_domain(rows: TrainingRows, config: TrainConfig, facts: DatasetFacts, gas
+                    ) -> tuple[dict[str, Any], torch.Tensor] | None:
+    """``(domain metadata, occupancy tensor)`` of the training rows (format 4), or None with
+    ``domain.check: box`` (the per-species box alone, as formats 1-3).
+
+    The fuel and oxidiser streams are the dataset's (its last sampling run's); the bins are
+    ``config.domain``'s (:class:`~kinetics.domain.DomainSettings`). InputError when the dataset
+    does not record its streams.
+    """
+    settings = DomainSettings.from_dict(config.domain)
+    if settings.check == "box":
+        return None
+    fuel, oxidizer = facts.sampler_config.get("fuel"), facts.sampler_config.get("oxidizer")
+    if not fuel or not oxidizer:
+        raise InputError(f"dataset: {facts.path} records no fuel and oxidiser streams; the "
+                         "occupancy domain needs them (or set domain: {check: box})")
+    coords = DomainCoordinates(gas, fuel, oxidizer)
+    grid = OccupancyGrid(settings.edges())
+    counts = None
+    for inputs, _, is_val in rows.blocks():
+        train_rows = torch.as_tensor(inputs[~is_val], dtype=torch.float64)
+        if len(train_rows):
+            counts = grid.count(coords.coordinates(temperature(train_rows), pressure(train_rows),
+                                                   mass_fractions(train_rows)), counts)
+    if counts is None:
+        counts = torch.zeros(int(np.prod(grid.shape)), dtype=torch.int64)
+    occupancy = grid.mask(counts, settings.min_rows, settings.dilate)
+    # With check none the grid is counted (its figures are recorded) but not stored.
+    return domain_record(settings, coords, counts, occupancy), \
+        occupancy if settings.check == "occupancy" else None
 
 
 @dataclass
@@ -502,29 +588,42 @@ class _MainModel:
     active: torch.Tensor  # [ns] bool: species that are not inert
     lam: float
     dt_s: float
+    regime: str = "tail"
+    # induction: rows are kept when their progress is below this too (kinetics/domain.py)
+    progress_limit: float = 1.0
+    coordinates: DomainCoordinates | None = None
 
     def row_filter(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """[n] bool: rows slow enough for the near-equilibrium network."""
+        """[n] bool: rows slow enough for the regime network (and, for the induction network,
+        barely burnt)."""
         if len(inputs) == 0:
             return np.zeros(0, dtype=bool)
         _, r = features_and_targets(inputs, targets, self.lam, self.dt_s)
         scaled = (r / self.y_std)[:, self.active].abs()
-        return (scaled.amax(dim=1) < self.limit).numpy()
+        keep = scaled.amax(dim=1) < self.limit
+        if self.coordinates is not None:
+            y = mass_fractions(torch.as_tensor(inputs, dtype=torch.float64))
+            keep &= self.coordinates.progress(y) < self.progress_limit
+        return keep.numpy()
 
     def write_with_tail(self, out: Path, tail, config: TrainConfig, arch, norm: Normalisation,
                         state: dict) -> None:
-        """The main model's file with ``tail`` added as its near-equilibrium network."""
+        """The main model's file with ``tail`` added as its regime network (``tail.*`` or
+        ``induction.*``; the regime networks the file holds already stay)."""
+        prefix = self.regime
         extra = {k: v for k, v in self.tensors.items() if not k.startswith("net.")}
-        extra.update({f"tail.net.{k}": v for k, v in tail.state_dict().items()})
-        extra.update({"tail.norm.x_mean": norm.x_mean, "tail.norm.x_std": norm.x_std,
-                      "tail.norm.y_mean": norm.r_mean, "tail.norm.y_std": norm.r_std})
-        meta = dataclasses.replace(self.meta, description=config.description or self.meta.description,
-                                   tail={
-            "architecture": arch, "output_transform": config.output_transform,
-            "route_below": config.route_below,
-            "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
-                         "epochs": state["epoch"], "val_loss": state["best_val"],
-                         "config": dataclasses.asdict(config)}})
+        extra.update({f"{prefix}.net.{k}": v for k, v in tail.state_dict().items()})
+        extra.update({f"{prefix}.norm.x_mean": norm.x_mean, f"{prefix}.norm.x_std": norm.x_std,
+                      f"{prefix}.norm.y_mean": norm.r_mean, f"{prefix}.norm.y_std": norm.r_std})
+        record = {"architecture": arch, "output_transform": config.output_transform,
+                  "route_below": config.route_below,
+                  "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
+                               "epochs": state["epoch"], "val_loss": state["best_val"],
+                               "config": dataclasses.asdict(config)}}
+        if prefix == "induction":
+            record["progress_below"] = config.progress_below
+        meta = dataclasses.replace(self.meta, **{prefix: record},
+                                   description=config.description or self.meta.description)
         save_model(out, self.network, meta, extra, self.mechanism_yaml)
 
 
@@ -541,10 +640,23 @@ def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
         raise InputError(f"tail_of: {config.tail_of} has dt {meta.dt_s:g} s and λ "
                          f"{meta.box_cox_lambda:g}; the dataset and config give dt "
                          f"{facts.dt_s:g} s and λ {config.box_cox_lambda:g}")
-    if meta.tail:
-        raise InputError(f"tail_of: {config.tail_of} already has a near-equilibrium network")
+    if getattr(meta, config.regime):
+        what = {"tail": "a near-equilibrium", "induction": "an induction"}[config.regime]
+        raise InputError(f"tail_of: {config.tail_of} already has {what} network")
     active = torch.tensor([s not in meta.inert_species for s in meta.species])
     network = build_model(meta.architecture)
     network.load_state_dict(network_state(tensors))
+    coordinates, progress_limit = None, 1.0
+    if config.regime == "induction":
+        gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
+        domain = meta.domain or {}
+        fuel = domain.get("fuel") or meta.training.get("fuel")
+        oxidizer = domain.get("oxidizer") or meta.training.get("oxidizer")
+        if not fuel or not oxidizer:
+            raise InputError(f"tail_of: {config.tail_of} records no fuel and oxidiser; an "
+                             "induction network needs them for the progress variable")
+        coordinates = DomainCoordinates(gas, fuel, oxidizer)
+        progress_limit = config.progress_below + config.progress_margin
     return _MainModel(meta, tensors, network, yaml_text, config.route_below * config.route_margin,
-                      tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s)
+                      tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s,
+                      config.regime, progress_limit, coordinates)

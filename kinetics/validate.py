@@ -51,6 +51,12 @@ class ConditionResult:
     idt_cantera_grid_s: float | None = None  # Cantera's solution read every dt, interpolated alike
     idt_rel_error_continuous: float | None = None  # surrogate against the adaptive Cantera IDT
     network_steps: int = 0  # steps whose cell a network advanced (0: never in the model's domain)
+    active_steps: int = 0  # steps whose cell was not frozen (the network or Cantera advanced it)
+
+    @property
+    def served_fraction(self) -> float:
+        """Share of the condition's non-frozen cell-steps a network served (not Cantera)."""
+        return self.network_steps / self.active_steps if self.active_steps else 0.0
 
     @property
     def label(self) -> str:
@@ -71,12 +77,15 @@ class ValidationReport:
     seconds_surrogate: float
     seconds_cantera: float
     tail_fraction: float = 0.0  # cell-steps whose rates came from the near-equilibrium network
+    induction_fraction: float = 0.0  # cell-steps whose rates came from the induction network
     idt_max_rel_continuous: float = 0.0  # against Cantera's adaptive solution
     idt_mean_rel_continuous: float = 0.0
     grid_idt_max_rel: float = 0.0  # Cantera on the step grid against itself adaptive
     targets: dict = field(default_factory=lambda: dict(TARGETS))
     # Conditions no network ever stepped (Cantera took every step): left out of the figures.
     outside_domain: list[str] = field(default_factory=list)
+    # With flames=True: the cells of Cantera's flames the model serves (kinetics/flame_coverage.py).
+    flames: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> dict[str, bool]:
@@ -91,6 +100,8 @@ class ValidationReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["passed"] = self.passed
+        for row, c in zip(d["conditions"], self.conditions):
+            row["served_fraction"] = c.served_fraction
         return d
 
     def markdown(self) -> str:
@@ -123,16 +134,23 @@ class ValidationReport:
             f"| cell-steps that fell back to Cantera | {100 * self.fallback_fraction:.2f} % | | |",
             f"| cell-steps served by the near-equilibrium network | {100 * self.tail_fraction:.2f} % "
             "| | |",
+            f"| cell-steps served by the induction network | {100 * self.induction_fraction:.2f} % "
+            "| | |",
+            f"| lowest share of a condition's cell-steps served by a network | "
+            f"{100 * min((c.served_fraction for c in self.conditions), default=0.0):.2f} % | | |",
             "",
             *([f"Never inside the model's domain (Cantera took every step; not in the figures "
                f"above): {'; '.join(self.outside_domain)}.", ""] if self.outside_domain else []),
             f"Surrogate rollout: {self.seconds_surrogate:.1f} s; Cantera reference: "
             f"{self.seconds_cantera:.1f} s.",
             "",
+            "Served: the share of the condition's cell-steps (none is frozen) that a network "
+            "advanced; Cantera took the rest.",
+            "",
             "| T0 (K) | P (atm) | φ | IDT Cantera, adaptive (s) | IDT Cantera, step grid (s) | "
             "IDT surrogate (s) | error | error vs adaptive | T end Cantera (K) | "
-            "T end surrogate (K) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "T end surrogate (K) | served |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
 
         def seconds(v: float | None) -> str:
@@ -146,7 +164,17 @@ class ValidationReport:
                          f"{seconds(c.idt_cantera_s)} | {seconds(c.idt_cantera_grid_s)} | "
                          f"{seconds(c.idt_surrogate_s)} | {percent(c.idt_rel_error)} | "
                          f"{percent(c.idt_rel_error_continuous)} | {c.final_t_cantera_k:.1f} | "
-                         f"{c.final_t_surrogate_k:.1f} |")
+                         f"{c.final_t_surrogate_k:.1f} | {100 * c.served_fraction:.1f} % |")
+        if self.flames:
+            from kinetics.flame_coverage import FlameCoverage, coverage_table
+
+            rows = [FlameCoverage(**{k: v for k, v in f.items() if not k.endswith("_fraction")})
+                    for f in self.flames]
+            lines += ["", "## Flames: the cells the model serves", "",
+                      "Cantera's flames (unburnt at 300 K) read on a uniform 20 µm grid, every cell "
+                      "advanced by one model step: the share of the non-frozen cells (and of the "
+                      "flame zone, heat release ≥ 1 % of the peak) that a network served.", "",
+                      *coverage_table(rows)]
         lines += ["", "![T(t)](temperature.png)", "", "![species](species.png)", ""]
         return "\n".join(lines)
 
@@ -161,14 +189,16 @@ def _relative_error(value: float | None, reference: float | None) -> float | Non
 def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: list[float],
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
-             progress: bool = True, ignition_search_s: float = 0.05) -> ValidationReport:
+             progress: bool = True, ignition_search_s: float = 0.05,
+             flames: bool = False) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
     ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
     InputError before any work for a grid or folder ``kinetics/validation_checks.py`` refuses;
     conditions no network ever stepped are listed in ``outside_domain`` and left out of the
-    figures.
+    figures. ``flames``: also count the cells of Cantera's premixed and counterflow flames the
+    model serves (:func:`kinetics.flame_coverage.standard_coverage`).
     """
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
@@ -189,6 +219,10 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     results = [_condition_result(gas, c, ref, rollout, i)
                for i, (c, ref) in enumerate(zip(conditions, refs))]
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
+    if flames:
+        from kinetics.flame_coverage import standard_coverage
+
+        report.flames = [f.to_dict() for f in standard_coverage(integrator, fuel, oxidizer)]
     if out_dir is not None:
         write_report(report, out_dir, rollout, refs, integrator.species)
     return report
@@ -249,6 +283,8 @@ class _Rollout:
     n_tail_steps: int
     network_steps: np.ndarray
     seconds: float
+    active_steps: np.ndarray | None = None  # [n_cond]: steps whose cell was not frozen
+    n_induction_steps: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -273,8 +309,9 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     sum_dev = 0.0
     h_dev = 0.0
     fallback = 0
-    tail_steps = 0
+    tail_steps = induction_steps = 0
     network_steps = np.zeros(len(conditions), dtype=np.int64)
+    active_steps = np.zeros(len(conditions), dtype=np.int64)
     x = torch.as_tensor(state, device=device)
     started = time.perf_counter()
     for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
@@ -283,7 +320,9 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
         x = res.states
         fallback += res.n_fallback
         tail_steps += res.n_tail_steps
+        induction_steps += res.n_induction_steps
         network_steps += ~(res.frozen | res.fallback)
+        active_steps += ~res.frozen
         temps[k] = temperature(x).cpu().numpy()
         y = mass_fractions(x)
         sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
@@ -294,7 +333,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
             t_hist.append(k * integrator.dt_s)
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
                     np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, active_steps, induction_steps)
 
 
 def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout: _Rollout,
@@ -318,7 +357,7 @@ def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout:
                            _relative_error(idt_sur, idt_grid), float(t_ref_end),
                            float(temps[-1]), float(abs(temps[-1] - t_ref_end)), float(gas.T),
                            rollout.n_steps, idt_grid, _relative_error(idt_sur, ref.idt_s),
-                           int(rollout.network_steps[i]))
+                           int(rollout.network_steps[i]), int(rollout.active_steps[i]))
 
 
 def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
@@ -338,6 +377,7 @@ def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
         sum_y_max_dev=rollout.sum_y_max_dev, enthalpy_max_rel=rollout.enthalpy_max_rel,
         fallback_fraction=rollout.n_fallback / cell_steps, seconds_surrogate=rollout.seconds,
         seconds_cantera=seconds_cantera, tail_fraction=rollout.n_tail_steps / cell_steps,
+        induction_fraction=rollout.n_induction_steps / cell_steps,
         idt_max_rel_continuous=max(errors_cont, default=0.0),
         idt_mean_rel_continuous=float(np.mean(errors_cont)) if errors_cont else 0.0,
         grid_idt_max_rel=max(grid_errors, default=0.0),

@@ -168,6 +168,16 @@ def dataset_facts(path: str | Path) -> DatasetFacts:
         return facts
 
 
+def read_sources(facts: DatasetFacts) -> np.ndarray:
+    """The source code ``[n]`` (uint8) of every valid row of the dataset ``facts`` describe."""
+    try:
+        with h5py.File(facts.path, "r") as h5:
+            return h5["source"][:facts.n_rows]
+    except H5_ERRORS as exc:
+        raise InputError(f"dataset: the sources of {facts.path} cannot be read "
+                         f"({str(exc).splitlines()[0][:120]}); the file is damaged")
+
+
 def source_codes(facts: DatasetFacts, sources: list[str] | tuple[str, ...]) -> list[int]:
     """The codes of ``sources`` in this file; InputError naming any the file does not know."""
     unknown = [s for s in sources if s not in facts.source_names]

@@ -38,20 +38,42 @@ class AutoignitionOptions:
     settle_k: float = 1.0  # after ignition, stop once |dT/dt|·t < settle_k (K): the state has settled
 
 
+TRANSPORT_MODELS = ("mixture-averaged", "multicomponent", "unity-Lewis-number")
+
+
 @dataclass
 class FreeFlameOptions:
-    """1D freely propagating premixed flames over (unburnt T, P, φ); needs transport data."""
+    """1D freely propagating premixed flames over (unburnt T, P, φ, transport model); needs
+    transport data. ``phi`` and ``pressure_atm`` default (null) to the top-level lists."""
 
     temperature_k: list[float] = field(default_factory=lambda: [300.0])
+    phi: list[float] | None = None
+    pressure_atm: list[float] | None = None
+    # Cantera transport models, one flame each: a CFD code's flame (OpenFOAM's laminar transport
+    # diffuses every species alike) lies between the mixture-averaged and the unity-Lewis one.
+    transport: list[str] = field(default_factory=lambda: ["mixture-averaged"])
     width_m: float = 0.03
     activity_weight: float = 0.5  # share of states drawn ∝ heat-release rate
 
 
 @dataclass
 class CounterflowOptions:
-    """Counterflow diffusion flames (fuel against oxidiser) over (P, strain rate)."""
+    """Counterflow diffusion flames (fuel stream against the oxidiser) over (fuel stream, P,
+    strain rate). ``fuels`` (mole-basis compositions) defaults (null) to the top-level ``fuel``,
+    ``pressure_atm`` to the top-level list.
+
+    With ``to_extinction`` each (fuel stream, P) is one sweep: from the lowest ``strain_rate_s``
+    the strain is raised by ``sweep_factor`` per flame (each solved from the last), the factor
+    shrinking near extinction until it is below 1 + ``extinction_tolerance``; rows are drawn from
+    every burning flame of the sweep, the last of which is within that tolerance of extinction.
+    """
 
     strain_rate_s: list[float] = field(default_factory=lambda: [100.0, 1000.0])
+    fuels: list[str] | None = None
+    pressure_atm: list[float] | None = None
+    to_extinction: bool = False
+    sweep_factor: float = 2.0
+    extinction_tolerance: float = 0.05
     fuel_temperature_k: float = 300.0
     oxidizer_temperature_k: float = 300.0
     width_m: float = 0.02
@@ -154,11 +176,7 @@ class SamplingConfig:
         _positive_list("phi", self.phi)
         _positive_list("temperature_k", self.temperature_k)
         _positive_list("pressure_atm", self.pressure_atm)
-        lo, hi = (p / ONE_ATM_PA for p in PRESSURE_RANGE_PA)
-        for p in self.pressure_atm:
-            if not lo <= p <= hi:
-                raise InputError(f"pressure_atm: {p:g} atm lies outside the range of states deepkin "
-                                 f"samples and steps, {lo:.3g}–{hi:.4g} atm")
+        _pressures_in_range("pressure_atm", self.pressure_atm)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed: must be a whole number >= 0, got {self.seed!r}")
         _positive("dt", self.dt)
@@ -182,8 +200,31 @@ class SamplingConfig:
         _positive("autoignition.settle_k", self.autoignition.settle_k)
         _positive_list("free_flame.temperature_k", self.free_flame.temperature_k)
         _positive("free_flame.width_m", self.free_flame.width_m)
+        for where, values in (("free_flame.phi", self.free_flame.phi),
+                              ("free_flame.pressure_atm", self.free_flame.pressure_atm),
+                              ("counterflow.pressure_atm", self.counterflow.pressure_atm)):
+            if values is not None:
+                _positive_list(where, values)
+                if where.endswith("pressure_atm"):
+                    _pressures_in_range(where, values)
+        if not self.free_flame.transport:
+            raise InputError("free_flame.transport: needs at least one transport model")
+        for model in self.free_flame.transport:
+            if model not in TRANSPORT_MODELS:
+                raise InputError(f"free_flame.transport: unknown transport model '{model}'"
+                                 f"{did_you_mean(model, TRANSPORT_MODELS)} (known: "
+                                 f"{', '.join(TRANSPORT_MODELS)})")
         _positive_list("counterflow.strain_rate_s", self.counterflow.strain_rate_s)
         _positive("counterflow.width_m", self.counterflow.width_m)
+        if self.counterflow.fuels is not None and not self.counterflow.fuels:
+            raise InputError("counterflow.fuels: needs at least one fuel stream (or null)")
+        if not (_is_number(self.counterflow.sweep_factor) and self.counterflow.sweep_factor > 1):
+            raise InputError(f"counterflow.sweep_factor: must be a number > 1, got "
+                             f"{self.counterflow.sweep_factor!r}")
+        if not (_is_number(self.counterflow.extinction_tolerance)
+                and 0 < self.counterflow.extinction_tolerance < 1):
+            raise InputError(f"counterflow.extinction_tolerance: must lie in (0, 1), got "
+                             f"{self.counterflow.extinction_tolerance!r}")
         if self.multiscale.margin_decades < 0:
             raise InputError("multiscale.margin_decades: must be >= 0")
         if not 0.0 < self.perturbed.alpha <= 1.0:
@@ -203,6 +244,29 @@ class SamplingConfig:
     def pressures_pa(self) -> list[float]:
         return [p * ONE_ATM_PA for p in self.pressure_atm]
 
+    @property
+    def free_flame_phis(self) -> list[float]:
+        """φ of the free flames: ``free_flame.phi``, or the top-level list."""
+        return self.free_flame.phi if self.free_flame.phi is not None else self.phi
+
+    @property
+    def free_flame_pressures_atm(self) -> list[float]:
+        """Pressures (atm) of the free flames: ``free_flame.pressure_atm`` or the top-level list."""
+        return self.free_flame.pressure_atm if self.free_flame.pressure_atm is not None \
+            else self.pressure_atm
+
+    @property
+    def counterflow_pressures_atm(self) -> list[float]:
+        """Pressures (atm) of the counterflow flames (``counterflow.pressure_atm`` or the
+        top-level list)."""
+        return self.counterflow.pressure_atm if self.counterflow.pressure_atm is not None \
+            else self.pressure_atm
+
+    @property
+    def counterflow_fuels(self) -> list[str]:
+        """Fuel streams of the counterflow flames (``counterflow.fuels`` or ``[fuel]``)."""
+        return self.counterflow.fuels if self.counterflow.fuels is not None else [self.fuel]
+
 
 def _check_source(name: str) -> None:
     if name not in SOURCE_NAMES:
@@ -213,6 +277,18 @@ def _check_source(name: str) -> None:
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise InputError(f"{name}: must be a number > 0, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _pressures_in_range(name: str, values: list[float]) -> None:
+    lo, hi = (p / ONE_ATM_PA for p in PRESSURE_RANGE_PA)
+    for p in values:
+        if not lo <= p <= hi:
+            raise InputError(f"{name}: {p:g} atm lies outside the range of states deepkin "
+                             f"samples and steps, {lo:.3g}–{hi:.4g} atm")
 
 
 def _positive_list(name: str, values: list[float]) -> None:
@@ -266,6 +342,7 @@ def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
 
 
 _LIST_FIELDS = {"phi", "temperature_k", "pressure_atm", "strain_rate_s"}
+_STRING_LIST_FIELDS = {"diluents", "fuels", "transport"}
 
 
 def _build(cls, data: dict[str, Any], prefix: str):
@@ -282,15 +359,19 @@ def _build(cls, data: dict[str, Any], prefix: str):
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value or {}, f"{where}.")
         elif key in _LIST_FIELDS:
-            kwargs[key] = parse_values(value, where)
+            kwargs[key] = None if value is None and default is None else parse_values(value, where)
         elif key == "rows":
             if not isinstance(value, dict):
                 raise InputError(f"rows: expected a mapping SOURCE: N, got {value!r}")
             kwargs[key] = {**DEFAULT_ROWS, **value}
-        elif key == "diluents":
-            if value is not None and not (isinstance(value, list)
-                                          and all(isinstance(v, str) for v in value)):
-                raise InputError(f"{where}: expected a list of species names, got {value!r}")
+        elif key in _STRING_LIST_FIELDS:
+            if isinstance(value, str) and key == "transport":
+                value = [value]
+            if (value is not None or default is not None) and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                what = {"diluents": "species names", "fuels": "compositions ('H2:1,N2:1')",
+                        "transport": "transport model names"}[key]
+                raise InputError(f"{where}: expected a list of {what}, got {value!r}")
             kwargs[key] = value
         else:
             kwargs[key] = _coerce(value, default, where)

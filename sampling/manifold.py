@@ -55,14 +55,23 @@ def log_time(times: np.ndarray) -> np.ndarray:
 
 
 def free_flame_profile(gas: ct.Solution, temperature_k: float, pressure_pa: float,
-                       y0: np.ndarray, width_m: float = 0.03
+                       y0: np.ndarray, width_m: float = 0.03, transport: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A freely propagating premixed flame; returns ``(z [m], states, heat-release rate [W/m³])``."""
-    gas.TPY = temperature_k, pressure_pa, y0
-    flame = ct.FreeFlame(gas, width=width_m)
-    flame.set_refine_criteria(ratio=3.0, slope=0.08, curve=0.16)
-    flame.solve(loglevel=0, auto=True)
-    return flame.grid.copy(), _flame_states(flame), np.abs(flame.heat_release_rate)
+    """A freely propagating premixed flame with Cantera's ``transport`` model (default: the
+    phase's own); returns ``(z [m], states, heat-release rate [W/m³])``. The phase's transport
+    model is restored afterwards."""
+    previous = gas.transport_model
+    try:
+        if transport and transport != previous:
+            gas.transport_model = transport
+        gas.TPY = temperature_k, pressure_pa, y0
+        flame = ct.FreeFlame(gas, width=width_m)
+        flame.set_refine_criteria(ratio=3.0, slope=0.08, curve=0.16)
+        flame.solve(loglevel=0, auto=True)
+        return flame.grid.copy(), _flame_states(flame), np.abs(flame.heat_release_rate)
+    finally:
+        if gas.transport_model != previous:
+            gas.transport_model = previous
 
 
 def counterflow_profile(gas: ct.Solution, fuel_y: np.ndarray, oxidizer_y: np.ndarray,
@@ -74,6 +83,14 @@ def counterflow_profile(gas: ct.Solution, fuel_y: np.ndarray, oxidizer_y: np.nda
     Inlet velocities are set so that the jets' momenta balance and
     ``a = 2 (u_o + u_f √(ρ_f/ρ_o)) / L``. Returns ``(z [m], states, heat-release rate [W/m³])``.
     """
+    flame = _counterflow_flame(gas, fuel_y, oxidizer_y, pressure_pa, strain_rate_s,
+                               fuel_temperature_k, oxidizer_temperature_k, width_m)
+    return flame.grid.copy(), _flame_states(flame), np.abs(flame.heat_release_rate)
+
+
+def _counterflow_flame(gas, fuel_y, oxidizer_y, pressure_pa, strain_rate_s, fuel_temperature_k,
+                       oxidizer_temperature_k, width_m) -> ct.CounterflowDiffusionFlame:
+    """The solved counterflow flame of :func:`counterflow_profile`."""
     gas.TPY = oxidizer_temperature_k, pressure_pa, oxidizer_y
     rho_o = gas.density
     gas.TPY = fuel_temperature_k, pressure_pa, fuel_y
@@ -90,7 +107,81 @@ def counterflow_profile(gas: ct.Solution, fuel_y: np.ndarray, oxidizer_y: np.nda
     flame.oxidizer_inlet.mdot = rho_o * u_o
     flame.set_refine_criteria(ratio=3.0, slope=0.1, curve=0.2, prune=0.03)
     flame.solve(loglevel=0, auto=True)
-    return flame.grid.copy(), _flame_states(flame), np.abs(flame.heat_release_rate)
+    return flame
+
+
+def counterflow_sweep(gas: ct.Solution, fuel_y: np.ndarray, oxidizer_y: np.ndarray,
+                      pressure_pa: float, strain_rate_s: float, fuel_temperature_k: float = 300.0,
+                      oxidizer_temperature_k: float = 300.0, width_m: float = 0.02,
+                      factor: float = 2.0, tolerance: float = 0.05, max_flames: int = 60
+                      ) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Counterflow diffusion flames from global strain ``strain_rate_s`` (1/s) to extinction.
+
+    The first flame is :func:`counterflow_profile`'s; each next one is solved from the last with
+    the strain raised by ``factor`` (the scaling of Fiala & Sattelmayer as Cantera's extinction
+    example uses it: grid ∝ a^−1/2, inlet mass fluxes and velocity ∝ a^1/2, spread rate ∝ a,
+    pressure-curvature eigenvalue ∝ a²). A flame that does not converge or no longer burns (peak
+    T below the hotter inlet + 400 K) is discarded and the factor taken to its square root; the
+    sweep ends when a factor of at most 1 + ``tolerance`` failed: the last flame kept then lies
+    within that fraction of the extinction strain (of the strain beyond which continuation finds
+    no burning flame). Returns ``[(strain (1/s), z [m], states, heat-release rate [W/m³]), …]``,
+    lowest strain first; ``max_flames`` bounds the sweep.
+    """
+    flame = _counterflow_flame(gas, fuel_y, oxidizer_y, pressure_pa, strain_rate_s,
+                               fuel_temperature_k, oxidizer_temperature_k, width_m)
+    burning_k = max(fuel_temperature_k, oxidizer_temperature_k) + IGNITION_RISE_K
+    out = [(strain_rate_s, flame.grid.copy(), _flame_states(flame),
+            np.abs(flame.heat_release_rate))]
+    if flame.T.max() < burning_k:
+        return out
+    strain = strain_rate_s
+    good = _saved(flame)
+    attempts = 0
+    while len(out) < max_flames and attempts < 4 * max_flames:
+        attempts += 1
+        _scale_counterflow(flame, factor)
+        try:
+            flame.solve(loglevel=0, auto=False)
+            burning = bool(flame.T.max() >= burning_k)
+        except ct.CanteraError:
+            burning = False
+        if burning:
+            strain *= factor
+            good = _saved(flame)
+            out.append((strain, flame.grid.copy(), _flame_states(flame),
+                        np.abs(flame.heat_release_rate)))
+        else:
+            _restore(flame, good)
+            if factor <= 1.0 + tolerance:
+                break  # a step of at most the tolerance put the flame out
+            factor = float(np.sqrt(factor))
+    return out
+
+
+def _saved(flame: ct.CounterflowDiffusionFlame) -> tuple:
+    """The solution and the inlet mass fluxes (kg/m²/s; ``to_array`` does not restore them)."""
+    return flame.to_array(), flame.fuel_inlet.mdot, flame.oxidizer_inlet.mdot
+
+
+def _restore(flame: ct.CounterflowDiffusionFlame, saved: tuple) -> None:
+    solution, flame.fuel_inlet.mdot, flame.oxidizer_inlet.mdot = saved
+    flame.from_array(solution)
+
+
+def _scale_counterflow(flame: ct.CounterflowDiffusionFlame, factor: float) -> None:
+    """Scale a solved counterflow flame's grid, inlets and profiles to ``factor`` × its strain."""
+    import warnings
+
+    grid = flame.grid.copy()
+    flame.flame.grid = grid * factor ** -0.5
+    flame.fuel_inlet.mdot *= factor ** 0.5
+    flame.oxidizer_inlet.mdot *= factor ** 0.5
+    where = grid / grid[-1]
+    with warnings.catch_warnings():  # Sim1D.set_profile is deprecated in favour of the domain's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flame.set_profile("velocity", where, flame.velocity * factor ** 0.5)
+        flame.set_profile("spread_rate", where, flame.spread_rate * factor)
+        flame.set_profile("lambda", where, flame.L * factor ** 2)
 
 
 def _flame_states(flame: ct.FlameBase) -> np.ndarray:

@@ -13,13 +13,10 @@ from mechanisms.errors import InputError
 from mechanisms.loading import Mechanism
 from mechanisms.state import ONE_ATM_PA
 from sampling.config import COMMON_DILUENTS, SCATTER_SOURCES, SamplingConfig
+from sampling.profiles import split_count
 from sampling.tasks import TaskSpec
 
-
-def split_count(total: int, parts: int) -> list[int]:
-    """Split ``total`` into ``parts`` whole numbers differing by at most one."""
-    base, extra = divmod(total, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
+__all__ = ["split_count", "check_against_mechanism", "plan_manifold", "plan_scatter"]
 
 
 def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int]:
@@ -31,6 +28,8 @@ def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int
     gas = mech.solution()
     parse_composition(config.fuel, gas.species_names, "fuel")
     ox = parse_composition(config.oxidizer, gas.species_names, "oxidizer")
+    for i, fuel in enumerate(config.counterflow_fuels):
+        parse_composition(fuel, gas.species_names, f"counterflow.fuels[{i}]")
     for field, temps in (("temperature_k", config.temperature_k),
                          ("free_flame.temperature_k", config.free_flame.temperature_k),
                          ("counterflow.fuel_temperature_k", [config.counterflow.fuel_temperature_k]),
@@ -40,7 +39,7 @@ def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int
             if not gas.min_temp <= t <= gas.max_temp:
                 raise InputError(f"{field}: {t:g} K lies outside the thermo range of {mech.source} "
                                  f"({gas.min_temp:g}–{gas.max_temp:g} K)")
-    for phi in config.phi:
+    for phi in sorted(set(config.phi) | set(config.free_flame_phis)):
         mixture_mass_fractions(gas, config.fuel, config.oxidizer, phi)
     if config.diluents is None:
         return [gas.species_index(s) for s in ox if s in COMMON_DILUENTS]
@@ -63,7 +62,7 @@ def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list
     gas = mech.solution()
     specs: list[TaskSpec] = []
     y0 = {phi: mixture_mass_fractions(gas, config.fuel, config.oxidizer, phi).tolist()
-          for phi in config.phi}
+          for phi in sorted(set(config.phi) | set(config.free_flame_phis))}
 
     def add(kind: str, cases: list[dict]) -> None:
         rows = config.rows.get(kind, 0)
@@ -82,15 +81,23 @@ def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list
         notes.append(f"{mech.source} ({mech.phase}) has no transport data: free_flame and "
                      "counterflow rows skipped")
         return specs
-    add("free_flame", [{"temperature_k": t, "pressure_pa": p * ONE_ATM_PA, "y0": y0[phi]}
-                       for t, p, phi in itertools.product(config.free_flame.temperature_k,
-                                                          config.pressure_atm, config.phi)])
-    fuel_y = _composition_y(gas, config.fuel, "fuel")
+    add("free_flame", [{"temperature_k": t, "pressure_pa": p * ONE_ATM_PA, "y0": y0[phi],
+                        "transport": transport}
+                       for t, p, phi, transport in itertools.product(
+                           config.free_flame.temperature_k, config.free_flame_pressures_atm,
+                           config.free_flame_phis, config.free_flame.transport)])
     ox_y = _composition_y(gas, config.oxidizer, "oxidizer")
-    add("counterflow", [{"fuel_y": fuel_y, "oxidizer_y": ox_y, "pressure_pa": p * ONE_ATM_PA,
-                         "strain_rate_s": a}
-                        for p, a in itertools.product(config.pressure_atm,
-                                                      config.counterflow.strain_rate_s)])
+    cf = config.counterflow
+    cases = []
+    for i, fuel in enumerate(config.counterflow_fuels):
+        fuel_y = _composition_y(gas, fuel, f"counterflow.fuels[{i}]")
+        for p in config.counterflow_pressures_atm:
+            common = {"fuel_y": fuel_y, "oxidizer_y": ox_y, "pressure_pa": p * ONE_ATM_PA}
+            if cf.to_extinction:  # one sweep from the lowest strain to extinction
+                cases.append({**common, "strain_rate_s": min(cf.strain_rate_s), "sweep": True})
+            else:
+                cases.extend({**common, "strain_rate_s": a} for a in cf.strain_rate_s)
+    add("counterflow", cases)
     return specs
 
 

@@ -12,6 +12,12 @@ import numpy as np
 from mechanisms.state import normalise_mass_fractions
 
 
+def split_count(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` whole numbers differing by at most one."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
 def draw_along_profile(coordinate: np.ndarray, states: np.ndarray, activity: np.ndarray,
                        n: int, activity_weight: float, rng: np.random.Generator,
                        uniform_coordinate: np.ndarray | None = None) -> np.ndarray:

@@ -22,7 +22,13 @@ from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import EVOLVE_TOLERANCES, ReactorStep, Tolerances, reactor_network, restart
 from mechanisms.state import state_of_gas, state_width, temperature
 from sampling.equilibrium import draw_equilibrium_approach
-from sampling.manifold import autoignition_profile, counterflow_profile, free_flame_profile, log_time
+from sampling.manifold import (
+    autoignition_profile,
+    counterflow_profile,
+    counterflow_sweep,
+    free_flame_profile,
+    log_time,
+)
 from sampling.multiscale import (
     ManifoldRanges,
     RateLimits,
@@ -31,7 +37,7 @@ from sampling.multiscale import (
     perturb,
     rate_filter,
 )
-from sampling.profiles import draw_along_profile
+from sampling.profiles import draw_along_profile, split_count
 
 MAX_FILTER_ROUNDS = 20
 
@@ -108,18 +114,34 @@ def _draw_free_flame(spec, ctx, gas, rng):
     opts = ctx.options["free_flame"]
     p = spec.params
     z, states, hrr = free_flame_profile(gas, p["temperature_k"], p["pressure_pa"],
-                                        np.asarray(p["y0"]), width_m=opts["width_m"])
+                                        np.asarray(p["y0"]), width_m=opts["width_m"],
+                                        transport=p.get("transport"))
     return draw_along_profile(z, states, hrr, spec.rows, opts["activity_weight"], rng), ""
 
 
 def _draw_counterflow(spec, ctx, gas, rng):
     opts = ctx.options["counterflow"]
     p = spec.params
+    if p.get("sweep"):
+        return _draw_counterflow_sweep(spec, opts, gas, rng)
     z, states, hrr = counterflow_profile(
         gas, np.asarray(p["fuel_y"]), np.asarray(p["oxidizer_y"]), p["pressure_pa"],
         p["strain_rate_s"], opts["fuel_temperature_k"], opts["oxidizer_temperature_k"],
         opts["width_m"])
     return draw_along_profile(z, states, hrr, spec.rows, opts["activity_weight"], rng), ""
+
+
+def _draw_counterflow_sweep(spec, opts, gas, rng):
+    """Rows from every burning flame of a strain sweep to extinction, split evenly."""
+    p = spec.params
+    flames = counterflow_sweep(
+        gas, np.asarray(p["fuel_y"]), np.asarray(p["oxidizer_y"]), p["pressure_pa"],
+        p["strain_rate_s"], opts["fuel_temperature_k"], opts["oxidizer_temperature_k"],
+        opts["width_m"], opts["sweep_factor"], opts["extinction_tolerance"])
+    parts = [draw_along_profile(z, states, hrr, n, opts["activity_weight"], rng)
+             for (_, z, states, hrr), n in zip(flames, split_count(spec.rows, len(flames)))
+             if n > 0]
+    return np.concatenate(parts), ""
 
 
 def _filtered(draw, n: int, ctx: TaskContext, gas: ct.Solution) -> tuple[np.ndarray, str]:

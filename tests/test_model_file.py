@@ -14,7 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kinetics.integrator import Integrator
-from kinetics.model_file import _weights_digest, network_state, read_model_file, save_model
+from kinetics.model_file import (
+    FORMAT_VERSION,
+    _weights_digest,
+    network_state,
+    read_model_file,
+    save_model,
+)
 from kinetics.models import build_model
 from kinetics.registry import SHIPPED_DIR
 from kinetics.synthetic import write_random_model
@@ -164,7 +170,7 @@ def test_every_command_that_loads_a_model_refuses_it_with_one_line(model, small_
             (name, proc.stderr)
 
 
-def test_the_shipped_format_2_file_loads_and_upgrades_to_format_3_unchanged(tmp_path):
+def test_the_shipped_format_2_file_loads_and_upgrades_to_the_newest_format_unchanged(tmp_path):
     shipped = SHIPPED_DIR / "h2-air.safetensors"
     meta, tensors, yaml_text = read_model_file(shipped)
     assert meta.format_version == 2 and meta.tail is not None
@@ -174,7 +180,8 @@ def test_the_shipped_format_2_file_loads_and_upgrades_to_format_3_unchanged(tmp_
     upgraded = tmp_path / "h2-air.safetensors"
     save_model(upgraded, network, meta, extra, yaml_text)
     meta3, tensors3, yaml3 = read_model_file(upgraded)
-    assert meta3 == dataclasses.replace(meta, format_version=3) and yaml3 == yaml_text
+    assert meta3 == dataclasses.replace(meta, format_version=FORMAT_VERSION) and yaml3 == yaml_text
+    assert meta3.domain is None  # its box check is kept: the file holds no occupancy grid
     assert tensors3.keys() == tensors.keys()
     assert all(torch.equal(tensors3[k], tensors[k]) for k in tensors)
     states = np.tile(np.r_[1500.0, 5 * 101325.0, 0.02, 1e-4, 1e-4, 0.2, 1e-3, 0.05, 1e-5, 1e-6,

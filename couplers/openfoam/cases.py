@@ -1,5 +1,6 @@
-"""Ready-to-run OpenFOAM cases on a model's mechanism: chemFoam (0D, constant pressure) and a 1D
-freely propagating premixed flame (reactingFoam), both with a fixed deltaT = k × the model's dt.
+"""Ready-to-run OpenFOAM cases on a model's mechanism: chemFoam (0D, constant pressure), a 1D
+freely propagating premixed flame and a 2D counterflow diffusion flame (reactingFoam,
+``couplers/openfoam/counterflow.py``), all with a fixed deltaT = k × the model's dt.
 
 Each case is written whole, then :func:`couplers.openfoam.export.export_case` writes its
 mechanism, thermo and chemistry files; the flame's mesh is made (blockMesh) so that the solver can
@@ -27,7 +28,7 @@ from mechanisms.loading import solution_from_yaml
 from mechanisms.state import ONE_ATM_PA
 
 CASE_INFO = "deepkin-case.json"
-KINDS = ("chemfoam", "flame1d")
+KINDS = ("chemfoam", "flame1d", "counterflow")
 
 
 @dataclass
@@ -45,8 +46,10 @@ class CaseSpec:
     url: str = DEFAULT_URL
     end_time_s: float | None = None  # default: from Cantera's reference
     steps_per_call: int = 1  # deltaT = steps_per_call × the model's dt
-    cells: int = 400  # flame1d
+    cells: int = 400  # flame1d; counterflow: cells between the inlets (x)
     length_m: float | None = None  # flame1d; default 30 thermal thicknesses
+    cells_y: int = 40  # counterflow: cells across (y)
+    velocity_m_s: float = 1.0  # counterflow: speed of each inlet jet (m/s)
     write_interval_s: float | None = None
     ranks: int = 2  # decomposeParDict's numberOfSubdomains (flame1d)
 
@@ -63,6 +66,10 @@ def _check(spec: CaseSpec) -> None:
         raise InputError(f"steps-per-call: must be >= 1, got {spec.steps_per_call}")
     if spec.cells < 10:
         raise InputError(f"cells: a flame needs >= 10 cells, got {spec.cells}")
+    if spec.cells_y < 2:
+        raise InputError(f"cells-y: a counterflow needs >= 2 cells across, got {spec.cells_y}")
+    if not (math.isfinite(spec.velocity_m_s) and spec.velocity_m_s > 0):
+        raise InputError(f"velocity: must be > 0 m/s, got {spec.velocity_m_s}")
     if spec.ranks < 1:
         raise InputError(f"ranks: must be >= 1, got {spec.ranks}")
     if spec.length_m is not None and not (math.isfinite(spec.length_m) and spec.length_m > 0):
@@ -82,15 +89,30 @@ def write_case(spec: CaseSpec, out_dir: str | Path, library: Path | None = None)
     out.mkdir(parents=True, exist_ok=True)
     if spec.kind == "chemfoam":
         info = _write_chemfoam(spec, out, gas, y0, dt)
-    else:
+    elif spec.kind == "flame1d":
         info = _write_flame1d(spec, out, gas, y0, dt)
+    else:
+        from couplers.openfoam.counterflow import write_counterflow
+
+        info = write_counterflow(out, gas, spec.pressure_pa, _stream(gas, spec.fuel, "fuel"),
+                                 _stream(gas, spec.oxidizer, "oxidizer"), spec.temperature_k,
+                                 spec.velocity_m_s, spec.cells, spec.cells_y, dt, spec.end_time_s,
+                                 spec.write_interval_s)
     result = export_case(spec.model, out, spec.chemistry, url=spec.url, model_name=name, library=library)
     info.update({"spec": asdict(spec), "model_name": name, "dt_s": dt, "model_dt_s": meta.dt_s,
                  "species": list(gas.species_names), "y0": [float(v) for v in y0]})
     (out / CASE_INFO).write_text(json.dumps(info, indent=1) + "\n")
-    if spec.kind == "flame1d":
+    if spec.kind in ("flame1d", "counterflow"):
         run_application("blockMesh", out)
     return result
+
+
+def _stream(gas: ct.Solution, composition: str, field: str) -> np.ndarray:
+    """Mass fractions ``[ns]`` of a mole-basis composition string (a counterflow's inlet)."""
+    from mechanisms.composition import parse_composition
+
+    gas.TPX = 300.0, ONE_ATM_PA, parse_composition(composition, gas.species_names, field)
+    return gas.Y.copy()
 
 
 # ---------------------------------------------------------------------------------------- chemFoam
@@ -490,7 +512,7 @@ laminarCoeffs
 def spec_from_options(kind: str, model: str, temperature_k: float | None, pressure_atm: float,
                       phi: float, fuel: str | None, oxidizer: str | None, **extra) -> CaseSpec:
     """A :class:`CaseSpec` from CLI-style options (pressure in atm; fuel/oxidiser default to the
-    model's dataset's, T0 to 1200 K for chemFoam and 300 K for the flame)."""
+    model's dataset's, T0 to 1200 K for chemFoam and 300 K for the flames)."""
     _, meta, _ = load_model(model)
     fuel = fuel or meta.training.get("fuel")
     oxidizer = oxidizer or meta.training.get("oxidizer")

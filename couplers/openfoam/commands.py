@@ -58,7 +58,7 @@ def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) 
 
 
 @openfoam.command("case")
-@click.argument("kind", type=click.Choice(["chemfoam", "flame1d"]))
+@click.argument("kind", type=click.Choice(["chemfoam", "flame1d", "counterflow"]))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="New case folder (must not exist or be empty).")
 @click.option("--model", default="h2-air", show_default=True, help="Shipped model name or model file.")
@@ -66,7 +66,8 @@ def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) 
               help="Initial (chemfoam) or unburnt (flame1d) temperature in K [default: 1200 / 300].")
 @click.option("--pressure-atm", type=float, default=1.0, show_default=True, help="Pressure in atm.")
 @click.option("--phi", type=float, default=1.0, show_default=True, help="Equivalence ratio.")
-@click.option("--fuel", help="Fuel (mole basis), default the model's dataset's, e.g. 'H2:1'.")
+@click.option("--fuel", help="Fuel (mole basis; counterflow: the fuel stream), default the model's "
+                            "dataset's, e.g. 'H2:1' or 'H2:0.5,N2:0.5'.")
 @click.option("--oxidizer", help="Oxidiser (mole basis), default the model's dataset's.")
 @click.option("--chemistry", type=click.Choice(["deepkin", "ode"]), default="deepkin", show_default=True)
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True)
@@ -74,13 +75,19 @@ def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) 
               help="Simulated time in s [default: 3 x Cantera's ignition delay / 1 ms for the flame].")
 @click.option("--steps-per-call", type=int, default=1, show_default=True,
               help="deltaT = this many model steps.")
-@click.option("--cells", type=int, default=400, show_default=True, help="flame1d: cells along x.")
+@click.option("--cells", type=int, help="flame1d: cells along x [default 400]; counterflow: cells "
+                                        "between the inlets [default 100].")
+@click.option("--cells-y", type=int, default=40, show_default=True,
+              help="counterflow: cells across (20 mm).")
+@click.option("--velocity", "velocity_m_s", type=float, default=1.0, show_default=True,
+              help="counterflow: speed of each inlet jet in m/s.")
 @click.option("--length-mm", type=float, help="flame1d: domain length in mm [default: 30 flame thicknesses].")
 @click.option("--ranks", type=int, default=2, show_default=True,
               help="flame1d: subdomains in system/decomposeParDict.")
 def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidizer, chemistry, url,
-             end_time_s, steps_per_call, cells, length_mm, ranks) -> None:
-    """Write a ready-to-run chemFoam or 1D premixed-flame (reactingFoam) case on MODEL's mechanism."""
+             end_time_s, steps_per_call, cells, cells_y, velocity_m_s, length_mm, ranks) -> None:
+    """Write a ready-to-run chemFoam, 1D premixed-flame or 2D counterflow diffusion-flame
+    (reactingFoam) case on MODEL's mechanism."""
     import json
     from pathlib import Path
 
@@ -88,7 +95,9 @@ def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidiz
 
     spec = spec_from_options(kind, model, temperature_k, pressure_atm, phi, fuel, oxidizer,
                              chemistry=chemistry, url=url, end_time_s=end_time_s,
-                             steps_per_call=steps_per_call, cells=cells,
+                             steps_per_call=steps_per_call,
+                             cells=cells or (100 if kind == "counterflow" else 400),
+                             cells_y=cells_y, velocity_m_s=velocity_m_s,
                              length_m=length_mm * 1e-3 if length_mm is not None else None, ranks=ranks)
     result = write_case(spec, output)
     info = json.loads((Path(output) / CASE_INFO).read_text())
@@ -98,6 +107,15 @@ def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidiz
                    f"{round(info['end_time_s'] / info['dt_s'])} steps of {info['dt_s']:g} s; Cantera "
                    f"ignition delay {idt * 1e6:.2f} us" if idt else "no ignition in Cantera")
         click.echo(f"run: WM_PROJECT_DIR=/usr/share/openfoam chemFoam -case {output}")
+    elif kind == "counterflow":
+        click.echo(f"counterflow case, {info['cells_x']} x {info['cells_y']} cells over 20 x 20 mm, "
+                   f"{spec.fuel} against {spec.oxidizer} at {spec.temperature_k:g} K, "
+                   f"{pressure_atm:g} atm, inlets {velocity_m_s:g} m/s: "
+                   f"{round(info['end_time_s'] / info['dt_s'])} steps of {info['dt_s']:g} s; Cantera "
+                   f"(axisymmetric) peak {info['cantera_peak_temperature_k']:.0f} K at "
+                   f"{info['cantera_peak_position_m'] * 1e3:.2f} mm, strain "
+                   f"{info['cantera_strain_rate_s']:.0f} 1/s")
+        click.echo(f"run: WM_PROJECT_DIR=/usr/share/openfoam reactingFoam -case {output}")
     else:
         click.echo(f"1D flame case, {info['cells']} cells over {info['length_m'] * 1e3:.2f} mm, "
                    f"{spec.temperature_k:g} K, {pressure_atm:g} atm, phi {phi:g}: "

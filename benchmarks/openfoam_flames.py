@@ -1,0 +1,171 @@
+"""The a-posteriori flame tests in OpenFOAM for one or more models, with figures and a JSON table.
+
+    python benchmarks/openfoam_flames.py --models h2-air-flame -o docs/openfoam-flames
+    python benchmarks/openfoam_flames.py --models a.safetensors b.safetensors --work /tmp/flames \\
+        --counterflow-end 0.01 -o results/
+
+For each model (served by one `deepkin serve` on a folder holding them all): the 1D premixed
+flames at phi 0.5, 1 and 2.5 (1 atm, 300 K; flame speed from the front's drift) and the 2D
+counterflow flame of H2/N2 50/50 against air on the counterFlowFlame2D geometry (peak temperature
+and its position on the centre line at the end). The same cases on OpenFOAM's ODE chemistry are
+run once, in ``--work``/ode, and reused by every model (a rerun finds them there). Writes
+``flames.json`` and ``premixed.png``, ``counterflow.png`` into ``-o``. The pass/fail tests of
+record are ``tests/test_openfoam_flames.py`` (``-m slow``); this script tabulates models side by
+side (the seed paper's comparison, the network sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from couplers.openfoam.counterflow import centreline  # noqa: E402
+from couplers.openfoam.foam import read_internal_field, time_directories  # noqa: E402
+from couplers.openfoam.results import case_info  # noqa: E402
+from kinetics.registry import resolve_model  # noqa: E402
+from tests.helpers.flame_runs import counterflow_run, premixed_run  # noqa: E402
+from tests.helpers.live_server import LiveServer  # noqa: E402
+from tests.helpers.openfoam import TOKEN, build_library  # noqa: E402
+
+PREMIXED = [(0.5, 2e-3), (1.0, 1e-3), (2.5, 1e-3)]
+
+
+def _cached(folder: Path, run, load):
+    """Run once: the result is kept as ``folder``/result.json."""
+    saved = folder / "result.json"
+    if saved.is_file():
+        return load(json.loads(saved.read_text()))
+    if folder.exists():
+        shutil.rmtree(folder)
+    result = run()
+    saved.write_text(json.dumps(dataclasses.asdict(result)))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True, help="shipped names or files")
+    parser.add_argument("--work", default="/tmp/deepkin-flames", help="folder for the cases")
+    parser.add_argument("--counterflow-end", type=float, default=0.02, help="s")
+    parser.add_argument("--no-counterflow", action="store_true")
+    parser.add_argument("-o", "--out", required=True)
+    args = parser.parse_args()
+    from couplers.openfoam.counterflow import CounterflowFlame
+    from tests.helpers.flame_runs import CounterflowRun, PremixedRun
+
+    def premixed_from(d):
+        return PremixedRun(**d)
+
+    def counterflow_from(d):
+        return CounterflowRun(d["chemistry"], [CounterflowFlame(**h) for h in d["history"]],
+                              d["network_fraction"], d["reacting_network_fraction"])
+
+    build_library()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    models = work / "models"
+    models.mkdir(exist_ok=True)
+    names = []
+    for m in args.models:
+        path = resolve_model(m)
+        shutil.copy(path, models / path.name)
+        names.append(path.stem)
+    table: dict = {"premixed": {}, "counterflow": {}}
+    with LiveServer(models, "--token", TOKEN) as srv:
+        for phi, end in PREMIXED:
+            key = f"{phi:g}"
+            ode = _cached(work / "ode" / f"premixed-{key}",
+                          lambda p=phi, e=end: premixed_run(work / "ode" / f"premixed-{p:g}",
+                                                            srv.url, names[0], "ode", p, e),
+                          premixed_from)
+            table["premixed"][key] = {"ode": dataclasses.asdict(ode)}
+            for name in names:
+                folder = work / name / f"premixed-{key}"
+                run = _cached(folder, lambda f=folder, n=name, p=phi, e=end:
+                              premixed_run(f, srv.url, n, "deepkin", p, e), premixed_from)
+                table["premixed"][key][name] = dataclasses.asdict(run)
+                print(f"premixed phi {key} {name}: {run.speed_m_s:.4f} m/s vs ODE "
+                      f"{ode.speed_m_s:.4f} ({100 * (run.speed_m_s / ode.speed_m_s - 1):+.2f} %), "
+                      f"served {100 * run.reacting_network_fraction:.1f} %", flush=True)
+        if not args.no_counterflow:
+            end = args.counterflow_end
+            ode = _cached(work / "ode" / f"counterflow-{end:g}",
+                          lambda: counterflow_run(work / "ode" / f"counterflow-{end:g}", srv.url,
+                                                  names[0], "ode", end), counterflow_from)
+            table["counterflow"]["ode"] = dataclasses.asdict(ode)
+            for name in names:
+                folder = work / name / f"counterflow-{end:g}"
+                run = _cached(folder, lambda f=folder, n=name: counterflow_run(
+                    f, srv.url, n, "deepkin", end), counterflow_from)
+                table["counterflow"][name] = dataclasses.asdict(run)
+                a = run.final
+                b = min(ode.history, key=lambda h, t=a.time_s: abs(h.time_s - t))  # same time
+                print(f"counterflow {name} at {a.time_s * 1e3:g} ms: peak {a.peak_temperature_k:.1f} K "
+                      f"at {a.peak_position_m * 1e3:.3f} mm; ODE {b.peak_temperature_k:.1f} K at "
+                      f"{b.peak_position_m * 1e3:.3f} mm; served "
+                      f"{100 * run.reacting_network_fraction:.1f} %", flush=True)
+    (out / "flames.json").write_text(json.dumps(table, indent=1))
+    _figures(table, names, work, out, args)
+
+
+def _figures(table: dict, names: list[str], work: Path, out: Path, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(PREMIXED), figsize=(4.2 * len(PREMIXED), 3.2))
+    for ax, (phi, _) in zip(axes, PREMIXED):
+        runs = table["premixed"][f"{phi:g}"]
+        for label, run in runs.items():
+            style = "k-" if label == "ode" else "--"
+            ax.plot(np.array(run["times_s"]) * 1e3, np.array(run["positions_m"]) * 1e3, style,
+                    label=f"{'OpenFOAM ODE' if label == 'ode' else label}: "
+                          f"{run['speed_m_s']:.3f} m/s")
+        ax.set_title(f"premixed H2/air, phi {phi:g}, 1 atm", fontsize=9)
+        ax.set_xlabel("t (ms)")
+        ax.set_ylabel("flame position (mm)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "premixed.png", dpi=110)
+    plt.close(fig)
+    if args.no_counterflow:
+        return
+    end = f"{args.counterflow_end:g}"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for label in ["ode", *names]:
+        case = work / ("ode" if label == "ode" else label) / f"counterflow-{end}"
+        info = case_info(case)
+        t, folder = min(time_directories(case), key=lambda d: abs(d[0] - float(end)))
+        line = centreline(info, read_internal_field(folder / "T"))
+        x = (np.arange(info["cells_x"]) + 0.5) * info["dx_m"] * 1e3
+        style = "k-" if label == "ode" else "--"
+        axes[0].plot(x, line, style, label="OpenFOAM ODE" if label == "ode" else label)
+        history = [h for h in table["counterflow"][label]["history"]
+                   if h["time_s"] <= float(end) + 1e-9]
+        axes[1].plot([h["time_s"] * 1e3 for h in history],
+                     [h["peak_temperature_k"] for h in history], style,
+                     label="OpenFOAM ODE" if label == "ode" else label)
+    axes[0].set_xlabel("x from the fuel inlet (mm)")
+    axes[0].set_ylabel(f"T on the centre line at {float(end) * 1e3:g} ms (K)")
+    axes[1].set_xlabel("t (ms)")
+    axes[1].set_ylabel("peak T on the centre line (K)")
+    axes[0].set_title("counterflow H2/N2 50/50 vs air, 1 atm, 1 m/s jets", fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "counterflow.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
