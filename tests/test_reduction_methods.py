@@ -105,3 +105,24 @@ def test_target_weights_of_a_condition_weigh_its_targets(cache_dir):
         {**gri()["autoignition-conditions"][0], "target-weights": [1, 0]}]}))
     assert [c.target_weights for c in weighted.conditions] == [(1.0, 0.0), (1.0, 0.0)]
     assert weighted.conditions_key() == config.conditions_key()  # no detailed rerun for weights
+
+
+@pytest.mark.slow
+def test_ndodecane_drgep_and_deepmr_at_four_conditions(tmp_path, cache_dir):
+    """The 100-species fuel, no transport data: both methods verified, Chemkin without transport."""
+    data = {"model": "nDodecane_Reitz.yaml", "phase-name": "nDodecane_IG", "targets": ["c12h26", "o2"],
+            "retained-species": ["n2"], "error": 10.0, "autoignition-conditions": [
+                {"kind": "constant pressure", "temperature": [800.0, 1200.0], "pressure": 20.0,
+                 "equivalence-ratio": [0.5, 1.5], "fuel": {"c12h26": 1.0},
+                 "oxidizer": {"o2": 1.0, "n2": 3.76}}],
+            "deepmr": {"seed": 1, "start": "drgep", "initial-candidates": 40,
+                       "candidates-per-iteration": 24, "iterations": 3, "children-per-parent": 100,
+                       "epochs": 100, "hidden": [64]}}
+    results = {}
+    for method in ("drgep", "deepmr"):
+        summary = run_reduction(parse_reduce_config({**data, "method": method}), tmp_path / method,
+                                workers=0, progress=False, cache_dir=cache_dir)
+        assert summary["verification"]["passed"]
+        assert set(summary["reduced"]["chemkin"]) == {"mechanism", "thermo"}
+        results[method] = summary["reduced"]["n_species"]
+    assert results["deepmr"] <= results["drgep"] < 100  # a small budget, started around DRGEP
