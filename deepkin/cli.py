@@ -240,10 +240,11 @@ def models_list(model_dir) -> None:
 @cli.command("reduce")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Reduction input file (pyMARS keys plus deepkin's simulation:/deepmr: blocks).")
-@click.option("--method", type=click.Choice(["drg", "drgep", "deepmr"], case_sensitive=False),
+@click.option("--method", type=click.Choice(["drg", "drgep", "pfa", "deepmr"], case_sensitive=False),
               help="Reduction method (overrides the file's 'method').")
 @click.option("-o", "--out", "out_dir", default="reduction", show_default=True, type=click.Path(),
-              help="Directory for <method>.yaml, the report, the PNG and the JSON summary.")
+              help="Directory for <method>.yaml, the Chemkin files, the report, the PNGs and the "
+                   "JSON summary.")
 @click.option("--workers", type=int, default=None,
               help="Local worker processes (default: all cores; 0 runs in this process).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
@@ -251,7 +252,8 @@ def models_list(model_dir) -> None:
               help="Cache of detailed-mechanism targets (default: ~/.cache/deepkin/reduction).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-step lines.")
 def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet) -> None:
-    """Reduce a mechanism (DRG, DRGEP or DeePMR) against ignition-delay targets.
+    """Reduce a mechanism (DRG, DRGEP, PFA, each optionally followed by a sensitivity analysis, or
+    DeePMR) against ignition-delay, equilibrium-temperature, flame-speed and PSR-extinction targets.
 
     A killed DeePMR run resumes from OUT/deepmr-checkpoint.* when the same command is run again.
     """
@@ -268,13 +270,15 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
                             progress=not quiet, cache_dir=cache_dir,
                             log=None if quiet else (lambda msg: click.echo(msg, err=True)))
     ver = summary["verification"]
+    errors = ", ".join(f"{target} {v['max_error_percent']:.2f} % (bound {v['bound_percent']:g} %)"
+                       for target, v in ver["targets"].items())
     click.echo(f"{summary['method']}: {summary['detailed']['n_species']} → "
                f"{summary['reduced']['n_species']} species, {summary['reduced']['n_reactions']} "
-               f"reactions; independent re-run max error {ver['max_error_percent']:.2f} % "
-               f"(bound {summary['error_bound_percent']:g} %), max |dT_eq| {ver['max_eq_error_k']:.1f} K; "
+               f"reactions; independent re-run max errors: {errors}; max |dT_eq| "
+               f"{ver['max_eq_error_k']:.1f} K; bound by {summary['binding']['bound_by']}; "
                f"{summary['wall_s']:.0f} s")
-    click.echo(f"wrote {summary['reduced']['path']}, {summary['report']['markdown']}, "
-               f"{summary['report']['json']}")
+    click.echo(f"wrote {summary['reduced']['path']}, {', '.join(summary['reduced']['chemkin'].values())}, "
+               f"{summary['report']['markdown']}, {summary['report']['json']}")
     if not ver["passed"]:
         _fail("the written mechanism does not meet the bound in the independent re-run", 2)
 

@@ -123,7 +123,8 @@ def test_graph_methods_on_gri(tmp_path, cache_dir, method):
     assert reduced.n_species == red["n_species"] and reduced.n_reactions == red["n_reactions"]
     header = yaml.safe_load(Path(red["path"]).read_text())["deepkin-reduction"]
     assert header["method"] == method and header["source-sha256"] == config.mechanism.sha256
-    assert header["error-bound-percent"] == 5.0 and len(header["conditions"]) == 4
+    assert header["bounds-percent"] == {"ignition-delay": 5.0, "equilibrium-temperature": 1.0}
+    assert len(header["conditions"]) == 4 and header["max-errors-percent"]["ignition-delay"] <= 5.0
     # bisection ran to neighbours: the next level up was tried and failed
     steps = summary["method_details"]["steps"]
     best_level = max(s["level"] for s in steps if s["passed"])
@@ -147,11 +148,12 @@ def test_drgep_through_dask_verifies_the_written_file(tmp_path, cache_dir):
     assert "Dask" in summary["executor"]
 
 
-def test_equilibrium_temperature_as_target(tmp_path, cache_dir):
-    config = parse_reduce_config(gri_input(method="drgep", **{"equilibrium-error-k": 0.5}))
+def test_tight_equilibrium_bound_is_held(tmp_path, cache_dir):
+    config = parse_reduce_config(gri_input(method="drgep", **{"equilibrium-error": 0.02}))
     summary = run_reduction(config, tmp_path / "out", workers=0, progress=False, cache_dir=cache_dir)
     assert summary["verification"]["passed"]
-    assert summary["verification"]["max_eq_error_k"] <= 0.5
+    assert summary["verification"]["max_eq_error_percent"] <= 0.02
+    assert summary["verification"]["max_eq_error_k"] <= 0.0002 * 2900
     assert "CO2" in summary["reduced"]["species"]
 
 
@@ -224,7 +226,8 @@ def test_example_input_parses_to_36_conditions():
     assert len(config.conditions) == 36
     assert {c.kind for c in config.conditions} == {"constant volume"}
     assert sorted({round(c.pressure_pa / ct.one_atm) for c in config.conditions}) == [1, 11, 21]
-    assert config.method == "drgep" and config.error_percent == 5.0
+    assert config.method == "drgep" and config.error_percent == 10.0
+    assert config.bounds_percent == {"ignition-delay": 10.0, "equilibrium-temperature": 1.0}
 
 
 def test_flame_speed_target_of_hydrogen_air():

@@ -67,6 +67,38 @@ CASES = {
     "missing model": (variant(model=None), "model: missing"),
     "unknown model": (variant(model="gri31.yaml"), "mechanism: 'gri31.yaml' not found"),
     "not yaml": ("model: [gri30.yaml\n", "is not valid YAML"),
+    "old equilibrium key": (variant(equilibrium_error_k=10.0),
+                            "equilibrium-error-k: replaced by equilibrium-error, in percent"),
+    "zero equilibrium bound": (variant(equilibrium_error=0),
+                               "equilibrium-error: the error bound must be a number > 0"),
+    "unknown target weight": (variant(weights={"ignition": 1.0}),
+                              "weights.ignition: unknown target (did you mean 'ignition-delay'?)"),
+    "misspelt sensitivity type": (variant(sensitivity_analysis=True, sensitivity_type="greddy"),
+                                  "sensitivity-type: use 'greedy' or 'initial', got 'greddy' "
+                                  "(did you mean 'greedy'?)"),
+    "sensitivity analysis after deepmr": (variant(method="deepmr", sensitivity_analysis=True),
+                                          "sensitivity-analysis: follows a graph method"),
+    "target weights of the wrong length": (
+        variant(autoignition_conditions=condition(target_weights=[1.0])),
+        "autoignition-conditions[1].target-weights: expected a list of 2 weights"),
+    "flame bound without flames": (variant(laminar_flame_error=5.0),
+                                   "laminar-flame-error: there are no laminar-flame-conditions to bound"),
+    "misspelt psr key": (variant(psr_conditions=[{"pressure": 1.0, "temperature": 300.0,
+                                                  "residence-tme": 0.1, "reactants": {"CH4": 1, "O2": 2}}]),
+                         "psr-conditions[1].residence-tme: unknown key (did you mean 'residence-time'?)"),
+    "a flame that is not premixed": (variant(laminar_flame_conditions=[
+        {"kind": "diffusion", "pressure": 1.0, "temperature": 300.0, "reactants": {"CH4": 1, "O2": 2}}]),
+        "laminar-flame-conditions[1].kind: a laminar flame is 'premixed'"),
+    "a flame without transport data": (
+        {"model": "nDodecane_Reitz.yaml", "phase-name": "nDodecane_IG", "error": 10.0,
+         "laminar-flame-conditions": [{"pressure": 1.0, "temperature": 400.0,
+                                       "reactants": {"c12h26": 1, "o2": 18.5, "n2": 69.6}}]},
+        "laminar-flame-conditions: nDodecane_Reitz.yaml has no transport data"),
+    "a stirred reactor that cannot burn": (
+        variant(autoignition_conditions=None, psr_conditions=[
+            {"pressure": 1.0, "temperature": 300.0, "residence-time": 1e-7, "equivalence-ratio": 1.0,
+             "fuel": {"CH4": 1.0}, "oxidizer": {"O2": 1.0, "N2": 3.76}}]),
+        "the detailed mechanism does not burn or never goes out at 'psr T0=300 K P=1 atm phi=1'"),
 }
 
 
@@ -81,6 +113,14 @@ def test_bad_input_is_one_clear_line(tmp_path, name):
     assert "Traceback" not in proc.stderr
 
 
+def test_method_choices_are_the_registry():
+    from deepkin.cli import reduce_cmd
+    from mechanisms.reduction import METHODS
+
+    option = next(p for p in reduce_cmd.params if p.name == "method")
+    assert list(option.type.choices) == list(METHODS)
+
+
 def test_workers_and_scheduler_exclude_each_other(tmp_path):
     proc = reduce_cli(tmp_path, BASE, "--scheduler", "tcp://127.0.0.1:1")
     assert proc.returncode == 1 and "exclude each other" in proc.stderr
@@ -89,12 +129,13 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path):
 def test_reduce_command_writes_outputs_and_reuses_the_cache(tmp_path):
     first = reduce_cli(tmp_path, BASE, "-q")
     assert first.returncode == 0, first.stderr
-    assert "drgep: 53 →" in first.stdout
+    assert "drgep: 53 →" in first.stdout and "bound by " in first.stdout
     out = tmp_path / "out"
     summary = json.loads((out / "drgep-summary.json").read_text())
     assert summary["verification"]["passed"] and not summary["reference"]["cached"]
     assert {p.name for p in out.iterdir()} >= {"drgep.yaml", "drgep-report.md", "drgep-summary.json",
-                                               "drgep-ignition.png"}
+                                               "drgep-ignition.png", "drgep-candidates.png", "drgep.inp",
+                                               "drgep-thermo.dat", "drgep-transport.dat"}
     again = reduce_cli(tmp_path, BASE, "--method", "drg", "-q")
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "drg-summary.json").read_text())["reference"]["cached"]

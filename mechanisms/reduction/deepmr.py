@@ -4,15 +4,18 @@ vectors, guided by a neural network.
 The free species (not forced on) form a boolean vector ``x`` ``[m]``. Each iteration:
 
 1. simulate the candidates in parallel (through :class:`~mechanisms.reduction.evaluate.Evaluator`);
-2. fit an MLP from ``x`` to ``y = log10(value / detailed value)`` per condition ``[nc]`` (clipped
-   to ±log10(cap-factor); a failure or no ignition is the cap), warm-started from the last
-   iteration's weights;
+2. fit an MLP from ``x`` to ``y`` ``[2 nc]``, every target of every condition in units of its own
+   bound: ``log10(value / detailed value) / log10(1 + bound)`` per ignition delay, flame speed or
+   extinction time, and ``(T_eq / detailed T_eq - 1) / bound`` per equilibrium temperature, so that
+   |y| ≤ 1 is within the bound (clipped to ±:data:`CLIP`; a failure is +CLIP; a condition not run
+   because a cheaper target had already failed is left out of the loss), warm-started from the last
+   iteration's weights, each output weighted by its target's weight;
 3. parents = the best ``parent-fraction`` of everything simulated (passing candidates by size, then
-   error; failing ones after them by error);
+   objective; failing ones after them by violation, see ``constraints.py``);
 4. children = parents with 1…``max-deletions`` random species removed, screened by the MLP: a child
-   is kept when its predicted max |y| is within a log-error bound that starts at
-   ``screen-bound-start`` × log10(1 + error) and decays by ``screen-bound-decay`` per iteration
-   (never below log10(1 + error)); the smallest screened children are simulated next.
+   is kept when its predicted max |y| is within a screen that starts at ``screen-bound-start``
+   bounds and decays by ``screen-bound-decay`` per iteration (never below 1 bound); the smallest
+   screened children are simulated next.
 
 The loop stops when ``patience`` iterations in a row find no smaller passing candidate, when every
 child has been simulated, or when the budget (iterations, simulations) is spent. An iteration in
@@ -40,12 +43,13 @@ import numpy as np
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.reduction import drgep
-from mechanisms.reduction.config import DeePMRSettings
+from mechanisms.reduction.config import EQUILIBRIUM, DeePMRSettings
 from mechanisms.reduction.evaluate import CandidateScore, Evaluator
 from mechanisms.reduction.method import MethodInputs, MethodOutcome
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 BUDGET_STOPS = ("iteration budget", "simulation budget")
+CLIP = 25.0  # network targets are clipped at this many bounds
 
 
 @dataclass
@@ -60,13 +64,15 @@ class DeePMRResult:
 
 
 class Archive:
-    """Every simulated candidate: ``x`` ``[N, m]`` uint8, ``y`` ``[N, nc]``, ``err`` ``[N]`` (max
-    relative error), ``passed`` ``[N]``, ``size`` ``[N]`` (species kept), ``iteration`` ``[N]``."""
+    """Every simulated candidate: ``x`` ``[N, m]`` uint8, ``y`` ``[N, n_out]`` (NaN: not run),
+    ``err`` ``[N]`` (violation), ``objective`` ``[N]``, ``passed`` ``[N]``, ``size`` ``[N]``
+    (species kept), ``iteration`` ``[N]``."""
 
-    def __init__(self, m: int, nc: int):
+    def __init__(self, m: int, n_out: int):
         self.x = np.zeros((0, m), dtype=np.uint8)
-        self.y = np.zeros((0, nc))
+        self.y = np.zeros((0, n_out))
         self.err = np.zeros(0)
+        self.objective = np.zeros(0)
         self.passed = np.zeros(0, dtype=bool)
         self.size = np.zeros(0, dtype=np.int64)
         self.iteration = np.zeros(0, dtype=np.int64)
@@ -75,37 +81,42 @@ class Archive:
     def __len__(self) -> int:
         return len(self.err)
 
-    def add(self, x: np.ndarray, y: np.ndarray, err: np.ndarray, passed: np.ndarray,
-            size: np.ndarray, iteration: int) -> None:
+    def add(self, x: np.ndarray, y: np.ndarray, err: np.ndarray, objective: np.ndarray,
+            passed: np.ndarray, size: np.ndarray, iteration: int) -> None:
         self.x = np.vstack([self.x, x.astype(np.uint8)])
         self.y = np.vstack([self.y, y])
         self.err = np.concatenate([self.err, err])
+        self.objective = np.concatenate([self.objective, objective])
         self.passed = np.concatenate([self.passed, passed.astype(bool)])
         self.size = np.concatenate([self.size, size.astype(np.int64)])
         self.iteration = np.concatenate([self.iteration, np.full(len(err), iteration, dtype=np.int64)])
         self.seen.update(row.tobytes() for row in x.astype(np.uint8))
 
     def ranking(self) -> np.ndarray:
-        """Indices best first: passing by (size, error), then failing by (error, size)."""
+        """Indices best first: passing by (size, objective), then failing by (violation, size)."""
         fail = ~self.passed
         key_size = np.where(fail, np.iinfo(np.int64).max, self.size)
-        return np.lexsort((self.size, self.err, key_size)) if len(self) else np.zeros(0, dtype=int)
+        second = np.where(fail, self.err, self.objective)
+        return np.lexsort((self.size, second, key_size)) if len(self) else np.zeros(0, dtype=int)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "y": self.y, "err": self.err, "passed": self.passed, "size": self.size,
-                "iteration": self.iteration}
+        return {"x": self.x, "y": self.y, "err": self.err, "objective": self.objective,
+                "passed": self.passed, "size": self.size, "iteration": self.iteration}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         self.x, self.y, self.err = arrays["x"].astype(np.uint8), arrays["y"], arrays["err"]
+        self.objective = arrays["objective"]
         self.passed, self.size = arrays["passed"].astype(bool), arrays["size"].astype(np.int64)
         self.iteration = arrays["iteration"].astype(np.int64)
         self.seen = {row.tobytes() for row in self.x}
 
 
 class Surrogate:
-    """MLP from a retention vector ``[m]`` (0/1) to log10 value ratios ``[nc]`` (torch, CPU)."""
+    """MLP from a retention vector ``[m]`` (0/1) to the targets in units of their bounds ``[n_out]``
+    (torch, CPU); ``output_weights`` ``[n_out]`` weigh its loss."""
 
-    def __init__(self, m: int, nc: int, hidden: tuple[int, ...], seed: int):
+    def __init__(self, m: int, nc: int, hidden: tuple[int, ...], seed: int,
+                 output_weights: np.ndarray | None = None):
         import torch
 
         torch.manual_seed(seed)
@@ -116,9 +127,11 @@ class Surrogate:
             width = h
         layers.append(torch.nn.Linear(width, nc))
         self.net = torch.nn.Sequential(*layers).double()
+        self.output_weights = np.ones(nc) if output_weights is None else np.asarray(output_weights)
 
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int) -> float:
-        """Full-batch Adam on mean squared error, from the current weights; returns the final loss."""
+        """Full-batch Adam on the weighted mean squared error over the known entries of ``y``
+        (NaN: unknown), from the current weights; returns the final loss."""
         import torch
 
         threads = torch.get_num_threads()
@@ -126,12 +139,15 @@ class Surrogate:
         try:
             torch.manual_seed(seed)
             xt = torch.as_tensor(x, dtype=torch.float64)
-            yt = torch.as_tensor(y, dtype=torch.float64)
+            known = np.isfinite(y)
+            yt = torch.as_tensor(np.where(known, y, 0.0), dtype=torch.float64)
+            wt = torch.as_tensor(known * self.output_weights[np.newaxis, :], dtype=torch.float64)
+            total = wt.sum().clamp(min=1e-12)
             opt = torch.optim.Adam(self.net.parameters(), lr=lr)
             loss = torch.zeros(())
             for _ in range(epochs):
                 opt.zero_grad()
-                loss = torch.mean((self.net(xt) - yt) ** 2)
+                loss = torch.sum(wt * (self.net(xt) - yt) ** 2) / total
                 loss.backward()
                 opt.step()
             return float(loss.detach())
@@ -155,15 +171,28 @@ class Surrogate:
         self.net.load_state_dict(state)
 
 
-def _targets(scores: list[CandidateScore], reference: np.ndarray, cap: float) -> np.ndarray:
-    """``y`` ``[n, nc]``: log10(value / reference) clipped to ±log10(cap); failures at +log10(cap)."""
-    top = math.log10(cap)
-    out = np.full((len(scores), len(reference)), top)
+def network_targets(scores: list[CandidateScore], evaluator: Evaluator) -> np.ndarray:
+    """``y`` ``[n, 2 nc]``: each condition's value, then each condition's equilibrium temperature,
+    in units of its target's bound (see the module docstring); failures at +:data:`CLIP`, NaN where
+    a condition was not run."""
+    reference = evaluator.reference
+    value_scale = np.array([math.log10(1.0 + evaluator.bounds[k]) for k in evaluator.kinds])
+    eq_scale = evaluator.bounds[EQUILIBRIUM]
+    out = np.empty((len(scores), 2 * len(reference.values)))
     for k, s in enumerate(scores):
-        ok = np.array([st == "ok" for st in s.statuses]) & np.isfinite(s.values)
-        ratio = np.where(ok, s.values, 1.0) / reference
-        out[k] = np.where(ok, np.clip(np.log10(ratio), -top, top), top)
+        ok = np.array([st == "ok" for st in s.statuses]) & np.isfinite(s.values) & (s.values > 0)
+        ratio = np.log10(np.where(ok, s.values, 1.0) / reference.values) / value_scale
+        skipped = np.array([st == "skipped" for st in s.statuses])
+        values = np.where(ok, ratio, np.where(skipped, np.nan, CLIP))
+        t_eq = np.where(np.isfinite(s.t_eq_k), s.t_eq_k / reference.t_eq_k - 1.0, np.inf) / eq_scale
+        out[k] = np.clip(np.concatenate([values, t_eq]), -CLIP, CLIP)
     return out
+
+
+def output_weights(evaluator: Evaluator) -> np.ndarray:
+    """The loss weight of every network output ``[2 nc]``: its target's weight."""
+    return np.array([evaluator.weights[k] for k in evaluator.kinds]
+                    + [evaluator.weights[EQUILIBRIUM]] * len(evaluator.kinds))
 
 
 def settings_key(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSettings,
@@ -175,7 +204,8 @@ def settings_key(evaluator: Evaluator, forced: np.ndarray, settings: DeePMRSetti
     """
     tunables = {k: v for k, v in settings.to_dict().items()
                 if k not in ("iterations", "max_simulations", "patience")}
-    payload = {"targets": evaluator.reference.key, "bound": evaluator.bound, "eq": evaluator.eq_bound,
+    payload = {"targets": evaluator.reference.key, "bounds": evaluator.bounds,
+               "weights": evaluator.weights,
                "forced": np.asarray(forced, dtype=int).tolist(), "start": np.asarray(start, int).tolist(),
                "deepmr": tunables, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -217,13 +247,12 @@ class _Loop:
         self.start = (np.ones(ns, dtype=bool) if start is None
                       else (np.asarray(start, dtype=bool) | self.forced))
         self.free = np.nonzero(~self.forced)[0]
-        m, nc = len(self.free), evaluator.n_conditions
-        self.base_bound = math.log10(1.0 + evaluator.bound)
+        m, n_out = len(self.free), 2 * evaluator.n_conditions
         self.key = settings_key(evaluator, self.forced, settings, self.start)
         self.json_path = Path(f"{checkpoint}.json")
         self.npz_path = Path(f"{checkpoint}.npz")
-        self.archive = Archive(m, nc)
-        self.surrogate = Surrogate(m, nc, settings.hidden, settings.seed)
+        self.archive = Archive(m, n_out)
+        self.surrogate = Surrogate(m, n_out, settings.hidden, settings.seed, output_weights(evaluator))
         self.history: list[dict[str, Any]] = []
         self.iteration = 0
         self.stall = 0
@@ -267,7 +296,7 @@ class _Loop:
         info = self.simulate(self.initial_population(np.random.default_rng([s.seed, 0])), 0)
         self.fit(s.epochs * 2, s.seed)
         self.record({"iteration": 0, **info, "best_size": self.best_size(), "screened": None,
-                     "bound_log10": None, "seconds": time.perf_counter() - started})
+                     "screen_bound": None, "seconds": time.perf_counter() - started})
 
     def reason_to_stop(self) -> str:
         """Why the loop must stop before another iteration, or ``""``."""
@@ -287,8 +316,7 @@ class _Loop:
         started = time.perf_counter()
         rng = np.random.default_rng([s.seed, self.iteration])
         children = self.children(rng)
-        bound = max(self.base_bound,
-                    self.base_bound * s.screen_bound_start * s.screen_bound_decay ** (self.iteration - 1))
+        bound = max(1.0, s.screen_bound_start * s.screen_bound_decay ** (self.iteration - 1))
         info: dict[str, Any] = {"simulated": 0, "passed": 0, "smallest_passing": None}
         screened_n = explored = 0
         if len(children):
@@ -302,11 +330,16 @@ class _Loop:
             self.fit(s.epochs, s.seed + self.iteration)
         self.record({"iteration": self.iteration, **info, "best_size": self.best_size(),
                      "children": len(children), "screened": screened_n, "explored": explored,
-                     "bound_log10": bound, "seconds": time.perf_counter() - started})
+                     "screen_bound": bound, "seconds": time.perf_counter() - started})
 
     def initial_population(self, rng: np.random.Generator) -> list[np.ndarray]:
-        """The start model and up to ``initial-candidates`` - 1 distinct copies of it with 1 … half
-        of its free species removed at random; vectors ``[m]`` uint8."""
+        """The start model and up to ``initial-candidates`` - 1 distinct copies of it with k of its
+        free species removed at random, k log-uniform in 1 … half of them; vectors ``[m]`` uint8.
+
+        Log-uniform, not uniform: a large mechanism has many species whose removal alone breaks a
+        bound, and a copy with dozens removed almost always fails; the network first needs to see
+        which single and double removals pass (n-dodecane: 3 of 200 uniform draws passed).
+        """
         target = self.settings.initial_candidates
         x0 = self.start[self.free].astype(np.uint8)
         population = [x0]
@@ -317,7 +350,8 @@ class _Loop:
             attempts += 1
             if len(kept) == 0:
                 break
-            k = int(rng.integers(1, max(2, len(kept) // 2 + 1)))
+            most = max(1, len(kept) // 2)
+            k = min(most, int(math.exp(rng.uniform(0.0, math.log(most + 1)))))
             x = x0.copy()
             x[rng.choice(kept, size=min(k, len(kept)), replace=False)] = 0
             if x.tobytes() not in seen:
@@ -346,8 +380,8 @@ class _Loop:
         return np.array(list(children.values()))
 
     def screen(self, children: np.ndarray, bound: float) -> tuple[np.ndarray, np.ndarray]:
-        """The MLP's predicted max |log10 ratio| ``[n]`` of each child and the indices of those
-        within ``bound``."""
+        """The MLP's predicted violation (max |y|, in bounds) ``[n]`` of each child and the indices
+        of those within ``bound``."""
         pred = np.abs(self.surrogate.predict(children)).max(axis=1)
         return pred, np.nonzero(pred <= bound)[0]
 
@@ -385,11 +419,12 @@ class _Loop:
         """Score the vectors ``xs`` through the evaluator and add them to the archive."""
         scores = self.evaluator.evaluate([self.full_mask(x) for x in xs], progress=self.progress,
                                          desc=f"deepmr iteration {iteration}")
-        y = _targets(scores, self.evaluator.reference.values, self.evaluator.config.simulation.cap_factor)
-        err = np.array([sc.max_error for sc in scores])
+        y = network_targets(scores, self.evaluator)
+        err = np.array([sc.violation for sc in scores])
+        objective = np.array([sc.objective for sc in scores])
         passed = np.array([sc.passed for sc in scores])
         size = np.array([sc.n_species for sc in scores])
-        self.archive.add(np.array(xs, dtype=np.uint8), y, err, passed, size, iteration)
+        self.archive.add(np.array(xs, dtype=np.uint8), y, err, objective, passed, size, iteration)
         best = int(size[passed].min()) if passed.any() else None
         return {"simulated": len(xs), "passed": int(passed.sum()), "smallest_passing": best}
 

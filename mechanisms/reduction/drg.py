@@ -4,7 +4,8 @@
 involves B). A species is kept at threshold ε when some path from a target reaches it through
 edges ``r ≥ ε``; its importance is therefore the largest bottleneck (max over paths of the min edge)
 from any target, maximised over all sampled states, and the threshold sweep keeps the species with
-importance ≥ ε (the same model as pyMARS's graph search at ε).
+importance ≥ ε (the same model as pyMARS's graph search at ε). A condition's ``target-weights``
+(pyMARS) scale its targets: a path from a target of weight w is worth at most w.
 """
 
 from __future__ import annotations
@@ -48,18 +49,21 @@ def coefficient_matrix(numerator: np.ndarray, denominator: np.ndarray) -> np.nda
     return np.clip(r, 0.0, 1.0)
 
 
-def path_importance(matrix: np.ndarray, sources: list[int], combine: str) -> np.ndarray:
+def path_importance(matrix: np.ndarray, sources: list[int], combine: str,
+                    weights: np.ndarray | None = None) -> np.ndarray:
     """Best path value from any of ``sources`` to every species through edges ``matrix[A, B]``.
 
-    ``combine="min"``: a path is worth its weakest edge (DRG); ``"product"``: the product of its
-    edges (DRGEP). Sources are worth 1. Dijkstra on a dense ``[ns, ns]`` matrix with weights in
-    [0, 1]; returns ``[ns]``.
+    ``combine="min"``: a path is worth its weakest edge (DRG, PFA); ``"product"``: the product of
+    its edges (DRGEP). A source is worth its weight (``weights`` ``[n_sources]``, default 1).
+    Dijkstra on a dense ``[ns, ns]`` matrix with weights in [0, 1]; returns ``[ns]``.
     """
     n = matrix.shape[0]
     overall = np.zeros(n)
-    for src in sources:
+    for src, weight in zip(sources, np.ones(len(sources)) if weights is None else weights):
+        if weight <= 0:
+            continue
         best = np.zeros(n)
-        best[src] = 1.0
+        best[src] = float(weight)
         done = np.zeros(n, dtype=bool)
         for _ in range(n):
             open_best = np.where(done, -1.0, best)
@@ -75,20 +79,24 @@ def path_importance(matrix: np.ndarray, sources: list[int], combine: str) -> np.
 
 
 def graph_importance(gas: ct.Solution, states: np.ndarray, targets: list[str],
-                     matrix: Callable[[ct.Solution, np.ndarray], np.ndarray], combine: str) -> np.ndarray:
+                     matrix: Callable[[ct.Solution, np.ndarray], np.ndarray], combine: str,
+                     weights: np.ndarray | None = None) -> np.ndarray:
     """Importance ``[ns]`` of every species: max over ``states`` ``[m, 2 + ns]`` of the best path
-    value (:func:`path_importance` with ``combine``) from a target through ``matrix(gas, state)``."""
+    value (:func:`path_importance` with ``combine``) from a target through ``matrix(gas, state)``;
+    ``weights`` ``[m, n_targets]`` weigh the targets state by state (default 1)."""
     sources = [gas.species_index(t) for t in targets]
     out = np.zeros(gas.n_species)
-    for state in states:
-        out = np.maximum(out, path_importance(matrix(gas, state), sources, combine))
+    for k, state in enumerate(states):
+        row = None if weights is None else weights[k]
+        out = np.maximum(out, path_importance(matrix(gas, state), sources, combine, row))
     return out
 
 
-def drg_importance(gas: ct.Solution, states: np.ndarray, targets: list[str]) -> np.ndarray:
+def drg_importance(gas: ct.Solution, states: np.ndarray, targets: list[str],
+                   weights: np.ndarray | None = None) -> np.ndarray:
     """DRG importance ``[ns]`` of every species: max over ``states`` ``[m, 2 + ns]`` of the best
-    bottleneck path from a target."""
-    return graph_importance(gas, states, targets, drg_matrix, "min")
+    bottleneck path from a target (weighted by ``weights`` ``[m, n_targets]``)."""
+    return graph_importance(gas, states, targets, drg_matrix, "min", weights)
 
 
 def reduce(inputs: MethodInputs) -> MethodOutcome:

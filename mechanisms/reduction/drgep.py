@@ -24,10 +24,11 @@ def drgep_matrix(gas: ct.Solution, state: np.ndarray) -> np.ndarray:
     return coefficient_matrix(numerator, np.maximum(production, consumption))
 
 
-def drgep_importance(gas: ct.Solution, states: np.ndarray, targets: list[str]) -> np.ndarray:
+def drgep_importance(gas: ct.Solution, states: np.ndarray, targets: list[str],
+                     weights: np.ndarray | None = None) -> np.ndarray:
     """DRGEP overall interaction coefficients ``[ns]``: max over ``states`` ``[m, 2 + ns]`` and
-    targets of the best path product."""
-    return graph_importance(gas, states, targets, drgep_matrix, "product")
+    targets of the best path product (times the target's weight, ``weights`` ``[m, n_targets]``)."""
+    return graph_importance(gas, states, targets, drgep_matrix, "product", weights)
 
 
 def reduce(inputs: MethodInputs) -> MethodOutcome:

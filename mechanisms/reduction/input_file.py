@@ -15,18 +15,23 @@ A pyMARS input file works unchanged::
         fuel: {CH4: 1.0}
         oxidizer: {O2: 1.0, N2: 3.76}
 
-deepkin extensions: ``pressure``, ``temperature`` and ``equivalence-ratio`` may be lists, and one
-entry then stands for every combination (a grid); compositions may be strings (``"O2:1,N2:3.76"``);
-``equilibrium-error-k`` makes the equilibrium temperature a target; ``laminar-flame-conditions``
-adds flame speed as a target; ``simulation:`` sets tolerances and the ignition criterion;
-``deepmr:`` configures the DeePMR optimiser. Every error is one :class:`InputError` line naming the
-key; unknown keys get a "did you mean".
+pyMARS's ``laminar-flame-conditions``, ``psr-conditions``, ``min-flame-speed``,
+``sensitivity-analysis``, ``sensitivity-type``, ``upper-threshold`` and a condition's
+``target-weights`` mean what they mean there. deepkin extensions: ``pressure``, ``temperature``
+and ``equivalence-ratio`` may be lists, and one entry then stands for every combination (a grid);
+compositions may be strings (``"O2:1,N2:3.76"``); ``equilibrium-error`` bounds the equilibrium
+temperature of every condition (percent, default 1); ``laminar-flame-error`` and ``psr-error``
+bound those targets (percent, default ``error``); ``weights`` weigh the targets in the objective;
+``simulation:`` sets tolerances and the ignition criterion; ``deepmr:`` configures the DeePMR
+optimiser. Every error is one :class:`InputError` line naming the key; unknown keys get a "did you
+mean".
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +39,32 @@ from mechanisms.composition import mixture_mass_fractions, parse_composition
 from mechanisms.config_file import check_keys, read_yaml_mapping
 from mechanisms.errors import InputError, did_you_mean
 from mechanisms.loading import Mechanism, load_mechanism
-from mechanisms.reduction.config import Condition, DeePMRSettings, ReductionConfig, SimulationSettings
+from mechanisms.reduction.config import (
+    DEFAULT_EQUILIBRIUM_PERCENT,
+    TARGETS,
+    Condition,
+    DeePMRSettings,
+    ReductionConfig,
+    SensitivitySettings,
+    SimulationSettings,
+)
 from mechanisms.reduction.run import METHODS
 from mechanisms.state import ONE_ATM_PA
 
 KINDS = ("constant volume", "constant pressure")
 IGNITION_CRITERIA = ("temperature-rise", "max-dTdt")
+SENSITIVITY_TYPES = ("greedy", "initial")
 
 TOP_KEYS = ("model", "phase-name", "targets", "retained-species", "method", "error",
-            "autoignition-conditions", "laminar-flame-conditions", "sensitivity-analysis",
-            "upper-threshold", "sensitivity-type", "psr-conditions", "equilibrium-error-k",
+            "autoignition-conditions", "laminar-flame-conditions", "psr-conditions",
+            "laminar-flame-error", "psr-error", "equilibrium-error", "equilibrium-error-k", "weights",
+            "min-flame-speed", "sensitivity-analysis", "upper-threshold", "sensitivity-type",
             "simulation", "deepmr")
-IGNITION_KEYS = ("kind", "pressure", "temperature", "equivalence-ratio", "fuel", "oxidizer",
-                 "reactants", "composition-type", "end-time", "max-steps")
-FLAME_KEYS = ("pressure", "temperature", "equivalence-ratio", "fuel", "oxidizer", "reactants",
-              "composition-type", "width")
+MIXTURE_KEYS = ("pressure", "temperature", "equivalence-ratio", "fuel", "oxidizer", "reactants",
+                "composition-type", "target-weights")
+IGNITION_KEYS = ("kind", *MIXTURE_KEYS, "end-time", "max-steps")
+FLAME_KEYS = ("kind", *MIXTURE_KEYS, "width")
+PSR_KEYS = (*MIXTURE_KEYS, "residence-time")
 SIMULATION_KEYS = ("rtol", "atol", "max-steps", "ignition-criterion", "cap-factor", "end-time")
 DEEPMR_KEYS = ("seed", "iterations", "max-simulations", "initial-candidates",
                "candidates-per-iteration", "parent-fraction", "max-deletions", "children-per-parent",
@@ -122,34 +138,87 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
     retained = species_list("retained-species")
 
     chosen = _parse_method(method or data.get("method"), targets)
-
-    if "error" not in data:
-        raise InputError("error: missing; give the largest allowed error in percent (e.g. 5.0)")
-    error = data["error"]
-    if isinstance(error, bool) or not isinstance(error, (int, float)) or not math.isfinite(error) \
-            or error <= 0:
-        raise InputError(f"error: the error bound must be a number > 0 (percent), got {error!r}")
-    if error >= 100:
-        raise InputError(f"error: the error bound is in percent and must be < 100, got {error!r}")
-
-    if data.get("sensitivity-analysis"):
-        raise InputError("sensitivity-analysis: not implemented by deepkin; remove the key or set it "
-                         "to false (deepmr searches beyond what sensitivity analysis reaches)")
-    if data.get("psr-conditions"):
-        raise InputError("psr-conditions: PSR targets are not implemented yet; remove the key")
-
+    error = _percent(data, "error", None)
+    if "equilibrium-error-k" in data:
+        raise InputError("equilibrium-error-k: replaced by equilibrium-error, in percent of the detailed "
+                         "equilibrium temperature (default 1; 1 % is about 25 K at 2500 K)")
     sim = _parse_simulation(data.get("simulation") or {})
-    ignition = _parse_conditions(data.get("autoignition-conditions"), mech, sim, flames=False)
-    flames = _parse_conditions(data.get("laminar-flame-conditions"), mech, sim, flames=True)
-    if not ignition and not flames:
+    if "min-flame-speed" in data:
+        sim = replace(sim, min_flame_speed_m_s=_number(data["min-flame-speed"], "min-flame-speed"))
+    n_targets = len(targets)
+    ignition = _parse_conditions(data.get("autoignition-conditions"), mech, "ignition", n_targets)
+    flames = _parse_conditions(data.get("laminar-flame-conditions"), mech, "flame", n_targets)
+    psrs = _parse_conditions(data.get("psr-conditions"), mech, "psr", n_targets)
+    if not (ignition or flames or psrs):
         raise InputError("autoignition-conditions: missing; give at least one condition")
-
-    eq = data.get("equilibrium-error-k")
-    eq_k = None if eq is None else _number(eq, "equilibrium-error-k")
+    if flames and mech.solution().transport_model in ("none", "None", None):
+        raise InputError(f"laminar-flame-conditions: {mech.source} has no transport data; a flame "
+                         "speed needs it")
+    for key, present, what in (("laminar-flame-error", flames, "laminar-flame-conditions"),
+                               ("psr-error", psrs, "psr-conditions")):
+        if key in data and not present:
+            raise InputError(f"{key}: there are no {what} to bound")
     return ReductionConfig(mechanism=mech, targets=targets, retained=retained, method=chosen,
-                           error_percent=float(error), ignition=ignition, flames=flames,
-                           equilibrium_error_k=eq_k, simulation=sim,
-                           deepmr=_parse_deepmr(data.get("deepmr") or {}), source_path=source_path)
+                           error_percent=error, ignition=ignition, flames=flames, psrs=psrs,
+                           equilibrium_percent=_percent(data, "equilibrium-error",
+                                                        DEFAULT_EQUILIBRIUM_PERCENT),
+                           flame_percent=_percent(data, "laminar-flame-error", error),
+                           psr_percent=_percent(data, "psr-error", error),
+                           weights=_parse_weights(data.get("weights")), simulation=sim,
+                           deepmr=_parse_deepmr(data.get("deepmr") or {}),
+                           sensitivity=_parse_sensitivity(data, chosen), source_path=source_path)
+
+
+def _percent(data: dict[str, Any], key: str, default: float | None) -> float:
+    """The bound ``data[key]`` (percent, > 0 and < 100), or ``default`` (None: the key is required)."""
+    if key not in data:
+        if default is None:
+            raise InputError(f"{key}: missing; give the largest allowed error in percent (e.g. 5.0)")
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise InputError(f"{key}: the error bound must be a number > 0 (percent), got {value!r}")
+    if value >= 100:
+        raise InputError(f"{key}: the error bound is in percent and must be < 100, got {value!r}")
+    return float(value)
+
+
+def _parse_weights(block: Any) -> dict[str, float]:
+    """``weights:``: a mapping of target names to weights >= 0 (at least one > 0)."""
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise InputError(f"weights: expected a mapping like {{ignition-delay: 1, flame-speed: 2}}, "
+                         f"got {block!r}")
+    check_keys(block, TARGETS, "weights.", what="target", list_known=True)
+    weights = {str(k): _number(v, f"weights.{k}", allow_zero=True) for k, v in block.items()}
+    if weights and not any(weights.values()):
+        raise InputError("weights: at least one weight must be > 0")
+    return weights
+
+
+def _parse_sensitivity(data: dict[str, Any], method: str | None) -> SensitivitySettings | None:
+    """pyMARS's ``sensitivity-analysis`` (bool), ``upper-threshold`` and ``sensitivity-type``."""
+    enabled = data.get("sensitivity-analysis", False)
+    if not isinstance(enabled, bool):
+        raise InputError(f"sensitivity-analysis: use true or false, got {enabled!r}")
+    if not enabled:
+        return None
+    graph = [n for n, m in METHODS.items() if m.graph]
+    if method is not None and not METHODS[method].graph:
+        raise InputError(f"sensitivity-analysis: follows a graph method ({', '.join(graph)}), not "
+                         f"{method}; set it to false or change the method")
+    kw: dict[str, Any] = {}
+    if "upper-threshold" in data:
+        kw["upper_threshold"] = _number(data["upper-threshold"], "upper-threshold")
+    if "sensitivity-type" in data:
+        kind = str(data["sensitivity-type"]).lower()
+        if kind not in SENSITIVITY_TYPES:
+            raise InputError(f"sensitivity-type: use 'greedy' or 'initial', got "
+                             f"{data['sensitivity-type']!r}{did_you_mean(kind, SENSITIVITY_TYPES)}")
+        kw["kind"] = kind
+    return SensitivitySettings(**kw)
 
 
 def _parse_method(value: Any, targets: list[str]) -> str | None:
@@ -158,13 +227,10 @@ def _parse_method(value: Any, targets: list[str]) -> str | None:
         return None
     chosen = str(value).lower()
     names = list(METHODS)
-    if chosen == "pfa":
-        raise InputError(f"method: PFA is not implemented by deepkin; use {', '.join(names[:-1])} "
-                         f"or {names[-1]}")
     if chosen not in METHODS:
         raise InputError(f"method: unknown method '{chosen}' (use one of {', '.join(names)})"
                          f"{did_you_mean(chosen, names)}")
-    if METHODS[chosen].needs_targets and not targets:
+    if METHODS[chosen].graph and not targets:
         raise InputError(f"targets: {chosen.upper()} needs at least one target species (e.g. [CH4, O2])")
     return chosen
 
@@ -227,9 +293,15 @@ def _parse_deepmr(block: Any) -> DeePMRSettings:
     return DeePMRSettings(**kw)
 
 
-def _parse_conditions(entries: Any, mech: Mechanism, sim: SimulationSettings,
-                      flames: bool) -> list[Condition]:
-    key = "laminar-flame-conditions" if flames else "autoignition-conditions"
+FAMILIES = {"ignition": ("autoignition-conditions", IGNITION_KEYS),
+            "flame": ("laminar-flame-conditions", FLAME_KEYS),
+            "psr": ("psr-conditions", PSR_KEYS)}
+
+
+def _parse_conditions(entries: Any, mech: Mechanism, family: str, n_targets: int) -> list[Condition]:
+    """The conditions of one list (``family``: ``"ignition"``, ``"flame"`` or ``"psr"``), each grid
+    entry expanded; ``n_targets`` is how many ``target-weights`` an entry must give."""
+    key, known = FAMILIES[family]
     if entries is None:
         return []
     if not isinstance(entries, list):
@@ -239,62 +311,93 @@ def _parse_conditions(entries: Any, mech: Mechanism, sim: SimulationSettings,
     for n, entry in enumerate(entries, start=1):
         where = f"{key}[{n}]"
         if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected a mapping of keys (kind, pressure, temperature, ...)")
-        check_keys(entry, FLAME_KEYS if flames else IGNITION_KEYS, f"{where}.")
-        if flames:
-            kind = "flame"
-        else:
-            kind = str(entry.get("kind", "")).strip().lower().replace("-", " ").replace("_", " ")
-            if kind not in KINDS:
-                raise InputError(f"{where}.kind: use 'constant volume' or 'constant pressure', got "
-                                 f"{entry.get('kind')!r}{did_you_mean(kind, KINDS)}")
+            raise InputError(f"{where}: expected a mapping of keys (pressure, temperature, ...)")
+        check_keys(entry, known, f"{where}.")
+        kind = _kind(entry, family, where)
         for required in ("pressure", "temperature"):
             if required not in entry:
                 unit = "atm" if required == "pressure" else "K"
                 raise InputError(f"{where}: missing '{required}' ({unit})")
         pressures = _values(entry["pressure"], f"{where}.pressure")
         temps = _values(entry["temperature"], f"{where}.temperature")
-        end_time = _number(entry["end-time"], f"{where}.end-time") if "end-time" in entry else None
-        max_steps = _int(entry["max-steps"], f"{where}.max-steps") if "max-steps" in entry else None
-        width = _number(entry["width"], f"{where}.width") if "width" in entry else 0.03
-        mixtures: list[tuple[float | None, dict[str, float]]] = []
-        if "reactants" in entry:
-            if "equivalence-ratio" in entry or "fuel" in entry or "oxidizer" in entry:
-                raise InputError(f"{where}: give either 'reactants' or 'fuel'+'oxidizer'+"
-                                 "'equivalence-ratio', not both")
-            comp = parse_composition(_composition_text(entry["reactants"], f"{where}.reactants"),
-                                     gas.species_names, f"{where}.reactants")
-            basis = str(entry.get("composition-type", "mole"))
-            if basis not in ("mole", "mass"):
-                raise InputError(f"{where}.composition-type: use 'mole' or 'mass', got '{basis}'")
-            if basis == "mole":
-                gas.TPX = 300.0, ONE_ATM_PA, comp
-            else:
-                gas.TPY = 300.0, ONE_ATM_PA, comp
-            mixtures.append((None, _nonzero(gas.species_names, gas.Y)))
-        else:
-            for need in ("equivalence-ratio", "fuel", "oxidizer"):
-                if need not in entry:
-                    raise InputError(f"{where}: missing '{need}' (or give 'reactants')")
-            fuel = _composition_text(entry["fuel"], f"{where}.fuel")
-            oxid = _composition_text(entry["oxidizer"], f"{where}.oxidizer")
-            for phi in _values(entry["equivalence-ratio"], f"{where}.equivalence-ratio"):
-                try:
-                    y = mixture_mass_fractions(gas, fuel, oxid, phi)
-                except InputError as exc:
-                    raise InputError(f"{where}: {exc}")
-                mixtures.append((phi, _nonzero(gas.species_names, y)))
-        for temp, pres, (phi, y) in itertools.product(temps, pressures, mixtures):
-            short = "cv" if kind == "constant volume" else ("cp" if kind == "constant pressure" else "flame")
+        extra: dict[str, Any] = {}
+        if "end-time" in entry:
+            extra["end_time_s"] = _number(entry["end-time"], f"{where}.end-time")
+        if "max-steps" in entry:
+            extra["max_steps"] = _int(entry["max-steps"], f"{where}.max-steps")
+        if "width" in entry:
+            extra["width_m"] = _number(entry["width"], f"{where}.width")
+        if "residence-time" in entry:
+            extra["residence_time_s"] = _number(entry["residence-time"], f"{where}.residence-time")
+        if "target-weights" in entry:
+            extra["target_weights"] = _target_weights(entry["target-weights"], f"{where}.target-weights",
+                                                      n_targets)
+        for temp, pres, (phi, y) in itertools.product(temps, pressures, _mixtures(entry, gas, where)):
+            short = {"constant volume": "cv", "constant pressure": "cp"}.get(kind, kind)
             mix = f"phi={phi:g}" if phi is not None else f"mixture {n}"
             label = f"{short} T0={temp:g} K P={pres:g} atm {mix}"
             out.append(Condition(kind=kind, temperature_k=temp, pressure_pa=pres * ONE_ATM_PA,
-                                 mass_fractions=y, label=label, end_time_s=end_time,
-                                 max_steps=max_steps, phi=phi, width_m=width))
+                                 mass_fractions=y, label=label, phi=phi, **extra))
     labels = [c.label for c in out]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise InputError(f"{key}: condition '{dupes[0]}' is given twice")
+    return out
+
+
+def _kind(entry: dict[str, Any], family: str, where: str) -> str:
+    """The condition kind of an entry: its ``kind`` for ignition, ``flame`` or ``psr`` otherwise."""
+    if family == "psr":
+        return "psr"
+    raw = entry.get("kind")
+    if family == "flame":
+        if raw is not None and str(raw).strip().lower() != "premixed":
+            raise InputError(f"{where}.kind: a laminar flame is 'premixed' (or leave kind out), got {raw!r}")
+        return "flame"
+    kind = str(raw or "").strip().lower().replace("-", " ").replace("_", " ")
+    if kind not in KINDS:
+        raise InputError(f"{where}.kind: use 'constant volume' or 'constant pressure', got "
+                         f"{raw!r}{did_you_mean(kind, KINDS)}")
+    return kind
+
+
+def _target_weights(value: Any, where: str, n_targets: int) -> tuple[float, ...]:
+    """pyMARS's ``target-weights``: one number >= 0 per target species, in ``targets`` order."""
+    if not isinstance(value, list) or len(value) != n_targets:
+        raise InputError(f"{where}: expected a list of {n_targets} weights (one per target species, "
+                         f"in the order of 'targets'), got {value!r}")
+    return tuple(_number(v, where, allow_zero=True) for v in value)
+
+
+def _mixtures(entry: dict[str, Any], gas, where: str) -> list[tuple[float | None, dict[str, float]]]:
+    """``(phi, mass fractions)`` of every mixture an entry gives: its ``reactants``, or each
+    ``equivalence-ratio`` of ``fuel`` in ``oxidizer``."""
+    if "reactants" in entry:
+        if "equivalence-ratio" in entry or "fuel" in entry or "oxidizer" in entry:
+            raise InputError(f"{where}: give either 'reactants' or 'fuel'+'oxidizer'+"
+                             "'equivalence-ratio', not both")
+        comp = parse_composition(_composition_text(entry["reactants"], f"{where}.reactants"),
+                                 gas.species_names, f"{where}.reactants")
+        basis = str(entry.get("composition-type", "mole"))
+        if basis not in ("mole", "mass"):
+            raise InputError(f"{where}.composition-type: use 'mole' or 'mass', got '{basis}'")
+        if basis == "mole":
+            gas.TPX = 300.0, ONE_ATM_PA, comp
+        else:
+            gas.TPY = 300.0, ONE_ATM_PA, comp
+        return [(None, _nonzero(gas.species_names, gas.Y))]
+    for need in ("equivalence-ratio", "fuel", "oxidizer"):
+        if need not in entry:
+            raise InputError(f"{where}: missing '{need}' (or give 'reactants')")
+    fuel = _composition_text(entry["fuel"], f"{where}.fuel")
+    oxid = _composition_text(entry["oxidizer"], f"{where}.oxidizer")
+    out = []
+    for phi in _values(entry["equivalence-ratio"], f"{where}.equivalence-ratio"):
+        try:
+            y = mixture_mass_fractions(gas, fuel, oxid, phi)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}")
+        out.append((phi, _nonzero(gas.species_names, y)))
     return out
 
 

@@ -46,7 +46,8 @@ class MethodOutcome:
 
 @dataclass(frozen=True)
 class Method:
-    """A registry entry: the method's ``reduce`` function and whether it needs target species."""
+    """A registry entry: the method's ``reduce`` function and whether it is a graph method (it
+    needs target species, and a sensitivity analysis may follow it)."""
 
     reduce: Callable[[MethodInputs], MethodOutcome]
-    needs_targets: bool = False
+    graph: bool = False

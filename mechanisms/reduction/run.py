@@ -1,5 +1,5 @@
-"""One reduction run end to end: detailed targets (cached) → method → written YAML → independent
-verification → report, PNG and JSON summary.
+"""One reduction run end to end: detailed targets (cached) → method (→ sensitivity analysis) →
+written YAML → independent verification → Chemkin files → report, PNGs and JSON summary.
 
 Methods are looked up by name in :data:`METHODS`. A new method is one module with a
 ``reduce(MethodInputs) -> MethodOutcome`` function (see ``method.py``) and one line there.
@@ -17,8 +17,10 @@ import cantera as ct
 
 from mechanisms.errors import InputError
 from mechanisms.executor import make_executor
-from mechanisms.reduction import deepmr, drg, drgep
+from mechanisms.reduction import deepmr, drg, drgep, pfa, sensitivity
+from mechanisms.reduction.chemkin import write_chemkin
 from mechanisms.reduction.config import ReductionConfig
+from mechanisms.reduction.constraints import binding
 from mechanisms.reduction.evaluate import CandidateScore, Evaluator, verify_written
 from mechanisms.reduction.method import Method, MethodInputs, MethodOutcome
 from mechanisms.reduction.report import build_summary, write_outputs
@@ -26,8 +28,9 @@ from mechanisms.reduction.targets import ReferenceTargets, reference_targets
 from mechanisms.reduction.writer import builder_for
 
 METHODS: dict[str, Method] = {
-    "drg": Method(drg.reduce, needs_targets=True),
-    "drgep": Method(drgep.reduce, needs_targets=True),
+    "drg": Method(drg.reduce, graph=True),
+    "drgep": Method(drgep.reduce, graph=True),
+    "pfa": Method(pfa.reduce, graph=True),
     "deepmr": Method(deepmr.reduce),
 }
 MAX_VERIFY_TRIES = 5
@@ -36,16 +39,18 @@ MAX_VERIFY_TRIES = 5
 def run_reduction(config: ReductionConfig, out_dir: str | Path, workers: int | None = None,
                   scheduler: str | None = None, progress: bool = True, cache_dir: str | Path | None = None,
                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Reduce ``config.mechanism`` with ``config.method``; write ``<method>.yaml``,
-    ``<method>-report.md``, ``<method>-ignition.png`` and ``<method>-summary.json`` in ``out_dir``.
+    """Reduce ``config.mechanism`` with ``config.method`` (and a sensitivity analysis when
+    configured); write, with ``NAME`` = :attr:`ReductionConfig.run_name`, ``NAME.yaml``, the Chemkin
+    files ``NAME.inp``, ``NAME-thermo.dat`` (and ``NAME-transport.dat``), ``NAME-report.md``,
+    ``NAME-ignition.png``, ``NAME-candidates.png`` and ``NAME-summary.json`` in ``out_dir``.
 
     Returns the summary (plain data). Raises :class:`InputError` for a missing method or a
-    condition where the detailed mechanism does not ignite.
+    condition where the detailed mechanism does not ignite (burn, go out).
     """
     log = log or (lambda _msg: None)
     if config.method is None:
         raise InputError("method: none given; set 'method:' in the input file or pass --method")
-    method = config.method
+    name = config.run_name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -55,13 +60,19 @@ def run_reduction(config: ReductionConfig, out_dir: str | Path, workers: int | N
             f"{'from the cache' if reference.cached else f'computed in {reference.seconds:.1f} s'}")
         evaluator = Evaluator(config, reference, executor)
         inputs = MethodInputs(config, reference, evaluator, config.forced_mask(), out, progress, log)
-        outcome = METHODS[method].reduce(inputs)
-        path = out / f"{method}.yaml"
+        outcome = METHODS[config.method].reduce(inputs)
+        if config.sensitivity is not None:
+            outcome = sensitivity.refine(inputs, outcome)
+        path = out / f"{name}.yaml"
         chosen, verified = _write_verified(outcome, path, config, reference, executor, progress, log)
         description = getattr(executor, "description", "")
-    summary = build_summary(config, reference, method, outcome, chosen, verified, path,
+    chemkin = write_chemkin(ct.Solution(str(path)), out / name)
+    scored = evaluator.scored()
+    bound = binding(chosen.mask, verified.target_errors, evaluator.bounds,
+                    [(s.mask, s.target_errors) for s in scored])
+    summary = build_summary(config, reference, outcome, chosen, verified, path, chemkin, bound,
                             time.perf_counter() - started, evaluator.n_simulated, description)
-    write_outputs(out, summary)
+    write_outputs(out, summary, scored, evaluator.bounds)
     return summary
 
 
@@ -78,8 +89,9 @@ def _write_verified(outcome: MethodOutcome, path: Path, config: ReductionConfig,
         _write(cand, path, config, outcome.threshold)
         check = verify_written(str(path), config, reference, executor, progress=progress)
         chosen, verified = cand, check
-        log(f"verified {path}: {check.n_species} species, max error {100 * check.max_error:.2f} %"
-            f"{'' if check.passed else ' (over the bound; trying the next candidate)'}")
+        log(f"verified {path}: {check.n_species} species, max error {100 * check.max_error:.2f} %, "
+            f"max |dT_eq| {check.eq_error_k:.1f} K"
+            f"{'' if check.passed else ' (over a bound; trying the next candidate)'}")
         if check.passed:
             break
     assert chosen is not None and verified is not None
@@ -89,21 +101,22 @@ def _write_verified(outcome: MethodOutcome, path: Path, config: ReductionConfig,
 def _write(cand: CandidateScore, path: Path, config: ReductionConfig, threshold: float | None) -> None:
     """Write ``cand`` as a YAML mechanism whose header records how it was made."""
     mech = config.mechanism
-    method = config.method
+    name = config.run_name
     builder = builder_for(mech.yaml_text, mech.phase, mech.sha256)
+    errors = {t: round(100 * e, 4) for t, e in cand.target_errors.items()}
     provenance = {
-        "method": method, "error-bound-percent": config.error_percent,
+        "method": name, "bounds-percent": config.bounds_percent, "max-errors-percent": errors,
+        "weights": config.weights or None,
+        "sensitivity-analysis": None if config.sensitivity is None else config.sensitivity.to_dict(),
         "source": mech.source, "source-sha256": mech.sha256, "source-phase": mech.phase,
-        "targets": config.targets, "retained-species": config.retained,
-        "max-error-percent": round(100 * cand.max_error, 4), "threshold": threshold,
-        "equilibrium-error-k": config.equilibrium_error_k,
+        "targets": config.targets, "retained-species": config.retained, "threshold": threshold,
         "conditions": [c.label for c in config.conditions],
         "simulation": config.simulation.to_dict(), "cantera-version": ct.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     provenance = {k: v for k, v in provenance.items() if v is not None}
+    worst = ", ".join(f"{t} {e:.2f} % (bound {config.bounds_percent[t]:g} %)" for t, e in errors.items())
     description = (f"Skeletal mechanism reduced from {mech.source} (sha256 {mech.sha256}) by deepkin "
-                   f"{method.upper()}: {cand.n_species} species, max ignition-delay error "
-                   f"{100 * cand.max_error:.2f} % (bound {config.error_percent:g} %) over "
-                   f"{len(config.conditions)} conditions; details under deepkin-reduction.")
-    builder.write_yaml(cand.mask, path, description, provenance, name=f"{mech.phase}-{method}")
+                   f"{name.upper()}: {cand.n_species} species over {len(config.conditions)} "
+                   f"conditions; max errors: {worst}; details under deepkin-reduction.")
+    builder.write_yaml(cand.mask, path, description, provenance, name=f"{mech.phase}-{name}")

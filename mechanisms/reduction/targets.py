@@ -1,9 +1,11 @@
-"""Reduction targets: ignition delay, equilibrium temperature, laminar flame speed.
+"""Reduction targets: ignition delay, laminar flame speed, PSR extinction, equilibrium temperature.
 
 One condition at a time (:func:`run_condition`), for the detailed mechanism and for every reduced
-candidate alike, so that both use the same reactor, tolerances and ignition criterion. The detailed
-mechanism's values are computed once per (mechanism sha256, conditions, settings) and cached on disk
-(:func:`reference_targets`); a change to any of them makes a new cache entry, never a stale reuse.
+candidate alike, so that both use the same reactor, tolerances and criteria (flames: ``flame.py``,
+stirred reactors: ``psr.py``). The detailed mechanism's values, the states the graph methods sample
+and its flame solutions (the candidates' starting point) are computed once per (mechanism sha256,
+conditions, settings) and cached on disk (:func:`reference_targets`); a change to any of them makes
+a new cache entry, never a stale reuse.
 """
 
 from __future__ import annotations
@@ -25,20 +27,23 @@ from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import Tolerances, reactor_network
 from mechanisms.reduction.config import Condition, ReductionConfig, SimulationSettings
+from mechanisms.reduction.flame import FlameProfile, flame_speed
+from mechanisms.reduction.profiles import SAMPLE_POINTS, sample_profile
+from mechanisms.reduction.psr import SHORTEST_TAU_S, extinction_residence_time
 from mechanisms.state import state_of_gas, state_width
 
-SAMPLE_POINTS = 20  # states per detailed ignition run kept for DRG/DRGEP (as pyMARS)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
 class ConditionResult:
     """The outcome of one condition for one mechanism.
 
-    ``value``: ignition delay (s) or flame speed (m/s), None when the run failed or did not ignite;
-    ``status``: ``"ok"``, ``"no-ignition"`` or ``"failed"``; ``t_eq_k``: equilibrium temperature (K)
-    of the initial mixture (UV for constant volume, HP otherwise), None when not computed;
-    ``samples``: ``[SAMPLE_POINTS, 2 + ns]`` states ``[T, P, Y...]`` along a detailed ignition run.
+    ``value``: ignition delay (s), flame speed (m/s) or extinction residence time (s), None when
+    the run failed or did not ignite (burn); ``status``: ``"ok"``, ``"no-ignition"`` or
+    ``"failed"``; ``t_eq_k``: equilibrium temperature (K) of the initial mixture (UV for constant
+    volume, HP otherwise), None when not computed; ``samples``: ``[SAMPLE_POINTS, 2 + ns]`` states
+    ``[T, P, Y...]`` along a detailed run; ``profile``: a detailed flame's solution.
     """
 
     value: float | None
@@ -46,6 +51,7 @@ class ConditionResult:
     message: str = ""
     t_eq_k: float | None = None
     samples: np.ndarray | None = None
+    profile: FlameProfile | None = None
     seconds: float = 0.0
 
 
@@ -55,7 +61,9 @@ def set_initial_state(gas: ct.Solution, cond: Condition) -> None:
 
 
 def equilibrium_temperature(gas: ct.Solution, cond: Condition) -> float:
-    """Adiabatic equilibrium temperature (K) of the initial mixture: UV at constant volume, else HP."""
+    """Adiabatic equilibrium temperature (K) of the initial mixture of ``cond``: UV at constant
+    volume, HP otherwise (flames and stirred reactors included). Raises ``ct.CanteraError`` when
+    the solver fails."""
     set_initial_state(gas, cond)
     with warnings.catch_warnings():
         # hot high-pressure mixtures end a few K above the NASA-7 fits' 3000 K; that is expected
@@ -66,12 +74,14 @@ def equilibrium_temperature(gas: ct.Solution, cond: Condition) -> float:
 
 def run_condition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
                   reference: float | None = None, equilibrium: bool = False,
-                  sample: bool = False) -> ConditionResult:
+                  sample: bool = False, guess: FlameProfile | None = None) -> ConditionResult:
     """Simulate ``cond`` with ``gas``; never raises for a Cantera failure (status ``"failed"``).
 
     ``reference`` is the detailed value: a reduced ignition run gives up (``"no-ignition"``) at
-    ``settings.cap_factor × reference``. ``sample`` keeps states along the run for DRG/DRGEP
-    (detailed runs only; the run then continues to near equilibrium).
+    ``settings.cap_factor × reference``, a PSR search at ``reference / cap_factor``. ``sample``
+    keeps states along the run for the graph methods (detailed runs only; an ignition run then
+    continues to near equilibrium). ``guess`` starts a flame from the detailed solution.
+    ``equilibrium`` (implied by ``sample``) computes the equilibrium temperature too.
     """
     started = time.perf_counter()
     t_eq = None
@@ -79,7 +89,9 @@ def run_condition(gas: ct.Solution, cond: Condition, settings: SimulationSetting
         if equilibrium or sample:
             t_eq = equilibrium_temperature(gas, cond)
         if cond.kind == "flame":
-            result = _flame_speed(gas, cond)
+            result = _flame(gas, cond, settings, guess)
+        elif cond.kind == "psr":
+            result = _psr(gas, cond, settings, reference)
         else:
             result = _ignition(gas, cond, settings, reference, t_eq if sample else None)
     except ct.CanteraError as exc:
@@ -101,7 +113,7 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
         t_end = min(t_end, settings.cap_factor * reference)
     t0 = cond.temperature_k
     level = t0 + IGNITION_RISE_K
-    max_slope = cond.kind != "flame" and settings.ignition_criterion == "max-dTdt"
+    max_slope = settings.ignition_criterion == "max-dTdt"
     sampling = t_eq is not None
     times = [0.0]
     temps = [t0]
@@ -134,47 +146,36 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
     if crossed is None:
         return ConditionResult(None, "no-ignition", f"no ignition within {t_end:.3g} s")
     value = best_time if max_slope else crossed
-    samples = _sample_profile(np.array(temps), np.vstack(states)) if sampling else None
+    samples = sample_profile(np.array(temps), np.vstack(states)) if sampling else None
     return ConditionResult(float(value), "ok", samples=samples)
 
 
-def _sample_profile(temps: np.ndarray, states: np.ndarray) -> np.ndarray:
-    """``SAMPLE_POINTS`` states where T first crosses evenly spaced fractions of its total rise.
-
-    ``temps`` is ``[m]`` (K), ``states`` ``[m, 2 + ns]``; returns ``[SAMPLE_POINTS, 2 + ns]``.
-    """
-    rise = temps.max() - temps[0]
-    fractions = np.arange(1, SAMPLE_POINTS + 1) / SAMPLE_POINTS
-    idx = [int(np.argmax(temps >= temps[0] + f * rise - 1e-9)) for f in fractions]
-    return states[idx].copy()
-
-
-def _flame_speed(gas: ct.Solution, cond: Condition) -> ConditionResult:
+def _flame(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
+           guess: FlameProfile | None) -> ConditionResult:
     """Laminar burning velocity (m/s) of a freely propagating, mixture-averaged flame."""
     if gas.transport_model in ("none", "None", None):
         return ConditionResult(None, "failed", "the mechanism has no transport data")
-    set_initial_state(gas, cond)
-    flame = ct.FreeFlame(gas, width=cond.width_m)
-    flame.set_refine_criteria(ratio=3, slope=0.1, curve=0.2)
-    try:
-        flame.solve(loglevel=0, auto=True)
-    except ct.CanteraError:
-        raise
-    except (IndexError, ValueError, ArithmeticError) as exc:
-        # Cantera's Python flame set-up fails this way for a mixture that does not burn
-        return ConditionResult(None, "failed", f"flame solver: {type(exc).__name__}: {exc}")
-    speed = float(flame.velocity[0])
-    if not np.isfinite(speed) or speed <= 0 or flame.T.max() < cond.temperature_k + IGNITION_RISE_K:
-        return ConditionResult(None, "no-ignition", "no flame")
-    return ConditionResult(speed, "ok")
+    res = flame_speed(gas, cond, settings.min_flame_speed_m_s, guess)
+    return ConditionResult(res.speed_m_s, res.status, res.message, samples=res.samples,
+                           profile=res.profile)
+
+
+def _psr(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
+         reference: float | None) -> ConditionResult:
+    """Extinction residence time (s) of a perfectly stirred reactor."""
+    shortest = reference / settings.cap_factor if reference is not None else SHORTEST_TAU_S
+    res = extinction_residence_time(gas, cond, Tolerances(settings.rtol, settings.atol), shortest)
+    return ConditionResult(res.residence_time_s, res.status, res.message, samples=res.samples)
 
 
 @dataclass
 class ReferenceTargets:
     """The detailed mechanism's values per condition, in the order of ``ReductionConfig.conditions``.
 
-    ``values`` ``[nc]``: ignition delay (s) or flame speed (m/s); ``t_eq_k`` ``[nc]`` (K);
-    ``samples`` ``[n_ignition, SAMPLE_POINTS, 2 + ns]`` states for DRG/DRGEP.
+    ``values`` ``[nc]``: ignition delay (s), flame speed (m/s) or extinction residence time (s);
+    ``t_eq_k`` ``[nc]`` (K); ``samples`` ``[nc, SAMPLE_POINTS, 2 + ns]`` states for the graph
+    methods (every condition contributes: ignition runs, flames and stirred reactors alike);
+    ``profiles``: the flame solutions by condition index, where candidates' flames start.
     """
 
     key: str
@@ -185,7 +186,7 @@ class ReferenceTargets:
     seconds: float
     cached: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
-
+    profiles: dict[int, FlameProfile] = field(default_factory=dict)
 
 @dataclass(frozen=True)
 class SharedContext:
@@ -211,11 +212,11 @@ def default_cache_dir() -> Path:
 
 
 def detailed_task(ctx: SharedContext, index: int) -> ConditionResult:
-    """Worker task: condition ``index`` with the detailed mechanism, sampled for DRG/DRGEP."""
+    """Worker task: condition ``index`` with the detailed mechanism, sampled for the graph methods."""
     gas = solution_from_yaml(ctx["yaml_text"], ctx["phase"], ctx["sha256"])
     cond = Condition.from_dict(ctx["conditions"][index])
     settings = SimulationSettings(**ctx["settings"])
-    return run_condition(gas, cond, settings, equilibrium=True, sample=cond.kind != "flame")
+    return run_condition(gas, cond, settings, equilibrium=True, sample=True)
 
 
 def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None = None,
@@ -223,7 +224,7 @@ def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None 
     """The detailed values of ``config``, from the cache or computed (and then cached).
 
     Raises :class:`InputError` naming the condition when the detailed mechanism fails or does not
-    ignite there.
+    ignite (burn, go out) there.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = config.conditions_key()
@@ -236,9 +237,9 @@ def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None 
     conds = config.conditions
     _check_detailed(conds, results)
     mech = config.mechanism
-    ign = [i for i, c in enumerate(conds) if c.kind != "flame"]
-    samples = (np.stack([results[i].samples for i in ign]) if ign
+    samples = (np.stack([results[i].samples for i in range(len(conds))]) if conds
                else np.zeros((0, SAMPLE_POINTS, state_width(mech.n_species))))
+    profiles = {i: res.profile for i, res in results.items() if res.profile is not None}
     values = np.array([results[i].value for i in range(len(conds))], dtype=float)
     t_eq = np.array([results[i].t_eq_k for i in range(len(conds))], dtype=float)
     meta = {"version": CACHE_VERSION, "key": key, "mechanism_sha256": mech.sha256,
@@ -247,9 +248,11 @@ def reference_targets(config: ReductionConfig, executor, cache_dir: Path | None 
             "cantera_version": ct.__version__, "values": values.tolist(), "t_eq_k": t_eq.tolist(),
             "seconds": seconds}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_npz(npz_path, samples=samples)
+    arrays = {k: v for i, p in profiles.items() for k, v in p.arrays(f"profile{i}.").items()}
+    atomic_write_npz(npz_path, samples=samples, **arrays)
     atomic_write_text(json_path, json.dumps(meta, indent=1))
-    return ReferenceTargets(key, meta["labels"], values, t_eq, samples, seconds, meta=meta)
+    return ReferenceTargets(key, meta["labels"], values, t_eq, samples, seconds, meta=meta,
+                            profiles=profiles)
 
 
 def _read_cache(key: str, json_path: Path, npz_path: Path) -> ReferenceTargets | None:
@@ -258,12 +261,14 @@ def _read_cache(key: str, json_path: Path, npz_path: Path) -> ReferenceTargets |
         return None
     try:
         meta = json.loads(json_path.read_text())
-        with np.load(npz_path) as arrays:
-            samples = arrays["samples"]
+        with np.load(npz_path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
         if meta.get("version") == CACHE_VERSION and meta.get("key") == key:
+            profiles = {i: FlameProfile.from_arrays(arrays, f"profile{i}.")
+                        for i, c in enumerate(meta["conditions"]) if c["kind"] == "flame"}
             return ReferenceTargets(key, meta["labels"], np.array(meta["values"]),
-                                    np.array(meta["t_eq_k"]), samples, meta["seconds"], cached=True,
-                                    meta=meta)
+                                    np.array(meta["t_eq_k"]), arrays["samples"],
+                                    meta["seconds"], cached=True, meta=meta, profiles=profiles)
     except (OSError, ValueError, KeyError):
         pass  # a damaged entry is recomputed and replaced
     return None
@@ -298,8 +303,10 @@ def _check_detailed(conds: list[Condition], results: dict[int, ConditionResult])
     for i, cond in enumerate(conds):
         res = results[i]
         if res.status != "ok":
-            what = "has no flame" if cond.kind == "flame" else "does not ignite"
+            what, fix = {"flame": ("has no flame", "change its mixture"),
+                         "psr": ("does not burn or never goes out", "change its residence-time")}.get(
+                cond.kind, ("does not ignite", "raise its end-time"))
             if res.status == "failed":
                 what = f"fails ({res.message})"
             raise InputError(f"conditions: the detailed mechanism {what} at '{cond.label}'; "
-                             "remove this condition (or raise its end-time)")
+                             f"remove this condition (or {fix})")

@@ -3,7 +3,7 @@
 Species importances ``[ns]`` define a nested family of models: at threshold ε every species with
 importance < ε (and not forced) is removed. Only distinct importance values change the model, so the
 family is indexed by ``level`` k = number of distinct free importance values removed. The sweep steps
-a coarse log grid of thresholds upward until the first model that fails the bound, then bisects the
+a coarse log grid of thresholds upward until the first model that fails a bound, then bisects the
 levels between the last passing and the first failing model until they are neighbours: every model
 in between gets its chance, unlike a fixed linear step. :func:`reduce_by_threshold` is the whole of
 a graph method once its importances are given.
@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import cantera as ct
 import numpy as np
 
 from mechanisms.reduction.evaluate import CandidateScore, Evaluator
@@ -25,13 +24,16 @@ DEFAULT_GRID = tuple(float(x) for x in np.logspace(-4, 0, 17))  # 4 per decade, 
 
 @dataclass
 class SweepStep:
-    """One evaluated model: its level, the threshold interval ``(low, high]`` that gives it, and score."""
+    """One evaluated model: its level, the threshold interval ``(low, high]`` that gives it, and
+    its score (``errors``: max relative error per target; ``violation``: see ``constraints.py``)."""
 
     level: int
     threshold_low: float
     threshold_high: float
     n_species: int
     max_error: float
+    violation: float
+    errors: dict[str, float]
     passed: bool
     phase: str  # "sweep" or "bisect"
 
@@ -78,7 +80,7 @@ def threshold_sweep(importance: np.ndarray, forced: np.ndarray, evaluator: Evalu
             low = values[level - 1] if level > 0 else 0.0
             high = values[level] if level < n_levels else np.inf
             steps.append(SweepStep(level, float(low), float(high), result.n_species, result.max_error,
-                                   result.passed, phase))
+                                   result.violation, dict(result.target_errors), result.passed, phase))
         return scored[level]
 
     # level reached by threshold t: the number of distinct values strictly below t
@@ -104,19 +106,29 @@ def threshold_sweep(importance: np.ndarray, forced: np.ndarray, evaluator: Evalu
     return SweepResult(best=scored[last_pass], level=last_pass, threshold=threshold, steps=steps)
 
 
-def reduce_by_threshold(name: str, importance_of: Callable[[ct.Solution, np.ndarray, list[str]], np.ndarray],
+def condition_weights(inputs: MethodInputs) -> np.ndarray:
+    """The targets' weights ``[n_conditions * SAMPLE_POINTS, n_targets]`` of every sampled state
+    (a condition's ``target-weights``, else 1), in the order of the reference's samples."""
+    config = inputs.config
+    per_state = inputs.reference.samples.shape[1]
+    rows = [c.target_weights or (1.0,) * len(config.targets) for c in config.conditions]
+    return np.repeat(np.array(rows, dtype=float), per_state, axis=0)
+
+
+def reduce_by_threshold(name: str, importance_of: Callable[..., np.ndarray],
                         inputs: MethodInputs) -> MethodOutcome:
-    """A graph method: importances ``importance_of(gas, states, targets)`` ``[ns]`` from the
-    detailed runs' sampled states, then :func:`threshold_sweep`; ``name`` labels the log lines."""
+    """A graph method: importances ``importance_of(gas, states, targets, weights)`` ``[ns]`` from
+    the detailed runs' sampled states, then :func:`threshold_sweep`; ``name`` labels the log lines."""
     gas = inputs.config.mechanism.solution()
     samples = inputs.reference.samples
     states = samples.reshape(-1, samples.shape[-1])
-    importance = importance_of(gas, states, inputs.config.targets)
+    importance = importance_of(gas, states, inputs.config.targets, condition_weights(inputs))
     result = threshold_sweep(importance, inputs.forced, inputs.evaluator, progress=inputs.progress)
     for st in result.steps:
         inputs.log(f"{name} {st.phase}: level {st.level}, threshold ({st.threshold_low:.3g}, "
                    f"{st.threshold_high:.3g}] → {st.n_species} species, max error "
-                   f"{100 * st.max_error:.2f} % {'pass' if st.passed else 'FAIL'}")
+                   f"{100 * st.max_error:.2f} %, {st.violation:.2f} of the bound "
+                   f"{'pass' if st.passed else 'FAIL'}")
     return MethodOutcome([result.best], threshold=result.threshold, details={
         "steps": [asdict(s) for s in result.steps],
         "importance": {n: float(v) for n, v in zip(gas.species_names, importance)}})
