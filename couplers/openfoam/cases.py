@@ -21,6 +21,7 @@ import numpy as np
 
 from couplers.openfoam.export import DEFAULT_URL, ExportResult, export_case, load_model
 from couplers.openfoam.foam import run_application, scalar_list, vector_list, write_foam_file
+from couplers.openfoam.reacting_files import ReactingSolverSettings, write_reacting_files
 from mechanisms.composition import mixture_mass_fractions
 from mechanisms.errors import InputError
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
@@ -269,7 +270,8 @@ def _write_flame1d(spec: CaseSpec, out: Path, gas: ct.Solution, y0: np.ndarray, 
     _flame_mesh(out, length, dx, n)
     gas.TPY = flame.T[-1], spec.pressure_pa, flame.Y[:, -1]
     _flame_fields(out, spec, gas, y0, temps, ys, u, speed, gas.cp / gas.cv, length)
-    _flame_controls(out, spec, dt, steps, write_every)
+    write_reacting_files(out, dt, steps, write_every,
+                         ReactingSolverSettings(subdomains=(spec.ranks, 1, 1)))
     return {"cantera_flame_speed_m_s": speed, "cantera_unity_lewis_flame_speed_m_s": speed_unity,
             "cantera_thermal_thickness_m": thickness, "inlet_velocity_m_s": speed,
             "length_m": length, "cells": n, "dx_m": dx, "end_time_s": steps * dt,
@@ -377,136 +379,6 @@ def _flame_fields(out: Path, spec: CaseSpec, gas: ct.Solution, y0: np.ndarray, t
                fixed(f"uniform {y0[k]:.17g}"), zero_gradient)
     _field(out, "Ydefault", "volScalarField", "[0 0 0 0 0 0 0]", "uniform 0", fixed("uniform 0"),
            zero_gradient)
-
-
-def _flame_controls(out: Path, spec: CaseSpec, dt: float, steps: int, write_every: int) -> None:
-    write_foam_file(out / "system" / "controlDict", f"""application     reactingFoam;
-
-startFrom       startTime;
-
-startTime       0;
-
-stopAt          endTime;
-
-endTime         {steps * dt:.17g};
-
-deltaT          {dt:.17g};
-
-adjustTimeStep  off;
-
-writeControl    timeStep;
-
-writeInterval   {write_every};
-
-purgeWrite      0;
-
-writeFormat     ascii;
-
-writePrecision  12;
-
-writeCompression off;
-
-timeFormat      general;
-
-timePrecision   12;
-
-runTimeModifiable no;
-""")
-    write_foam_file(out / "system" / "fvSchemes", """ddtSchemes
-{
-    default         Euler;
-}
-
-gradSchemes
-{
-    default         Gauss linear;
-}
-
-divSchemes
-{
-    default         none;
-    div(phi,U)      Gauss limitedLinearV 1;
-    div(phi,Yi_h)   Gauss limitedLinear 1;
-    div(phi,K)      Gauss limitedLinear 1;
-    div(phid,p)     Gauss limitedLinear 1;
-    div(((rho*nuEff)*dev2(T(grad(U))))) Gauss linear;
-}
-
-laplacianSchemes
-{
-    default         Gauss linear corrected;
-}
-
-interpolationSchemes
-{
-    default         linear;
-}
-
-snGradSchemes
-{
-    default         corrected;
-}
-""")
-    write_foam_file(out / "system" / "fvSolution", """solvers
-{
-    "rho.*"
-    {
-        solver          diagonal;
-    }
-
-    p
-    {
-        solver          PCG;
-        preconditioner  DIC;
-        tolerance       1e-10;
-        relTol          0;
-    }
-
-    pFinal
-    {
-        $p;
-    }
-
-    "(U|h|Yi)"
-    {
-        solver          PBiCGStab;
-        preconditioner  DILU;
-        tolerance       1e-12;
-        relTol          0;
-    }
-
-    "(U|h|Yi)Final"
-    {
-        $U;
-    }
-}
-
-PIMPLE
-{
-    momentumPredictor yes;
-    nOuterCorrectors  1;
-    nCorrectors       2;
-    nNonOrthogonalCorrectors 0;
-}
-""")
-    write_foam_file(out / "system" / "decomposeParDict", f"""numberOfSubdomains {spec.ranks};
-
-method          simple;
-
-coeffs
-{{
-    n               ({spec.ranks} 1 1);
-}}
-""")
-    write_foam_file(out / "constant" / "turbulenceProperties", "simulationType  laminar;\n")
-    write_foam_file(out / "constant" / "combustionProperties", """combustionModel laminar;
-
-active          true;
-
-laminarCoeffs
-{
-}
-""")
 
 
 def spec_from_options(kind: str, model: str, temperature_k: float | None, pressure_atm: float,

@@ -20,6 +20,7 @@ import cantera as ct
 import numpy as np
 
 from couplers.openfoam.foam import read_internal_field, scalar_list, vector_list, write_foam_file
+from couplers.openfoam.reacting_files import ReactingSolverSettings, write_reacting_files
 from mechanisms.errors import InputError
 from mechanisms.ignition import IGNITION_RISE_K
 
@@ -75,7 +76,7 @@ def write_counterflow(out: Path, gas: ct.Solution, pressure_pa: float, fuel_y: n
     _mesh(out, nx, ny)
     _fields(out, gas, pressure_pa, fuel_y, oxidizer_y, temperature_k, velocity_m_s, temps, ys,
             velocity)
-    _controls(out, dt, steps, write_every)
+    write_reacting_files(out, dt, steps, write_every, COUNTERFLOW_SOLVER)
     i_peak = int(np.argmax(flame.T))
     return {"cells": nx * ny, "cells_x": nx, "cells_y": ny, "dx_m": dx, "dy_m": dy,
             "length_m": LENGTH_M, "height_m": HEIGHT_M, "end_time_s": steps * dt,
@@ -196,136 +197,10 @@ def _fields(out: Path, gas: ct.Solution, pressure_pa: float, fuel_y: np.ndarray,
             "outlet": _inlet_outlet("uniform 0")})
 
 
-def _controls(out: Path, dt: float, steps: int, write_every: int) -> None:
-    write_foam_file(out / "system" / "controlDict", f"""application     reactingFoam;
-
-startFrom       startTime;
-
-startTime       0;
-
-stopAt          endTime;
-
-endTime         {steps * dt:.17g};
-
-deltaT          {dt:.17g};
-
-adjustTimeStep  off;
-
-writeControl    timeStep;
-
-writeInterval   {write_every};
-
-purgeWrite      0;
-
-writeFormat     ascii;
-
-writePrecision  12;
-
-writeCompression off;
-
-timeFormat      general;
-
-timePrecision   12;
-
-runTimeModifiable no;
-""")
-    # The tutorial's schemes and solvers, with the linear solvers converged fully (relTol 0), so
-    # that two chemistry models meet the same flow solution.
-    write_foam_file(out / "system" / "fvSchemes", """ddtSchemes
-{
-    default         Euler;
-}
-
-gradSchemes
-{
-    default         Gauss linear;
-}
-
-divSchemes
-{
-    default         none;
-    div(phi,U)      Gauss limitedLinearV 1;
-    div(phi,Yi_h)   Gauss limitedLinear 1;
-    div(phi,K)      Gauss limitedLinear 1;
-    div(phid,p)     Gauss limitedLinear 1;
-    div(((rho*nuEff)*dev2(T(grad(U))))) Gauss linear;
-}
-
-laplacianSchemes
-{
-    default         Gauss linear orthogonal;
-}
-
-interpolationSchemes
-{
-    default         linear;
-}
-
-snGradSchemes
-{
-    default         orthogonal;
-}
-""")
-    write_foam_file(out / "system" / "fvSolution", """solvers
-{
-    "rho.*"
-    {
-        solver          diagonal;
-    }
-
-    p
-    {
-        solver          PCG;
-        preconditioner  DIC;
-        tolerance       1e-8;
-        relTol          0;
-    }
-
-    pFinal
-    {
-        $p;
-    }
-
-    "(U|h|Yi)"
-    {
-        solver          PBiCGStab;
-        preconditioner  DILU;
-        tolerance       1e-10;
-        relTol          0;
-    }
-
-    "(U|h|Yi)Final"
-    {
-        $U;
-    }
-}
-
-PIMPLE
-{
-    momentumPredictor no;
-    nOuterCorrectors  1;
-    nCorrectors       2;
-    nNonOrthogonalCorrectors 0;
-}
-""")
-    write_foam_file(out / "system" / "decomposeParDict", """numberOfSubdomains 2;
-
-method          simple;
-
-coeffs
-{
-    n               (1 2 1);
-}
-""")
-    write_foam_file(out / "constant" / "turbulenceProperties", "simulationType  laminar;\n")
-    write_foam_file(out / "constant" / "combustionProperties", """combustionModel laminar;
-
-active          true;
-
-laminarCoeffs
-{
-}
-""")
+# the counterflow's own solver settings: an orthogonal mesh, split across the jets for 2 ranks
+COUNTERFLOW_SOLVER = ReactingSolverSettings(non_orthogonal="orthogonal", p_tolerance=1e-8,
+                                            transport_tolerance=1e-10, momentum_predictor=False,
+                                            subdomains=(1, 2, 1))
 
 
 @dataclass
