@@ -73,24 +73,25 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     models = work / "models"
     models.mkdir(exist_ok=True)
-    names = []
+    names, files = [], {}  # served names (the files' stems) and the copies the server reads
     for m in args.models:
         path = resolve_model(m)
         shutil.copy(path, models / path.name)
         names.append(path.stem)
+        files[path.stem] = str(models / path.name)
     table: dict = {"premixed": {}, "counterflow": {}}
     with LiveServer(models, "--token", TOKEN) as srv:
         for phi, end in PREMIXED:
             key = f"{phi:g}"
             ode = _cached(work / "ode" / f"premixed-{key}",
                           lambda p=phi, e=end: premixed_run(work / "ode" / f"premixed-{p:g}",
-                                                            srv.url, names[0], "ode", p, e),
+                                                            srv.url, files[names[0]], "ode", p, e),
                           premixed_from)
             table["premixed"][key] = {"ode": dataclasses.asdict(ode)}
             for name in names:
                 folder = work / name / f"premixed-{key}"
                 run = _cached(folder, lambda f=folder, n=name, p=phi, e=end:
-                              premixed_run(f, srv.url, n, "deepkin", p, e), premixed_from)
+                              premixed_run(f, srv.url, files[n], "deepkin", p, e), premixed_from)
                 table["premixed"][key][name] = dataclasses.asdict(run)
                 print(f"premixed phi {key} {name}: {run.speed_m_s:.4f} m/s vs ODE "
                       f"{ode.speed_m_s:.4f} ({100 * (run.speed_m_s / ode.speed_m_s - 1):+.2f} %), "
@@ -99,12 +100,12 @@ def main() -> None:
             end = args.counterflow_end
             ode = _cached(work / "ode" / f"counterflow-{end:g}",
                           lambda: counterflow_run(work / "ode" / f"counterflow-{end:g}", srv.url,
-                                                  names[0], "ode", end), counterflow_from)
+                                                  files[names[0]], "ode", end), counterflow_from)
             table["counterflow"]["ode"] = dataclasses.asdict(ode)
             for name in names:
                 folder = work / name / f"counterflow-{end:g}"
                 run = _cached(folder, lambda f=folder, n=name: counterflow_run(
-                    f, srv.url, n, "deepkin", end), counterflow_from)
+                    f, srv.url, files[n], "deepkin", end), counterflow_from)
                 table["counterflow"][name] = dataclasses.asdict(run)
                 a = run.final
                 b = min(ode.history, key=lambda h, t=a.time_s: abs(h.time_s - t))  # same time
