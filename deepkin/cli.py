@@ -171,6 +171,9 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--pressure-atm", default="1,5,20", show_default=True)
 @click.option("--phi", default="0.5,1,2", show_default=True)
 @click.option("--steps", default=10000, show_default=True, help="Length of the long rollout.")
+@click.option("--ignition-search-s", default=0.2, show_default=True, type=float,
+              help="How long (s) Cantera looks for ignition; the rollout covers twice the slowest "
+                   "delay found.")
 @click.option("-o", "--out", "out_dir", default="validation", show_default=True, type=click.Path(),
               help="Directory for report.md, report.json and the PNG plots.")
 @click.option("--device", default="auto", show_default=True)
@@ -180,8 +183,8 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
                    "atm) and counterflow flames that the model's networks serve (~1 min).")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
-def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, out_dir, device,
-                 check, flames, threads, quiet) -> None:
+def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,
+                 out_dir, device, check, flames, threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
@@ -198,9 +201,12 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
         raise DeepkinError("fuel/oxidizer: the model does not record them; pass --fuel and --oxidizer")
     if steps < 1:
         raise DeepkinError("steps: must be >= 1")
+    if not ignition_search_s > 0 or ignition_search_s > 10:
+        raise DeepkinError(f"ignition-search-s: must be in (0, 10] s, got {ignition_search_s:g}")
     report = validate(integrator, fuel, oxidizer, parse_values(temperature_k, "temperature_k"),
                       parse_values(pressure_atm, "pressure_atm"), parse_values(phi, "phi"),
-                      rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames)
+                      rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames,
+                      ignition_search_s=ignition_search_s)
     for label in report.outside_domain:
         click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
                    "left out of the figures", err=True)

@@ -189,7 +189,7 @@ def _relative_error(value: float | None, reference: float | None) -> float | Non
 def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: list[float],
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
-             progress: bool = True, ignition_search_s: float = 0.05,
+             progress: bool = True, ignition_search_s: float = 0.2,
              flames: bool = False) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 

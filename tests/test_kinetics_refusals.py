@@ -90,6 +90,8 @@ def test_train_refuses_an_interrupted_dataset_unless_allowed(small_dataset, tmp_
     (["--T0", "3450"], "temperature_k: 3450 K lies above the model's domain"),
     (["--T0", "450"], "temperature_k: 450 K lies below the model's frozen temperature"),
     (["--pressure-atm", "100"], "pressure_atm: 100 atm lies outside the model's domain"),
+    (["--ignition-search-s", "0"], "ignition-search-s: must be in (0, 10] s, got 0"),
+    (["--ignition-search-s", "nan"], "ignition-search-s: must be in (0, 10] s, got nan"),
 ])
 def test_validate_refuses_a_grid_it_cannot_run_or_that_tests_nothing(tmp_path, args, message):
     out = tmp_path / "report"
