@@ -148,9 +148,12 @@ def coverage_table(rows: list[FlameCoverage]) -> list[str]:
              "near-equilibrium net | induction net | Cantera |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.cells == r.frozen:  # Cantera's solution is extinguished: nothing burns, nothing to serve
+            served = "— (all cells frozen: extinguished) | —"
+        else:
+            served = f"{100 * r.served_fraction:.1f} % | {100 * r.zone_served_fraction:.1f} %"
         lines.append(f"| {r.kind}, {r.label} | {r.pressure_atm:g} | {r.cells} | {r.frozen} | "
-                     f"{100 * r.served_fraction:.1f} % | {100 * r.zone_served_fraction:.1f} % | "
-                     f"{r.tail} | {r.induction} | {r.fallback} |")
+                     f"{served} | {r.tail} | {r.induction} | {r.fallback} |")
     return lines
 
 
