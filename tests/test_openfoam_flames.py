@@ -77,7 +77,10 @@ def test_premixed_flame_speed_deepkin_vs_ode(live, tmp_path, phi, end_time_s):
           "cell-steps")
     assert deepkin.speed_m_s == pytest.approx(ode.speed_m_s, rel=0.05)
     assert deepkin.reacting_network_fraction >= 0.95
-    assert np.all(np.diff(deepkin.positions_m) > -1e-5)  # a flame that stays a flame
+    # a flame that stays a flame: the front follows the ODE front (in the lab frame it drifts with
+    # the inlet-speed mismatch, and at phi 0.5 turns back, in both runs) to within 0.1 mm
+    assert deepkin.times_s == ode.times_s
+    assert np.abs(np.subtract(deepkin.positions_m, ode.positions_m)).max() < 1e-4
 
 
 @pytest.mark.slow
