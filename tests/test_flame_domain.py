@@ -5,22 +5,20 @@ load-time checks of the new metadata. Real training runs on the session's small 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import cantera as ct
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, Integrator
-from kinetics.model_file import _metadata_digest, _weights_digest, read_model_file
+from kinetics.model_file import read_model_file
 from kinetics.transforms import box_cox
 from mechanisms import InputError
 from mechanisms.dataset_file import read_dataset
 from tests.conftest import run_cli
+from tests.helpers.models import rewrite_model_file
 
 TRAIN = """name: domain-h2
 model: {type: mlp, hidden: [24, 24]}
@@ -135,24 +133,6 @@ def test_the_induction_network_takes_slow_fresh_cells_and_the_tail_slow_burnt_on
     assert route.tolist() == [ROUTE_TAIL] * 3
 
 
-def _rewrite(src: Path, dst: Path, meta_edit=None, tensor_edit=None) -> Path:
-    """A copy with its metadata and/or tensors edited and both checksums made again, so that
-    only the consistency checks can refuse it."""
-    with safe_open(str(src), framework="pt") as fh:
-        metadata = dict(fh.metadata())
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    raw = json.loads(metadata["deepkin_model"])
-    if meta_edit:
-        meta_edit(raw)
-    if tensor_edit:
-        tensor_edit(tensors)
-    metadata["deepkin_model"] = json.dumps(raw)
-    metadata["weights_sha256"] = _weights_digest(tensors)
-    metadata["metadata_sha256"] = _metadata_digest(metadata)
-    save_file(tensors, str(dst), metadata=metadata)
-    return dst
-
-
 def _domain(key, value):
     return lambda raw: raw["domain"].__setitem__(key, value)
 
@@ -180,7 +160,7 @@ DOMAIN_EDITS = {
 @pytest.mark.parametrize("case", list(DOMAIN_EDITS))
 def test_inconsistent_format_4_metadata_is_one_line(models, tmp_path, case):
     meta_edit, tensor_edit, message = DOMAIN_EDITS[case]
-    bad = _rewrite(models["both"], tmp_path / "bad.safetensors", meta_edit, tensor_edit)
+    bad = rewrite_model_file(models["both"], tmp_path / "bad.safetensors", meta_edit, tensor_edit)
     with pytest.raises(InputError) as err:
         read_model_file(bad)
     text = str(err.value)
@@ -192,7 +172,7 @@ def test_older_formats_keep_their_box_check(models, tmp_path):
         raw["format_version"] = 3
         raw["domain"] = raw["induction"] = None
 
-    old = _rewrite(models["main"], tmp_path / "old.safetensors", as_format_3,
+    old = rewrite_model_file(models["main"], tmp_path / "old.safetensors", as_format_3,
                    lambda t: t.pop("domain.occupancy"))
     meta, _, _ = read_model_file(old)
     assert meta.format_version == 3 and meta.domain is None

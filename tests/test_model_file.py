@@ -4,19 +4,15 @@ load-time checks for every format, one line and exit 1 from every command that l
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from kinetics.integrator import Integrator
 from kinetics.model_file import (
     FORMAT_VERSION,
-    _weights_digest,
     network_state,
     read_model_file,
     save_model,
@@ -27,6 +23,7 @@ from kinetics.synthetic import write_random_model
 from mechanisms import InputError, load_mechanism
 from tests.conftest import run_cli
 from tests.helpers.live_server import free_port
+from tests.helpers.models import rewrite_model_file
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +31,6 @@ def model(tmp_path_factory) -> Path:
     """A random-weight h2o2 model (2 × 32), written in the newest format."""
     return write_random_model(tmp_path_factory.mktemp("model") / "m.safetensors", "h2o2.yaml",
                               hidden=[32, 32])
-
-
-def rewrite(src: Path, dst: Path, meta_edit=None, tensor_edit=None, as_format_2: bool = True
-            ) -> Path:
-    """A copy of ``src`` with its ``deepkin_model`` JSON and/or tensors edited.
-
-    ``as_format_2``: written as a file of format 2 (no metadata checksum, the weights checksum
-    made again), so that only the load-time checks can catch the edit; otherwise the edit is
-    made by hand in the format-3 file and both checksums are left as they were.
-    """
-    with safe_open(str(src), framework="pt") as fh:
-        metadata = dict(fh.metadata())
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    raw = json.loads(metadata["deepkin_model"])
-    if meta_edit:
-        meta_edit(raw)
-    if tensor_edit:
-        tensor_edit(tensors)
-    if as_format_2:
-        raw["format_version"] = 2
-        metadata.pop("metadata_sha256")
-        metadata["weights_sha256"] = _weights_digest(tensors)
-    metadata["deepkin_model"] = json.dumps(raw)
-    save_file(tensors, str(dst), metadata=metadata)
-    return dst
 
 
 GRI_SPECIES = load_mechanism("gri30.yaml").species_names
@@ -127,13 +99,14 @@ INCONSISTENT = {
 @pytest.mark.parametrize("case", list(INCONSISTENT))
 def test_inconsistent_metadata_is_one_line_in_every_format(model, tmp_path, case):
     meta_edit, tensor_edit, message = INCONSISTENT[case]
-    old = rewrite(model, tmp_path / "old.safetensors", meta_edit, tensor_edit)
+    old = rewrite_model_file(model, tmp_path / "old.safetensors", meta_edit, tensor_edit,
+                             checksums="format-2")
     with pytest.raises(InputError) as err:
         read_model_file(old)
     assert str(err.value) == str(err.value).splitlines()[0]
     assert str(err.value).startswith(f"model: {old}: ") and message in str(err.value)
-    edited = rewrite(model, tmp_path / "edited.safetensors", meta_edit, tensor_edit,
-                     as_format_2=False)
+    edited = rewrite_model_file(model, tmp_path / "edited.safetensors", meta_edit, tensor_edit,
+                                checksums="keep")
     with pytest.raises(InputError, match="corrupted|edited"):
         read_model_file(edited)
 
@@ -141,10 +114,10 @@ def test_inconsistent_metadata_is_one_line_in_every_format(model, tmp_path, case
 @pytest.mark.parametrize("edit", [_set("dt_s", 2e-6), _set("name", "other"),
                                   _set("pressure_pa", [1e3, 1e9])])
 def test_a_consistent_edit_of_a_format_3_file_fails_its_checksum(model, tmp_path, edit):
-    edited = rewrite(model, tmp_path / "e.safetensors", edit, as_format_2=False)
+    edited = rewrite_model_file(model, tmp_path / "e.safetensors", edit, checksums="keep")
     with pytest.raises(InputError, match="was edited .the metadata do not match their checksum"):
         read_model_file(edited)
-    rewrite(model, tmp_path / "old.safetensors", edit)
+    rewrite_model_file(model, tmp_path / "old.safetensors", edit, checksums="format-2")
     read_model_file(tmp_path / "old.safetensors")  # format 2: no metadata checksum to fail
 
 
@@ -152,7 +125,7 @@ def test_every_command_that_loads_a_model_refuses_it_with_one_line(model, small_
                                                                     tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
-    bad = rewrite(model, folder / "bad.safetensors", _set("dt_s", -1e-6))
+    bad = rewrite_model_file(model, folder / "bad.safetensors", _set("dt_s", -1e-6), checksums="format-2")
     tail_cfg = tmp_path / "tail.yaml"
     tail_cfg.write_text(f"epochs: 1\nmodel: {{hidden: [8]}}\ntail_of: {bad}\n")
     commands = {
