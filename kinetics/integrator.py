@@ -183,7 +183,6 @@ class Integrator:
                                  tensors, "tail.", self.device, dtype)
             self.route_below = float(meta.tail["route_below"])
         # The induction network (format 4): slow cells that have barely burnt.
-        self._last_induction_cells = 0  # cells of the last model step it served
         self.induction: RateHead | None = None
         self.induction_route_below = self.induction_progress_below = 0.0
         if meta.induction:
@@ -408,9 +407,10 @@ class Integrator:
             if not bool(active.any()):
                 break
             idx = active.nonzero().squeeze(1)
-            t_new, y_new, fb, n_tail = self._model_step(t[idx], p[idx], y[idx], _at_step(stop, done, n_sub))
+            t_new, y_new, fb, n_tail, n_induction = self._model_step(t[idx], p[idx], y[idx],
+                                                                     _at_step(stop, done, n_sub))
             tail_steps += n_tail
-            induction_steps += self._last_induction_cells
+            induction_steps += n_induction
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
@@ -446,30 +446,30 @@ class Integrator:
 
     def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor,
                     interrupt: Callable[[], None] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """One model step: ``(T', Y', fell_back [n] bool, cells served by the tail network)``;
-        ``interrupt`` is called before each Cantera fallback cell (it raises to stop)."""
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """One model step: ``(T', Y', fell_back [n] bool, cells served by the near-equilibrium
+        network, cells served by the induction network)``; ``interrupt`` is called before each
+        Cantera fallback cell (it raises to stop)."""
         lam = self.meta.box_cox_lambda
         bct = box_cox(y, lam)
         inside = self.in_domain(t, p, bct, y)
         t_out, y_out = t.clone(), y.clone()
-        n_tail = 0
-        self._last_induction_cells = 0
+        n_tail = n_induction = 0
         if bool(inside.any()):
             i = inside.nonzero().squeeze(1)
             t_out[i], y_out[i], ok, route = self._network_step(t[i], p[i], y[i], bct[i])
             n_tail = int(((route == ROUTE_TAIL) & ok).sum())
-            self._last_induction_cells = int(((route == ROUTE_INDUCTION) & ok).sum())
+            n_induction = int(((route == ROUTE_INDUCTION) & ok).sum())
             inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
         outside = (~inside).nonzero().squeeze(1)
         for j in outside.tolist():
             if interrupt is not None:
                 interrupt()
             t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
-        return t_out, y_out, ~inside, n_tail
+        return t_out, y_out, ~inside, n_tail, n_induction
 
-    def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
+              y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(d BCT(Y)/dt [n, ns] in 1/s, route [n] int8)`` for in-domain cells; ``route`` says
         which network gave a cell's rates (:data:`ROUTE_MAIN`, :data:`ROUTE_TAIL`,
         :data:`ROUTE_INDUCTION`).
@@ -478,7 +478,8 @@ class Integrator:
         A cell whose rates, as the main network predicts them, are all below a regime's
         ``route_below`` × the main target scale takes that regime's rates: the induction
         network's when its progress variable is below ``progress_below`` (fresh or barely
-        burnt: slow induction, preheat), else the near-equilibrium network's.
+        burnt: slow induction, preheat), else the near-equilibrium network's. ``y``: the mass
+        fractions ``bct`` came from (computed from ``bct`` when None).
         """
         features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
         rate = self.head.rates(features)
@@ -489,7 +490,8 @@ class Integrator:
         if self.tail is not None:
             route[largest < self.route_below] = ROUTE_TAIL
         if self.induction is not None:
-            y = box_cox_inverse(bct, self.meta.box_cox_lambda)
+            if y is None:
+                y = box_cox_inverse(bct, self.meta.box_cox_lambda)
             fresh = self.coordinates.progress(y) < self.induction_progress_below
             route[fresh & (largest < self.induction_route_below)] = ROUTE_INDUCTION
         for code, head in ((ROUTE_TAIL, self.tail), (ROUTE_INDUCTION, self.induction)):
@@ -500,7 +502,7 @@ class Integrator:
         return rate, route
 
     def _network_step(self, t, p, y, bct):
-        rate, by_tail = self.rates(t, p, bct)  # d BCT(Y)/dt, 1/s in BCT units
+        rate, route = self.rates(t, p, bct, y)  # d BCT(Y)/dt, 1/s in BCT units
         y_new = box_cox_inverse(bct + self.dt_s * rate, self.meta.box_cox_lambda)
         y_new = torch.where(self.inert, y, y_new)
         y_new = self._conserve_elements(y, y_new)
@@ -512,7 +514,7 @@ class Integrator:
         h = (h_k * y).sum(dim=1)
         t_new, converged = self.thermo.temperature(h, y_new, t, guess_properties=(h_k, cp_k))
         ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
-        return t_new, y_new, ok, by_tail
+        return t_new, y_new, ok, route
 
     def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
         """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``.
