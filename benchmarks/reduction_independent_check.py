@@ -133,8 +133,8 @@ def main() -> None:
             errors.append(abs(red - ref) / ref)
         report("laminar flame speed (FreeFlame from scratch)", errors, [label(c) for c in flames])
     every = ignition + flames
-    gaps = [abs(equilibrium_temperature(reduced, c) - equilibrium_temperature(detailed, c)) for c in every]
     teq = [equilibrium_temperature(detailed, c) for c in every]
+    gaps = [abs(equilibrium_temperature(reduced, c) - t) for c, t in zip(every, teq)]
     print(f"equilibrium temperature: max |dT| {max(gaps):.1f} K, max error "
           f"{100 * max(g / t for g, t in zip(gaps, teq)):.3f} %; {time.perf_counter() - started:.1f} s")
 

@@ -82,6 +82,12 @@ def inert_species(gas: ct.Solution) -> list[str]:
     return [name for name, used in zip(gas.species_names, involved) if not used]
 
 
+def has_transport(gas: ct.Solution) -> bool:
+    """Whether ``gas`` carries transport data (1D flames, flame speeds and OpenFOAM's Sutherland
+    fits need it)."""
+    return gas.transport_model not in ("none", "None", "", None)
+
+
 def shipped_mechanisms() -> list[str]:
     """Names of the YAML files in Cantera's data directories."""
     names: set[str] = set()

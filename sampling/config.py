@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
 from mechanisms.dataset_file import SOURCE_NAMES
 from mechanisms.errors import InputError, did_you_mean
 from mechanisms.reactor import LABEL_TOLERANCES
@@ -218,10 +218,10 @@ class SamplingConfig:
         _positive("counterflow.width_m", self.counterflow.width_m)
         if self.counterflow.fuels is not None and not self.counterflow.fuels:
             raise InputError("counterflow.fuels: needs at least one fuel stream (or null)")
-        if not (_is_number(self.counterflow.sweep_factor) and self.counterflow.sweep_factor > 1):
+        if not (is_number(self.counterflow.sweep_factor) and self.counterflow.sweep_factor > 1):
             raise InputError(f"counterflow.sweep_factor: must be a number > 1, got "
                              f"{self.counterflow.sweep_factor!r}")
-        if not (_is_number(self.counterflow.extinction_tolerance)
+        if not (is_number(self.counterflow.extinction_tolerance)
                 and 0 < self.counterflow.extinction_tolerance < 1):
             raise InputError(f"counterflow.extinction_tolerance: must lie in (0, 1), got "
                              f"{self.counterflow.extinction_tolerance!r}")
@@ -277,10 +277,6 @@ def _check_source(name: str) -> None:
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise InputError(f"{name}: must be a number > 0, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _pressures_in_range(name: str, values: list[float]) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from mechanisms.composition import mixture_mass_fractions, parse_composition
 from mechanisms.dataset_file import source_code
 from mechanisms.errors import InputError
-from mechanisms.loading import Mechanism
+from mechanisms.loading import Mechanism, has_transport
 from mechanisms.state import ONE_ATM_PA
 from sampling.config import COMMON_DILUENTS, SCATTER_SOURCES, SamplingConfig
 from sampling.profiles import split_count
@@ -46,11 +46,6 @@ def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int
     return [mech.species_index(s, "diluents") for s in config.diluents]
 
 
-def has_transport(mech: Mechanism) -> bool:
-    """Whether the phase carries transport data (1D flames need it)."""
-    return mech.solution().transport_model not in ("none", "None", "")
-
-
 def _composition_y(gas: ct.Solution, comp: str, field: str) -> list[float]:
     gas.TPX = 300.0, ONE_ATM_PA, parse_composition(comp, gas.species_names, field)
     return gas.Y.tolist()
@@ -77,7 +72,7 @@ def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list
                          for t, p, phi in itertools.product(config.temperature_k,
                                                             config.pressure_atm, config.phi)])
     flames_wanted = config.rows.get("free_flame", 0) + config.rows.get("counterflow", 0)
-    if flames_wanted and not has_transport(mech):
+    if flames_wanted and not has_transport(mech.solution()):
         notes.append(f"{mech.source} ({mech.phase}) has no transport data: free_flame and "
                      "counterflow rows skipped")
         return specs

@@ -23,7 +23,7 @@ from couplers.openfoam.mechanism import REACTIONS_FILE, THERMO_FILE, write_foam_
 from kinetics.model_file import ModelMeta, read_model_file
 from kinetics.registry import resolve_model
 from mechanisms.errors import InputError
-from mechanisms.loading import solution_from_yaml
+from mechanisms.loading import has_transport, solution_from_yaml
 
 CHEMISTRIES = ("deepkin", "ode")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -72,7 +72,7 @@ def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepk
     served_name, meta, yaml_text = load_model(model)
     name = model_name or served_name
     gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-    if gas.transport_model in ("none", "None", None):
+    if not has_transport(gas):
         raise InputError(f"model: the mechanism of {name} has no transport data (OpenFOAM's "
                          "Sutherland coefficients are fitted to it)")
     result = ExportResult(case, name, meta)

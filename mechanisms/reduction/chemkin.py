@@ -25,6 +25,7 @@ from pathlib import Path
 import cantera as ct
 
 from mechanisms.atomic_io import atomic_write_text
+from mechanisms.loading import has_transport
 
 
 def chemkin_paths(prefix: Path, transport: bool) -> dict[str, Path]:
@@ -40,8 +41,7 @@ def chemkin_paths(prefix: Path, transport: bool) -> dict[str, Path]:
 def write_chemkin(gas: ct.Solution, prefix: str | Path) -> dict[str, Path]:
     """Write ``gas`` as Chemkin files beside ``prefix`` (see :func:`chemkin_paths`), atomically;
     returns their paths by kind. Transport data are written when ``gas`` has a transport model."""
-    has_transport = gas.transport_model not in ("none", "None", None)
-    paths = chemkin_paths(Path(prefix), has_transport)
+    paths = chemkin_paths(Path(prefix), has_transport(gas))
     with tempfile.TemporaryDirectory(prefix="deepkin-chemkin-") as tmp:
         raw = {kind: Path(tmp) / path.name for kind, path in paths.items()}
         gas.write_chemkin(raw["mechanism"], raw["thermo"], raw.get("transport"), overwrite=True,

@@ -17,6 +17,7 @@ import numpy as np
 from mechanisms.ignition import IGNITION_RISE_K
 from mechanisms.reduction.config import Condition
 from mechanisms.reduction.profiles import sample_profile
+from mechanisms.state import join_states
 
 REFINE_CRITERIA = {"ratio": 3.0, "slope": 0.05, "curve": 0.1}
 """Grid refinement of every flame: on GRI-3.0 methane flames a candidate's speed restarted from
@@ -85,7 +86,7 @@ def flame_speed(gas: ct.Solution, cond: Condition, min_speed_m_s: float,
         return FlameResult(None, "no-ignition", f"no flame (speed {speed:.3g} m/s)")
     profile = FlameProfile(flame.grid.copy(), flame.T.copy(), flame.velocity.copy(), flame.Y.copy(),
                            list(gas.species_names))
-    states = np.column_stack([flame.T, np.full(len(flame.T), flame.P), flame.Y.T])
+    states = join_states(flame.T, np.full(len(flame.T), flame.P), flame.Y.T)
     return FlameResult(speed, "ok", profile=profile, samples=sample_profile(flame.T, states))
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from mechanisms.composition import mixture_mass_fractions, parse_composition
-from mechanisms.config_file import check_keys, read_yaml_mapping
+from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
 from mechanisms.errors import InputError, did_you_mean
-from mechanisms.loading import Mechanism, load_mechanism
+from mechanisms.loading import Mechanism, has_transport, load_mechanism
 from mechanisms.reduction.config import (
     DEFAULT_EQUILIBRIUM_PERCENT,
     TARGETS,
@@ -151,7 +151,7 @@ def parse_reduce_config(data: dict[str, Any], base_dir: str | Path = ".", method
     psrs = _parse_conditions(data.get("psr-conditions"), mech, "psr", n_targets)
     if not (ignition or flames or psrs):
         raise InputError("autoignition-conditions: missing; give at least one condition")
-    if flames and mech.solution().transport_model in ("none", "None", None):
+    if flames and not has_transport(mech.solution()):
         raise InputError(f"laminar-flame-conditions: {mech.source} has no transport data; a flame "
                          "speed needs it")
     for key, present, what in (("laminar-flame-error", flames, "laminar-flame-conditions"),
@@ -176,8 +176,7 @@ def _percent(data: dict[str, Any], key: str, default: float | None) -> float:
             raise InputError(f"{key}: missing; give the largest allowed error in percent (e.g. 5.0)")
         return default
     value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
+    if not is_number(value) or value <= 0:
         raise InputError(f"{key}: the error bound must be a number > 0 (percent), got {value!r}")
     if value >= 100:
         raise InputError(f"{key}: the error bound is in percent and must be < 100, got {value!r}")

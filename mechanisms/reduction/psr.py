@@ -21,6 +21,7 @@ import numpy as np
 from mechanisms.reactor import Tolerances
 from mechanisms.reduction.config import Condition
 from mechanisms.reduction.profiles import spread
+from mechanisms.state import state_of_gas
 
 SWEEP_FACTOR = 0.7
 RESOLUTION = 0.002  # relative width of the final bracket: τ_ext is found within 0.2 %
@@ -88,8 +89,7 @@ class _StirredReactor:
 
     def row(self) -> np.ndarray:
         """The current state as ``[T (K), P (Pa), Y...]``."""
-        phase = self.reactor.phase
-        return np.concatenate([[phase.T, phase.P], phase.Y])
+        return state_of_gas(self.reactor.phase)
 
 
 def extinction_residence_time(gas: ct.Solution, cond: Condition, tolerances: Tolerances,

@@ -24,7 +24,7 @@ import numpy as np
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
-from mechanisms.loading import solution_from_yaml
+from mechanisms.loading import has_transport, solution_from_yaml
 from mechanisms.reactor import Tolerances, reactor_network
 from mechanisms.reduction.config import Condition, ReductionConfig, SimulationSettings
 from mechanisms.reduction.flame import FlameProfile, flame_speed
@@ -153,7 +153,7 @@ def _ignition(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
 def _flame(gas: ct.Solution, cond: Condition, settings: SimulationSettings,
            guess: FlameProfile | None) -> ConditionResult:
     """Laminar burning velocity (m/s) of a freely propagating, mixture-averaged flame."""
-    if gas.transport_model in ("none", "None", None):
+    if not has_transport(gas):
         return ConditionResult(None, "failed", "the mechanism has no transport data")
     res = flame_speed(gas, cond, settings.min_flame_speed_m_s, guess)
     return ConditionResult(res.speed_m_s, res.status, res.message, samples=res.samples,

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from mechanisms.atomic_io import atomic_write
-from mechanisms.loading import mechanism_sha256, solution_from_yaml
+from mechanisms.loading import has_transport, mechanism_sha256, solution_from_yaml
 
 _BUILDERS: dict[tuple[str, str], ReducedModelBuilder] = {}
 
@@ -45,7 +45,7 @@ class ReducedModelBuilder:
             self._needs.append(np.array(sorted(index[n] for n in names), dtype=np.intp))
             self._efficiency_species.append(effs)
         self._modified: dict[tuple[int, frozenset[str]], ct.Reaction] = {}
-        self.has_transport = gas.transport_model not in ("none", "None", None)
+        self.has_transport = has_transport(gas)
 
     @property
     def n_species(self) -> int:
