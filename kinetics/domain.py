@@ -34,15 +34,16 @@ import cantera as ct
 import numpy as np
 import torch
 
+from kinetics.transforms import log_pressure
 from mechanisms.composition import parse_composition
 from mechanisms.config_file import check_keys, is_number
 from mechanisms.errors import InputError
+from mechanisms.state import ONE_ATM_PA
 
 COORDINATES = ("mixture_fraction", "diluent", "temperature_k", "log_pressure", "progress")
 # O atoms an atom needs (> 0) or brings (< 0) when burnt to CO2 and H2O (Bilger's coupling function).
 COUPLING = {"C": 2.0, "H": 0.5, "O": -1.0}
 PRODUCTS = ("H2O", "CO2")
-ONE_ATM_PA = 101325.0
 
 
 @dataclass
@@ -202,7 +203,7 @@ class DomainCoordinates:
         to [0, 1], the diluent mass fraction, T (K), ln(P/1 atm) and c."""
         z = torch.clamp(self.mixture_fraction(y), 0.0, 1.0)
         s = z / (z + self.stoichiometric)
-        return torch.stack([s, y @ self._diluent_row, t, torch.log(p / ONE_ATM_PA),
+        return torch.stack([s, y @ self._diluent_row, t, log_pressure(p),
                             self.progress(y)], dim=1)
 
 

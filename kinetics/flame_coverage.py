@@ -81,13 +81,19 @@ def premixed_coverage(integrator: Integrator, fuel: str, oxidizer: str, phi: flo
     """Coverage of a freely propagating premixed flame (unburnt at ``temperature_k`` K)."""
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
-    gas.transport_model = transport
-    y0 = mixture_mass_fractions(gas, fuel, oxidizer, phi)
-    gas.TPY = temperature_k, pressure_atm * ONE_ATM_PA, y0
-    flame = ct.FreeFlame(gas, width=0.02)
-    flame.set_refine_criteria(ratio=3.0, slope=0.06, curve=0.12)
-    flame.solve(loglevel=0, auto=True)
-    states, hrr = _on_grid(flame, dx_m)
+    previous = gas.transport_model  # the Solution is shared (cached): give it back as it was
+    if transport != previous:
+        gas.transport_model = transport
+    try:
+        y0 = mixture_mass_fractions(gas, fuel, oxidizer, phi)
+        gas.TPY = temperature_k, pressure_atm * ONE_ATM_PA, y0
+        flame = ct.FreeFlame(gas, width=0.02)
+        flame.set_refine_criteria(ratio=3.0, slope=0.06, curve=0.12)
+        flame.solve(loglevel=0, auto=True)
+        states, hrr = _on_grid(flame, dx_m)
+    finally:
+        if gas.transport_model != previous:
+            gas.transport_model = previous
     return _count(integrator, "premixed", f"phi {phi:g}", pressure_atm, states, hrr)
 
 

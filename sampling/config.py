@@ -25,8 +25,6 @@ SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn fr
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
                 "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000}
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
-# Pressures a case may have (atm): the ideal-gas reactors and flames mean nothing far outside
-# combustion's range, and Cantera's integrators fail slowly there instead of refusing.
 
 
 @dataclass
