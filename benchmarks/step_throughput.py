@@ -168,8 +168,10 @@ def main() -> None:
                         help="cell size of the uniform mesh through the flames (µm)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtypes", nargs="+", default=["float32"],
-                        help="network precision: float32, tf32, bfloat16")
+    parser.add_argument("--dtypes", nargs="+", default=["auto"],
+                        help="network precision: auto (the model's own: bfloat16 for a model "
+                             "validated in it on a CPU that multiplies it natively, else float32), "
+                             "float32, tf32, bfloat16")
     parser.add_argument("--mechanism", help="random networks on this mechanism instead (no "
                         "trained model; the model's dt and frozen temperature); needs --fuel")
     parser.add_argument("--fuel", help="with --mechanism: the fuel of the mixes, e.g. CH4:1")
@@ -204,18 +206,21 @@ def main() -> None:
                 for size in args.sizes]
             for label, model_path in models:
                 for precision in args.dtypes:
-                    _measure(label, Integrator.load(model_path, device=args.device,
-                                                    dtype=_network_dtype(precision)),
-                             precision, mixes, cantera, args)
+                    integrator = Integrator.load(model_path, device=args.device,
+                                                 dtype=_network_dtype(precision))
+                    _measure(label, integrator, integrator.precision if precision == "auto"
+                             else precision, mixes, cantera, args)
     finally:
         cantera.close()
     print(load_text())
 
 
-def _network_dtype(precision: str) -> torch.dtype:
+def _network_dtype(precision: str) -> torch.dtype | str:
+    """What ``Integrator.load`` takes for a ``--dtypes`` entry (tf32: float32 with TF32 GPU
+    matmuls; auto: the model's own choice)."""
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+    return "float32" if precision == "tf32" else precision
 
 
 def _measure(label: str, integrator: Integrator, precision: str, mixes: list[StateMix],

@@ -177,6 +177,9 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("-o", "--out", "out_dir", default="validation", show_default=True, type=click.Path(),
               help="Directory for report.md, report.json and the PNG plots.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+              show_default=True, help="The networks' dtype; auto: the model's validated one where "
+                                      "the CPU multiplies it natively, else float32.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when a target is missed.")
 @click.option("--flames", is_flag=True,
               help="Also report the share of the cells of Cantera's premixed (phi 0.5-3, 1 and 5 "
@@ -184,7 +187,7 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,
-                 out_dir, device, check, flames, threads, quiet) -> None:
+                 out_dir, device, precision, check, flames, threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
@@ -193,7 +196,7 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
     from kinetics.validate import validate
     from sampling.config import parse_values
 
-    integrator = Integrator.load(resolve_model(model), device=device)
+    integrator = Integrator.load(resolve_model(model), device=device, dtype=precision)
     training = integrator.meta.training
     fuel = fuel or training.get("fuel")
     oxidizer = oxidizer or training.get("oxidizer")
@@ -220,7 +223,8 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                f"{100 * report.idt_mean_rel_continuous:.2f} %, where Cantera itself on the step "
                f"grid scores {100 * report.grid_idt_max_rel:.2f} %); equilibrium "
                f"{report.equilibrium_max_k:.2f} K; fallback "
-               f"{100 * report.fallback_fraction:.2f} % of cell-steps; report in {out_dir}/report.md")
+               f"{100 * report.fallback_fraction:.2f} % of cell-steps; networks in "
+               f"{report.precision}; report in {out_dir}/report.md")
     if check and not all(report.passed.values()):
         sys.exit(1)
 
@@ -296,6 +300,9 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--port", type=int, help="TCP port (default 8000).")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default auto).")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core).")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]),
+              help="The networks' dtype (default auto: a model's validated precision where the CPU "
+                   "multiplies it natively, else float32).")
 @click.option("--token", "tokens", multiple=True, help="Accept this bearer token (repeat for several); "
               "with none, no auth. Also DEEPKIN_TOKENS (comma-separated) or DEEPKIN_TOKENS_FILE.")
 @click.option("--tokens-file", type=click.Path(dir_okay=False), help="Bearer tokens, one a line.")
@@ -323,10 +330,10 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--graceful-shutdown-s", type=float, help="On SIGTERM/SIGINT the process exits within "
               "this many s (default 60, at least 2); requests unanswered by then get 503.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_body_mb, max_json_mb,
-              max_batch_cells, max_batch_requests, queue_delay_ms, max_queue_requests, max_queue_cells,
-              max_substeps, max_cell_substeps, step_timeout_s, header_timeout_s, body_timeout_s,
-              graceful_shutdown_s, log_level) -> None:
+def serve_cmd(model_dir, host, port, device, threads, precision, tokens, tokens_file, max_body_mb,
+              max_json_mb, max_batch_cells, max_batch_requests, queue_delay_ms, max_queue_requests,
+              max_queue_cells, max_substeps, max_cell_substeps, step_timeout_s, header_timeout_s,
+              body_timeout_s, graceful_shutdown_s, log_level) -> None:
     """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
 
     Settings also come from DEEPKIN_* environment variables (flags win); see docs/service.md.
@@ -337,6 +344,7 @@ def serve_cmd(model_dir, host, port, device, threads, tokens, tokens_file, max_b
     token_list = list(tokens) + (read_tokens_file(tokens_file) if tokens_file else [])
     settings = ServiceSettings.from_env(
         model_dir=model_dir, host=host, port=port, device=device, threads=threads,
+        precision=precision,
         tokens=token_list or None,
         max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
         max_json_bytes=int(max_json_mb * 2**20) if max_json_mb is not None else None,

@@ -186,13 +186,18 @@ class DomainCoordinates:
         beta = y @ self._beta_row
         return (beta - self.beta_oxidizer) / (self.beta_fuel - self.beta_oxidizer)
 
-    def progress(self, y: torch.Tensor) -> torch.Tensor:
-        """Progress ``c`` ``[n]`` in [0, 1] (0 where nothing can burn)."""
+    def complete_products(self, y: torch.Tensor) -> torch.Tensor:
+        """Mass fraction ``[n]`` of products (H2O, CO2) that complete combustion of ``y``
+        ``[n, ns]`` would hold: 0 where nothing can burn (no fuel or no oxygen atoms)."""
         n = y @ self._moles.T  # [n, 3]: mol H, C, O per kg
         h2o = torch.minimum(n[:, 0] / 2.0, n[:, 2]) if self._w_h2o else torch.zeros_like(n[:, 0])
         o_left = torch.clamp(n[:, 2] - h2o, min=0.0)
         co2 = torch.minimum(n[:, 1], o_left / 2.0) if self._w_co2 else torch.zeros_like(h2o)
-        complete = self._w_h2o * h2o + self._w_co2 * co2
+        return self._w_h2o * h2o + self._w_co2 * co2
+
+    def progress(self, y: torch.Tensor) -> torch.Tensor:
+        """Progress ``c`` ``[n]`` in [0, 1] (0 where nothing can burn)."""
+        complete = self.complete_products(y)
         have = y @ self._product_row
         c = torch.where(complete > 1e-12, have / torch.clamp(complete, min=1e-300),
                         torch.zeros_like(have))

@@ -23,12 +23,43 @@ import torch
 from torch import nn
 
 from kinetics.models import MLP
+from mechanisms.errors import InputError
 
 BLOCK_VALUES = 1024 * 400  # activations of the widest layer per block
 BLOCK_ROWS_RANGE = (256, 8192)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN's name for each activation it can fuse into the linear layer before it.
 _FUSED = {nn.GELU: "gelu", nn.SiLU: "swish", nn.Tanh: "tanh"}
+
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def native_bfloat16_cpu() -> bool:
+    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16), where oneDNN's
+    bfloat16 GEMM runs ~2× float32; elsewhere it is emulated and slower than float32."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16")) and _onednn_linear() is not None
+
+
+def network_dtype(precision: str, model_precision: str, device: torch.device) -> torch.dtype:
+    """The networks' dtype for ``precision`` (``auto``, ``float32`` or ``bfloat16``).
+
+    ``auto``: the model's ``inference_precision`` when it is ``bfloat16`` and the device is a CPU
+    that multiplies bfloat16 natively (:func:`native_bfloat16_cpu`), float32 otherwise (GPUs
+    included: float32 is the GPU path). A model validated in bfloat16 records it; any other
+    model runs float32 unless asked. InputError for an unknown name.
+    """
+    if precision == "auto":
+        if model_precision == "bfloat16" and device.type == "cpu" and native_bfloat16_cpu():
+            return torch.bfloat16
+        return torch.float32
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: must be auto, float32 or bfloat16, got {precision!r}")
+    return PRECISIONS[precision]
 
 
 def _onednn_linear():

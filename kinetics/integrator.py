@@ -10,8 +10,9 @@ of a dt into that number) and counts what happened to the cells. Per model step:
    per cell) and are counted (``StepResult.n_fallback``): outside T, P or a species' Box-Cox range,
    and (format 4) in a bin of the occupancy grid over mixture fraction, dilution, T, P and progress
    that held no training rows (``kinetics/domain.py``);
-3. the network (float32 by default; on CPU in cache-sized blocks on oneDNN's GEMM, see
-   :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a regime network
+3. the network (float32, or bfloat16 for a model validated in it on a CPU that multiplies it
+   natively: :func:`kinetics.inference.network_dtype`; on CPU in cache-sized blocks on oneDNN's
+   GEMM, see :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a regime network
    when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) + dt·rate),
    projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
    rescaled so that ΣY' = 1 with inert species untouched;
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from kinetics.domain import DomainCoordinates, OccupancyGrid
-from kinetics.inference import BlockedForward
+from kinetics.inference import BlockedForward, network_dtype
 from kinetics.model_checks import OCCUPANCY_TENSOR
 from kinetics.model_file import ModelMeta, network_state, read_model_file
 from kinetics.models import build_model
@@ -56,8 +57,12 @@ from mechanisms.state import (
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
-# Which network gave a cell's rates (Integrator.rates).
-ROUTE_MAIN, ROUTE_TAIL, ROUTE_INDUCTION = 0, 1, 2
+# Which network gave a cell's rates (Integrator.rates); ROUTE_UNRESOLVED: an induction cell
+# whose rates lie below that network's resolution (``induction.fallback_below``), for Cantera.
+ROUTE_MAIN, ROUTE_TAIL, ROUTE_INDUCTION, ROUTE_UNRESOLVED = 0, 1, 2, 3
+# A cell whose complete combustion would form less product than this (mass fraction) has nothing
+# to burn: it is never handed to Cantera as unresolved (pure air or fuel, however hot).
+NOTHING_TO_BURN = 1e-6
 
 
 class StepInterrupted(DeepkinError):
@@ -83,6 +88,9 @@ class StepResult:
     fallback: np.ndarray | None = None  # [n] bool per cell
     n_tail_steps: int = 0  # cell-steps whose rates came from the near-equilibrium network
     n_induction_steps: int = 0  # cell-steps whose rates came from the induction network
+    # cell-steps below the induction network's resolution, stepped by Cantera (counted in
+    # n_fallback's cells too)
+    n_unresolved_steps: int = 0
 
 
 def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
@@ -166,11 +174,15 @@ class Integrator:
     """A trained surrogate ready to step cells."""
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], mechanism_yaml: str,
-                 device: str | torch.device | None = "auto", dtype: torch.dtype = torch.float32,
-                 path: str | None = None):
+                 device: str | torch.device | None = "auto",
+                 dtype: torch.dtype | str | None = None, path: str | None = None):
         self.meta = meta
         self.path = path
         self.device = resolve_device(device)
+        # The networks' dtype: given, or a precision name (None = "auto": the model's validated
+        # inference precision where the device runs it natively, else float32).
+        if not isinstance(dtype, torch.dtype):
+            dtype = network_dtype(dtype or "auto", meta.inference_precision, self.device)
         self.dtype = dtype
         self.mechanism_yaml = mechanism_yaml
         self.head = RateHead(meta.architecture, meta.output_transform, tensors, "", self.device,
@@ -185,12 +197,14 @@ class Integrator:
         # The induction network (format 4): slow cells that have barely burnt.
         self.induction: RateHead | None = None
         self.induction_route_below = self.induction_progress_below = 0.0
+        self.induction_fallback_below = 0.0
         if meta.induction:
             self.induction = RateHead(meta.induction["architecture"],
                                       meta.induction.get("output_transform"), tensors,
                                       "induction.", self.device, dtype)
             self.induction_route_below = float(meta.induction["route_below"])
             self.induction_progress_below = float(meta.induction["progress_below"])
+            self.induction_fallback_below = float(meta.induction.get("fallback_below", 0.0))
         f64 = dict(device=self.device, dtype=torch.float64)
         lo, hi = tensors["domain.bct_min"].to(**f64), tensors["domain.bct_max"].to(**f64)
         span = torch.clamp(hi - lo, min=1e-6)
@@ -242,9 +256,12 @@ class Integrator:
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = "auto",
-             dtype: torch.dtype = torch.float32,
+             dtype: torch.dtype | str | None = None,
              expect_mechanism_sha256: str | None = None) -> Integrator:
-        """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism."""
+        """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism.
+
+        ``dtype``: the networks' dtype, or a precision name (``auto``, ``float32``,
+        ``bfloat16``); None is ``auto`` (:func:`kinetics.inference.network_dtype`)."""
         meta, tensors, yaml_text = read_model_file(path)
         if expect_mechanism_sha256 and expect_mechanism_sha256 != meta.mechanism_sha256:
             raise InputError(f"model: {path} was trained on mechanism sha256 "
@@ -260,6 +277,11 @@ class Integrator:
     @property
     def dt_s(self) -> float:
         return self.meta.dt_s
+
+    @property
+    def precision(self) -> str:
+        """The networks' dtype by name (``float32``, ``bfloat16``, …)."""
+        return str(self.dtype).removeprefix("torch.")
 
     @property
     def width(self) -> int:
@@ -400,17 +422,18 @@ class Integrator:
         y = torch.clamp(mass_fractions(x), min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
         active = ~frozen
-        tail_steps = induction_steps = 0
+        tail_steps = induction_steps = unresolved_steps = 0
         for done in range(n_sub):
             if stop is not None and stop():
                 raise StepInterrupted(done, n_sub)
             if not bool(active.any()):
                 break
             idx = active.nonzero().squeeze(1)
-            t_new, y_new, fb, n_tail, n_induction = self._model_step(t[idx], p[idx], y[idx],
-                                                                     _at_step(stop, done, n_sub))
-            tail_steps += n_tail
-            induction_steps += n_induction
+            t_new, y_new, fb, counts = self._model_step(t[idx], p[idx], y[idx],
+                                                        _at_step(stop, done, n_sub))
+            tail_steps += counts[ROUTE_TAIL]
+            induction_steps += counts[ROUTE_INDUCTION]
+            unresolved_steps += counts[ROUTE_UNRESOLVED]
             t[idx], y[idx] = t_new, y_new
             fell_back[idx] |= fb
             active = t >= self.meta.frozen_temperature_k
@@ -421,7 +444,7 @@ class Integrator:
             result = result.numpy()
         return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
                           frozen.cpu().numpy(), fell_back.cpu().numpy(), tail_steps,
-                          induction_steps)
+                          induction_steps, unresolved_steps)
 
     def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
                   y: torch.Tensor | None = None) -> torch.Tensor:
@@ -446,27 +469,31 @@ class Integrator:
 
     def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor,
                     interrupt: Callable[[], None] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-        """One model step: ``(T', Y', fell_back [n] bool, cells served by the near-equilibrium
-        network, cells served by the induction network)``; ``interrupt`` is called before each
-        Cantera fallback cell (it raises to stop)."""
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, int]]:
+        """One model step: ``(T', Y', fell_back [n] bool, {route: cells})``, the cells each
+        network served (:data:`ROUTE_TAIL`, :data:`ROUTE_INDUCTION`) and those handed to Cantera
+        below the induction network's resolution (:data:`ROUTE_UNRESOLVED`); ``interrupt`` is
+        called before each Cantera fallback cell (it raises to stop)."""
         lam = self.meta.box_cox_lambda
         bct = box_cox(y, lam)
         inside = self.in_domain(t, p, bct, y)
         t_out, y_out = t.clone(), y.clone()
-        n_tail = n_induction = 0
+        counts = dict.fromkeys((ROUTE_TAIL, ROUTE_INDUCTION, ROUTE_UNRESOLVED), 0)
         if bool(inside.any()):
             i = inside.nonzero().squeeze(1)
             t_out[i], y_out[i], ok, route = self._network_step(t[i], p[i], y[i], bct[i])
-            n_tail = int(((route == ROUTE_TAIL) & ok).sum())
-            n_induction = int(((route == ROUTE_INDUCTION) & ok).sum())
-            inside[i[~ok]] = False  # enthalpy inversion failed: Cantera takes these cells
+            counts[ROUTE_TAIL] = int(((route == ROUTE_TAIL) & ok).sum())
+            counts[ROUTE_INDUCTION] = int(((route == ROUTE_INDUCTION) & ok).sum())
+            counts[ROUTE_UNRESOLVED] = int((route == ROUTE_UNRESOLVED).sum())
+            # Enthalpy inversion failed, or below the induction network's resolution: Cantera
+            # takes these cells.
+            inside[i[~ok]] = False
         outside = (~inside).nonzero().squeeze(1)
         for j in outside.tolist():
             if interrupt is not None:
                 interrupt()
             t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
-        return t_out, y_out, ~inside, n_tail, n_induction
+        return t_out, y_out, ~inside, counts
 
     def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
               y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -478,8 +505,12 @@ class Integrator:
         A cell whose rates, as the main network predicts them, are all below a regime's
         ``route_below`` × the main target scale takes that regime's rates: the induction
         network's when its progress variable is below ``progress_below`` (fresh or barely
-        burnt: slow induction, preheat), else the near-equilibrium network's. ``y``: the mass
-        fractions ``bct`` came from (computed from ``bct`` when None).
+        burnt: slow induction, preheat), else the near-equilibrium network's. An induction cell
+        whose rates, in the induction network's own scale, are all below its ``fallback_below``
+        (where that network's error is as large as the rates it predicts: slow induction near
+        the second explosion limit) is marked :data:`ROUTE_UNRESOLVED`, for Cantera, unless it
+        has nothing to burn. ``y``: the mass fractions ``bct`` came from (computed from ``bct``
+        when None).
         """
         features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
         rate = self.head.rates(features)
@@ -499,6 +530,10 @@ class Integrator:
             if head is not None and bool(chosen.any()):
                 i = chosen.nonzero().squeeze(1)
                 rate[i] = head.rates(features[i])
+                if code == ROUTE_INDUCTION and self.induction_fallback_below > 0:
+                    own = (rate[i] / head.y_std).abs().masked_fill(self.inert, 0.0).amax(dim=1)
+                    burnable = self.coordinates.complete_products(y[i]) > NOTHING_TO_BURN
+                    route[i[(own < self.induction_fallback_below) & burnable]] = ROUTE_UNRESOLVED
         return rate, route
 
     def _network_step(self, t, p, y, bct):
@@ -513,7 +548,8 @@ class Integrator:
         h_k, cp_k = self.thermo.species_properties(t)
         h = (h_k * y).sum(dim=1)
         t_new, converged = self.thermo.temperature(h, y_new, t, guess_properties=(h_k, cp_k))
-        ok = converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
+        ok = (converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
+              & (route != ROUTE_UNRESOLVED))
         return t_new, y_new, ok, route
 
     def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:

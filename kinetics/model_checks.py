@@ -15,8 +15,9 @@ scales, the Box-Cox domain ``[ns]`` with min ≤ max; no tensor the file does no
 From format 4: the occupancy domain (its coordinates, increasing finite bin edges, the
 ``domain.occupancy`` tensor of 0/1 bytes shaped by them, fuel and oxidiser streams of the
 mechanism's species and the stoichiometric mixture fraction they give) and the induction
-network (as the near-equilibrium one, plus ``progress_below`` in (0, 1]); older formats may hold
-neither.
+network (as the near-equilibrium one, plus ``progress_below`` in (0, 1] and, when present,
+``fallback_below`` ≥ 0, from format 5); from format 5 ``inference_precision`` (float32 or
+bfloat16); older formats may hold none of these.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
                      f"needs format 4, the file is format {version}")
     if domain is not None:
         expected |= _check_domain(domain, tensors, gas, refuse)
+    precision = getattr(meta, "inference_precision", "float32")
+    if precision not in ("float32", "bfloat16"):
+        raise refuse("inference_precision", f"must be float32 or bfloat16, got {precision!r}")
+    floor = (induction or {}).get("fallback_below") if isinstance(induction, dict) else None
+    if version < 5 and (precision != "float32" or floor is not None):
+        raise refuse("inference_precision" if precision != "float32" else
+                     "induction.fallback_below", f"needs format 5, the file is format {version}")
     heads = [("", meta.architecture, meta.output_transform)]
     for name, regime in (("tail", meta.tail), ("induction", induction)):
         if regime is None:
@@ -82,6 +90,9 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
             progress = regime.get("progress_below")
             if not (is_number(progress) and 0 < progress <= 1):
                 raise refuse("induction.progress_below", f"must lie in (0, 1], got {progress!r}")
+            floor = regime.get("fallback_below", 0.0)
+            if not (is_number(floor) and floor >= 0):
+                raise refuse("induction.fallback_below", f"must be a number >= 0, got {floor!r}")
         heads.append((f"{name}.", regime["architecture"], regime.get("output_transform")))
     for prefix, architecture, transform in heads:
         _check_transform(transform, f"{prefix}output_transform", refuse)

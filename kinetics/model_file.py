@@ -34,7 +34,7 @@ from mechanisms.loading import mechanism_sha256
 # occupancy grid over mixture fraction, dilution, T, P and progress (``domain`` and the tensor
 # ``domain.occupancy``) and an induction network may follow (``induction``). Older files are read
 # with the checks of their format (and their per-species domain box), plus the consistency checks.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 @dataclass
@@ -66,10 +66,14 @@ class ModelMeta:
     # with the tensor ``domain.occupancy``; null: the per-species Box-Cox box alone (formats 1-3).
     domain: dict[str, Any] | None = None
     # The induction network (format >= 4): {"architecture", "output_transform", "route_below",
-    # "progress_below", "training"}. Cells whose rates, as the main network predicts them, are
-    # all below ``route_below`` × the main target scale and whose progress is below
-    # ``progress_below`` take their rates from it.
+    # "progress_below", "training"} and optionally "fallback_below". Cells whose rates, as the
+    # main network predicts them, are all below ``route_below`` × the main target scale and whose
+    # progress is below ``progress_below`` take their rates from it; those whose rates, in its
+    # own scale, are all below ``fallback_below`` (its resolution floor) go to Cantera.
     induction: dict[str, Any] | None = None
+    # The precision the model was validated in for fast inference (format >= 5): "float32", or
+    # "bfloat16" (used on CPUs that multiply it natively; kinetics.inference.network_dtype).
+    inference_precision: str = "float32"
 
     @property
     def n_species(self) -> int:

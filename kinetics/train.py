@@ -87,6 +87,14 @@ class TrainConfig:
     regime: str = "tail"
     progress_below: float = 0.5
     progress_margin: float = 0.1
+    # Induction only: cells it serves whose rates, in its own target scale, are all below this
+    # are stepped by Cantera instead (its resolution floor: below it the network's error is as
+    # large as the rates; benchmarks/regime_resolution.py measures where that lies). 0: none.
+    fallback_below: float = 0.0
+    # The precision the finished model is validated in and served at where the hardware
+    # multiplies it natively (kinetics.inference.network_dtype): float32 or bfloat16. null: the
+    # main model's (with tail_of), float32 otherwise. Set it once validation has shown it.
+    inference_precision: str | None = None
     # The training domain recorded in the model (kinetics/domain.py, DomainSettings): the
     # occupancy grid over mixture fraction, dilution, T, P and progress by default.
     domain: dict[str, Any] | None = None
@@ -143,6 +151,12 @@ class TrainConfig:
                              f"{self.source_rows!r}")
         if self.regime not in ("tail", "induction"):
             raise InputError(f"regime: must be tail or induction, got {self.regime!r}")
+        if self.fallback_below > 0 and (self.regime != "induction" or self.tail_of is None):
+            raise InputError("fallback_below: only an induction network (regime: induction, "
+                             f"with tail_of) has a resolution floor, got {self.fallback_below!r}")
+        if self.inference_precision not in (None, "float32", "bfloat16"):
+            raise InputError(f"inference_precision: must be float32, bfloat16 or null, got "
+                             f"{self.inference_precision!r}")
         if self.domain is not None and not isinstance(self.domain, dict):
             raise InputError(f"domain: must be a mapping (check, min_rows, …), got {self.domain!r}")
         DomainSettings.from_dict(self.domain)
@@ -171,6 +185,7 @@ _NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "route_margin": (">= 1", lambda v: v >= 1),
     "progress_below": ("in (0, 1]", lambda v: 0 < v <= 1),
     "progress_margin": (">= 0", lambda v: v >= 0),
+    "fallback_below": (">= 0", lambda v: v >= 0),
     "max_minutes": ("> 0 or null", lambda v: v > 0),
 }
 _OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes")
@@ -528,6 +543,7 @@ class _BestModel:
             pressure_pa=norm.pressure_pa,
             frozen_temperature_k=config.frozen_temperature_k, inert_species=self.inert,
             output_transform=config.output_transform, description=config.description,
+            inference_precision=config.inference_precision or "float32",
             training={"dataset": Path(facts.path).name, "rows_train": norm.n_train,
                       "rows_val": norm.n_val, "epochs": state["epoch"],
                       "val_loss": state["best_val"], "config": dataclasses.asdict(config),
@@ -622,8 +638,11 @@ class _MainModel:
                                "config": dataclasses.asdict(config)}}
         if prefix == "induction":
             record["progress_below"] = config.progress_below
+            record["fallback_below"] = config.fallback_below
         meta = dataclasses.replace(self.meta, **{prefix: record},
-                                   description=config.description or self.meta.description)
+                                   description=config.description or self.meta.description,
+                                   inference_precision=(config.inference_precision
+                                                        or self.meta.inference_precision))
         save_model(out, self.network, meta, extra, self.mechanism_yaml)
 
 

@@ -78,6 +78,8 @@ class ValidationReport:
     seconds_cantera: float
     tail_fraction: float = 0.0  # cell-steps whose rates came from the near-equilibrium network
     induction_fraction: float = 0.0  # cell-steps whose rates came from the induction network
+    # cell-steps below the induction network's resolution, stepped by Cantera (in fallback too)
+    unresolved_fraction: float = 0.0
     idt_max_rel_continuous: float = 0.0  # against Cantera's adaptive solution
     idt_mean_rel_continuous: float = 0.0
     grid_idt_max_rel: float = 0.0  # Cantera on the step grid against itself adaptive
@@ -86,6 +88,9 @@ class ValidationReport:
     outside_domain: list[str] = field(default_factory=list)
     # With flames=True: the cells of Cantera's flames the model serves (kinetics/flame_coverage.py).
     flames: list[dict] = field(default_factory=list)
+    # The networks' dtype and the device they ran on (Integrator.precision, .device).
+    precision: str = "float32"
+    device: str = "cpu"
 
     @property
     def passed(self) -> dict[str, bool]:
@@ -132,6 +137,8 @@ class ValidationReport:
             f"| max enthalpy drift on any step (relative) | {self.enthalpy_max_rel:.1e} | ≤ 1e-6 | "
             f"{mark[p['enthalpy_rel']]} |",
             f"| cell-steps that fell back to Cantera | {100 * self.fallback_fraction:.2f} % | | |",
+            f"| of which below the induction network's resolution | "
+            f"{100 * self.unresolved_fraction:.2f} % | | |",
             f"| cell-steps served by the near-equilibrium network | {100 * self.tail_fraction:.2f} % "
             "| | |",
             f"| cell-steps served by the induction network | {100 * self.induction_fraction:.2f} % "
@@ -141,8 +148,8 @@ class ValidationReport:
             "",
             *([f"Never inside the model's domain (Cantera took every step; not in the figures "
                f"above): {'; '.join(self.outside_domain)}.", ""] if self.outside_domain else []),
-            f"Surrogate rollout: {self.seconds_surrogate:.1f} s; Cantera reference: "
-            f"{self.seconds_cantera:.1f} s.",
+            f"Networks in {self.precision} on {self.device}. Surrogate rollout: "
+            f"{self.seconds_surrogate:.1f} s; Cantera reference: {self.seconds_cantera:.1f} s.",
             "",
             "Served: the share of the condition's cell-steps (none is frozen) that a network "
             "advanced; Cantera took the rest.",
@@ -219,6 +226,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     results = [_condition_result(gas, c, ref, rollout, i)
                for i, (c, ref) in enumerate(zip(conditions, refs))]
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
+    report.precision, report.device = integrator.precision, str(integrator.device)
     if flames:
         from kinetics.flame_coverage import standard_coverage
 
@@ -285,6 +293,7 @@ class _Rollout:
     seconds: float
     active_steps: np.ndarray | None = None  # [n_cond]: steps whose cell was not frozen
     n_induction_steps: int = 0
+    n_unresolved_steps: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -309,7 +318,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     sum_dev = 0.0
     h_dev = 0.0
     fallback = 0
-    tail_steps = induction_steps = 0
+    tail_steps = induction_steps = unresolved_steps = 0
     network_steps = np.zeros(len(conditions), dtype=np.int64)
     active_steps = np.zeros(len(conditions), dtype=np.int64)
     x = torch.as_tensor(state, device=device)
@@ -321,6 +330,7 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
         fallback += res.n_fallback
         tail_steps += res.n_tail_steps
         induction_steps += res.n_induction_steps
+        unresolved_steps += res.n_unresolved_steps
         network_steps += ~(res.frozen | res.fallback)
         active_steps += ~res.frozen
         temps[k] = temperature(x).cpu().numpy()
@@ -333,7 +343,8 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
             t_hist.append(k * integrator.dt_s)
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
                     np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
-                    time.perf_counter() - started, active_steps, induction_steps)
+                    time.perf_counter() - started, active_steps, induction_steps,
+                    unresolved_steps)
 
 
 def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout: _Rollout,
@@ -378,6 +389,7 @@ def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
         fallback_fraction=rollout.n_fallback / cell_steps, seconds_surrogate=rollout.seconds,
         seconds_cantera=seconds_cantera, tail_fraction=rollout.n_tail_steps / cell_steps,
         induction_fraction=rollout.n_induction_steps / cell_steps,
+        unresolved_fraction=rollout.n_unresolved_steps / cell_steps,
         idt_max_rel_continuous=max(errors_cont, default=0.0),
         idt_mean_rel_continuous=float(np.mean(errors_cont)) if errors_cont else 0.0,
         grid_idt_max_rel=max(grid_errors, default=0.0),

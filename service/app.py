@@ -35,7 +35,8 @@ LAST_DRAIN_S = 0.3  # what the lifespan's end waits for the batchers (s), after 
 def create_app(settings: ServiceSettings | None = None, hosts: dict[str, ModelHost] | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: from the environment) and ``hosts``."""
     settings = settings or ServiceSettings.from_env()
-    hosts = hosts if hosts is not None else load_hosts(settings.model_dir, settings.device)
+    if hosts is None:
+        hosts = load_hosts(settings.model_dir, settings.device, settings.precision)
     metrics = Metrics()
     state = ServiceState(settings=settings, hosts=hosts, batchers={}, metrics=metrics)
 

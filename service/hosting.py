@@ -48,8 +48,9 @@ class ModelHost:
         self.meta = integrator.meta
 
     @classmethod
-    def load(cls, name: str, path: str | Path, device: str = "auto") -> ModelHost:
-        return cls(name, Integrator.load(path, device=device))
+    def load(cls, name: str, path: str | Path, device: str = "auto",
+             precision: str = "auto") -> ModelHost:
+        return cls(name, Integrator.load(path, device=device, dtype=precision))
 
     # -- facts -------------------------------------------------------------------------------------
     @property
@@ -70,6 +71,7 @@ class ModelHost:
             "phase": m.phase, "temperature_k": list(m.temperature_k), "pressure_pa": list(m.pressure_pa),
             "frozen_temperature_k": m.frozen_temperature_k, "inert_species": list(m.inert_species),
             "outputs": list(OUTPUTS), "device": str(self.integrator.device),
+            "precision": self.integrator.precision,
             "near_equilibrium_route_below": m.tail["route_below"] if m.tail else None,
         }
 
@@ -117,11 +119,12 @@ class ModelHost:
         return out
 
 
-def load_hosts(model_dir: str | Path | None, device: str = "auto") -> dict[str, ModelHost]:
+def load_hosts(model_dir: str | Path | None, device: str = "auto",
+               precision: str = "auto") -> dict[str, ModelHost]:
     """One :class:`ModelHost` per ``*.safetensors`` file of ``model_dir`` (default: shipped)."""
     entries = list_models(model_dir)
     if not entries:
         where = model_dir or SHIPPED_DIR
         hint = "" if model_dir else " (the shipped default model is missing; pass --model-dir DIR)"
         raise InputError(f"model-dir: no *.safetensors model files in {where}{hint}")
-    return {e.name: ModelHost.load(e.name, e.path, device) for e in entries}
+    return {e.name: ModelHost.load(e.name, e.path, device, precision) for e in entries}

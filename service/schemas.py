@@ -37,6 +37,9 @@ class ModelInfo(BaseModel):
     inert_species: list[str]
     outputs: list[str] = Field(..., description="Optional outputs a step can return")
     device: str
+    precision: str = Field("float32", description="The networks' dtype on this service "
+                           "(float32, or bfloat16 for a model validated in it on a CPU that "
+                           "multiplies it natively)")
     near_equilibrium_route_below: float | None = Field(
         None, description="With a near-equilibrium network: cells whose predicted rates are all "
         "below this fraction of the main target scale take its rates; null without one")

@@ -83,7 +83,7 @@ def serve(settings: ServiceSettings) -> None:
         # On a CPU shared with other work, fewer intra-op threads than cores avoids threads
         # waiting for each other (measured: 1 thread 10-70x faster than 2 on 2 busy cores).
         torch.set_num_threads(settings.threads)
-    hosts = load_hosts(settings.model_dir, settings.device)
+    hosts = load_hosts(settings.model_dir, settings.device, settings.precision)
     app = create_app(settings, hosts)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s - UVICORN_MARGIN_S,

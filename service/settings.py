@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -18,6 +19,9 @@ class ServiceSettings(BaseModel):
     model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="The networks' dtype; auto: a model's validated inference precision "
+                            "where the CPU multiplies it natively, else float32")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     tokens: list[str] = Field(default_factory=list, description="Bearer tokens; empty = no auth")

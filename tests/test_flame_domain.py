@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, Integrator
+from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, ROUTE_UNRESOLVED, Integrator
 from kinetics.model_file import read_model_file
 from kinetics.transforms import box_cox
 from mechanisms import InputError
@@ -64,7 +64,7 @@ def _state(gas: ct.Solution, t: float, p_atm: float, y: np.ndarray | str) -> np.
 
 def test_the_trainer_records_what_it_covered(models, small_dataset):
     meta, tensors, _ = read_model_file(models["main"])
-    assert meta.format_version == 4
+    assert meta.format_version == 5
     domain = meta.domain
     assert domain["check"] == "occupancy" and domain["fuel"] == "H2:1" and domain["oxidizer"] == AIR
     assert domain["coordinates"] == ["mixture_fraction", "diluent", "temperature_k",
@@ -133,6 +133,60 @@ def test_the_induction_network_takes_slow_fresh_cells_and_the_tail_slow_burnt_on
     assert route.tolist() == [ROUTE_TAIL] * 3
 
 
+def test_cells_below_the_induction_networks_resolution_are_stepped_by_cantera(models, tmp_path):
+    """fallback_below (the recipe's, recorded in the induction record) hands slow fresh cells to
+    Cantera; hot air and hot fuel, with nothing to burn, stay with the network."""
+    floor = rewrite_model_file(models["both"], tmp_path / "floor.safetensors",
+                               lambda raw: raw["induction"].__setitem__("fallback_below", 1e9))
+    it = Integrator.load(floor, device="cpu")
+    assert it.induction_fallback_below == 1e9
+    gas = ct.Solution("h2o2.yaml")
+    gas.set_equivalence_ratio(1.0, "H2:1", AIR)
+    fresh = _state(gas, 1050.0, 1.0, gas.Y.copy())
+    air = _state(gas, 1050.0, 1.0, AIR)
+    fuel = _state(gas, 1050.0, 1.0, "H2:1,N2:1")
+    states = np.array([fresh, air, fuel])
+    it.route_below = it.induction_route_below = np.inf  # every cell counts as slow
+    x = torch.as_tensor(states)
+    _, route = it.rates(x[:, 0], x[:, 1], box_cox(x[:, 2:], 0.1), x[:, 2:])
+    assert route.tolist() == [ROUTE_UNRESOLVED, ROUTE_INDUCTION, ROUTE_INDUCTION]
+    it.domain_check, it.grid = "none", None  # the small dataset's domain holds no hot air
+    res = it.advance(states)
+    assert res.fallback.tolist() == [True, False, False]
+    assert res.n_unresolved_steps == 1 and res.n_induction_steps == 2
+    # The fresh cell got Cantera's step: what the fallback reactor gives it alone.
+    t_c, y_c = it._cantera_step(float(fresh[0]), float(fresh[1]), torch.as_tensor(fresh[2:]))
+    assert res.states[0, 0] == pytest.approx(t_c, abs=1e-9)
+    np.testing.assert_allclose(res.states[0, 2:], y_c.numpy(), atol=1e-14)
+    # Without the floor (the file as trained) the induction network takes it.
+    plain = Integrator.load(models["both"], device="cpu")
+    assert plain.induction_fallback_below == 0.0
+    plain.route_below = plain.induction_route_below = np.inf
+    plain.domain_check, plain.grid = "none", None
+    assert plain.advance(states).n_unresolved_steps == 0
+
+
+def test_fallback_below_is_for_an_induction_network_only(models, small_dataset, tmp_path):
+    from kinetics.train import TrainConfig
+
+    for bad, message in (({"fallback_below": 0.01}, "fallback_below: only an induction network"),
+                         ({"fallback_below": -1, "regime": "induction", "tail_of": "x"},
+                          "fallback_below: must be a number >= 0")):
+        with pytest.raises(InputError, match=message):
+            TrainConfig.from_dict(bad)
+    cfg = tmp_path / "ind.yaml"
+    cfg.write_text("model: {hidden: [8]}\nepochs: 1\nblock_rows: 2048\n"
+                   "output_transform: {type: signed_power, lambda: 0.5}\nroute_below: 0.05\n"
+                   f"tail_of: {models['tail']}\nregime: induction\nfallback_below: 0.02\n")
+    out = tmp_path / "ind.safetensors"
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(out), "--device", "cpu",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    meta, _, _ = read_model_file(out)
+    assert meta.induction["fallback_below"] == 0.02
+    assert Integrator.load(out, device="cpu").induction_fallback_below == 0.02
+
+
 def _domain(key, value):
     return lambda raw: raw["domain"].__setitem__(key, value)
 
@@ -154,6 +208,8 @@ DOMAIN_EDITS = {
                     "domain needs format 4, the file is format 3"),
     "progress_below": (lambda raw: raw["induction"].__setitem__("progress_below", 0), None,
                        "induction.progress_below must lie in (0, 1], got 0"),
+    "fallback_below": (lambda raw: raw["induction"].__setitem__("fallback_below", -0.5), None,
+                       "induction.fallback_below must be a number >= 0, got -0.5"),
 }
 
 

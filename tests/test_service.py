@@ -86,6 +86,7 @@ def test_model_facts(client, integrators):
     assert info["species"] == integ.species and info["width"] == 12 and info["dt_s"] == integ.dt_s
     assert info["mechanism_sha256"] == integ.meta.mechanism_sha256
     assert info["near_equilibrium_route_below"] is None  # a single-network model
+    assert info["precision"] == "float32"  # a model not validated in bfloat16 runs float32
     text = httpx.get(f"{client._http.base_url}/v1/models/h2/species", headers=AUTH).text
     assert text.split() == integ.species
 
