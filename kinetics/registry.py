@@ -21,12 +21,17 @@ class ModelEntry:
 
     def summary(self) -> str:
         m = self.meta
+        domain = m.domain or {}
+        fuel = domain.get("fuel") or m.training.get("fuel")
+        oxidizer = domain.get("oxidizer") or m.training.get("oxidizer")
         return (f"{self.name:<14} {m.mechanism_source} ({len(m.species)} species), dt {m.dt_s:g} s, "
+                f"{f'{fuel} / {oxidizer}, ' if fuel and oxidizer else ''}"
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "
                 f"P {m.pressure_pa[0] / ONE_ATM_PA:.3g}–{m.pressure_pa[1] / ONE_ATM_PA:.3g} atm, "
                 f"{'+ near-equilibrium network, ' if m.tail else ''}"
                 f"{'+ induction network, ' if m.induction else ''}"
-                f"{'occupancy domain, ' if (m.domain or {}).get('check') == 'occupancy' else ''}"
+                f"{'occupancy domain, ' if domain.get('check') == 'occupancy' else ''}"
+                f"{'bfloat16 where native, ' if m.inference_precision == 'bfloat16' else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
 
 

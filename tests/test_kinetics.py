@@ -248,6 +248,9 @@ def test_damaged_model_files_are_refused(random_h2_model, tmp_path):
 def test_models_list_and_validate_cli(tiny_model, tmp_path):
     proc = run_cli("models", "list", "--model-dir", str(tiny_model.parent), check=True)
     assert "tiny-h2" in proc.stdout and "h2o2.yaml" in proc.stdout and "dt 1e-06 s" in proc.stdout
+    assert "H2:1 / O2:1,N2:3.76" in proc.stdout  # the streams it was trained on
+    shipped = run_cli("models", "list", check=True).stdout
+    assert "h2-air-flame" in shipped and "bfloat16 where native" in shipped
     out = tmp_path / "val"
     proc = run_cli("validate", str(tiny_model), "--T0", "1200", "--pressure-atm", "1", "--phi", "1",
                    "--steps", "200", "-o", str(out), "-q")
