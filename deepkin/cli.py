@@ -174,6 +174,11 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--ignition-search-s", default=0.2, show_default=True, type=float,
               help="How long (s) Cantera looks for ignition; the rollout covers twice the slowest "
                    "delay found.")
+@click.option("--after-ignition", "after_ignition",
+              help="Species compared some time after each side's own ignition, e.g. 'CO,NO' "
+                   "(default: CO and NO where the mechanism has them; 'none' for none).")
+@click.option("--after-ignition-s", default=0.01, show_default=True, type=float,
+              help="How long after ignition (s) those species are compared.")
 @click.option("-o", "--out", "out_dir", default="validation", show_default=True, type=click.Path(),
               help="Directory for report.md, report.json and the PNG plots.")
 @click.option("--device", default="auto", show_default=True)
@@ -187,7 +192,8 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,
-                 out_dir, device, precision, check, flames, threads, quiet) -> None:
+                 after_ignition, after_ignition_s, out_dir, device, precision, check, flames,
+                 threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
@@ -209,7 +215,8 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
     report = validate(integrator, fuel, oxidizer, parse_values(temperature_k, "temperature_k"),
                       parse_values(pressure_atm, "pressure_atm"), parse_values(phi, "phi"),
                       rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames,
-                      ignition_search_s=ignition_search_s)
+                      ignition_search_s=ignition_search_s, after_ignition_s=after_ignition_s,
+                      after_ignition_species=_species_list(after_ignition))
     for label in report.outside_domain:
         click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
                    "left out of the figures", err=True)
@@ -217,7 +224,7 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
         raise DeepkinError("validate: no condition entered the model's domain, so nothing was "
                            f"validated; report in {out_dir}/report.md")
     for name, ok in report.passed.items():
-        click.echo(f"  {name:<14}{'pass' if ok else 'FAIL'}")
+        click.echo(f"  {name:<15} {'pass' if ok else 'FAIL'}")
     click.echo(f"IDT error max {100 * report.idt_max_rel:.2f} %, mean {100 * report.idt_mean_rel:.2f} % "
                f"(against adaptive Cantera {100 * report.idt_max_rel_continuous:.2f} % / "
                f"{100 * report.idt_mean_rel_continuous:.2f} %, where Cantera itself on the step "
@@ -227,6 +234,15 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                f"{report.precision}; report in {out_dir}/report.md")
     if check and not all(report.passed.values()):
         sys.exit(1)
+
+
+def _species_list(text: str | None) -> list[str] | None:
+    """``--after-ignition``: None (the default species), [] for 'none', else the names."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @cli.group("models")

@@ -26,13 +26,16 @@ import torch
 from kinetics.integrator import Integrator
 from kinetics.validation_checks import check_grid, prepare_out_dir
 from mechanisms.composition import mixture_mass_fractions
+from mechanisms.errors import InputError
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import trajectory
 from mechanisms.state import ONE_ATM_PA, join_states, mass_fractions, temperature
 
 TARGETS = {"idt_max_rel": 0.10, "idt_mean_rel": 0.03, "equilibrium_k": 10.0, "sum_y": 1e-6,
-           "enthalpy_rel": 1e-6}
+           "enthalpy_rel": 1e-6, "after_ignition_rel": 0.10}
+# Species read after ignition by default, those of them the mechanism has (pollutants).
+AFTER_IGNITION_SPECIES = ("CO", "NO")
 
 
 @dataclass
@@ -52,6 +55,9 @@ class ConditionResult:
     idt_rel_error_continuous: float | None = None  # surrogate against the adaptive Cantera IDT
     network_steps: int = 0  # steps whose cell a network advanced (0: never in the model's domain)
     active_steps: int = 0  # steps whose cell was not frozen (the network or Cantera advanced it)
+    # Species mass fractions ``after_ignition_s`` after each side's own ignition:
+    # {species: [Cantera, surrogate or None (not reached), relative error or None]}.
+    after_ignition: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def served_fraction(self) -> float:
@@ -91,10 +97,26 @@ class ValidationReport:
     # The networks' dtype and the device they ran on (Integrator.precision, .device).
     precision: str = "float32"
     device: str = "cpu"
+    after_ignition_s: float = 0.0  # when the species of ConditionResult.after_ignition are read
+
+    def after_ignition_max_rel(self) -> dict[str, float]:
+        """The largest relative error of each tracked species ``after_ignition_s`` after
+        ignition over the conditions where both sides ignited (100 % where the surrogate never
+        got there)."""
+        worst: dict[str, float] = {}
+        for c in self.conditions:
+            if c.network_steps == 0:
+                continue
+            for name, (_, _, error) in c.after_ignition.items():
+                worst[name] = max(worst.get(name, 0.0), 1.0 if error is None else error)
+        return worst
 
     @property
     def passed(self) -> dict[str, bool]:
+        species = self.after_ignition_max_rel()
         return {
+            **({"after_ignition": max(species.values()) <= TARGETS["after_ignition_rel"]}
+               if species else {}),
             "idt_max_rel": self.idt_max_rel <= TARGETS["idt_max_rel"],
             "idt_mean_rel": self.idt_mean_rel <= TARGETS["idt_mean_rel"],
             "equilibrium_k": self.equilibrium_max_k <= TARGETS["equilibrium_k"],
@@ -145,6 +167,9 @@ class ValidationReport:
             "| | |",
             f"| lowest share of a condition's cell-steps served by a network | "
             f"{100 * min((c.served_fraction for c in self.conditions), default=0.0):.2f} % | | |",
+            *[f"| {name} {1e3 * self.after_ignition_s:g} ms after ignition (max relative error) | "
+              f"{100 * error:.2f} % | ≤ 10 % | {mark[error <= TARGETS['after_ignition_rel']]} |"
+              for name, error in self.after_ignition_max_rel().items()],
             "",
             *([f"Never inside the model's domain (Cantera took every step; not in the figures "
                f"above): {'; '.join(self.outside_domain)}.", ""] if self.outside_domain else []),
@@ -166,12 +191,19 @@ class ValidationReport:
         def percent(v: float | None) -> str:
             return "—" if v is None else f"{100 * v:.2f} %"
 
+        tracked = list(self.after_ignition_max_rel())
+        if tracked:
+            lines[-2] = lines[-2] + "".join(
+                f" {name} at +{1e3 * self.after_ignition_s:g} ms: Cantera / surrogate / error |"
+                for name in tracked)
+            lines[-1] = lines[-1] + "---|" * len(tracked)
         for c in self.conditions:
+            extra = "".join(_after_ignition_cell(c.after_ignition.get(name)) for name in tracked)
             lines.append(f"| {c.temperature_k:g} | {c.pressure_atm:g} | {c.phi:g} | "
                          f"{seconds(c.idt_cantera_s)} | {seconds(c.idt_cantera_grid_s)} | "
                          f"{seconds(c.idt_surrogate_s)} | {percent(c.idt_rel_error)} | "
                          f"{percent(c.idt_rel_error_continuous)} | {c.final_t_cantera_k:.1f} | "
-                         f"{c.final_t_surrogate_k:.1f} | {100 * c.served_fraction:.1f} % |")
+                         f"{c.final_t_surrogate_k:.1f} | {100 * c.served_fraction:.1f} % |{extra}")
         if self.flames:
             from kinetics.flame_coverage import FlameCoverage, coverage_table
 
@@ -186,6 +218,15 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def _after_ignition_cell(values: list[float | None] | None) -> str:
+    if not values:
+        return " — |"
+    cantera, surrogate, error = values
+    if surrogate is None:
+        return f" {cantera:.3e} / not reached |"
+    return f" {cantera:.3e} / {surrogate:.3e} / {100 * error:.2f} % |"
+
+
 def _relative_error(value: float | None, reference: float | None) -> float | None:
     """|value − reference| / reference; 100 % when exactly one of them is missing (no ignition)."""
     if reference is None:
@@ -197,7 +238,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
              pressures_atm: list[float], phis: list[float], rollout_steps: int = 10000,
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
              progress: bool = True, ignition_search_s: float = 0.2,
-             flames: bool = False) -> ValidationReport:
+             flames: bool = False, after_ignition_s: float = 0.01,
+             after_ignition_species: list[str] | None = None) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
@@ -205,11 +247,16 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     InputError before any work for a grid or folder ``kinetics/validation_checks.py`` refuses;
     conditions no network ever stepped are listed in ``outside_domain`` and left out of the
     figures. ``flames``: also count the cells of Cantera's premixed and counterflow flames the
-    model serves (:func:`kinetics.flame_coverage.standard_coverage`).
+    model serves (:func:`kinetics.flame_coverage.standard_coverage`). ``after_ignition_species``
+    (default: those of :data:`AFTER_IGNITION_SPECIES` the mechanism has) are compared
+    ``after_ignition_s`` (s) after each side's own ignition; the rollout is made long enough.
     """
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
     check_grid(integrator, gas, temperatures_k, pressures_atm, phis)
+    tracked = _tracked_species(integrator.species, after_ignition_species)
+    if not (math.isfinite(after_ignition_s) and after_ignition_s >= 0):
+        raise InputError(f"after-ignition-s: must be a number >= 0 (s), got {after_ignition_s!r}")
     if out_dir is not None:
         out_dir = prepare_out_dir(out_dir)
     dt = integrator.dt_s
@@ -222,11 +269,19 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     seconds_cantera = time.perf_counter() - started
     slowest_idt = max((r.idt_s for r in refs if r.idt_s is not None), default=0.0)
     n_steps = max(rollout_steps, int(math.ceil(t_end_factor * slowest_idt / dt)))
-    rollout = _surrogate_rollout(integrator, conditions, n_steps, progress)
+    if tracked:  # room for the later of the two ignitions plus the delay
+        n_steps = max(n_steps, int(math.ceil((1.25 * slowest_idt + after_ignition_s) / dt)))
+    columns = [integrator.species.index(name) for name in tracked]
+    rollout = _surrogate_rollout(integrator, conditions, n_steps, progress,
+                                 (columns, after_ignition_s))
     results = [_condition_result(gas, c, ref, rollout, i)
                for i, (c, ref) in enumerate(zip(conditions, refs))]
+    for i, (c, ref, result) in enumerate(zip(conditions, refs, results)):
+        result.after_ignition = _after_ignition(gas, c, ref, rollout.after_ignition_y[i],
+                                                tracked, columns, after_ignition_s)
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
     report.precision, report.device = integrator.precision, str(integrator.device)
+    report.after_ignition_s = after_ignition_s if tracked else 0.0
     if flames:
         from kinetics.flame_coverage import standard_coverage
 
@@ -294,6 +349,9 @@ class _Rollout:
     active_steps: np.ndarray | None = None  # [n_cond]: steps whose cell was not frozen
     n_induction_steps: int = 0
     n_unresolved_steps: int = 0
+    # [n_cond] of [n_tracked] mass fractions after_ignition_s after the surrogate's ignition
+    # (None: not reached within the rollout)
+    after_ignition_y: list[np.ndarray | None] = field(default_factory=list)
 
     @property
     def n_steps(self) -> int:
@@ -301,8 +359,10 @@ class _Rollout:
 
 
 def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_steps: int,
-                       progress: bool) -> _Rollout:
-    """``n_steps`` model steps from every condition's fresh mixture at once."""
+                       progress: bool,
+                       after_ignition: tuple[list[int], float] = ([], 0.0)) -> _Rollout:
+    """``n_steps`` model steps from every condition's fresh mixture at once; ``after_ignition``:
+    the species columns to read, and when (s) after each condition's own ignition."""
     from tqdm import tqdm
 
     state = join_states(np.array([c.temperature_k for c in conditions]),
@@ -322,6 +382,8 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     network_steps = np.zeros(len(conditions), dtype=np.int64)
     active_steps = np.zeros(len(conditions), dtype=np.int64)
     x = torch.as_tensor(state, device=device)
+    capture = _IgnitionCapture(conditions, *after_ignition, integrator.dt_s,
+                               mass_fractions(state))
     started = time.perf_counter()
     for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
                   disable=not progress, mininterval=1.0):
@@ -335,6 +397,8 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
         active_steps += ~res.frozen
         temps[k] = temperature(x).cpu().numpy()
         y = mass_fractions(x)
+        if capture.columns:
+            capture.step(k, temps, y[:, capture.columns].cpu().numpy())
         sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
         h = thermo.enthalpy(temperature(x), y)
         h_dev = max(h_dev, float((torch.abs(h - h0) / torch.clamp(torch.abs(h0), min=1e3)).max()))
@@ -344,7 +408,66 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
                     np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
                     time.perf_counter() - started, active_steps, induction_steps,
-                    unresolved_steps)
+                    unresolved_steps, capture.values)
+
+
+class _IgnitionCapture:
+    """Reads the tracked species of each condition ``delay_s`` after its own ignition (T0 + 400
+    K, crossed between two steps) during a rollout, interpolated linearly between the steps
+    around that time."""
+
+    def __init__(self, conditions: list[_Condition], columns: list[int], delay_s: float,
+                 dt_s: float, y0: np.ndarray):
+        self.columns, self.delay_s, self.dt_s = columns, delay_s, dt_s
+        self.level = np.array([c.temperature_k + IGNITION_RISE_K for c in conditions])
+        self.when = np.full(len(conditions), np.nan)  # time to read at (s), once ignited
+        self.previous = y0[:, columns].copy() if columns else None
+        self.values: list[np.ndarray | None] = [None] * len(conditions)
+
+    def step(self, k: int, temps: np.ndarray, tracked: np.ndarray) -> None:
+        """After model step ``k``: ``temps`` ``[k+1, n_cond]`` so far, ``tracked`` ``[n_cond,
+        n_tracked]`` now."""
+        t_now, t_before = temps[k], temps[k - 1]
+        new = np.isnan(self.when) & (t_now >= self.level) & (t_before < self.level)
+        for i in np.nonzero(new)[0]:
+            fraction = (self.level[i] - t_before[i]) / (t_now[i] - t_before[i])
+            self.when[i] = (k - 1 + fraction) * self.dt_s + self.delay_s
+        due = ~np.isnan(self.when) & (k * self.dt_s >= self.when)
+        for i in np.nonzero(due)[0]:
+            if self.values[i] is None:
+                w = (self.when[i] - (k - 1) * self.dt_s) / self.dt_s  # in (0, 1]
+                self.values[i] = (1 - w) * self.previous[i] + w * tracked[i]
+        self.previous = tracked.copy()
+
+
+def _tracked_species(species: list[str], names: list[str] | None) -> list[str]:
+    """The species read after ignition: ``names`` (InputError for one the model lacks), or
+    those of :data:`AFTER_IGNITION_SPECIES` the model has."""
+    if names is None:
+        return [s for s in AFTER_IGNITION_SPECIES if s in species]
+    unknown = [s for s in names if s not in species]
+    if unknown:
+        raise InputError(f"after-ignition: species '{unknown[0]}' is not one of the model's")
+    return list(names)
+
+
+def _after_ignition(gas: ct.Solution, c: _Condition, ref: _Reference,
+                    surrogate: np.ndarray | None, tracked: list[str], columns: list[int],
+                    delay_s: float) -> dict[str, list[float | None]]:
+    """{species: [Cantera, surrogate, relative error]} ``delay_s`` after each side's ignition
+    (empty when Cantera never ignites)."""
+    if not tracked or ref.idt_s is None:
+        return {}
+    when = ref.idt_s + delay_s
+    if when > ref.times_s[-1]:
+        ref = _cantera_reference(gas, c, when * 1.01)
+    cantera = [float(np.interp(when, ref.times_s, ref.mass_fractions[:, k])) for k in columns]
+    out: dict[str, list[float | None]] = {}
+    for j, name in enumerate(tracked):
+        value = None if surrogate is None else float(surrogate[j])
+        error = None if value is None else abs(value - cantera[j]) / max(cantera[j], 1e-30)
+        out[name] = [cantera[j], value, error]
+    return out
 
 
 def _condition_result(gas: ct.Solution, c: _Condition, ref: _Reference, rollout: _Rollout,

@@ -390,3 +390,44 @@ def test_tail_of_a_model_of_another_mechanism_is_refused(small_dataset, tmp_path
     assert proc.returncode != 0
     assert "tail_of:" in proc.stderr and "mechanism" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_validate_reads_species_a_set_time_after_each_sides_ignition(tiny_model, tmp_path):
+    """--after-ignition OH,H2O at 0.5 ms: Cantera's values are those of an independent
+    constant-pressure run read 0.5 ms after its own ignition (T0 + 400 K)."""
+    out = tmp_path / "val"
+    proc = run_cli("validate", str(tiny_model), "--T0", "1200", "--pressure-atm", "1", "--phi", "1",
+                   "--steps", "200", "--after-ignition", "OH,H2O", "--after-ignition-s", "5e-4",
+                   "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["after_ignition_s"] == 5e-4
+    (condition,) = report["conditions"]
+    after = condition["after_ignition"]
+    assert set(after) == {"OH", "H2O"}
+    gas = ct.Solution("h2o2.yaml")
+    gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
+    gas.TP = 1200.0, ct.one_atm
+    reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
+    net = ct.ReactorNet([reactor])
+    net.rtol, net.atol = 1e-10, 1e-20
+    times, temps, ys = [0.0], [gas.T], [gas.Y.copy()]
+    while net.time < 5e-3:
+        net.step()
+        times.append(net.time), temps.append(reactor.T), ys.append(gas.Y.copy())
+    idt = float(np.interp(1600.0, temps[:np.argmax(np.array(temps) >= 1600.0) + 1],
+                          times[:np.argmax(np.array(temps) >= 1600.0) + 1]))
+    ys = np.array(ys)
+    for name in ("OH", "H2O"):
+        expected = np.interp(idt + 5e-4, times, ys[:, gas.species_index(name)])
+        cantera, surrogate, error = after[name]
+        assert cantera == pytest.approx(expected, rel=2e-3), name
+        if surrogate is not None:
+            assert error == pytest.approx(abs(surrogate - cantera) / cantera, rel=1e-9)
+    text = (out / "report.md").read_text()
+    assert "OH 0.5 ms after ignition (max relative error)" in text
+    # A species the model lacks is one line, before any work.
+    bad = run_cli("validate", str(tiny_model), "--T0", "1200", "--pressure-atm", "1", "--phi", "1",
+                  "--after-ignition", "CO", "-o", str(tmp_path / "b"))
+    assert bad.returncode != 0 and "after-ignition: species 'CO'" in bad.stderr
+    assert "Traceback" not in bad.stderr
