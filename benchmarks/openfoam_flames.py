@@ -3,13 +3,18 @@
     python benchmarks/openfoam_flames.py --models h2-air-flame -o docs/openfoam-flames
     python benchmarks/openfoam_flames.py --models a.safetensors b.safetensors --work /tmp/flames \\
         --counterflow-end 0.01 -o results/
+    python benchmarks/openfoam_flames.py --models ch4-air.safetensors --premixed 0.7:0.01 1:0.01 \\
+        1.3:0.01 --counterflow-fuel CH4:1 --counterflow-steps-per-call 4 -o results-ch4/
 
 For each model (served by one `deepkin serve` on a folder holding them all): the 1D premixed
-flames at phi 0.5, 1 and 2.5 (1 atm, 300 K; flame speed from the front's drift) and the 2D
-counterflow flame of H2/N2 50/50 against air on the counterFlowFlame2D geometry (peak temperature
-and its position on the centre line at the end). The same cases on OpenFOAM's ODE chemistry are
-run once, in ``--work``/ode, and reused by every model (a rerun finds them there). Writes
-``flames.json`` and ``premixed.png``, ``counterflow.png`` into ``-o``. The pass/fail tests of
+flames at phi 0.5, 1 and 2.5 (1 atm, 300 K; flame speed from the front's drift; ``--premixed
+PHI:END_S …`` for others) and the 2D counterflow flame of H2/N2 50/50 (``--counterflow-fuel``)
+against air on the counterFlowFlame2D geometry (peak temperature and its position on the centre
+line at the end). The models share one mechanism and fuel (the first model's dataset's). The
+same cases on OpenFOAM's ODE chemistry are run once, in ``--work``/ode, and reused by every
+model (a rerun finds them there; they are keyed by phi and end time only, so use one
+``--work`` per mechanism and fuel). Writes ``flames.json`` and ``premixed.png``,
+``counterflow.png`` into ``-o``. The pass/fail tests of
 record are ``tests/test_openfoam_flames.py`` (``-m slow``); this script tabulates models side by
 side (the seed paper's comparison, the network sizes).
 """
@@ -30,7 +35,12 @@ from couplers.openfoam.counterflow import centreline  # noqa: E402
 from couplers.openfoam.foam import read_internal_field, time_directories  # noqa: E402
 from couplers.openfoam.results import case_info  # noqa: E402
 from kinetics.registry import resolve_model  # noqa: E402
-from tests.helpers.flame_runs import counterflow_run, premixed_run  # noqa: E402
+from tests.helpers.flame_runs import (  # noqa: E402
+    COUNTERFLOW_FUEL,
+    COUNTERFLOW_STEPS_PER_CALL,
+    counterflow_run,
+    premixed_run,
+)
 from tests.helpers.live_server import LiveServer  # noqa: E402
 from tests.helpers.openfoam import TOKEN, build_library  # noqa: E402
 
@@ -55,8 +65,18 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/deepkin-flames", help="folder for the cases")
     parser.add_argument("--counterflow-end", type=float, default=0.02, help="s")
     parser.add_argument("--no-counterflow", action="store_true")
+    parser.add_argument("--premixed", nargs="+", metavar="PHI:END_S",
+                        help="premixed flames as phi:end time (s) (default "
+                             + " ".join(f"{p:g}:{e:g}" for p, e in PREMIXED) + ")")
+    parser.add_argument("--counterflow-fuel", default=COUNTERFLOW_FUEL,
+                        help="fuel stream of the counterflow (mole basis)")
+    parser.add_argument("--counterflow-steps-per-call", type=int,
+                        default=COUNTERFLOW_STEPS_PER_CALL,
+                        help="model steps per CFD step of the counterflow")
     parser.add_argument("-o", "--out", required=True)
     args = parser.parse_args()
+    premixed = PREMIXED if not args.premixed else [_phi_and_end(v, parser)
+                                                   for v in args.premixed]
     from couplers.openfoam.counterflow import CounterflowFlame
     from tests.helpers.flame_runs import CounterflowRun, PremixedRun
 
@@ -81,7 +101,7 @@ def main() -> None:
         files[path.stem] = str(models / path.name)
     table: dict = {"premixed": {}, "counterflow": {}}
     with LiveServer(models, "--token", TOKEN) as srv:
-        for phi, end in PREMIXED:
+        for phi, end in premixed:
             key = f"{phi:g}"
             ode = _cached(work / "ode" / f"premixed-{key}",
                           lambda p=phi, e=end: premixed_run(work / "ode" / f"premixed-{p:g}",
@@ -98,14 +118,17 @@ def main() -> None:
                       f"served {100 * run.reacting_network_fraction:.1f} %", flush=True)
         if not args.no_counterflow:
             end = args.counterflow_end
+            flow = {"fuel": args.counterflow_fuel,
+                    "steps_per_call": args.counterflow_steps_per_call}
             ode = _cached(work / "ode" / f"counterflow-{end:g}",
                           lambda: counterflow_run(work / "ode" / f"counterflow-{end:g}", srv.url,
-                                                  files[names[0]], "ode", end), counterflow_from)
+                                                  files[names[0]], "ode", end, **flow),
+                          counterflow_from)
             table["counterflow"]["ode"] = dataclasses.asdict(ode)
             for name in names:
                 folder = work / name / f"counterflow-{end:g}"
                 run = _cached(folder, lambda f=folder, n=name: counterflow_run(
-                    f, srv.url, files[n], "deepkin", end), counterflow_from)
+                    f, srv.url, files[n], "deepkin", end, **flow), counterflow_from)
                 table["counterflow"][name] = dataclasses.asdict(run)
                 a = run.final
                 b = min(ode.history, key=lambda h, t=a.time_s: abs(h.time_s - t))  # same time
@@ -114,25 +137,37 @@ def main() -> None:
                       f"{b.peak_position_m * 1e3:.3f} mm; served "
                       f"{100 * run.reacting_network_fraction:.1f} %", flush=True)
     (out / "flames.json").write_text(json.dumps(table, indent=1))
-    _figures(table, names, work, out, args)
+    _figures(table, names, work, out, args, premixed)
 
 
-def _figures(table: dict, names: list[str], work: Path, out: Path, args) -> None:
+def _phi_and_end(text: str, parser: argparse.ArgumentParser) -> tuple[float, float]:
+    """``"0.7:0.01"`` → (0.7, 0.01); a parser error for anything else."""
+    try:
+        phi, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        parser.error(f"--premixed: expected PHI:END_S such as 0.7:0.01, got {text!r}")
+    if not (phi > 0 and end > 0):
+        parser.error(f"--premixed: phi and end time must be > 0, got {text!r}")
+    return phi, end
+
+
+def _figures(table: dict, names: list[str], work: Path, out: Path, args,
+             premixed: list[tuple[float, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(PREMIXED), figsize=(4.2 * len(PREMIXED), 3.2))
-    for ax, (phi, _) in zip(axes, PREMIXED):
+    fig, axes = plt.subplots(1, len(premixed), figsize=(4.2 * len(premixed), 3.2), squeeze=False)
+    for ax, (phi, _) in zip(axes[0], premixed):
         runs = table["premixed"][f"{phi:g}"]
         for label, run in runs.items():
             style = "k-" if label == "ode" else "--"
             ax.plot(np.array(run["times_s"]) * 1e3, np.array(run["positions_m"]) * 1e3, style,
                     label=f"{'OpenFOAM ODE' if label == 'ode' else label}: "
                           f"{run['speed_m_s']:.3f} m/s")
-        ax.set_title(f"premixed H2/air, phi {phi:g}, 1 atm", fontsize=9)
+        ax.set_title(f"premixed, phi {phi:g}, 1 atm", fontsize=9)
         ax.set_xlabel("t (ms)")
         ax.set_ylabel("flame position (mm)")
         ax.legend(fontsize=7)
@@ -160,7 +195,7 @@ def _figures(table: dict, names: list[str], work: Path, out: Path, args) -> None
     axes[0].set_ylabel(f"T on the centre line at {float(end) * 1e3:g} ms (K)")
     axes[1].set_xlabel("t (ms)")
     axes[1].set_ylabel("peak T on the centre line (K)")
-    axes[0].set_title("counterflow H2/N2 50/50 vs air, 1 atm, 1 m/s jets", fontsize=9)
+    axes[0].set_title(f"counterflow {args.counterflow_fuel} vs air, 1 atm, 1 m/s jets", fontsize=9)
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -64,12 +64,14 @@ def premixed_run(folder: Path, url: str, model: str, chemistry: str, phi: float,
 
 
 def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time_s: float,
-                    *options: str) -> CounterflowRun:
-    """Write and run ``deepkin openfoam case counterflow`` (H2/N2 50/50 against air, 1 atm,
-    300 K, inlets at 1 m/s) with ``chemistry``."""
+                    *options: str, fuel: str = COUNTERFLOW_FUEL,
+                    steps_per_call: int = COUNTERFLOW_STEPS_PER_CALL) -> CounterflowRun:
+    """Write and run ``deepkin openfoam case counterflow`` (``fuel``, H2/N2 50/50 by default,
+    against air, 1 atm, 300 K, inlets at 1 m/s) with ``chemistry``; ``steps_per_call`` model
+    steps per CFD step."""
     case = write_case("counterflow", folder, "--model", model, "--url", url, "--chemistry",
-                      chemistry, "--fuel", COUNTERFLOW_FUEL, "--steps-per-call",
-                      str(COUNTERFLOW_STEPS_PER_CALL), "--end-time", f"{end_time_s:g}", *options)
+                      chemistry, "--fuel", fuel, "--steps-per-call", str(steps_per_call),
+                      "--end-time", f"{end_time_s:g}", *options)
     run_solver("reactingFoam", case, timeout_s=7200)
     run = CounterflowRun(chemistry, counterflow_history(case))
     if chemistry == "deepkin":
