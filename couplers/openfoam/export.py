@@ -12,6 +12,7 @@ would refuse are reported as notes, not changed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -43,10 +44,20 @@ class ExportResult:
 
 
 def load_model(model: str | Path) -> tuple[str, ModelMeta, str]:
-    """``(name served under, meta, mechanism YAML)`` of a shipped model name or a model file."""
+    """``(name served under, meta, mechanism YAML)`` of a shipped model name or a model file.
+
+    A case command asks for the same file several times (options, mesh, export); it is read and
+    checked once per version of the file (its path, size and modification time)."""
     path = resolve_model(model)
-    meta, _, yaml_text = read_model_file(path)
+    stat = path.stat()
+    meta, yaml_text = _read_checked(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     return path.stem, meta, yaml_text
+
+
+@functools.lru_cache(maxsize=4)
+def _read_checked(path: str, size: int, mtime_ns: int) -> tuple[ModelMeta, str]:
+    meta, _, yaml_text = read_model_file(path)
+    return meta, yaml_text
 
 
 def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepkin", url: str = DEFAULT_URL,
