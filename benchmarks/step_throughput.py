@@ -5,6 +5,7 @@
     python benchmarks/step_throughput.py --sizes --mixes premixed-phi1 premixed-phi1-5atm
     python benchmarks/step_throughput.py --device cuda --cells 65536 1048576 --dtypes float32 tf32 bfloat16
     python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --sizes 3200-1600-800-400
+    python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --dt 5e-6 --sizes 400-400-400
 
 Per core, as a CFD user measures it: the surrogate (``Integrator.advance``: the input check, frozen
 cells, Cantera fallback cells, both networks, the element projection, the enthalpy inversion) runs
@@ -175,9 +176,13 @@ def main() -> None:
     parser.add_argument("--mechanism", help="random networks on this mechanism instead (no "
                         "trained model; the model's dt and frozen temperature); needs --fuel")
     parser.add_argument("--fuel", help="with --mechanism: the fuel of the mixes, e.g. CH4:1")
+    parser.add_argument("--dt", type=float, help="with --mechanism: the random networks' and "
+                        "Cantera's step (s; default the model's dt)")
     args = parser.parse_args()
     if args.mechanism and not args.fuel:
         parser.error("--mechanism needs --fuel")
+    if args.dt is not None and not (args.mechanism and args.dt > 0):
+        parser.error("--dt needs --mechanism and a value > 0")
     torch.set_num_threads(args.cores)
     path = resolve_model(args.model)
     meta, _, yaml_text = read_model_file(path)
@@ -195,13 +200,14 @@ def main() -> None:
     mixes = [build_mix(name, gas, fuel, args.spacing_um * 1e-6) for name in args.mixes]
     for mix in mixes:
         print(f"  {mix.name}: {mix.description}, {len(mix.states)} cells")
-    cantera = CanteraCores(yaml_text, phase, sha256, meta.dt_s, args.cores)
+    dt_s = args.dt or meta.dt_s
+    cantera = CanteraCores(yaml_text, phase, sha256, dt_s, args.cores)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             models = trained + [
                 (f"random {size}", write_random_model(
                     Path(tmp) / f"{size}.safetensors", source,
-                    hidden=[int(h) for h in size.split("-")], dt_s=meta.dt_s,
+                    hidden=[int(h) for h in size.split("-")], dt_s=dt_s,
                     frozen_temperature_k=meta.frozen_temperature_k))
                 for size in args.sizes]
             for label, model_path in models:
