@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kinetics.data import features_and_targets
-from kinetics.integrator import ROUTE_INDUCTION, Integrator
+from kinetics.integrator import ROUTE_INDUCTION, ROUTE_UNRESOLVED, Integrator
 from kinetics.registry import resolve_model
 from mechanisms.dataset_file import BlockReader, open_dataset
 from mechanisms.state import mass_fractions, pressure
@@ -45,7 +45,10 @@ def induction_errors(model: str, dataset: str, block_rows: int
             states = torch.as_tensor(rows.inputs, dtype=torch.float64)
             t = x[:, 0]
             rate, route = it.rates(t, pressure(states), x[:, 2:], mass_fractions(states))
-            keep = (route == ROUTE_INDUCTION) & (t >= it.meta.frozen_temperature_k)
+            # Cells below the model's own floor (ROUTE_UNRESOLVED) were given the induction
+            # network's rates before being marked for Cantera: they are part of its curve.
+            keep = (((route == ROUTE_INDUCTION) | (route == ROUTE_UNRESOLVED))
+                    & (t >= it.meta.frozen_temperature_k))
             if not bool(keep.any()):
                 continue
             pred = (rate[keep] / scale)[:, active]
