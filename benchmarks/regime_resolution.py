@@ -1,6 +1,6 @@
 """Where a model's induction network stops resolving the rates it serves.
 
-    python benchmarks/regime_resolution.py DATASET.h5 [--model h2-air-flame] [--block-rows N]
+    python benchmarks/regime_resolution.py DATASET.h5 [--model h2-air-flame] [--precision float32]
 
 Every row of the dataset (hotter than the model's frozen temperature) that the model routes to
 its induction network is predicted by it, and the rows are binned by the size of the predicted
@@ -27,11 +27,11 @@ from mechanisms.dataset_file import BlockReader, open_dataset
 from mechanisms.state import mass_fractions, pressure
 
 
-def induction_errors(model: str, dataset: str, block_rows: int
+def induction_errors(model: str, dataset: str, block_rows: int, precision: str = "auto"
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(predicted size, relative error, T in K)``, each ``[m]``, of the rows routed to the
-    induction network."""
-    it = Integrator.load(resolve_model(model), device="cpu")
+    induction network, its networks in ``precision`` (auto: the model's own on this CPU)."""
+    it = Integrator.load(resolve_model(model), device="cpu", dtype=precision)
     if it.induction is None:
         raise SystemExit(f"{model}: the model has no induction network")
     scale, active = it.induction.y_std, ~it.inert
@@ -67,10 +67,13 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("--model", default="h2-air-flame")
     ap.add_argument("--block-rows", type=int, default=65536)
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    size, error, temp = induction_errors(args.model, args.dataset, args.block_rows)
-    print(f"{len(size)} rows routed to the induction network of {args.model}")
+    size, error, temp = induction_errors(args.model, args.dataset, args.block_rows,
+                                         args.precision)
+    print(f"{len(size)} rows routed to the induction network of {args.model} "
+          f"({args.precision} precision)")
     print("| predicted size (induction scale) | rows | median error | p90 error | median T (K) |")
     print("|---|---:|---:|---:|---:|")
     edges = 10.0 ** np.arange(-5.0, 1.01, 0.5)
