@@ -4,9 +4,11 @@ ODE chemistry, same case, same deltaT, same number of cores::
     python benchmarks/openfoam_chemistry.py                           # 1e3 and 1e5 cells, 1 and all cores
     python benchmarks/openfoam_chemistry.py --cells 100000 --cores 2 --repeat 5
     python benchmarks/openfoam_chemistry.py --device cuda --cores 1,16   # on a GPU machine
+    python benchmarks/openfoam_chemistry.py --model ch4-air.safetensors --fuel CH4:1 --cells 1000
 
-The cells are a real flame: Cantera's freely propagating stoichiometric H2/air flame (300 K, 1 atm,
-the shipped h2-air model's mechanism) on the uniform mesh of `deepkin openfoam case flame1d`
+The cells are a real flame: Cantera's freely propagating stoichiometric flame of ``--fuel`` in air
+(300 K, 1 atm, the mechanism of ``--model``: shipped ``h2-air`` and H2 by default) on the uniform
+mesh of `deepkin openfoam case flame1d`
 (30 flame thicknesses, the flame at 30 %: cold inlet cells, the flame, burnt gas). On several
 ranks the cells are dealt out round-robin, so that every rank has the same chemistry load. Each variant is
 `deepkinChemistryTime` (couplers/openfoam): the case's chemistry.solve(deltaT) on those fields,
@@ -86,15 +88,16 @@ def set_baseline(case: Path, chemistry: str, ode_solver: str, rel_tol: str) -> N
     path.write_text(text)
 
 
-def prepare(cells: int, ranks: list[int], workdir: Path, url: str) -> tuple[Path, Path]:
+def prepare(cells: int, ranks: list[int], workdir: Path, url: str, model: str = "h2-air",
+            fuel: str = "H2:1", dt_s: float = 1e-6) -> tuple[Path, Path]:
     """The deepkin and ODE cases of ``cells`` cells, decomposed for every rank count > 1."""
     deepkin_case, ode_case = workdir / f"deepkin-{cells}", workdir / f"ode-{cells}"
-    spec = CaseSpec(kind="flame1d", model="h2-air", temperature_k=300.0, pressure_pa=ONE_ATM_PA, phi=1.0,
-                    fuel="H2:1", oxidizer="O2:1,N2:3.76", chemistry="deepkin", url=url, cells=cells,
-                    end_time_s=1e-6)
+    spec = CaseSpec(kind="flame1d", model=model, temperature_k=300.0, pressure_pa=ONE_ATM_PA, phi=1.0,
+                    fuel=fuel, oxidizer="O2:1,N2:3.76", chemistry="deepkin", url=url, cells=cells,
+                    end_time_s=dt_s)
     write_case(spec, deepkin_case)
     shutil.copytree(deepkin_case, ode_case)
-    export_case("h2-air", ode_case, "ode")
+    export_case(model, ode_case, "ode")
     for case in (deepkin_case, ode_case):
         for n in ranks:
             if n > 1:
@@ -139,7 +142,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="The service's device: cpu, cuda, cuda:N.")
     parser.add_argument("--workdir", help="Keep the cases here (default: a temporary folder).")
     parser.add_argument("--json", dest="json_path", help="Write the figures to this JSON file.")
+    parser.add_argument("--model", default="h2-air", help="Shipped model name or model file.")
+    parser.add_argument("--fuel", default="H2:1", help="Fuel of the flame (mole basis).")
     args = parser.parse_args()
+    from kinetics.model_file import read_model_file
+    from kinetics.registry import resolve_model
+
+    model_path = resolve_model(args.model)
+    dt_s = read_model_file(model_path)[0].dt_s
     cells_list = [int(c) for c in args.cells.split(",")]
     cores_list = sorted({int(c) for c in args.cores.split(",")})
     build()
@@ -147,14 +157,15 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
     url_placeholder = "http://127.0.0.1:1"  # rewritten per server below
-    cases = {n: prepare(n, cores_list, workdir, url_placeholder) for n in cells_list}
+    cases = {n: prepare(n, cores_list, workdir, url_placeholder, str(model_path), args.fuel, dt_s)
+             for n in cells_list}
     cpu = platform.processor() or platform.machine()
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; load average {load} before the "
           f"timings (other work on the machine slows both sides); service device {args.device}; "
-          f"deltaT 1e-6 s; cases in {workdir}")
+          f"model {model_path.stem}, deltaT {dt_s:g} s; cases in {workdir}")
     for cores in cores_list:
-        with LiveServer(ROOT / "kinetics" / "shipped", "--token", TOKEN, "--threads", str(cores),
+        with LiveServer(model_path.parent, "--token", TOKEN, "--threads", str(cores),
                         "--device", args.device) as server:
             for cells, (deepkin_case, ode_case) in cases.items():
                 chemistry = deepkin_case / "constant" / "chemistryProperties"
