@@ -245,8 +245,7 @@ class Integrator:
         self.coordinates: DomainCoordinates | None = None
         self.grid: OccupancyGrid | None = None
         self.occupancy: torch.Tensor | None = None
-        fuel = domain.get("fuel") or meta.training.get("fuel")
-        oxidizer = domain.get("oxidizer") or meta.training.get("oxidizer")
+        fuel, oxidizer = meta.streams
         if meta.domain or meta.induction:
             self.coordinates = DomainCoordinates(self.gas, fuel, oxidizer, self.device)
         if self.domain_check == "occupancy":

@@ -79,6 +79,13 @@ class ModelMeta:
     def n_species(self) -> int:
         return len(self.species)
 
+    @property
+    def streams(self) -> tuple[str | None, str | None]:
+        """``(fuel, oxidizer)`` the model was trained on: its domain's, else its dataset's."""
+        domain = self.domain or {}
+        return (domain.get("fuel") or self.training.get("fuel"),
+                domain.get("oxidizer") or self.training.get("oxidizer"))
+
 
 def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()

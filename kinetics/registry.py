@@ -22,8 +22,7 @@ class ModelEntry:
     def summary(self) -> str:
         m = self.meta
         domain = m.domain or {}
-        fuel = domain.get("fuel") or m.training.get("fuel")
-        oxidizer = domain.get("oxidizer") or m.training.get("oxidizer")
+        fuel, oxidizer = m.streams
         return (f"{self.name:<14} {m.mechanism_source} ({len(m.species)} species), dt {m.dt_s:g} s, "
                 f"{f'{fuel} / {oxidizer}, ' if fuel and oxidizer else ''}"
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "

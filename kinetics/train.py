@@ -668,9 +668,7 @@ def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
     coordinates, progress_limit = None, 1.0
     if config.regime == "induction":
         gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-        domain = meta.domain or {}
-        fuel = domain.get("fuel") or meta.training.get("fuel")
-        oxidizer = domain.get("oxidizer") or meta.training.get("oxidizer")
+        fuel, oxidizer = meta.streams
         if not fuel or not oxidizer:
             raise InputError(f"tail_of: {config.tail_of} records no fuel and oxidiser; an "
                              "induction network needs them for the progress variable")
