@@ -84,6 +84,11 @@ MIXES: dict[str, tuple[str, Callable[[ct.Solution, str, float], np.ndarray]]] = 
                         lambda g, f, dx: premixed(g, f, 0.5, spacing_m=dx)),
     "premixed-phi2.5": ("premixed flame, phi 2.5, 1 atm",
                         lambda g, f, dx: premixed(g, f, 2.5, spacing_m=dx)),
+    # methane's lean and rich flames (its flammable range ends near phi 0.5 and 1.6)
+    "premixed-phi0.7": ("premixed flame, phi 0.7, 1 atm",
+                        lambda g, f, dx: premixed(g, f, 0.7, spacing_m=dx)),
+    "premixed-phi1.3": ("premixed flame, phi 1.3, 1 atm",
+                        lambda g, f, dx: premixed(g, f, 1.3, spacing_m=dx)),
     "premixed-phi1-5atm": ("premixed flame, phi 1, 5 atm",
                            lambda g, f, dx: premixed(g, f, 1.0, 5.0, spacing_m=dx)),
     "counterflow": ("counterflow, fuel:N2 1:1 vs air, 100/s, 1 atm",

@@ -123,24 +123,52 @@ def counterflow_coverage(integrator: Integrator, fuel: str, oxidizer: str, press
                   states, hrr)
 
 
-# The flames `deepkin validate --flames` reads: premixed φ 0.5–3 at 1 and 5 atm; counterflow
-# flames of H2, pure and diluted with N2, against the oxidiser at low and high strain.
-PREMIXED_FLAMES = [(phi, p) for p in (1.0, 5.0) for phi in (0.5, 1.0, 2.0, 3.0)]
-COUNTERFLOW_FLAMES = [(fuel, p, a) for p in (1.0, 5.0) for fuel in ("H2:1", "H2:0.5,N2:0.5",
-                                                                  "H2:0.3,N2:0.7")
-                      for a in (100.0, 1000.0)]
+# The flames `deepkin validate --flames` reads, by the fuel's main species: premixed flames at
+# 1 and 5 atm over the fuel's flammable range; counterflow flames of the fuel, pure and diluted
+# with N2, against the oxidiser at low and high strain (H2's: φ 0.5–3, three dilutions, strains
+# 100 and 1000 1/s; methane's and any other fuel's: the φ 0.7–1.3 of a natural-gas burner, and
+# strains 100 and 300 1/s, methane/air's extinction lying near 400 1/s at 1 atm).
+FLAME_SETS: dict[str, dict] = {
+    "H2": {"phi": (0.5, 1.0, 2.0, 3.0), "fuel_share": (1.0, 0.5, 0.3), "strain_s": (100.0, 1000.0)},
+    "*": {"phi": (0.7, 1.0, 1.3), "fuel_share": (1.0, 0.5), "strain_s": (100.0, 300.0)},
+}
+FLAME_PRESSURES_ATM = (1.0, 5.0)
+
+
+def diluted(fuel: str, share: float) -> str:
+    """The fuel stream ``fuel`` (mole basis, ``"CH4:1"``) as ``share`` of the moles, N2 the
+    rest: ``diluted("H2:1", 0.5) == "H2:0.5,N2:0.5"``."""
+    if share >= 1.0:
+        return fuel
+    parts = [item.split(":") for item in fuel.split(",") if item.strip()]
+    total = sum(float(x) for _, x in parts)
+    names = ",".join(f"{name.strip()}:{share * float(x) / total:g}" for name, x in parts)
+    return f"{names},N2:{1.0 - share:g}"
+
+
+def standard_flames(fuel: str) -> tuple[list[tuple[float, float]], list[tuple[str, float, float]]]:
+    """``(premixed [(φ, P atm)], counterflow [(fuel stream, P atm, strain 1/s)])`` for ``fuel``
+    (its largest component picks the :data:`FLAME_SETS` entry)."""
+    parts = [item.split(":") for item in fuel.split(",") if item.strip()]
+    main = max(parts, key=lambda part: float(part[1]))[0].strip() if parts else ""
+    flames = FLAME_SETS.get(main, FLAME_SETS["*"])
+    premixed = [(phi, p) for p in FLAME_PRESSURES_ATM for phi in flames["phi"]]
+    counterflow = [(diluted(fuel, share), p, a) for p in FLAME_PRESSURES_ATM
+                   for share in flames["fuel_share"] for a in flames["strain_s"]]
+    return premixed, counterflow
 
 
 def standard_coverage(integrator: Integrator, fuel: str, oxidizer: str) -> list[FlameCoverage]:
-    """The coverage of :data:`PREMIXED_FLAMES` and :data:`COUNTERFLOW_FLAMES`; a flame Cantera
-    cannot solve is left out."""
+    """The coverage of :func:`standard_flames` of ``fuel``; a flame Cantera cannot solve is
+    left out."""
+    premixed, counterflow = standard_flames(fuel)
     out = []
-    for phi, p in PREMIXED_FLAMES:
+    for phi, p in premixed:
         try:
             out.append(premixed_coverage(integrator, fuel, oxidizer, phi, p))
         except ct.CanteraError:
             continue
-    for stream, p, a in COUNTERFLOW_FLAMES:
+    for stream, p, a in counterflow:
         try:
             out.append(counterflow_coverage(integrator, stream, oxidizer, p, a))
         except ct.CanteraError:
@@ -163,5 +191,5 @@ def coverage_table(rows: list[FlameCoverage]) -> list[str]:
     return lines
 
 
-__all__ = ["COUNTERFLOW_FLAMES", "FlameCoverage", "PREMIXED_FLAMES", "counterflow_coverage",
-           "coverage_table", "premixed_coverage", "standard_coverage"]
+__all__ = ["FLAME_SETS", "FlameCoverage", "counterflow_coverage", "coverage_table", "diluted",
+           "premixed_coverage", "standard_coverage", "standard_flames"]

@@ -283,3 +283,18 @@ def test_source_rows_trains_on_exactly_that_many_rows_of_each_source(small_datas
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1 and lines == [
         "error: source_rows.counterflow: 100000 rows asked for, the dataset holds 150"]
+
+
+def test_the_standard_flames_follow_the_fuel():
+    """`deepkin validate --flames` reads H2's flames for H2 (φ up to 3, three dilutions, strain
+    up to 1000/s) and a natural-gas burner's for methane (φ 0.7-1.3, strain up to 300/s)."""
+    from kinetics.flame_coverage import diluted, standard_flames
+
+    premixed, counterflow = standard_flames("H2:1")
+    assert (3.0, 1.0) in premixed and ("H2:0.3,N2:0.7", 5.0, 1000.0) in counterflow
+    assert len(premixed) == 8 and len(counterflow) == 12
+    premixed, counterflow = standard_flames("CH4:1")
+    assert sorted({phi for phi, _ in premixed}) == [0.7, 1.0, 1.3]
+    assert {s for s, _, _ in counterflow} == {"CH4:1", "CH4:0.5,N2:0.5"}
+    assert max(a for _, _, a in counterflow) == 300.0
+    assert diluted("CH4:3,H2:1", 0.5) == "CH4:0.375,H2:0.125,N2:0.5"

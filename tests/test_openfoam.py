@@ -13,7 +13,6 @@ import pytest
 
 from couplers.openfoam.results import case_info, ignition_delay, step_counts
 from tests.helpers.live_server import LiveServer, free_port
-from tests.helpers.models import write_test_model
 from tests.helpers.openfoam import (
     SHIPPED_MODELS,
     TOKEN,
@@ -37,10 +36,10 @@ def library() -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """The shipped h2-air model and a random model on GRI-3.0 (another species set)."""
+    """The shipped h2-air and ch4-air models (two mechanisms, two species sets)."""
     d = tmp_path_factory.mktemp("openfoam-models")
-    shutil.copy(SHIPPED_MODELS / "h2-air.safetensors", d / "h2-air.safetensors")
-    write_test_model(d / "gri.safetensors", mechanism="gri30.yaml")
+    for name in ("h2-air", "ch4-air"):
+        shutil.copy(SHIPPED_MODELS / f"{name}.safetensors", d / f"{name}.safetensors")
     return d
 
 
@@ -106,13 +105,13 @@ def test_stock_tutorial_runs_on_deepkin_after_export(live, tmp_path):
     assert finals["ode"] > 0
 
 
-def test_a_gri30_model_exports_a_case_openfoam_runs(live, tmp_path):
-    """A GRI-3.0 model's mechanism (53 species, 325 reactions, transport) written into the stock
-    chemFoam/h2 tutorial: OpenFOAM reads it, and its ODE chemistry follows Cantera's on it."""
+def test_the_methane_model_exports_into_a_tutorial_openfoam_runs(live, tmp_path):
+    """`deepkin openfoam export ch4-air CASE`: GRI-3.0 (53 species, 325 reactions, transport)
+    written into the stock chemFoam/h2 tutorial; OpenFOAM reads it, and its ODE chemistry
+    follows Cantera's on it."""
     case = tmp_path / "gri"
     shutil.copytree(TUTORIAL, case)
-    run = deepkin("openfoam", "export", str(live.model_dir / "gri.safetensors"), str(case),
-                  "--chemistry", "ode")
+    run = deepkin("openfoam", "export", "ch4-air", str(case), "--chemistry", "ode")
     assert run.returncode == 0, run.stderr
     assert re.search(r"wrote 5 files in .*: gri30.yaml \(53 species; Sutherland fits", run.stdout)
     reactions = (case / "constant" / "reactions").read_text()
@@ -125,6 +124,27 @@ def test_a_gri30_model_exports_a_case_openfoam_runs(live, tmp_path):
     gas.TPX = 1000.0, 202650.0, "H2:1,N2:3.76,O2:1"
     ct.ReactorNet([ct.IdealGasConstPressureReactor(gas, clone=False)]).advance(1e-3)
     assert water == pytest.approx(gas["H2O"].Y[0], rel=0.05)  # the induction's first water
+
+
+def test_methane_chemfoam_ignition_deepkin_vs_ode(live, tmp_path):
+    """The shipped ch4-air model in a methane/air chemFoam case (1600 K, 1 atm, phi 1), one
+    request per 5 us step, against OpenFOAM's ODE chemistry on the same GRI-3.0 case."""
+    runs = {}
+    for chemistry in ("deepkin", "ode"):
+        case = write_case("chemfoam", tmp_path / chemistry, "--model", "ch4-air", "--T0", "1600",
+                          "--phi", "1", "--fuel", "CH4:1", "--chemistry", chemistry,
+                          "--url", live.url)
+        run_solver("chemFoam", case)
+        runs[chemistry] = case
+    idts = {c: ignition_delay(case) for c, case in runs.items()}
+    counts = step_counts(runs["deepkin"] / "log.chemFoam")
+    steps = round(case_info(runs["deepkin"])["end_time_s"] / 5e-6)
+    assert counts.steps == steps and counts.fallback < 0.05 * steps  # the network served it
+    cantera = case_info(runs["ode"])["cantera_ignition_delay_s"]
+    print(f"CH4 1600 K: IDT deepkin {idts['deepkin'] * 1e6:.1f} us, OpenFOAM ODE "
+          f"{idts['ode'] * 1e6:.1f} us, Cantera {cantera * 1e6:.1f} us")
+    assert idts["deepkin"] == pytest.approx(idts["ode"], rel=0.05)
+    assert idts["ode"] == pytest.approx(cantera, rel=0.03)
 
 
 def _copy(case: Path, to: Path) -> Path:
@@ -160,9 +180,9 @@ def test_deltat_not_a_multiple_of_the_model_dt(chemfoam_case, tmp_path):
 
 def test_another_mechanism_is_refused(chemfoam_case, live, tmp_path):
     case = _copy(chemfoam_case, tmp_path / "case")
-    set_entry(case / "constant" / "chemistryProperties", "model", "gri")
+    set_entry(case / "constant" / "chemistryProperties", "model", "ch4-air")
     error = solver_error("chemFoam", case)
-    assert re.search(r"model 'gri' at \S+ has mechanism sha256 [0-9a-f]{12}\.\.\., expected "
+    assert re.search(r"model 'ch4-air' at \S+ has mechanism sha256 [0-9a-f]{12}\.\.\., expected "
                      r"0efc6c528627\.\.\.: it was trained on another mechanism", error), error
 
 
@@ -171,13 +191,13 @@ def test_species_set_differs_from_the_models(chemfoam_case, live, tmp_path):
     import httpx
 
     case = _copy(chemfoam_case, tmp_path / "case")
-    sha = httpx.get(f"{live.url}/v1/models/gri", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    sha = httpx.get(f"{live.url}/v1/models/ch4-air", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     chemistry = case / "constant" / "chemistryProperties"
-    set_entry(chemistry, "model", "gri")
+    set_entry(chemistry, "model", "ch4-air")
     set_entry(chemistry, "mechanismSha256", f'"{sha["mechanism_sha256"]}"')
     error = solver_error("chemFoam", case)
-    assert re.search(r"deepkin: the case's species differ from those of model 'gri': the case lacks C CH CH2 "
-                     r".* and has none that the model lacks", error), error
+    assert re.search(r"deepkin: the case's species differ from those of model 'ch4-air': the "
+                     r"case lacks C CH CH2 .* and has none that the model lacks", error), error
 
 
 def test_local_time_stepping_is_refused(chemfoam_case, tmp_path):
