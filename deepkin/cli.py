@@ -187,8 +187,9 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
                                       "the CPU multiplies it natively, else float32.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when a target is missed.")
 @click.option("--flames", is_flag=True,
-              help="Also report the share of the cells of Cantera's premixed (phi 0.5-3, 1 and 5 "
-                   "atm) and counterflow flames that the model's networks serve (~1 min).")
+              help="Also report the share of the cells of Cantera's premixed (1 and 5 atm; H2: "
+                   "phi 0.5-3, other fuels 0.7-1.3) and counterflow flames that the model's "
+                   "networks serve (H2: ~1 min; GRI-3.0: ~10 min).")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,

@@ -218,8 +218,17 @@ class Integrator:
         self._setup_domain(meta, tensors)
         self.thermo = Nasa7(self.gas, self.device)
         # The mechanism's thermo range (K): cells outside it are refused, except cells below the
-        # frozen temperature, which are returned unchanged (only T > 0 is asked of them).
-        self.thermo_range_k = (float(self.gas.min_temp), float(self.gas.max_temp))
+        # frozen temperature, which are returned unchanged (only T > 0 is asked of them). Its top
+        # reaches up to the hottest state the model was trained on: Cantera labelled states there
+        # (extrapolating the one species fit that ends lower, as it and a CFD code's thermo do;
+        # GRI-3.0's CH3O ends at 3000 K, hot methane flames at 20 atm pass it).
+        t_top = max(float(self.gas.max_temp), float(meta.temperature_k[1]))
+        self.thermo_range_k = (float(self.gas.min_temp), t_top)
+        self._thermo_range_text = (
+            f"the mechanism's thermo range {self.gas.min_temp:g}–{t_top:g} K"
+            if t_top == self.gas.max_temp else
+            f"{self.gas.min_temp:g}–{t_top:g} K (the mechanism's thermo range "
+            f"{self.gas.min_temp:g}–{self.gas.max_temp:g} K up to the model's hottest training state)")
         inert = torch.zeros(meta.n_species, dtype=torch.bool)
         for name in meta.inert_species:
             inert[meta.species.index(name)] = True
@@ -305,9 +314,9 @@ class Integrator:
 
     def check_states(self, states: torch.Tensor) -> None:
         """InputError naming the row and the problem for a wrong width, NaN/inf, T or P ≤ 0,
-        T outside the mechanism's thermo range (:attr:`thermo_range_k`; cells below the frozen
-        temperature only need T > 0), P outside :data:`PRESSURE_RANGE_PA`, Y < −tol or ΣY off 1
-        by more than the tolerance."""
+        T outside the mechanism's thermo range (:attr:`thermo_range_k`, up to the model's hottest
+        training state; cells below the frozen temperature only need T > 0), P outside
+        :data:`PRESSURE_RANGE_PA`, Y < −tol or ΣY off 1 by more than the tolerance."""
         if states.ndim != 2 or states.shape[1] != self.width:
             raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
                              f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
@@ -349,8 +358,8 @@ class Integrator:
         hot_or_cold = (t > t_hi) | ((t < t_lo) & (t >= self.meta.frozen_temperature_k))
         if bool(hot_or_cold.any()):
             row = int(hot_or_cold.nonzero()[0])
-            raise InputError(f"states: row {row} has temperature {float(t[row]):g} K, outside the "
-                             f"mechanism's thermo range {t_lo:g}–{t_hi:g} K")
+            raise InputError(f"states: row {row} has temperature {float(t[row]):g} K, outside "
+                             f"{self._thermo_range_text}")
         p = pressure(states)
         p_lo, p_hi = PRESSURE_RANGE_PA
         outside = (p < p_lo) | (p > p_hi)

@@ -89,3 +89,25 @@ def test_stop_is_asked_between_fallback_cells(integrator):
     with pytest.raises(StepInterrupted) as stopped:
         integrator.advance(states, 1, stop=after_ten)
     assert stopped.value.substeps_done == 0 and len(asked) == 11  # 1 before the step, 10 cells
+
+
+def test_the_thermo_range_reaches_up_to_the_hottest_training_state(tmp_path):
+    """GRI-3.0's thermo range ends at 3000 K (CH3O's fit; the others reach 3500 K or more), but
+    methane/air at 20 atm and 1600 K burns at 2982 K and a network step may pass 3000 K: a model
+    trained on states up to 3100 K accepts cells there; one trained up to 2900 K refuses them,
+    naming the mechanism's own range."""
+    hot = Integrator.load(write_test_model(tmp_path / "hot.safetensors", mechanism="gri30.yaml",
+                                           temperature_k=(300.0, 3100.0)), device="cpu")
+    cool = Integrator.load(write_test_model(tmp_path / "cool.safetensors", mechanism="gri30.yaml",
+                                            temperature_k=(300.0, 2900.0)), device="cpu")
+    assert hot.thermo_range_k == (300.0, 3100.0) and cool.thermo_range_k == (300.0, 3000.0)
+    states = uniform_states(hot.species, 4, temperature_k=3050.0)
+    assert hot.advance(states).states.shape == states.shape
+    with pytest.raises(InputError, match=re.escape(
+            "row 0 has temperature 3050 K, outside the mechanism's thermo range 300–3000 K")):
+        cool.step(states)
+    states[2, 0] = 3200.0
+    with pytest.raises(InputError, match=re.escape(
+            "row 2 has temperature 3200 K, outside 300–3100 K (the mechanism's thermo range "
+            "300–3000 K up to the model's hottest training state)")):
+        hot.step(states)

@@ -486,6 +486,41 @@ def test_serve_flags_reach_the_settings(tmp_path):
         assert str(result.exception).startswith(f"{field}:") and "\n" not in str(result.exception)
 
 
+def test_the_methane_model_is_served_beside_the_hydrogen_ones():
+    """`deepkin serve` on the shipped folder: h2-air, h2-air-flame and ch4-air side by side;
+    cells of a methane flame (GRI-3.0, 53 species) come back as the in-process integrator
+    advances them, mass and enthalpy conserved."""
+    from kinetics.registry import SHIPPED_DIR
+    from mechanisms.state import join_states
+
+    gas = ct.Solution("gri30.yaml")
+    gas.set_equivalence_ratio(1.0, "CH4:1", "O2:1,N2:3.76")
+    gas.TP = 300.0, ct.one_atm
+    fresh = gas.Y.copy()
+    gas.equilibrate("HP")
+    burnt = gas.Y.copy()
+    share = np.linspace(0.0, 1.0, 48)[:, None]  # fresh-to-burnt blends at 1 atm, 1000-2200 K
+    ys = (1 - share) * fresh + share * burnt
+    states = join_states(np.linspace(1000.0, 2200.0, 48), np.full(48, ct.one_atm), ys)
+    expected = Integrator.load(SHIPPED_DIR / "ch4-air.safetensors", device="cpu").advance(states)
+    with LiveServer(SHIPPED_DIR) as srv, Client(srv.url) as client:
+        assert {"h2-air", "h2-air-flame", "ch4-air"} <= {m["name"] for m in client.models()}
+        info = client.model("ch4-air")
+        assert len(info["species"]) == 53 and info["dt_s"] == 5e-6
+        reply = client.step("ch4-air", states)
+    assert np.array_equal(reply.states, expected.states)
+    assert np.abs(reply.states[:, 2:].sum(axis=1) - 1.0).max() < 1e-9
+
+    def enthalpy(rows: np.ndarray) -> np.ndarray:  # J/kg, by Cantera
+        out = []
+        for row in rows:
+            gas.TPY = row[0], row[1], row[2:]
+            out.append(gas.enthalpy_mass)
+        return np.array(out)
+
+    assert np.allclose(enthalpy(reply.states), enthalpy(states), rtol=1e-6, atol=1.0)
+
+
 def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():
     """The shipped model (two networks) through the service equals the in-process integrator."""
     from kinetics.registry import resolve_model
