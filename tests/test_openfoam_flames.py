@@ -3,7 +3,7 @@ chemistry (same mechanism, same mesh, same deltaT): a short counterflow smoke ru
 suite; (slow) the 1D premixed flames at phi 0.5, 1 and 2.5 (flame speed within 5 %), the frozen
 temperature against a lower one (the flame speed must not move), and the 2D counterflow flame of
 H2/N2 against air on the counterFlowFlame2D tutorial's geometry (peak temperature within 30 K,
-its position within 0.2 mm)."""
+its position within 0.2 mm); (slow) the methane model's premixed flames at phi 0.7, 1 and 1.3."""
 
 from __future__ import annotations
 
@@ -81,6 +81,31 @@ def test_premixed_flame_speed_deepkin_vs_ode(live, tmp_path, phi, end_time_s):
     # the inlet-speed mismatch, and at phi 0.5 turns back, in both runs) to within 0.1 mm
     assert deepkin.times_s == ode.times_s
     assert np.abs(np.subtract(deepkin.positions_m, ode.positions_m)).max() < 1e-4
+
+
+METHANE_MODEL = "ch4-air"
+METHANE_END_S = 0.01  # 2000 steps of 5 us, ~7 flame times at phi 1; the speed fits the last 5 ms
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phi", [
+    0.7,
+    pytest.param(1.0, marks=pytest.mark.xfail(
+        strict=True, reason="issue #11: ch4-air's phi 1 flame is 12.8 % slower than ODE's")),
+    1.3,
+])
+def test_methane_premixed_flame_speed_deepkin_vs_ode(live, tmp_path, phi):
+    """The shipped GRI-3.0 methane model in issue #11's 1D premixed flames (1 atm, 300 K): flame
+    speed within 5 % of OpenFOAM's ODE chemistry on the same case, >= 95 % of the non-frozen
+    cell-steps served. Each ODE run takes 10-30 min on one core."""
+    runs = {chemistry: premixed_run(tmp_path / chemistry, live.url, METHANE_MODEL, chemistry,
+                                    phi, METHANE_END_S) for chemistry in ("deepkin", "ode")}
+    deepkin, ode = runs["deepkin"], runs["ode"]
+    print(f"CH4 phi {phi:g}: deepkin {deepkin.speed_m_s:.4f} m/s, ODE {ode.speed_m_s:.4f} m/s "
+          f"({100 * (deepkin.speed_m_s / ode.speed_m_s - 1):+.2f} %), network served "
+          f"{100 * deepkin.reacting_network_fraction:.1f} % of the non-frozen cell-steps")
+    assert deepkin.reacting_network_fraction >= 0.95
+    assert deepkin.speed_m_s == pytest.approx(ode.speed_m_s, rel=0.05)
 
 
 @pytest.mark.slow
