@@ -87,6 +87,7 @@ METHANE_MODEL = "ch4-air"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # the ODE run alone: 10-25 min on a quiet core, 40 on a shared one
 @pytest.mark.parametrize("phi,end_time_s", [
     (0.7, 0.02),  # 4000 steps of 5 us: the lean and rich fronts settle in ~10 ms
     pytest.param(1.0, 0.01, marks=pytest.mark.xfail(
