@@ -140,17 +140,23 @@ def diluted(fuel: str, share: float) -> str:
     rest: ``diluted("H2:1", 0.5) == "H2:0.5,N2:0.5"``."""
     if share >= 1.0:
         return fuel
-    parts = [item.split(":") for item in fuel.split(",") if item.strip()]
-    total = sum(float(x) for _, x in parts)
-    names = ",".join(f"{name.strip()}:{share * float(x) / total:g}" for name, x in parts)
+    parts = _components(fuel)
+    total = sum(x for _, x in parts)
+    names = ",".join(f"{name}:{share * x / total:g}" for name, x in parts)
     return f"{names},N2:{1.0 - share:g}"
+
+
+def _components(composition: str) -> list[tuple[str, float]]:
+    """``"CH4:3,H2:1"`` → ``[("CH4", 3.0), ("H2", 1.0)]`` (no mechanism needed)."""
+    parts = [item.split(":") for item in composition.split(",") if item.strip()]
+    return [(name.strip(), float(x)) for name, x in parts]
 
 
 def standard_flames(fuel: str) -> tuple[list[tuple[float, float]], list[tuple[str, float, float]]]:
     """``(premixed [(φ, P atm)], counterflow [(fuel stream, P atm, strain 1/s)])`` for ``fuel``
     (its largest component picks the :data:`FLAME_SETS` entry)."""
-    parts = [item.split(":") for item in fuel.split(",") if item.strip()]
-    main = max(parts, key=lambda part: float(part[1]))[0].strip() if parts else ""
+    parts = _components(fuel)
+    main = max(parts, key=lambda part: part[1])[0] if parts else ""
     flames = FLAME_SETS.get(main, FLAME_SETS["*"])
     premixed = [(phi, p) for p in FLAME_PRESSURES_ATM for phi in flames["phi"]]
     counterflow = [(diluted(fuel, share), p, a) for p in FLAME_PRESSURES_ATM
