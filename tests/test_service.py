@@ -486,7 +486,16 @@ def test_serve_flags_reach_the_settings(tmp_path):
         assert str(result.exception).startswith(f"{field}:") and "\n" not in str(result.exception)
 
 
-def test_the_methane_model_is_served_beside_the_hydrogen_ones():
+@pytest.fixture(scope="module")
+def shipped_server():
+    """One `deepkin serve` on the shipped models' folder (as a user starts it)."""
+    from kinetics.registry import SHIPPED_DIR
+
+    with LiveServer(SHIPPED_DIR) as srv:
+        yield srv
+
+
+def test_the_methane_model_is_served_beside_the_hydrogen_ones(shipped_server):
     """`deepkin serve` on the shipped folder: h2-air, h2-air-flame and ch4-air side by side;
     cells of a methane flame (GRI-3.0, 53 species) come back as the in-process integrator
     advances them, mass and enthalpy conserved."""
@@ -503,7 +512,7 @@ def test_the_methane_model_is_served_beside_the_hydrogen_ones():
     ys = (1 - share) * fresh + share * burnt
     states = join_states(np.linspace(1000.0, 2200.0, 48), np.full(48, ct.one_atm), ys)
     expected = Integrator.load(SHIPPED_DIR / "ch4-air.safetensors", device="cpu").advance(states)
-    with LiveServer(SHIPPED_DIR) as srv, Client(srv.url) as client:
+    with Client(shipped_server.url) as client:
         assert {"h2-air", "h2-air-flame", "ch4-air"} <= {m["name"] for m in client.models()}
         info = client.model("ch4-air")
         assert len(info["species"]) == 53 and info["dt_s"] == 5e-6
@@ -521,7 +530,7 @@ def test_the_methane_model_is_served_beside_the_hydrogen_ones():
     assert np.allclose(enthalpy(reply.states), enthalpy(states), rtol=1e-6, atol=1.0)
 
 
-def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():
+def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit(shipped_server):
     """The shipped model (two networks) through the service equals the in-process integrator."""
     from kinetics.registry import resolve_model
 
@@ -536,9 +545,8 @@ def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit():
     states = np.vstack([near_equilibrium, make_states(61, seed=9, t_range=(1250.0, 1800.0))])
     expected = Integrator.load(path, device="cpu").advance(states)
     assert expected.n_tail_steps >= 3  # the equilibrium cells take the second network
-    with LiveServer(path.parent) as srv:
-        client = Client(srv.url)
-        assert client.model("h2-air")["near_equilibrium_route_below"] == 0.01
-        reply = client.step("h2-air", states)
+    client = Client(shipped_server.url)
+    assert client.model("h2-air")["near_equilibrium_route_below"] == 0.01
+    reply = client.step("h2-air", states)
     assert np.array_equal(reply.states, expected.states)
     assert (reply.n_cells, reply.n_fallback) == (64, expected.n_fallback)
