@@ -106,6 +106,9 @@ class EquilibriumOptions:
 
     closest: float = 1e-3  # smallest |s|, as a fraction of the gap to equilibrium
     beyond_fraction: float = 0.5  # share of states beyond equilibrium (over-recombined)
+    # Std of each species' own log-fraction of the way to equilibrium (0: all on one line; 1:
+    # a factor e between species, as a surrogate's burnt gas strays, the elements kept).
+    spread: float = 0.0
 
 
 @dataclass
@@ -188,10 +191,6 @@ class SamplingConfig:
                 raise InputError(f"rows.{name}: must be a whole number >= 0, got {count!r}")
         if sum(self.rows.values()) == 0:
             raise InputError("rows: every source has 0 rows; nothing to sample")
-        if any(self.rows.get(s, 0) > 0 for s in SCATTER_SOURCES) and not any(
-                self.rows.get(s, 0) > 0 for s in MANIFOLD_SOURCES):
-            raise InputError(f"rows: {', '.join(SCATTER_SOURCES)} samples need manifold rows "
-                             "(autoignition, free_flame or counterflow) to start from")
         if not 0.0 <= self.autoignition.activity_weight <= 1.0:
             raise InputError("autoignition.activity_weight: must lie in [0, 1]")
         _positive("autoignition.t_max_s", self.autoignition.t_max_s)
@@ -235,10 +234,19 @@ class SamplingConfig:
                              f"{self.equilibrium.closest!r}")
         if not 0.0 <= self.equilibrium.beyond_fraction <= 1.0:
             raise InputError("equilibrium.beyond_fraction: must lie in [0, 1]")
+        if not 0.0 <= self.equilibrium.spread <= 3.0:
+            raise InputError(f"equilibrium.spread: must lie in [0, 3] (a log-factor's standard "
+                             f"deviation), got {self.equilibrium.spread!r}")
         if self.filter.rate_factor is not None:
             _positive("filter.rate_factor", self.filter.rate_factor)
 
     @property
+    def scatter_only(self) -> bool:
+        """True when only scattered sources have rows: they start from the manifold rows of an
+        existing dataset (``--append``), as this run makes none of its own."""
+        return any(self.rows.get(s, 0) > 0 for s in SCATTER_SOURCES) and not any(
+            self.rows.get(s, 0) > 0 for s in MANIFOLD_SOURCES)
+
     def pressures_pa(self) -> list[float]:
         return [p * ONE_ATM_PA for p in self.pressure_atm]
 

@@ -331,8 +331,9 @@ class DatasetWriter:
             ds[k:k + m] = values
         self.h5.flush()
 
-    def rows_of_sources(self, names: tuple[str, ...], run_index: int) -> np.ndarray:
-        """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index``."""
+    def rows_of_sources(self, names: tuple[str, ...], run_index: int | None) -> np.ndarray:
+        """Input states ``[n, 2+ns]`` of the given sources written by run ``run_index`` (every
+        run's when None)."""
         codes = {source_code(n) for n in names}
         parts = []
         for task in self.tasks(run_index):

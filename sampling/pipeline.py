@@ -206,6 +206,10 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         raise InputError(f"output: cannot write {output}: {reason}")
     if scheduler:
         check_scheduler_address(scheduler)
+    if config.scatter_only and not (append and output.exists()):
+        raise InputError(f"rows: {', '.join(SCATTER_SOURCES)} samples need manifold rows "
+                         "(autoignition, free_flame or counterflow) to start from: give some, "
+                         "or --append to a dataset that has them")
     journal = Journal.for_output(output)
     try:
         writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
@@ -235,7 +239,9 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
                       smoothing=0.1,
                       file=sys.stderr) as bar:
                 computed += _run_stage(manifold, ctx, executor, writer, journal, bar)
-                states = writer.rows_of_sources(MANIFOLD_SOURCES, run)
+                # A run of scattered sources alone starts from the file's earlier manifold rows.
+                states = writer.rows_of_sources(MANIFOLD_SOURCES,
+                                                None if config.scatter_only else run)
                 scatter_rows = sum(config.rows.get(k, 0) for k in SCATTER_SOURCES)
                 if scatter_rows and len(states) == 0:
                     notes.append(f"no manifold rows were produced; {', '.join(SCATTER_SOURCES)} "

@@ -229,7 +229,7 @@ def _draw_equilibrium(spec, ctx, gas, rng):
     base = np.asarray(spec.params["base_states"])
     opts = ctx.options["equilibrium"]
     states = draw_equilibrium_approach(gas, base, spec.rows, rng, opts["closest"],
-                                       opts["beyond_fraction"])
+                                       opts["beyond_fraction"], spread=opts.get("spread", 0.0))
     note = "" if len(states) == spec.rows else \
         f"equilibrium: {len(states)} of {spec.rows} states (Cantera failed on the rest)"
     return states, note

@@ -160,3 +160,33 @@ def test_equilibrium_draws_keep_elements_and_enthalpy_of_their_base_state():
         z = [gas.elemental_mass_fraction(e) for e in gas.element_names]
         np.testing.assert_allclose(z, z0, atol=1e-12)
     assert (drawn[:, 0] > t_eq + 0.1).any() and (drawn[:, 0] < t_eq - 0.1).any()
+
+
+def test_spread_equilibrium_draws_leave_the_line_but_keep_enthalpy_and_elements():
+    """With ``spread`` each species takes its own fraction of the way to equilibrium (a
+    surrogate's burnt gas, whose H/O pool has relaxed ahead of the rest); the element composition
+    is restored and the enthalpy is the base state's."""
+    from sampling.equilibrium import draw_equilibrium_approach
+
+    gas = ct.Solution("h2o2.yaml")
+    gas.TP = 1200.0, ct.one_atm
+    gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
+    base = np.concatenate([[gas.T, gas.P], gas.Y])[None, :]
+    h0 = gas.enthalpy_mass
+    z0 = np.array([gas.elemental_mass_fraction(e) for e in gas.element_names])
+    gas.equilibrate("HP")
+    y_eq = gas.Y.copy()
+    gap = base[0, 2:] - y_eq
+    drawn = draw_equilibrium_approach(gas, base, 80, np.random.default_rng(2), spread=1.0,
+                                      beyond_fraction=0.0)
+    assert len(drawn) == 80
+    moving = np.abs(gap) > 1e-4  # H2, O2, H2O and the radicals
+    fractions = (drawn[:, 2:] - y_eq)[:, moving] / gap[moving]
+    spread_between_species = fractions.max(axis=1) - fractions.min(axis=1)
+    assert np.median(spread_between_species) > 0.05  # off the line (0 on it)
+    assert (drawn[:, 2:] >= 0).all()
+    for row in drawn:
+        gas.TPY = row[0], row[1], row[2:]
+        assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1e-3
+        z = np.array([gas.elemental_mass_fraction(e) for e in gas.element_names])
+        np.testing.assert_allclose(z, z0, atol=1e-10)

@@ -150,6 +150,36 @@ def test_append_adds_a_run_and_refuses_another_mechanism_or_dt(repro_reference, 
     assert _digest(out) == before
 
 
+def test_an_appended_run_of_equilibrium_rows_alone_starts_from_the_files_manifold(
+        repro_reference, tmp_path):
+    """A run with no manifold rows of its own draws its equilibrium-approach states from the
+    manifold rows already in the file; without a file to append to it is refused in one line."""
+    only = ["--rows", "autoignition=0", "--rows", "free_flame=0", "--rows", "counterflow=0",
+            "--rows", "multiscale=0", "--rows", "perturbed=0", "--rows", "emcs=0",
+            "--rows", "equilibrium=120", "--task-rows", "60", "-q", "--workers", "0"]
+    cfg = tmp_path / "relax.yaml"
+    cfg.write_text("equilibrium: {spread: 1.0}\n")
+    alone = tmp_path / "alone.h5"
+    proc = run_cli("sample", "-c", str(cfg), "-o", str(alone), *REPRO[:6], *only)
+    assert proc.returncode != 0 and not alone.exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "need manifold rows" in lines[0] and "--append" in lines[0]
+    out = tmp_path / "grow.h5"
+    out.write_bytes(repro_reference.read_bytes())
+    inputs0 = arrays(out)[0]
+    proc = run_cli("sample", "-c", str(cfg), "-o", str(out), *REPRO[:6], *only, "--append")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out, "r") as h5:
+        runs = json.loads(h5.attrs["runs"])
+        assert len(runs) == 2 and runs[1]["config"]["equilibrium"]["spread"] == 1.0
+        names = json.loads(h5.attrs["source_names"])
+        new_sources = h5["source"][len(inputs0):]
+        assert len(new_sources) == 120
+        assert {names[s] for s in new_sources} == {"equilibrium"}
+        np.testing.assert_array_equal(h5["inputs"][:len(inputs0)], inputs0)
+        assert np.isfinite(h5["targets"][len(inputs0):]).all()
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -224,6 +254,7 @@ def test_yaml_config_file_and_unknown_keys(tmp_path):
     ({"closest": 0.0}, "equilibrium.closest: must lie in (0, 1)"),
     ({"closest": 1.5}, "equilibrium.closest: must lie in (0, 1)"),
     ({"beyond_fraction": -0.1}, "equilibrium.beyond_fraction: must lie in [0, 1]"),
+    ({"spread": -1}, "equilibrium.spread: must lie in [0, 3]"),
 ])
 def test_bad_equilibrium_settings_are_named(tmp_path, section, message):
     cfg = tmp_path / "sample.yaml"
