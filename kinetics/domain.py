@@ -38,7 +38,7 @@ from kinetics.transforms import log_pressure
 from mechanisms.composition import parse_composition
 from mechanisms.config_file import check_keys, is_number
 from mechanisms.errors import InputError
-from mechanisms.state import ONE_ATM_PA
+from mechanisms.state import ONE_ATM_PA, element_mass_matrix
 
 COORDINATES = ("mixture_fraction", "diluent", "temperature_k", "log_pressure", "progress")
 # O atoms an atom needs (> 0) or brings (< 0) when burnt to CO2 and H2O (Bilger's coupling function).
@@ -154,9 +154,7 @@ class DomainCoordinates:
         self.stoichiometric = -self.beta_oxidizer / (self.beta_fuel - self.beta_oxidizer)
         self.diluent_elements = [e for e, w in zip(names, coupling) if w == 0.0]
         ns = gas.n_species
-        # Z_e = Σ_k a_ek Y_k with a_ek = n_ek W_e / W_k.
-        a = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
-                       for k in range(ns)] for e in range(gas.n_elements)])
+        a = element_mass_matrix(gas)  # Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k
         self.element_matrix = a
         f64 = dict(dtype=torch.float64, device=device)
         self._beta_row = torch.as_tensor(self.element_weights @ a, **f64)  # β = Y · beta_row

@@ -47,6 +47,7 @@ from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
 from mechanisms.state import (
     PRESSURE_RANGE_PA,
+    element_mass_matrix,
     join_states,
     mass_fractions,
     pressure,
@@ -235,9 +236,7 @@ class Integrator:
         self.inert = inert.to(self.device)
         # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k, of the elements that
         # some non-inert species carries (the others' residual is zero: inert Y is held fixed).
-        gas = self.gas
-        elements = np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
-                              for k in range(gas.n_species)] for e in range(gas.n_elements)])
+        elements = element_mass_matrix(self.gas)
         keep = elements[:, ~inert.numpy()].any(axis=1)
         self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
         a = self.element_matrix

@@ -75,6 +75,12 @@ def join_states(t: Array, p: Array, y: Array) -> Array:
     return out
 
 
+def element_mass_matrix(gas: ct.Solution) -> np.ndarray:
+    """``A [n_elements, ns]``: element mass fractions ``Z = A @ Y`` (``a_ek = n_ek W_e / W_k``)."""
+    return np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
+                      for k in range(gas.n_species)] for e in range(gas.n_elements)])
+
+
 def set_gas_state(gas: ct.Solution, state: np.ndarray) -> None:
     """Set ``gas`` to one state row ``[T (K), P (Pa), Y...]``; Cantera normalises Y."""
     gas.TPY = float(state[T_COLUMN]), float(state[P_COLUMN]), state[Y_START:]

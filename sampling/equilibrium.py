@@ -34,7 +34,13 @@ from __future__ import annotations
 import cantera as ct
 import numpy as np
 
-from mechanisms.state import mass_fractions, set_gas_state, state_of_gas, state_width
+from mechanisms.state import (
+    element_mass_matrix,
+    mass_fractions,
+    set_gas_state,
+    state_of_gas,
+    state_width,
+)
 
 
 def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
@@ -54,7 +60,7 @@ def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
     have = 0
     attempts = 0
     lo, hi = gas.min_temp + 1.0, gas.max_temp - 1.0
-    elements = element_matrix(gas) if spread > 0 else None
+    elements = element_mass_matrix(gas) if spread > 0 else None
     while have < n and attempts < 4 * n + 16:
         attempts += 1
         base = base_states[rng.integers(0, len(base_states))]
@@ -90,12 +96,6 @@ def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
     return np.asarray(out).reshape(-1, width)
 
 
-def element_matrix(gas: ct.Solution) -> np.ndarray:
-    """``[n_elements, ns]``: element mass fractions ``Z = A @ Y`` (``a_ek = n_ek W_e / W_k``)."""
-    return np.array([[gas.n_atoms(k, e) * gas.atomic_weight(e) / gas.molecular_weights[k]
-                      for k in range(gas.n_species)] for e in range(gas.n_elements)])
-
-
 def _off_line(y_line: np.ndarray, y_eq: np.ndarray, gap: np.ndarray, s: float, spread: float,
               elements: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``y_line`` moved off the equilibrium line: each species its own fraction ``s_k`` of the
@@ -116,4 +116,4 @@ def _off_line(y_line: np.ndarray, y_eq: np.ndarray, gap: np.ndarray, s: float, s
     return y_line + min(reach, 1.0) * move
 
 
-__all__ = ["draw_equilibrium_approach", "element_matrix"]
+__all__ = ["draw_equilibrium_approach"]
