@@ -82,9 +82,8 @@ def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
         reach = float(np.min(y_eq[positive] / gap[positive])) if positive.any() else 1.0
         s = np.where(beyond, -size * min(reach, 1.0), size)
         for si in s:
-            y = y_eq + si * gap
-            if elements is not None:
-                y = _off_line(y, y_eq, gap, si, spread, elements, rng)
+            y = y_eq + si * gap if elements is None else \
+                _off_line(y_eq, gap, si, spread, elements, rng)
             y = np.clip(y, 0.0, None)
             try:
                 gas.HPY = h, p, y / y.sum()
@@ -96,11 +95,13 @@ def draw_equilibrium_approach(gas: ct.Solution, base_states: np.ndarray, n: int,
     return np.asarray(out).reshape(-1, width)
 
 
-def _off_line(y_line: np.ndarray, y_eq: np.ndarray, gap: np.ndarray, s: float, spread: float,
+def _off_line(y_eq: np.ndarray, gap: np.ndarray, s: float, spread: float,
               elements: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``y_line`` moved off the equilibrium line: each species its own fraction ``s_k`` of the
-    way, the element mass fractions restored by the least weighted change (weights ``|gap|``,
-    so species already at equilibrium stay there), the move shortened to keep every Y >= 0."""
+    """The line's state ``y_eq + s·gap`` moved off the line: each species its own fraction
+    ``s_k`` of the way, the element mass fractions restored by the least weighted change (weights
+    ``|gap|``, so species already at equilibrium stay there), the move shortened to keep every
+    Y >= 0."""
+    y_line = y_eq + s * gap
     factor = np.exp(spread * rng.standard_normal(len(gap)))
     y = y_eq + s * factor * gap
     weight = np.abs(gap)

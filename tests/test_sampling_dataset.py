@@ -141,24 +141,36 @@ def test_equilibrium_rows_bracket_equilibrium_and_relax_towards_it(small_dataset
     assert (gains >= -1e-6).all() and (gains > 0).mean() >= 0.9
 
 
-def test_equilibrium_draws_keep_elements_and_enthalpy_of_their_base_state():
-    from sampling.equilibrium import draw_equilibrium_approach
-
+def _fresh_h2_air() -> tuple[ct.Solution, np.ndarray]:
+    """h2o2.yaml set to fresh stoichiometric H2/air at 1200 K, 1 atm, and that state ``[1, 12]``."""
     gas = ct.Solution("h2o2.yaml")
     gas.TP = 1200.0, ct.one_atm
     gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
-    base = np.concatenate([[gas.T, gas.P], gas.Y])[None, :]
+    return gas, np.concatenate([[gas.T, gas.P], gas.Y])[None, :]
+
+
+def _assert_same_enthalpy_and_elements(gas: ct.Solution, base: np.ndarray, drawn: np.ndarray,
+                                       atol: float) -> None:
+    """Every drawn row has ``base``'s enthalpy and element mass fractions (to ``atol``)."""
+    gas.TPY = base[0, 0], base[0, 1], base[0, 2:]
     h0 = gas.enthalpy_mass
     z0 = [gas.elemental_mass_fraction(e) for e in gas.element_names]
-    drawn = draw_equilibrium_approach(gas, base, 60, np.random.default_rng(1))
-    assert drawn.shape == (60, 12)
-    gas.equilibrate("HP")
-    t_eq = gas.T
     for row in drawn:
         gas.TPY = row[0], row[1], row[2:]
         assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1e-3
         z = [gas.elemental_mass_fraction(e) for e in gas.element_names]
-        np.testing.assert_allclose(z, z0, atol=1e-12)
+        np.testing.assert_allclose(z, z0, atol=atol)
+
+
+def test_equilibrium_draws_keep_elements_and_enthalpy_of_their_base_state():
+    from sampling.equilibrium import draw_equilibrium_approach
+
+    gas, base = _fresh_h2_air()
+    drawn = draw_equilibrium_approach(gas, base, 60, np.random.default_rng(1))
+    assert drawn.shape == (60, 12)
+    gas.equilibrate("HP")
+    t_eq = gas.T
+    _assert_same_enthalpy_and_elements(gas, base, drawn, atol=1e-12)
     assert (drawn[:, 0] > t_eq + 0.1).any() and (drawn[:, 0] < t_eq - 0.1).any()
 
 
@@ -168,12 +180,7 @@ def test_spread_equilibrium_draws_leave_the_line_but_keep_enthalpy_and_elements(
     is restored and the enthalpy is the base state's."""
     from sampling.equilibrium import draw_equilibrium_approach
 
-    gas = ct.Solution("h2o2.yaml")
-    gas.TP = 1200.0, ct.one_atm
-    gas.set_equivalence_ratio(1.0, "H2:1", "O2:1,N2:3.76")
-    base = np.concatenate([[gas.T, gas.P], gas.Y])[None, :]
-    h0 = gas.enthalpy_mass
-    z0 = np.array([gas.elemental_mass_fraction(e) for e in gas.element_names])
+    gas, base = _fresh_h2_air()
     gas.equilibrate("HP")
     y_eq = gas.Y.copy()
     gap = base[0, 2:] - y_eq
@@ -185,8 +192,4 @@ def test_spread_equilibrium_draws_leave_the_line_but_keep_enthalpy_and_elements(
     spread_between_species = fractions.max(axis=1) - fractions.min(axis=1)
     assert np.median(spread_between_species) > 0.05  # off the line (0 on it)
     assert (drawn[:, 2:] >= 0).all()
-    for row in drawn:
-        gas.TPY = row[0], row[1], row[2:]
-        assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1e-3
-        z = np.array([gas.elemental_mass_fraction(e) for e in gas.element_names])
-        np.testing.assert_allclose(z, z0, atol=1e-10)
+    _assert_same_enthalpy_and_elements(gas, base, drawn, atol=1e-10)

@@ -3,17 +3,15 @@ only show hours into a rebuild."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from kinetics.registry import SHIPPED_DIR
 from kinetics.train import TrainConfig
 from sampling.config import SamplingConfig
 
-SHIPPED = Path(__file__).resolve().parents[1] / "kinetics" / "shipped"
-SAMPLE_RECIPES = sorted(p for p in SHIPPED.glob("*.yaml")
+SAMPLE_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml")
                         if p.stem.endswith((".sample", ".relax")))
-TRAIN_RECIPES = sorted(p for p in SHIPPED.glob("*.yaml") if p not in SAMPLE_RECIPES)
+TRAIN_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml") if p not in SAMPLE_RECIPES)
 
 
 def test_recipes_are_found():
