@@ -98,6 +98,12 @@ class TrainConfig:
     # The training domain recorded in the model (kinetics/domain.py, DomainSettings): the
     # occupancy grid over mixture fraction, dilution, T, P and progress by default.
     domain: dict[str, Any] | None = None
+    # Start from the main network of this model (path or shipped name) instead of random
+    # weights: a fine-tuning stage on the same dataset, e.g. with a physics loss. Its
+    # architecture, mechanism, dt and λ must be this run's, and its normalisation the one this
+    # run computes (same dataset, sources, val_fraction and seed): the weights mean nothing
+    # on other scales. Main networks only (not with tail_of).
+    init_from: str | None = None
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -126,9 +132,9 @@ class TrainConfig:
             if not (value is None and name in _OPTIONAL_NUMBERS) and not (
                     is_number(value) and test(value)):
                 raise InputError(f"{name}: must be a number {rule}, got {value!r}")
-        for name in ("name", "description", "tail_of"):
+        for name in ("name", "description", "tail_of", "init_from"):
             value = getattr(self, name)
-            if not (isinstance(value, str) or (value is None and name == "tail_of")):
+            if not (isinstance(value, str) or (value is None and name in ("tail_of", "init_from"))):
                 raise InputError(f"{name}: must be a string, got {value!r}")
         if not isinstance(self.model, dict):
             raise InputError(f"model: must be a mapping (type, hidden, …), got {self.model!r}")
@@ -149,6 +155,9 @@ class TrainConfig:
                     for k, v in self.source_rows.items())):
             raise InputError(f"source_rows: must map source names to whole numbers >= 0, got "
                              f"{self.source_rows!r}")
+        if self.init_from is not None and self.tail_of is not None:
+            raise InputError("init_from: only a main network run starts from a model's weights; "
+                             "a regime network (tail_of) is trained from random weights")
         if self.regime not in ("tail", "induction"):
             raise InputError(f"regime: must be tail or induction, got {self.regime!r}")
         if self.fallback_below > 0 and (self.regime != "induction" or self.tail_of is None):
@@ -235,6 +244,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     ns = len(facts.species)
     arch = {**config.model, "n_in": state_width(ns), "n_out": ns}
     model = build_model(arch).to(dev)
+    if config.init_from:
+        _start_from_model(model, config, arch, facts, norm)
     net = _distributed_network(model, dev, world)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
@@ -318,6 +329,36 @@ def _normalisation(rows: TrainingRows, config: TrainConfig) -> Normalisation:
     if config.effective_target_scaling == "rms":
         norm = norm.zero_centred_targets()
     return norm
+
+
+def _start_from_model(model: torch.nn.Module, config: TrainConfig, arch: dict[str, Any],
+                      facts: DatasetFacts, norm: Normalisation) -> None:
+    """Load the main network weights of ``config.init_from`` into ``model``; InputError when
+    that model was trained on another mechanism, dt, λ, architecture or normalisation."""
+    from kinetics.registry import resolve_model
+
+    meta, tensors, _ = read_model_file(resolve_model(config.init_from))
+    where = f"init_from: {config.init_from}"
+    if meta.mechanism_sha256 != facts.mechanism_sha256 or meta.species != facts.species:
+        raise InputError(f"{where} was trained on another mechanism than the dataset's")
+    if meta.dt_s != facts.dt_s or meta.box_cox_lambda != config.box_cox_lambda:
+        raise InputError(f"{where} has dt {meta.dt_s:g} s and λ {meta.box_cox_lambda:g}; the "
+                         f"dataset and config give dt {facts.dt_s:g} s and λ "
+                         f"{config.box_cox_lambda:g}")
+    if meta.architecture != arch:
+        raise InputError(f"{where} has the network {meta.architecture}, the config asks for {arch}")
+    if meta.output_transform != config.output_transform:
+        raise InputError(f"{where} has output_transform {meta.output_transform}, the config "
+                         f"{config.output_transform}")
+    ours = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
+            "norm.y_std": norm.r_std}
+    for key, value in ours.items():
+        theirs = tensors[key].to(value.dtype)
+        if not torch.allclose(theirs, value.cpu(), rtol=1e-6, atol=0.0):
+            raise InputError(f"{where} was trained on other rows (its {key} differs from this "
+                             "run's): use the same dataset, sources, source_rows, val_fraction "
+                             "and seed")
+    model.load_state_dict(network_state(tensors))
 
 
 def _distributed_network(model: torch.nn.Module, dev: torch.device, world: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,40 @@ def test_resume_continues_from_the_checkpoint(tiny_model, small_dataset, tmp_pat
     proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(tmp_path / "x.safetensors"),
                    "--resume", "-q")
     assert proc.returncode != 0 and "resume:" in proc.stderr
+
+
+
+def test_init_from_starts_a_fine_tuning_run_from_a_models_weights(tiny_model, small_dataset,
+                                                                   tmp_path):
+    """``init_from``: the first epoch starts at the model's weights (a learning rate too small to
+    move them keeps them), and a model of other rows or another network is refused by name."""
+    from kinetics.train import TrainConfig
+
+    _, base_tensors, _ = read_model_file(tiny_model)
+    tune = (TRAIN_YAML.replace("epochs: 2", "epochs: 1").replace(
+        "learning_rate: 0.002", "learning_rate: 1.0e-12")
+        + f"init_from: {tiny_model}\nenthalpy_loss_weight: 1.0\n")
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(tune)
+    out = tmp_path / "tuned.safetensors"
+    proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o", str(out), "--device", "cpu",
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    meta, tensors, _ = read_model_file(out)
+    assert meta.training["config"]["init_from"] == str(tiny_model)
+    for key, value in base_tensors.items():
+        if key.startswith("net."):
+            torch.testing.assert_close(tensors[key], value, rtol=0, atol=1e-6)
+    for text, message in ((tune + "val_fraction: 0.3\n",
+                           r"init_from: .* was trained on other rows \(its norm\.\w+ differs"),
+                          (tune.replace("hidden: [48, 48]", "hidden: [32, 32]"),
+                           "init_from: .* has the network")):
+        cfg.write_text(text)
+        proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o",
+                       str(tmp_path / "x.safetensors"), "--device", "cpu", "-q")
+        assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr
+    with pytest.raises(InputError, match="init_from: only a main network run"):
+        TrainConfig.from_dict({"init_from": str(tiny_model), "tail_of": str(tiny_model)})
 
 
 def _random_states(integrator: Integrator, n: int, seed: int = 0) -> np.ndarray:
