@@ -69,6 +69,12 @@ class TrainConfig:
     shuffle_blocks: int = 4  # blocks mixed in memory at once (bounds memory use)
     mass_loss_weight: float = 0.0  # penalty on (ΣY' − 1) before renormalisation
     enthalpy_loss_weight: float = 0.0  # penalty on h(T_label, Y') − h(T, Y), scaled by cp·1000 K
+    # Weight of a row in the L1 loss: min(1 + |T_label − T| / this (K), heat_release_weight_max),
+    # normalised over the batch, so rows whose step releases heat (a flame's reaction zone, an
+    # ignition) count more than near-equilibrium and fresh rows, which the regime networks
+    # serve. null: every row alike.
+    heat_release_weight_k: float | None = None
+    heat_release_weight_max: float = 10.0
     frozen_temperature_k: float = 500.0
     # Cells colder than this are stepped by Cantera, not the network (a regime it cannot serve,
     # such as slow induction near the second explosion limit); null: the training data's minimum.
@@ -196,8 +202,10 @@ _NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "progress_margin": (">= 0", lambda v: v >= 0),
     "fallback_below": (">= 0", lambda v: v >= 0),
     "max_minutes": ("> 0 or null", lambda v: v > 0),
+    "heat_release_weight_k": ("> 0 (K) or null", lambda v: v > 0),
+    "heat_release_weight_max": (">= 1", lambda v: v >= 1),
 }
-_OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes")
+_OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes", "heat_release_weight_k")
 
 
 @dataclass
@@ -412,7 +420,8 @@ class _Batch:
 
 class _Objective:
     """State rows → a :class:`_Batch` on the device, and the loss of a prediction for it: L1 on
-    the encoded targets plus the optional ΣY and enthalpy penalties."""
+    the encoded targets (weighted by each row's heat release with ``heat_release_weight_k``)
+    plus the optional ΣY and enthalpy penalties."""
 
     def __init__(self, config: TrainConfig, facts: DatasetFacts, norm: Normalisation,
                  dev: torch.device):
@@ -422,6 +431,8 @@ class _Objective:
         self.transform = config.output_transform
         self.mass_weight = config.mass_loss_weight
         self.enthalpy_weight = config.enthalpy_loss_weight
+        self.heat_weight_k = config.heat_release_weight_k
+        self.heat_weight_max = config.heat_release_weight_max
         self.x_mean, self.x_std = norm.x_mean.to(dev), norm.x_std.to(dev)
         self.r_mean, self.r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
         self.thermo = None
@@ -439,7 +450,13 @@ class _Objective:
                       torch.as_tensor(targets, dtype=torch.float64, device=self.dev))
 
     def loss(self, pred: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        loss = torch.nn.functional.l1_loss(pred, batch.r)
+        if self.heat_weight_k is None:
+            loss = torch.nn.functional.l1_loss(pred, batch.r)
+        else:
+            weight = heat_release_weights(batch.inputs, batch.targets, self.heat_weight_k,
+                                          self.heat_weight_max).float()
+            per_row = (pred - batch.r).abs().mean(dim=1)
+            loss = (weight * per_row).sum() / weight.sum()
         if self.mass_weight > 0 or self.thermo is not None:
             rate = decode_output(pred.double(), self.transform) * self.r_std + self.r_mean
             y0 = mass_fractions(batch.inputs)
@@ -453,6 +470,14 @@ class _Objective:
                 scale = self.thermo.cp(t0, y0) * 1000.0
                 loss = loss + self.enthalpy_weight * (torch.abs(h1 - h0) / scale).mean().float()
         return loss
+
+
+def heat_release_weights(inputs: torch.Tensor, targets: torch.Tensor, scale_k: float,
+                         most: float) -> torch.Tensor:
+    """``[n]`` loss weights of state rows ``[n, 2+ns]`` and their labels: min(1 + |ΔT| /
+    ``scale_k``, ``most``), ΔT (K) the temperature change of the labelled step."""
+    heat = (temperature(targets) - temperature(inputs)).abs()
+    return torch.clamp(1.0 + heat / scale_k, max=most)
 
 
 # -- one epoch, validation ------------------------------------------------------------------------

@@ -362,6 +362,7 @@ def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
     cfg = TrainConfig.from_dict({"model": {"type": "mscale", "hidden": [16, 16], "scales": [1, 4]},
                                  "epochs": 1, "batch_size": 512, "block_rows": 4096,
                                  "mass_loss_weight": 1.0, "enthalpy_loss_weight": 0.1,
+                                 "heat_release_weight_k": 2.0, "heat_release_weight_max": 5.0,
                                  "output_transform": {"type": "signed_power", "lambda": 0.5}})
     result = train(small_dataset, tmp_path / "m.safetensors", cfg, device="cpu", progress=False)
     assert np.isfinite(result.best_val_loss) and result.epochs_run == 1
@@ -374,9 +375,24 @@ def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
         TrainConfig.from_dict({"epoch": 3})
     for bad, message in (({"route_below": 0}, "route_below: must be a number > 0"),
                          ({"route_margin": 0.5}, "route_margin: must be a number >= 1"),
-                         ({"target_scaling": "minmax"}, "target_scaling: must be zscore or rms")):
+                         ({"target_scaling": "minmax"}, "target_scaling: must be zscore or rms"),
+                         ({"heat_release_weight_k": 0},
+                          r"heat_release_weight_k: must be a number > 0 \(K\) or null"),
+                         ({"heat_release_weight_max": 0.5},
+                          "heat_release_weight_max: must be a number >= 1")):
         with pytest.raises(InputError, match=message):
             TrainConfig.from_dict(bad)
+
+
+def test_heat_release_weights_grow_with_the_steps_temperature_change():
+    from kinetics.train import heat_release_weights
+
+    inputs = torch.zeros((4, 12), dtype=torch.float64)
+    inputs[:, 0] = 1500.0
+    targets = inputs.clone()
+    targets[:, 0] += torch.tensor([0.0, 1.0, -3.0, 400.0], dtype=torch.float64)
+    weights = heat_release_weights(inputs, targets, scale_k=1.0, most=10.0)
+    torch.testing.assert_close(weights, torch.tensor([1.0, 2.0, 4.0, 10.0], dtype=torch.float64))
 
 
 def test_near_equilibrium_network_is_trained_routed_and_counted(tiny_model, small_dataset, tmp_path):
