@@ -343,16 +343,8 @@ def _start_from_model(model: torch.nn.Module, config: TrainConfig, arch: dict[st
                       facts: DatasetFacts, norm: Normalisation) -> None:
     """Load the main network weights of ``config.init_from`` into ``model``; InputError when
     that model was trained on another mechanism, dt, λ, architecture or normalisation."""
-    from kinetics.registry import resolve_model
-
-    meta, tensors, _ = read_model_file(resolve_model(config.init_from))
+    meta, tensors, _ = _model_of_dataset("init_from", config.init_from, config, facts)
     where = f"init_from: {config.init_from}"
-    if meta.mechanism_sha256 != facts.mechanism_sha256 or meta.species != facts.species:
-        raise InputError(f"{where} was trained on another mechanism than the dataset's")
-    if meta.dt_s != facts.dt_s or meta.box_cox_lambda != config.box_cox_lambda:
-        raise InputError(f"{where} has dt {meta.dt_s:g} s and λ {meta.box_cox_lambda:g}; the "
-                         f"dataset and config give dt {facts.dt_s:g} s and λ "
-                         f"{config.box_cox_lambda:g}")
     if meta.architecture != arch:
         raise InputError(f"{where} has the network {meta.architecture}, the config asks for {arch}")
     if meta.output_transform != config.output_transform:
@@ -712,19 +704,28 @@ class _MainModel:
         save_model(out, self.network, meta, extra, self.mechanism_yaml)
 
 
-def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
-    """Read the ``tail_of`` model and check that it belongs to this dataset."""
+def _model_of_dataset(setting: str, name: str, config: TrainConfig, facts: DatasetFacts
+                      ) -> tuple[ModelMeta, dict[str, torch.Tensor], str]:
+    """``(meta, tensors, mechanism_yaml)`` of the model ``name`` (a path or shipped name) that
+    the ``setting`` key names; InputError when it was trained on another mechanism, dt or λ
+    than this dataset and config."""
     from kinetics.registry import resolve_model
 
-    meta, tensors, yaml_text = read_model_file(resolve_model(config.tail_of))
+    meta, tensors, yaml_text = read_model_file(resolve_model(name))
     if meta.mechanism_sha256 != facts.mechanism_sha256:
-        raise InputError(f"tail_of: {config.tail_of} was trained on mechanism sha256 "
+        raise InputError(f"{setting}: {name} was trained on mechanism sha256 "
                          f"{meta.mechanism_sha256[:12]}…, the dataset holds "
                          f"{facts.mechanism_sha256[:12]}…")
     if meta.dt_s != facts.dt_s or meta.box_cox_lambda != config.box_cox_lambda:
-        raise InputError(f"tail_of: {config.tail_of} has dt {meta.dt_s:g} s and λ "
+        raise InputError(f"{setting}: {name} has dt {meta.dt_s:g} s and λ "
                          f"{meta.box_cox_lambda:g}; the dataset and config give dt "
                          f"{facts.dt_s:g} s and λ {config.box_cox_lambda:g}")
+    return meta, tensors, yaml_text
+
+
+def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
+    """Read the ``tail_of`` model and check that it belongs to this dataset."""
+    meta, tensors, yaml_text = _model_of_dataset("tail_of", config.tail_of, config, facts)
     if getattr(meta, config.regime):
         what = {"tail": "a near-equilibrium", "induction": "an induction"}[config.regime]
         raise InputError(f"tail_of: {config.tail_of} already has {what} network")

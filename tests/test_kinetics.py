@@ -91,7 +91,6 @@ def test_resume_continues_from_the_checkpoint(tiny_model, small_dataset, tmp_pat
     assert proc.returncode != 0 and "resume:" in proc.stderr
 
 
-
 def test_init_from_starts_a_fine_tuning_run_from_a_models_weights(tiny_model, small_dataset,
                                                                    tmp_path):
     """``init_from``: the first epoch starts at the model's weights (a learning rate too small to
