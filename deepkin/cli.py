@@ -46,8 +46,11 @@ def cli() -> None:
               help="Initial temperatures of the autoignition cases in K: '1000,1200' or 'start:stop:count'.")
 @click.option("--pressure-atm", help="Pressures in atm: '1,5,20' or 'start:stop:count'.")
 @click.option("--rows", "rows", multiple=True, metavar="SOURCE=N",
-              help="Rows of one source (autoignition, free_flame, counterflow, multiscale, perturbed, "
-                   "emcs, equilibrium); repeat the option for several.")
+              help="Rows of one source (autoignition, free_flame, counterflow, solver_states, "
+                   "multiscale, perturbed, emcs, equilibrium); repeat the option for several.")
+@click.option("--solver-states", "solver_states", multiple=True, type=click.Path(dir_okay=False),
+              help="A states file of a flow solver's run (deepkin openfoam states) for the "
+                   "solver_states rows; repeat for several (replaces solver_states.files).")
 @click.option("--dt", type=float, help="Label step in s (default 1e-6).")
 @click.option("--seed", type=int, help="Random seed; the same seed gives identical arrays.")
 @click.option("--task-rows", type=int, help="Rows per parallel task of the sampled sources.")
@@ -59,8 +62,10 @@ def cli() -> None:
               help="Add a new run to an existing dataset of the same mechanism and dt.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperature_k, pressure_atm,
-           rows, dt, seed, task_rows, workers, scheduler, overwrite, append, quiet) -> None:
-    """Generate a labelled dataset: manifold cases, multi-scale, perturbed and EMCS samples.
+           rows, solver_states, dt, seed, task_rows, workers, scheduler, overwrite, append,
+           quiet) -> None:
+    """Generate a labelled dataset: manifold cases, a solver's own states, multi-scale,
+    perturbed, EMCS and equilibrium-approach samples.
 
     Each state is advanced by dt in an adiabatic constant-pressure Cantera reactor. A run that is
     interrupted resumes when the same command is run again.
@@ -83,6 +88,9 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
             overrides[key] = parse_values(text, key)
     if rows:
         overrides["rows"] = parse_rows(rows)
+    if solver_states:
+        overrides["solver_states"] = {**base.to_dict()["solver_states"],
+                                      "files": list(solver_states)}
     config = base.with_overrides(overrides) if overrides else base
     if workers is None and not scheduler:
         workers = os.cpu_count() or 1

@@ -20,10 +20,11 @@ from mechanisms.reactor import LABEL_TOLERANCES
 from mechanisms.state import ONE_ATM_PA, PRESSURE_RANGE_PA
 
 # The sources of rows are the dataset file's SOURCE_NAMES; these split them into the two stages.
-MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow")
+MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow", "solver_states")
 SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn from manifold rows
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
-                "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000}
+                "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000,
+                "solver_states": 0}
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
 
 
@@ -112,6 +113,17 @@ class EquilibriumOptions:
 
 
 @dataclass
+class SolverStatesOptions:
+    """States a flow solver visited, from states files (``sampling/states_file.py``; ``deepkin
+    openfoam states`` writes one from a case): ``rows.solver_states`` of them, drawn uniformly
+    (all when the files hold fewer), are labelled like any manifold row and seed the scattered
+    sources of the same run."""
+
+    files: list[str] = field(default_factory=list)  # paths, relative to the working directory
+    min_temperature_k: float | None = None  # drop colder cells (a solver's frozen fresh gas)
+
+
+@dataclass
 class FilterOptions:
     """Drop drawn states whose rates exceed ``rate_factor`` × the manifold's largest (null: off)."""
 
@@ -143,6 +155,7 @@ class SamplingConfig:
     perturbed: PerturbedOptions = field(default_factory=PerturbedOptions)
     emcs: EmcsOptions = field(default_factory=EmcsOptions)
     equilibrium: EquilibriumOptions = field(default_factory=EquilibriumOptions)
+    solver_states: SolverStatesOptions = field(default_factory=SolverStatesOptions)
     filter: FilterOptions = field(default_factory=FilterOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +252,14 @@ class SamplingConfig:
                              f"deviation), got {self.equilibrium.spread!r}")
         if self.filter.rate_factor is not None:
             _positive("filter.rate_factor", self.filter.rate_factor)
+        if self.rows.get("solver_states", 0) and not self.solver_states.files:
+            raise InputError("solver_states.files: rows.solver_states is "
+                             f"{self.rows['solver_states']} but no states file is given")
+        for i, name in enumerate(self.solver_states.files):
+            if not isinstance(name, str) or not name:
+                raise InputError(f"solver_states.files[{i}]: must be a file path, got {name!r}")
+        if self.solver_states.min_temperature_k is not None:
+            _positive("solver_states.min_temperature_k", self.solver_states.min_temperature_k)
 
     @property
     def scatter_only(self) -> bool:
@@ -344,7 +365,8 @@ def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
 
 
 _LIST_FIELDS = {"phi", "temperature_k", "pressure_atm", "strain_rate_s"}
-_STRING_LIST_FIELDS = {"diluents", "fuels", "transport"}
+_STRING_LIST_FIELDS = {"diluents", "fuels", "transport", "files"}
+_OPTIONAL_NUMBER_FIELDS = {"min_temperature_k"}  # a number, or null for off
 
 
 def _build(cls, data: dict[str, Any], prefix: str):
@@ -372,9 +394,13 @@ def _build(cls, data: dict[str, Any], prefix: str):
             if (value is not None or default is not None) and not (
                     isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 what = {"diluents": "species names", "fuels": "compositions ('H2:1,N2:1')",
-                        "transport": "transport model names"}[key]
+                        "transport": "transport model names", "files": "file paths"}[key]
                 raise InputError(f"{where}: expected a list of {what}, got {value!r}")
             kwargs[key] = value
+        elif key in _OPTIONAL_NUMBER_FIELDS:
+            if value is not None and not is_number(value):
+                raise InputError(f"{where}: expected a number or null, got {value!r}")
+            kwargs[key] = None if value is None else float(value)
         else:
             kwargs[key] = _coerce(value, default, where)
     return cls(**kwargs)

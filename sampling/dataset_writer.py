@@ -171,11 +171,25 @@ class DatasetWriter:
         writer = cls._open_file(Path(path), "r+")
         try:
             check_schema(writer.h5, path, "output")
+            writer._extend_source_names()
             writer.truncate_to_tasks()
         except (InputError, StorageError):
             writer._release()
             raise
         return writer
+
+    def _extend_source_names(self) -> None:
+        """A file written before a source was added gets the longer list (codes are only ever
+        appended, so its rows keep their meaning); a list that is not a prefix is refused."""
+        names = json.loads(self.h5.attrs["source_names"])
+        if names == list(SOURCE_NAMES):
+            return
+        if names != list(SOURCE_NAMES[:len(names)]):
+            raise InputError(f"output: {self.path} numbers its sources otherwise "
+                             f"({', '.join(names)}); refusing to add rows to it")
+        with self._writing():
+            self.h5.attrs["source_names"] = json.dumps(list(SOURCE_NAMES))
+            self.h5.flush()
 
     def facts(self) -> DatasetFacts:
         """What the file says about itself (mechanism, dt, runs, …), parsed now."""

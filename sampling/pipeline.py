@@ -22,7 +22,14 @@ from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset_writer import DatasetWriter
 from sampling.journal import Journal
 from sampling.multiscale import manifold_ranges, rate_limits
-from sampling.plan import check_against_mechanism, plan_manifold, plan_scatter
+from sampling.plan import (
+    check_against_mechanism,
+    load_run_states,
+    plan_manifold,
+    plan_scatter,
+    plan_solver_states,
+)
+from sampling.states_file import file_sha256
 from sampling.tasks import TaskContext, TaskResult, TaskSpec, execute_task
 
 
@@ -51,7 +58,12 @@ class SamplingSummary:
 
 
 def _identity(mech: Mechanism, config: SamplingConfig) -> dict:
-    return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict()}
+    """What a journal must match to be resumed: the mechanism, dt, the config and the bytes of
+    the states files it reads (a missing one is reported when the run is planned)."""
+    states = [file_sha256(f) if Path(f).is_file() else None for f in config.solver_states.files] \
+        if config.rows.get("solver_states", 0) else []
+    return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict(),
+            "solver_states_sha256": states}
 
 
 def _new_file(output: Path, mech: Mechanism, config: SamplingConfig) -> DatasetWriter:
@@ -210,6 +222,7 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         raise InputError(f"rows: {', '.join(SCATTER_SOURCES)} samples need manifold rows "
                          "(autoignition, free_flame or counterflow) to start from: give some, "
                          "or --append to a dataset that has them")
+    run_states = load_run_states(config, mech)
     journal = Journal.for_output(output)
     try:
         writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
@@ -218,6 +231,11 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
     notes: list[str] = []
     try:
         manifold = plan_manifold(config, mech, run, notes)
+        if run_states is not None:
+            states, states_facts, states_notes = run_states
+            notes.extend(states_notes)
+            manifold += plan_solver_states(config, states, run, len(manifold), notes)
+            _record_states_files(writer, states_facts, resumed, output)
         for note in notes:
             log(f"note: {note}")
         total = sum(s.rows for s in manifold) + sum(
@@ -264,6 +282,20 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
         writer.close()
     journal.remove()
     return summary
+
+
+def _record_states_files(writer: DatasetWriter, facts: list, resumed: bool, output: Path) -> None:
+    """Record the states files (path, sha256, origin) in the run; a resumed run whose files
+    changed since it started is refused, as its finished tasks hold the old states."""
+    recorded = writer.runs[-1].get("solver_states")
+    now = [f.to_dict() for f in facts]
+    if resumed and recorded is not None:
+        for old, new in zip(recorded, now):
+            if old["sha256"] != new["sha256"]:
+                raise InputError(f"solver_states.files: {new['path']} changed since this run of "
+                                 f"{output} started (sha256 {old['sha256'][:12]}… then, "
+                                 f"{new['sha256'][:12]}… now); restore it, or pass --overwrite")
+    writer.update_run(solver_states=now)
 
 
 def _rows_of_run(writer: DatasetWriter, run: int) -> int:

@@ -14,9 +14,11 @@ from mechanisms.loading import Mechanism, has_transport
 from mechanisms.state import ONE_ATM_PA
 from sampling.config import COMMON_DILUENTS, SCATTER_SOURCES, SamplingConfig
 from sampling.profiles import split_count
+from sampling.states_file import StatesFileFacts, load_solver_states
 from sampling.tasks import TaskSpec
 
-__all__ = ["split_count", "check_against_mechanism", "plan_manifold", "plan_scatter"]
+__all__ = ["split_count", "check_against_mechanism", "plan_manifold", "load_run_states",
+           "plan_solver_states", "plan_scatter"]
 
 
 def check_against_mechanism(config: SamplingConfig, mech: Mechanism) -> list[int]:
@@ -93,6 +95,47 @@ def plan_manifold(config: SamplingConfig, mech: Mechanism, run: int, notes: list
             else:
                 cases.extend({**common, "strain_rate_s": a} for a in cf.strain_rate_s)
     add("counterflow", cases)
+    return specs
+
+
+def load_run_states(config: SamplingConfig, mech: Mechanism
+                    ) -> tuple[np.ndarray, list[StatesFileFacts], list[str]] | None:
+    """The states files of the ``solver_states`` source, read and checked (InputError for a bad
+    file or one with no labellable state): ``(states, facts, notes)``; None without such rows.
+    Called before the output is touched, so that a bad file leaves no dataset behind."""
+    if config.rows.get("solver_states", 0) <= 0:
+        return None
+    opts = config.solver_states
+    states, facts, notes = load_solver_states(opts.files, mech.solution(), opts.min_temperature_k)
+    if len(states) == 0:
+        raise InputError("solver_states.files: no state of these files can be labelled ("
+                         + "; ".join(notes) + ")" if notes else
+                         "solver_states.files: the files hold no states")
+    return states, facts, notes
+
+
+def plan_solver_states(config: SamplingConfig, states: np.ndarray, run: int, first_index: int,
+                       notes: list[str]) -> list[TaskSpec]:
+    """Tasks of the ``solver_states`` source (first stage, after the canonical cases):
+    ``rows.solver_states`` of ``states`` drawn without replacement (all of them when there are
+    fewer), in chunks of ``task_rows``."""
+    rows = config.rows.get("solver_states", 0)
+    if len(states) <= rows:
+        if len(states) < rows:
+            notes.append(f"solver_states: the files hold {len(states)} distinct labellable "
+                         f"states, fewer than rows.solver_states ({rows}): all are taken")
+        chosen = states
+    else:
+        pick = np.random.default_rng(np.random.SeedSequence(
+            [config.seed, source_code("solver_states"), 0]))
+        chosen = states[np.sort(pick.choice(len(states), rows, replace=False))]
+    n_tasks = -(-len(chosen) // config.task_rows)
+    specs, start = [], 0
+    for i, n in enumerate(split_count(len(chosen), n_tasks)):
+        specs.append(TaskSpec(first_index + i, f"r{run}/solver_states/{i:04d}", "solver_states",
+                              n, (config.seed, source_code("solver_states"), i),
+                              {"states": chosen[start:start + n]}))
+        start += n
     return specs
 
 

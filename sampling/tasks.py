@@ -235,6 +235,10 @@ def _draw_equilibrium(spec, ctx, gas, rng):
     return states, note
 
 
+def _draw_solver_states(spec, ctx, gas, rng):
+    return np.asarray(spec.params["states"], dtype=np.float64), ""
+
+
 _DRAW = {
     "autoignition": _draw_autoignition,
     "free_flame": _draw_free_flame,
@@ -243,4 +247,5 @@ _DRAW = {
     "perturbed": _draw_perturbed,
     "emcs": _draw_emcs,
     "equilibrium": _draw_equilibrium,
+    "solver_states": _draw_solver_states,
 }

@@ -15,11 +15,14 @@ import pytest
 
 from couplers.openfoam.foam import read_internal_field, run_application
 from couplers.openfoam.results import case_info, flame_positions, flame_speed, step_counts
+from mechanisms.dataset_file import SOURCE_NAMES, read_dataset
+from sampling.states_file import read_states
 from tests.helpers.live_server import LiveServer
 from tests.helpers.openfoam import (
     SHIPPED_MODELS,
     TOKEN,
     build_library,
+    deepkin,
     require_openfoam,
     run_solver,
     set_entry,
@@ -66,6 +69,49 @@ def test_flame_smoke_run(smoke_case, tmp_path):
     water = read_internal_field(final / "H2O")
     assert water.max() > 0.2  # burnt gas
     assert "ExecutionTime" in log and "FOAM Warning" not in log
+
+
+def test_states_of_a_run_are_harvested_and_labelled(smoke_case, tmp_path):
+    """`deepkin openfoam states` takes every cell at every written time after the first, in the
+    case's species order; `deepkin sample --solver-states` labels them on the model's
+    mechanism; a decomposed run gives the same states from its processor folders."""
+    case = tmp_path / "case"
+    shutil.copytree(smoke_case, case)
+    set_entry(case / "system" / "controlDict", "writeInterval", "10")
+    run_solver("reactingFoam", case)
+    harvested = tmp_path / "flame.states.h5"
+    proc = deepkin("openfoam", "states", str(case), "-o", str(harvested))
+    assert proc.returncode == 0, proc.stderr
+    assert "1200 cell states (10 species)" in proc.stdout
+    states, species, origin = read_states(harvested)
+    assert species == ["H2", "H", "O", "O2", "OH", "H2O", "HO2", "H2O2", "AR", "N2"]
+    assert states.shape == (3 * 400, 12) and "3 times 1e-05–3e-05 s" in origin
+    last = states[800:]  # the third time, 3e-05 s
+    np.testing.assert_array_equal(last[:, 0], read_internal_field(case / "3e-05" / "T"))
+    np.testing.assert_array_equal(last[:, 2 + species.index("OH")],
+                                  read_internal_field(case / "3e-05" / "OH"))
+    out = tmp_path / "flame-states.h5"
+    zero = [f"--rows={s}=0" for s in SOURCE_NAMES if s != "solver_states"]
+    proc = deepkin("sample", "-o", str(out), "--mechanism", "h2o2.yaml", "--rows",
+                   "solver_states=60", *zero, "--solver-states", str(harvested),
+                   "--T0", "1000", "--pressure-atm", "1", "--phi", "1", "--workers", "0", "-q")
+    assert proc.returncode == 0, proc.stderr
+    inputs, targets, _ = read_dataset(out)
+    assert len(inputs) == 60 and inputs[:, 0].max() > 1500 and np.isfinite(targets).all()
+    parallel = tmp_path / "two"
+    shutil.copytree(smoke_case, parallel)
+    set_entry(parallel / "system" / "controlDict", "writeInterval", "10")
+    run_application("decomposePar", parallel)
+    run_solver("reactingFoam", parallel, ranks=2)
+    both = tmp_path / "two.states.h5"
+    assert deepkin("openfoam", "states", str(parallel), "-o", str(both),
+                   "--from-time", "2e-5").returncode == 0
+    two, _, _ = read_states(both)
+    assert two.shape == (400, 12)  # 3e-05 s alone, on two ranks of 200 cells each
+    np.testing.assert_allclose(np.sort(two[:, 0]), np.sort(last[:, 0]), atol=0.01)
+    proc = deepkin("openfoam", "states", str(tmp_path / "nowhere"), "-o", str(both))
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        f"error: case: {tmp_path / 'nowhere'} is not a folder"]
 
 
 def test_flame_two_ranks_match_one(smoke_case, live, tmp_path):

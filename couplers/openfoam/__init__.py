@@ -7,4 +7,5 @@
 - :mod:`.cases`: ready-to-run chemFoam and 1D premixed-flame (reactingFoam) cases.
 - :mod:`.foam`: running OpenFOAM applications, writing and reading its dictionaries and fields.
 - :mod:`.results`: ignition delays and flame speeds from a run's output.
+- :mod:`.states`: every cell's state at each written time, for the ``solver_states`` source.
 """

@@ -10,7 +10,8 @@ import click
 
 @click.group("openfoam")
 def openfoam() -> None:
-    """deepkin chemistry for OpenFOAM (ESI v1912, Debian's): build, export, ready-made cases."""
+    """deepkin chemistry for OpenFOAM (ESI v1912, Debian's): build, export, ready-made cases,
+    a run's cell states."""
 
 
 @openfoam.command("build")
@@ -123,6 +124,23 @@ def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidiz
                    f"flame speed {info['cantera_flame_speed_m_s']:.3f} m/s (mixture-averaged)")
         click.echo(f"run: WM_PROJECT_DIR=/usr/share/openfoam reactingFoam -case {output}")
     _report(result, chemistry)
+
+
+@openfoam.command("states")
+@click.argument("case_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="States file (HDF5) to write, for deepkin sample --solver-states.")
+@click.option("--from-time", "from_time_s", type=float,
+              help="Take the times after this one, in s [default: every time but the first].")
+def states_cmd(case_dir, output, from_time_s) -> None:
+    """Write every cell's state (T, p, mass fractions) at each written time of a finished run
+    of CASE_DIR into a states file: the solver's own states, to label and train on."""
+    from couplers.openfoam.states import case_states
+    from sampling.states_file import write_states
+
+    states, species, origin = case_states(case_dir, from_time_s)
+    write_states(output, states, species, origin)
+    click.echo(f"wrote {len(states)} cell states ({len(species)} species) to {output}: {origin}")
 
 
 def _report(result, chemistry: str) -> None:
