@@ -121,6 +121,9 @@ class SolverStatesOptions:
 
     files: list[str] = field(default_factory=list)  # paths, relative to the working directory
     min_temperature_k: float | None = None  # drop colder cells (a solver's frozen fresh gas)
+    # Draw evenly over temperature bands this wide (K), as far as each band has states (null:
+    # uniformly over the states: a flame's thin reaction zone then gets few rows).
+    band_k: float | None = None
 
 
 @dataclass
@@ -252,14 +255,12 @@ class SamplingConfig:
                              f"deviation), got {self.equilibrium.spread!r}")
         if self.filter.rate_factor is not None:
             _positive("filter.rate_factor", self.filter.rate_factor)
-        if self.rows.get("solver_states", 0) and not self.solver_states.files:
-            raise InputError("solver_states.files: rows.solver_states is "
-                             f"{self.rows['solver_states']} but no states file is given")
         for i, name in enumerate(self.solver_states.files):
             if not isinstance(name, str) or not name:
                 raise InputError(f"solver_states.files[{i}]: must be a file path, got {name!r}")
-        if self.solver_states.min_temperature_k is not None:
-            _positive("solver_states.min_temperature_k", self.solver_states.min_temperature_k)
+        for name in ("min_temperature_k", "band_k"):
+            if getattr(self.solver_states, name) is not None:
+                _positive(f"solver_states.{name}", getattr(self.solver_states, name))
 
     @property
     def scatter_only(self) -> bool:
@@ -366,7 +367,7 @@ def parse_rows(items: list[str] | tuple[str, ...]) -> dict[str, int]:
 
 _LIST_FIELDS = {"phi", "temperature_k", "pressure_atm", "strain_rate_s"}
 _STRING_LIST_FIELDS = {"diluents", "fuels", "transport", "files"}
-_OPTIONAL_NUMBER_FIELDS = {"min_temperature_k"}  # a number, or null for off
+_OPTIONAL_NUMBER_FIELDS = {"min_temperature_k", "band_k"}  # a number, or null for off
 
 
 def _build(cls, data: dict[str, Any], prefix: str):

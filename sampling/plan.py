@@ -106,6 +106,10 @@ def load_run_states(config: SamplingConfig, mech: Mechanism
     if config.rows.get("solver_states", 0) <= 0:
         return None
     opts = config.solver_states
+    if not opts.files:
+        raise InputError(f"solver_states.files: rows.solver_states is "
+                         f"{config.rows['solver_states']} but no states file is given "
+                         "(solver_states.files or --solver-states)")
     states, facts, notes = load_solver_states(opts.files, mech.solution(), opts.min_temperature_k)
     if len(states) == 0:
         raise InputError("solver_states.files: no state of these files can be labelled ("
@@ -128,7 +132,12 @@ def plan_solver_states(config: SamplingConfig, states: np.ndarray, run: int, fir
     else:
         pick = np.random.default_rng(np.random.SeedSequence(
             [config.seed, source_code("solver_states"), 0]))
-        chosen = states[np.sort(pick.choice(len(states), rows, replace=False))]
+        band_k = config.solver_states.band_k
+        if band_k is None:
+            index = pick.choice(len(states), rows, replace=False)
+        else:
+            index = _draw_per_band(np.floor(states[:, 0] / band_k).astype(np.int64), rows, pick)
+        chosen = states[np.sort(index)]
     n_tasks = -(-len(chosen) // config.task_rows)
     specs, start = [], 0
     for i, n in enumerate(split_count(len(chosen), n_tasks)):
@@ -137,6 +146,24 @@ def plan_solver_states(config: SamplingConfig, states: np.ndarray, run: int, fir
                               {"states": chosen[start:start + n]}))
         start += n
     return specs
+
+
+def _draw_per_band(bands: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """``rows`` indices drawn without replacement, as evenly over the distinct values of
+    ``bands`` as their sizes allow (a band with fewer rows than its share gives all of them and
+    the rest is shared among the others)."""
+    groups = [np.flatnonzero(bands == b) for b in np.unique(bands)]
+    sizes = np.array([len(g) for g in groups])
+    take = np.zeros(len(groups), dtype=np.int64)
+    left = rows
+    while left > 0:
+        open_ = np.flatnonzero(take < sizes)
+        share = split_count(left, len(open_))
+        for g, n in zip(open_, share):
+            extra = min(n, sizes[g] - take[g])
+            take[g] += extra
+            left -= extra
+    return np.concatenate([rng.choice(g, n, replace=False) for g, n in zip(groups, take) if n])
 
 
 def plan_scatter(config: SamplingConfig, run: int, first_index: int,

@@ -154,3 +154,48 @@ def test_bad_states_files_are_refused_in_one_line(states_file, tmp_path):
     run_cli("sample", "-o", str(dataset), *H2, *ZERO, "--rows", "autoignition=20", check=True)
     line = sample("--solver-states", str(states_file), "--solver-states", str(dataset))
     assert "solver_states.files[1]: " in line and "is not a deepkin states file" in line
+
+
+def test_band_k_draws_evenly_over_temperature_bands(states_file, tmp_path):
+    """A 0D ignition spends most of its states in the induction and the burnt gas; drawn per
+    200 K band, every band gives the same number of rows as far as it has them."""
+    cfg = tmp_path / "bands.yaml"
+    cfg.write_text("solver_states: {band_k: 200}\n")
+    out = tmp_path / "bands.h5"
+    proc = run_cli("sample", "-c", str(cfg), "-o", str(out), *H2, *ZERO,
+                   "--rows", "solver_states=60", "--solver-states", str(states_file))
+    assert proc.returncode == 0, proc.stderr
+    chosen = np.floor(read_dataset(out)[0][:, 0] / 200).astype(int)
+    available = np.floor(read_states(states_file)[0][:, 0] / 200).astype(int)
+    bands, have = np.unique(available, return_counts=True)
+    got = np.array([(chosen == b).sum() for b in bands])
+    full = got < have  # bands that gave fewer than all their states got the same share
+    assert full.any() and got[full].max() - got[full].min() <= 1
+    assert (got[~full] == have[~full]).all() and got.sum() == 60
+    cfg.write_text("solver_states: {band_k: 0}\n")
+    line = _one_line_error(run_cli("sample", "-c", str(cfg), "-o", str(out.with_suffix(".x")),
+                                   *H2, *ZERO))
+    assert "solver_states.band_k: must be a number > 0" in line
+
+
+def test_an_unfinished_run_whose_states_file_changed_is_refused(tmp_path):
+    """The file's tasks hold the old file's states: resuming on other states would mix them."""
+    states, species = _trajectory_states(120)
+    source = tmp_path / "run.states.h5"
+    write_states(source, states, species)
+    out = tmp_path / "unfinished.h5"
+    args = ["sample", "-o", str(out), *H2, *ZERO, "--rows", "solver_states=50",
+            "--solver-states", str(source)]
+    run_cli(*args, check=True)
+    with h5py.File(out, "r+") as h5:  # as a run killed before its end leaves the file
+        runs = json.loads(h5.attrs["runs"])
+        runs[-1]["complete"] = False
+        h5.attrs["runs"] = json.dumps(runs)
+        h5.attrs["complete"] = False
+    write_states(source, states[::2], species)
+    line = _one_line_error(run_cli(*args))
+    assert f"solver_states.files: {source} changed since this run of {out} started" in line
+    write_states(source, states, species)  # the same bytes as at the start
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_dataset(out)[0]) == 50
