@@ -198,11 +198,15 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
               help="Also report the share of the cells of Cantera's premixed (1 and 5 atm; H2: "
                    "phi 0.5-3, other fuels 0.7-1.3) and counterflow flames that the model's "
                    "networks serve (H2: ~1 min; GRI-3.0: ~10 min).")
+@click.option("--states-out", type=click.Path(dir_okay=False),
+              help="Also write the surrogate's own rollout states (~2000 per condition, evenly "
+                   "in time) as a states file, for deepkin sample --solver-states. Use other "
+                   "conditions than the validation grid's, or the grid is no longer held out.")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,
                  after_ignition, after_ignition_s, out_dir, device, precision, check, flames,
-                 threads, quiet) -> None:
+                 states_out, threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
@@ -225,7 +229,8 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                       parse_values(pressure_atm, "pressure_atm"), parse_values(phi, "phi"),
                       rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames,
                       ignition_search_s=ignition_search_s, after_ignition_s=after_ignition_s,
-                      after_ignition_species=_species_list(after_ignition))
+                      after_ignition_species=_species_list(after_ignition),
+                      states_out=states_out)
     for label in report.outside_domain:
         click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
                    "left out of the figures", err=True)

@@ -25,12 +25,14 @@ import torch
 
 from kinetics.integrator import Integrator
 from kinetics.validation_checks import check_grid, prepare_out_dir
+from mechanisms.atomic_io import why_not_writable
 from mechanisms.composition import mixture_mass_fractions
 from mechanisms.errors import InputError
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import trajectory
 from mechanisms.state import ONE_ATM_PA, join_states, mass_fractions, temperature
+from mechanisms.states_file import write_states
 
 TARGETS = {"idt_max_rel": 0.10, "idt_mean_rel": 0.03, "equilibrium_k": 10.0, "sum_y": 1e-6,
            "enthalpy_rel": 1e-6, "after_ignition_rel": 0.10}
@@ -239,7 +241,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
              t_end_factor: float = 2.0, out_dir: str | Path | None = None,
              progress: bool = True, ignition_search_s: float = 0.2,
              flames: bool = False, after_ignition_s: float = 0.01,
-             after_ignition_species: list[str] | None = None) -> ValidationReport:
+             after_ignition_species: list[str] | None = None,
+             states_out: str | Path | None = None) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
@@ -250,7 +253,13 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     model serves (:func:`kinetics.flame_coverage.standard_coverage`). ``after_ignition_species``
     (default: those of :data:`AFTER_IGNITION_SPECIES` the mechanism has) are compared
     ``after_ignition_s`` (s) after each side's own ignition; the rollout is made long enough.
+    ``states_out``: also write the surrogate's own states (every recorded step of every
+    condition, see :func:`rollout_states`) as a states file, for the ``solver_states`` source.
     """
+    if states_out is not None:
+        reason = why_not_writable(states_out)
+        if reason:
+            raise InputError(f"states-out: cannot write {states_out}: {reason}")
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
     check_grid(integrator, gas, temperatures_k, pressures_atm, phis)
@@ -288,7 +297,28 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
         report.flames = [f.to_dict() for f in standard_coverage(integrator, fuel, oxidizer)]
     if out_dir is not None:
         write_report(report, out_dir, rollout, refs, integrator.species)
+    if states_out is not None:
+        grid = ", ".join(f"{c.temperature_k:g} K/{c.pressure_atm:g} atm/phi {c.phi:g}"
+                         for c in conditions[:4])
+        write_states(states_out, rollout_states(rollout, conditions), integrator.species,
+                     origin=f"deepkin validate rollout of {integrator.meta.name}: "
+                            f"{len(conditions)} conditions ({grid}"
+                            f"{', …' if len(conditions) > 4 else ''}), {rollout.n_steps} steps "
+                            f"of {dt:g} s")
     return report
+
+
+def rollout_states(rollout: _Rollout, conditions: list[_Condition]) -> np.ndarray:
+    """The surrogate's states ``[m × n_cond, 2 + ns]`` (T in K, P in Pa, Y) at the rollout's
+    recorded steps (about 2000, evenly spaced in time, the fresh mixture first), condition by
+    condition: the states its own trajectory visits, drift included."""
+    steps = np.rint(rollout.recorded_times_s / (rollout.times_s[1] - rollout.times_s[0]))
+    temps = rollout.temperature_k[steps.astype(np.int64)]  # [m, n_cond]
+    parts = []
+    for i, c in enumerate(conditions):
+        parts.append(join_states(temps[:, i], np.full(len(temps), c.pressure_pa),
+                                 rollout.recorded_y[:, i, :]))
+    return np.concatenate(parts)
 
 
 @dataclass

@@ -114,7 +114,7 @@ class EquilibriumOptions:
 
 @dataclass
 class SolverStatesOptions:
-    """States a flow solver visited, from states files (``sampling/states_file.py``; ``deepkin
+    """States a flow solver visited, from states files (``mechanisms/states_file.py``; ``deepkin
     openfoam states`` writes one from a case): ``rows.solver_states`` of them, drawn uniformly
     (all when the files hold fewer), are labelled like any manifold row and seed the scattered
     sources of the same run."""

@@ -18,6 +18,7 @@ from mechanisms.errors import InputError, StorageError
 from mechanisms.executor import Executor, check_scheduler_address, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
+from mechanisms.states_file import file_sha256
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset_writer import DatasetWriter
 from sampling.journal import Journal
@@ -29,7 +30,6 @@ from sampling.plan import (
     plan_scatter,
     plan_solver_states,
 )
-from sampling.states_file import file_sha256
 from sampling.tasks import TaskContext, TaskResult, TaskSpec, execute_task
 
 

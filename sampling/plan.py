@@ -12,9 +12,9 @@ from mechanisms.dataset_file import source_code
 from mechanisms.errors import InputError
 from mechanisms.loading import Mechanism, has_transport
 from mechanisms.state import ONE_ATM_PA
+from mechanisms.states_file import StatesFileFacts, load_solver_states
 from sampling.config import COMMON_DILUENTS, SCATTER_SOURCES, SamplingConfig
 from sampling.profiles import split_count
-from sampling.states_file import StatesFileFacts, load_solver_states
 from sampling.tasks import TaskSpec
 
 __all__ = ["split_count", "check_against_mechanism", "plan_manifold", "load_run_states",

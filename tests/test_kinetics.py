@@ -483,3 +483,35 @@ def test_validate_reads_species_a_set_time_after_each_sides_ignition(tiny_model,
                   "--after-ignition", "CO", "-o", str(tmp_path / "b"))
     assert bad.returncode != 0 and "after-ignition: species 'CO'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_validate_writes_the_surrogates_own_rollout_states(tmp_path):
+    """--states-out: every recorded step of every condition, T paired with its own step's Y
+    (each state keeps its fresh mixture's enthalpy, as the engine conserves it), for
+    `deepkin sample --solver-states`; an unwritable path is one line before any work."""
+    from mechanisms.states_file import read_states
+
+    states_out = tmp_path / "rollout.states.h5"
+    proc = run_cli("validate", "h2-air", "--T0", "1100,1300", "--pressure-atm", "2", "--phi", "0.8",
+                   "--steps", "400", "--ignition-search-s", "0.01", "--after-ignition", "none",
+                   "-o", str(tmp_path / "val"), "--states-out", str(states_out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    states, species, origin = read_states(states_out)
+    gas = ct.Solution("h2o2.yaml")
+    assert species == gas.species_names and "2 conditions" in origin
+    per_condition = len(states) // 2
+    assert len(states) == 2 * per_condition and per_condition > 100
+    for first, t0 in ((0, 1100.0), (per_condition, 1300.0)):
+        assert states[first, 0] == t0 and states[first, 1] == 2 * ct.one_atm
+        gas.TPY = states[first, 0], states[first, 1], states[first, 2:]
+        h0 = gas.enthalpy_mass
+        block = states[first:first + per_condition]
+        assert block[:, 0].max() > t0 + 400  # it ignites within the rollout
+        for row in block[::25]:
+            gas.TPY = row[0], row[1], row[2:]
+            assert abs(gas.enthalpy_mass - h0) <= 1e-5 * max(abs(h0), 1e3)
+    bad = run_cli("validate", "h2-air", "--T0", "1100", "--pressure-atm", "2", "--phi", "0.8",
+                  "--states-out", str(tmp_path / "no-dir" / "x.h5"), "-o", str(tmp_path / "v2"))
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        f"error: states-out: cannot write {tmp_path / 'no-dir' / 'x.h5'}: "
+        f"directory {tmp_path / 'no-dir'} does not exist"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mechanisms.dataset_file import SOURCE_NAMES, read_dataset
-from sampling.states_file import file_sha256, read_states, write_states
+from mechanisms.states_file import file_sha256, read_states, write_states
 from tests.conftest import run_cli
 
 ZERO = [f"--rows={s}=0" for s in SOURCE_NAMES if s != "solver_states"]

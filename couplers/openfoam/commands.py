@@ -136,7 +136,7 @@ def states_cmd(case_dir, output, from_time_s) -> None:
     """Write every cell's state (T, p, mass fractions) at each written time of a finished run
     of CASE_DIR into a states file: the solver's own states, to label and train on."""
     from couplers.openfoam.states import case_states
-    from sampling.states_file import write_states
+    from mechanisms.states_file import write_states
 
     states, species, origin = case_states(case_dir, from_time_s)
     write_states(output, states, species, origin)

@@ -1,7 +1,7 @@
 """The cell states of a finished OpenFOAM run, for the ``solver_states`` sampling source.
 
 ``deepkin openfoam states CASE -o FILE`` reads T, p and every species' mass fraction of each
-cell at each written time and writes them as a states file (``sampling/states_file.py``). Run a
+cell at each written time and writes them as a states file (``mechanisms/states_file.py``). Run a
 surrogate's case, harvest its states, label them (``deepkin sample --rows solver_states=N
 --solver-states FILE --append``) and retrain: the states the surrogate drifts into in the
 solver are then in its dataset (``docs/training.md``, "Sampling the solver's own states").

@@ -90,7 +90,7 @@ def read_states(path: str | Path, field: str = "states") -> tuple[np.ndarray, li
             if h5.attrs.get("states_schema") != STATES_SCHEMA:
                 raise InputError(f"{field}: {path} is not a deepkin states file (no "
                                  f"states_schema '{STATES_SCHEMA}'; write one with "
-                                 "`deepkin openfoam states` or sampling.states_file.write_states)")
+                                 "`deepkin openfoam states` or mechanisms.states_file.write_states)")
             species = json.loads(h5.attrs["species"])
             states = h5["states"][...].astype(np.float64)
             origin = str(h5.attrs.get("origin", ""))
