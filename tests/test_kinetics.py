@@ -515,3 +515,26 @@ def test_validate_writes_the_surrogates_own_rollout_states(tmp_path):
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
         f"error: states-out: cannot write {tmp_path / 'no-dir' / 'x.h5'}: "
         f"directory {tmp_path / 'no-dir'} does not exist"]
+
+
+def test_heat_release_bands_benchmark_accounts_for_every_hot_row(small_dataset):
+    """benchmarks/heat_release_bands.py: every row above the model's frozen temperature is in
+    exactly one band, each band's route shares add up to 100 %, and its ratio is finite."""
+    from kinetics.registry import resolve_model
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "heat_release_bands.py"
+    frozen = Integrator.load(resolve_model("h2-air"), device="cpu").meta.frozen_temperature_k
+    inputs, _, _ = read_dataset(small_dataset)
+    hot = int((inputs[:, 0] >= frozen).sum())
+    proc = subprocess.run([sys.executable, str(script), str(small_dataset), "--model", "h2-air"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines()
+             if (line.startswith("| ") and "–" in line) or line.startswith("| all ")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    bands, total = cells[:-1], cells[-1]
+    assert f"{hot} rows of" in proc.stdout and int(total[1]) == hot
+    assert sum(int(b[1]) for b in bands) == hot
+    for band in cells:
+        assert np.isfinite(float(band[2])) and float(band[3]) >= 0
+        assert abs(sum(float(v) for v in band[4:]) - 100.0) < 0.3
