@@ -28,7 +28,13 @@ import numpy as np
 
 from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
-from mechanisms.state import PRESSURE_RANGE_PA, Y_START, state_width, temperature
+from mechanisms.state import (
+    PRESSURE_RANGE_PA,
+    Y_START,
+    normalise_mass_fractions,
+    state_width,
+    temperature,
+)
 
 STATES_SCHEMA = "deepkin-states/1"
 # A row whose mass fractions sum further than this from 1 (before clipping negatives) is not a
@@ -125,9 +131,8 @@ def clean_states(states: np.ndarray, gas: ct.Solution, field: str,
 
     Refused (InputError): non-finite values, mass fractions that do not sum to 1 within
     :data:`SUM_TOLERANCE`. Dropped, with a note: rows outside the mechanism's thermo range or
-    deepkin's pressure range, rows below ``min_temperature_k``, exact duplicates (a solver's
-    fresh gas repeats one state in many cells and times). Mended: small negative mass fractions
-    (a solver's round-off) are clipped at 0 and each row rescaled to ΣY = 1.
+    deepkin's pressure range, rows below ``min_temperature_k``. Mended: small negative mass
+    fractions (a solver's round-off) are clipped at 0 and each row rescaled to ΣY = 1.
     """
     notes: list[str] = []
     if not np.isfinite(states).all():
@@ -155,19 +160,15 @@ def clean_states(states: np.ndarray, gas: ct.Solution, field: str,
     negative = int((out[:, Y_START:] < 0).any(axis=1).sum())
     if negative:
         notes.append(f"{field}: negative mass fractions clipped at 0 in {negative} row(s)")
-    y = out[:, Y_START:]
-    np.clip(y, 0.0, None, out=y)
-    y /= y.sum(axis=1, keepdims=True)
-    unique = np.unique(out, axis=0)
-    if len(unique) < len(out):
-        notes.append(f"{field}: {len(out) - len(unique)} duplicate row(s) dropped")
-    return unique, notes
+    return normalise_mass_fractions(out), notes
 
 
 def load_solver_states(files: list[str], gas: ct.Solution, min_temperature_k: float | None = None
                        ) -> tuple[np.ndarray, list[StatesFileFacts], list[str]]:
-    """Every labellable state of ``files``, in ``gas``'s species order, with what each file
-    gave and notes on what was dropped: ``(states [n, 2 + ns], facts, notes)``."""
+    """Every distinct labellable state of ``files``, in ``gas``'s species order, with what
+    each file gave and notes on what was dropped: ``(states [n, 2 + ns], facts, notes)``.
+    Exact duplicates are dropped (a solver's fresh gas repeats one state in many cells and
+    times), with a note."""
     parts, facts, notes = [], [], []
     for i, name in enumerate(files):
         field = f"solver_states.files[{i}]"
@@ -177,6 +178,8 @@ def load_solver_states(files: list[str], gas: ct.Solution, min_temperature_k: fl
         parts.append(states)
         notes.extend(file_notes)
         facts.append(StatesFileFacts(str(name), file_sha256(name), origin, len(raw), len(states)))
-    width = state_width(gas.n_species)
-    states = np.unique(np.concatenate(parts), axis=0) if parts else np.empty((0, width))
-    return states, facts, notes
+    states = np.concatenate(parts) if parts else np.empty((0, state_width(gas.n_species)))
+    unique = np.unique(states, axis=0)
+    if len(unique) < len(states):
+        notes.append(f"solver_states.files: {len(states) - len(unique)} duplicate row(s) dropped")
+    return unique, facts, notes

@@ -18,7 +18,6 @@ from mechanisms.errors import InputError, StorageError
 from mechanisms.executor import Executor, check_scheduler_address, make_executor
 from mechanisms.loading import Mechanism, load_mechanism
 from mechanisms.reactor import REACTOR_NAME
-from mechanisms.states_file import file_sha256
 from sampling.config import MANIFOLD_SOURCES, SCATTER_SOURCES, SamplingConfig
 from sampling.dataset_writer import DatasetWriter
 from sampling.journal import Journal
@@ -57,13 +56,11 @@ class SamplingSummary:
                 "seconds": round(self.seconds, 3), "rows_computed": self.rows_computed}
 
 
-def _identity(mech: Mechanism, config: SamplingConfig) -> dict:
+def _identity(mech: Mechanism, config: SamplingConfig, states_sha256: list[str]) -> dict:
     """What a journal must match to be resumed: the mechanism, dt, the config and the bytes of
-    the states files it reads (a missing one is reported when the run is planned)."""
-    states = [file_sha256(f) if Path(f).is_file() else None for f in config.solver_states.files] \
-        if config.rows.get("solver_states", 0) else []
+    the states files it reads (their sha256)."""
     return {"mechanism_sha256": mech.sha256, "dt": config.dt, "config": config.to_dict(),
-            "solver_states_sha256": states}
+            "solver_states_sha256": states_sha256}
 
 
 def _new_file(output: Path, mech: Mechanism, config: SamplingConfig) -> DatasetWriter:
@@ -71,7 +68,8 @@ def _new_file(output: Path, mech: Mechanism, config: SamplingConfig) -> DatasetW
 
 
 def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal: Journal,
-                 overwrite: bool, append: bool) -> tuple[DatasetWriter, int, bool]:
+                 overwrite: bool, append: bool, states_sha256: list[str]
+                 ) -> tuple[DatasetWriter, int, bool]:
     """Open or create the dataset; returns ``(writer, run index, resumed)``.
 
     A journal of this same command means an unfinished run: the file is rebuilt from it,
@@ -79,7 +77,7 @@ def _open_output(output: Path, mech: Mechanism, config: SamplingConfig, journal:
     unless it holds an unfinished run of the same configuration (resumed from the file),
     ``overwrite`` (replaced) or ``append`` (a new run is added).
     """
-    identity = _identity(mech, config)
+    identity = _identity(mech, config, states_sha256)
     if overwrite:
         output.unlink(missing_ok=True)
         journal.remove()
@@ -225,7 +223,8 @@ def run_sampling(config: SamplingConfig, output: str | Path, workers: int | None
     run_states = load_run_states(config, mech)
     journal = Journal.for_output(output)
     try:
-        writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append)
+        writer, run, resumed = _open_output(output, mech, config, journal, overwrite, append,
+                                            [f.sha256 for f in run_states[1]] if run_states else [])
     except PermissionError as exc:
         raise InputError(f"output: cannot write {output}: {exc.strerror}")
     notes: list[str] = []

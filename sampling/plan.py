@@ -138,14 +138,10 @@ def plan_solver_states(config: SamplingConfig, states: np.ndarray, run: int, fir
         else:
             index = _draw_per_band(np.floor(states[:, 0] / band_k).astype(np.int64), rows, pick)
         chosen = states[np.sort(index)]
-    n_tasks = -(-len(chosen) // config.task_rows)
-    specs, start = [], 0
-    for i, n in enumerate(split_count(len(chosen), n_tasks)):
-        specs.append(TaskSpec(first_index + i, f"r{run}/solver_states/{i:04d}", "solver_states",
-                              n, (config.seed, source_code("solver_states"), i),
-                              {"states": chosen[start:start + n]}))
-        start += n
-    return specs
+    chunks = np.array_split(chosen, -(-len(chosen) // config.task_rows))
+    return [TaskSpec(first_index + i, f"r{run}/solver_states/{i:04d}", "solver_states",
+                     len(chunk), (config.seed, source_code("solver_states"), i), {"states": chunk})
+            for i, chunk in enumerate(chunks)]
 
 
 def _draw_per_band(bands: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
