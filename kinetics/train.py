@@ -104,12 +104,18 @@ class TrainConfig:
     # The training domain recorded in the model (kinetics/domain.py, DomainSettings): the
     # occupancy grid over mixture fraction, dilution, T, P and progress by default.
     domain: dict[str, Any] | None = None
-    # Start from the main network of this model (path or shipped name) instead of random
-    # weights: a fine-tuning stage on the same dataset, e.g. with a physics loss. Its
-    # architecture, mechanism, dt and λ must be this run's, and its normalisation the one this
-    # run computes (same dataset, sources, val_fraction and seed): the weights mean nothing
-    # on other scales. Main networks only (not with tail_of).
+    # Start from a network of this model (path or shipped name) instead of random weights: its
+    # main network, or with tail_of its network of this run's regime (tail or induction). A
+    # fine-tuning stage, e.g. with a physics loss. Its architecture, mechanism, dt and λ must be
+    # this run's, and its normalisation the one this run computes (same dataset, sources,
+    # val_fraction and seed: the weights mean nothing on other scales) unless init_scales.
     init_from: str | None = None
+    # With init_from: keep that network's scales (its input and target normalisation) instead
+    # of this run's, so it can be fine-tuned on another dataset (a round of the DAgger-like loop:
+    # replayed rows plus the solver's own states). A main network's recorded ranges (T, P, the
+    # species box, the occupancy domain) are then the union of init_from's and this run's rows,
+    # so a round never narrows what the model accepts.
+    init_scales: bool = False
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -161,9 +167,10 @@ class TrainConfig:
                     for k, v in self.source_rows.items())):
             raise InputError(f"source_rows: must map source names to whole numbers >= 0, got "
                              f"{self.source_rows!r}")
-        if self.init_from is not None and self.tail_of is not None:
-            raise InputError("init_from: only a main network run starts from a model's weights; "
-                             "a regime network (tail_of) is trained from random weights")
+        if not isinstance(self.init_scales, bool):
+            raise InputError(f"init_scales: must be true or false, got {self.init_scales!r}")
+        if self.init_scales and self.init_from is None:
+            raise InputError("init_scales: keeps init_from's scales; set init_from too")
         if self.regime not in ("tail", "induction"):
             raise InputError(f"regime: must be tail or induction, got {self.regime!r}")
         if self.fallback_below > 0 and (self.regime != "induction" or self.tail_of is None):
@@ -252,13 +259,17 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     ns = len(facts.species)
     arch = {**config.model, "n_in": state_width(ns), "n_out": ns}
     model = build_model(arch).to(dev)
+    init = None
     if config.init_from:
-        _start_from_model(model, config, arch, facts, norm)
+        init = _start_from_model(model, config, arch, facts, norm)
+        if config.init_scales:
+            norm = init.scales_over(norm)
     net = _distributed_network(model, dev, world)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
     objective = _Objective(config, facts, norm, dev)
-    best = _BestModel(out, config, arch, facts, norm, main, rows) if rank == 0 else None
+    best = _BestModel(out, config, arch, facts, norm, main, rows,
+                      init if config.init_scales else None) if rank == 0 else None
     blocks = rows.reader.blocks_of_rank(rank, world)
     log = _EpochLog(log_path, append=resume) if rank == 0 else None
     bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
@@ -339,26 +350,83 @@ def _normalisation(rows: TrainingRows, config: TrainConfig) -> Normalisation:
     return norm
 
 
+@dataclass
+class _InitModel:
+    """The network a fine-tuning run starts from (``init_from``): its model file's tensors and
+    what its scales and recorded ranges are."""
+
+    meta: ModelMeta
+    tensors: dict[str, torch.Tensor]
+    prefix: str  # "" (main network), "tail." or "induction."
+
+    def scales_over(self, norm: Normalisation) -> Normalisation:
+        """``norm`` (this run's rows) with the init network's scales; for a main network the
+        T, P and species-box ranges of both."""
+        t = self.tensors
+        scaled = dataclasses.replace(
+            norm, x_mean=t[f"{self.prefix}norm.x_mean"].to(norm.x_mean.dtype),
+            x_std=t[f"{self.prefix}norm.x_std"].to(norm.x_std.dtype),
+            r_mean=t[f"{self.prefix}norm.y_mean"].to(norm.r_mean.dtype),
+            r_std=t[f"{self.prefix}norm.y_std"].to(norm.r_std.dtype))
+        if self.prefix:
+            return scaled
+        t_lo, t_hi = self.meta.temperature_k
+        p_lo, p_hi = self.meta.pressure_pa
+        return dataclasses.replace(
+            scaled, temperature_k=[min(t_lo, norm.temperature_k[0]), max(t_hi, norm.temperature_k[1])],
+            pressure_pa=[min(p_lo, norm.pressure_pa[0]), max(p_hi, norm.pressure_pa[1])],
+            bct_min=torch.minimum(norm.bct_min, t["domain.bct_min"].to(norm.bct_min.dtype)),
+            bct_max=torch.maximum(norm.bct_max, t["domain.bct_max"].to(norm.bct_max.dtype)))
+
+    def occupancy_over(self, record: dict[str, Any], occupancy: torch.Tensor | None
+                       ) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """This run's occupancy domain united with the init model's (InputError when the two
+        were counted on other bins or streams)."""
+        theirs = self.tensors.get("domain.occupancy")
+        if occupancy is None or theirs is None:
+            return record, occupancy
+        keys = ("coordinates", "edges", "min_rows", "dilate", "fuel", "oxidizer")
+        mine, init = ({k: r.get(k) for k in keys} for r in (record, self.meta.domain or {}))
+        if mine != init:
+            raise InputError("init_scales: the init_from model's occupancy domain was counted on "
+                             "other bins or streams than this run's domain settings; use its "
+                             f"domain settings ({init})")
+        united = occupancy.bool() | theirs.reshape(occupancy.shape).bool()
+        return {**record, "domain_bins": int(united.sum()),
+                "init_domain_bins": int(theirs.bool().sum())}, united.to(occupancy.dtype)
+
+
 def _start_from_model(model: torch.nn.Module, config: TrainConfig, arch: dict[str, Any],
-                      facts: DatasetFacts, norm: Normalisation) -> None:
-    """Load the main network weights of ``config.init_from`` into ``model``; InputError when
-    that model was trained on another mechanism, dt, λ, architecture or normalisation."""
+                      facts: DatasetFacts, norm: Normalisation) -> _InitModel:
+    """Load the weights of ``config.init_from``'s network (main, or with tail_of this run's
+    regime) into ``model``; InputError when that model was trained on another mechanism, dt,
+    λ, architecture or (unless init_scales) normalisation, or has no such network."""
     meta, tensors, _ = _model_of_dataset("init_from", config.init_from, config, facts)
     where = f"init_from: {config.init_from}"
-    if meta.architecture != arch:
-        raise InputError(f"{where} has the network {meta.architecture}, the config asks for {arch}")
-    if meta.output_transform != config.output_transform:
-        raise InputError(f"{where} has output_transform {meta.output_transform}, the config "
-                         f"{config.output_transform}")
-    ours = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
-            "norm.y_std": norm.r_std}
-    for key, value in ours.items():
-        theirs = tensors[key].to(value.dtype)
-        if not torch.allclose(theirs, value.cpu(), rtol=1e-6, atol=0.0):
-            raise InputError(f"{where} was trained on other rows (its {key} differs from this "
-                             "run's): use the same dataset, sources, source_rows, val_fraction "
-                             "and seed")
-    model.load_state_dict(network_state(tensors))
+    prefix, record = "", {"architecture": meta.architecture,
+                          "output_transform": meta.output_transform}
+    if config.tail_of:
+        prefix, record = f"{config.regime}.", getattr(meta, config.regime)
+        if not record:
+            raise InputError(f"{where} has no {config.regime} network to start from")
+    what = f"{where} has the {prefix.rstrip('.') or 'main'} network"
+    if record["architecture"] != arch:
+        raise InputError(f"{what} {record['architecture']}, the config asks for {arch}")
+    if record["output_transform"] != config.output_transform:
+        raise InputError(f"{what} with output_transform {record['output_transform']}, the "
+                         f"config {config.output_transform}")
+    if not config.init_scales:
+        ours = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
+                "norm.y_std": norm.r_std}
+        for key, value in ours.items():
+            theirs = tensors[prefix + key].to(value.dtype)
+            if not torch.allclose(theirs, value.cpu(), rtol=1e-6, atol=0.0):
+                raise InputError(f"{where} was trained on other rows (its {prefix}{key} differs "
+                                 "from this run's): use the same dataset, sources, source_rows, "
+                                 "val_fraction and seed, or set init_scales: true to keep its "
+                                 "scales")
+    model.load_state_dict(network_state(tensors, prefix + "net."))
+    return _InitModel(meta, tensors, prefix)
 
 
 def _distributed_network(model: torch.nn.Module, dev: torch.device, world: int
@@ -576,13 +644,17 @@ class _BestModel:
     file with this network added as its near-equilibrium network."""
 
     def __init__(self, out: Path, config: TrainConfig, arch: dict[str, Any], facts: DatasetFacts,
-                 norm: Normalisation, main: _MainModel | None, rows: TrainingRows):
+                 norm: Normalisation, main: _MainModel | None, rows: TrainingRows,
+                 init: _InitModel | None = None):
         self.out, self.config, self.arch, self.facts, self.norm, self.main = (
             out, config, arch, facts, norm, main)
         gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
         self.inert = inert_species(gas)
-        # The occupancy domain is counted once, before the first epoch's model is written.
+        # The occupancy domain is counted once, before the first epoch's model is written (with
+        # init_scales, united with the init model's).
         self.domain = None if main else training_domain(rows, config, facts, gas)
+        if self.domain is not None and init is not None:
+            self.domain = init.occupancy_over(*self.domain)
 
     def write(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
         if self.main:

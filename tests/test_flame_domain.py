@@ -5,6 +5,7 @@ load-time checks of the new metadata. Real training runs on the session's small 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import cantera as ct
@@ -298,3 +299,46 @@ def test_the_standard_flames_follow_the_fuel():
     assert {s for s, _, _ in counterflow} == {"CH4:1", "CH4:0.5,N2:0.5"}
     assert max(a for _, _, a in counterflow) == 300.0
     assert diluted("CH4:3,H2:1", 0.5) == "CH4:0.375,H2:0.125,N2:0.5"
+
+
+def test_a_round_fine_tunes_every_network_on_other_rows(models, small_dataset, tmp_path):
+    """``init_from`` + ``init_scales``: a round of the DAgger-like loop starts each of the three
+    networks from the shipped model's on rows it was not trained on (here: another validation
+    split, so other statistics). A learning rate too small to move the weights keeps them and
+    their scales; the recorded ranges and occupancy domain are the union of both."""
+    base_meta, base, _ = read_model_file(models["both"])
+    still = "learning_rate: 1.0e-12\nval_fraction: 0.3\ninit_scales: true\n"
+    main = _train(small_dataset, tmp_path, "main-r1",
+                  TRAIN + still + f"init_from: {models['both']}\n")
+    regime = ("model: {hidden: [8]}\nepochs: 1\nblock_rows: 2048\n"
+              "output_transform: {type: signed_power, lambda: 0.5}\nroute_below: 0.05\n"
+              + still + f"init_from: {models['both']}\n")
+    tail = _train(small_dataset, tmp_path, "tail-r1", regime + f"tail_of: {main}\n")
+    both = _train(small_dataset, tmp_path, "both-r1", regime + f"tail_of: {tail}\n"
+                  "regime: induction\nprogress_below: 0.5\n")
+    meta, tensors, _ = read_model_file(both)
+    for prefix in ("", "tail.", "induction."):
+        names = [k for k in base if k.startswith(prefix + "net.") or k.startswith(prefix + "norm.")]
+        assert names
+        for name in names:
+            torch.testing.assert_close(tensors[name], base[name], rtol=0, atol=1e-6)
+    assert meta.training["config"]["init_scales"] is True
+    assert meta.tail["training"]["config"]["init_from"] == str(models["both"])
+    # Other rows, other statistics: the same run without init_scales is refused by name.
+    ours = read_model_file(_train(small_dataset, tmp_path, "fresh", TRAIN + "val_fraction: 0.3\n"))
+    assert not torch.equal(ours[1]["norm.x_std"], base["norm.x_std"])
+    united = base["domain.occupancy"].bool() | ours[1]["domain.occupancy"].bool()
+    assert torch.equal(tensors["domain.occupancy"].bool(), united)
+    assert meta.domain["domain_bins"] == int(united.sum())
+    assert meta.domain["init_domain_bins"] == base_meta.domain["domain_bins"]
+    assert meta.temperature_k[0] <= min(base_meta.temperature_k[0], ours[0].temperature_k[0])
+    assert meta.temperature_k[1] >= max(base_meta.temperature_k[1], ours[0].temperature_k[1])
+    cfg = tmp_path / "refused.yaml"
+    for text, message in ((TRAIN + f"val_fraction: 0.3\ninit_from: {models['both']}\n",
+                           r"init_from: .* was trained on other rows .* init_scales: true"),
+                          (regime.replace(str(models["both"]), str(models["main"]))
+                           + f"tail_of: {main}\n", r"init_from: .* has no tail network")):
+        cfg.write_text(text)
+        proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o",
+                       str(tmp_path / "x.safetensors"), "--device", "cpu", "-q")
+        assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr

@@ -120,8 +120,10 @@ def test_init_from_starts_a_fine_tuning_run_from_a_models_weights(tiny_model, sm
         proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o",
                        str(tmp_path / "x.safetensors"), "--device", "cpu", "-q")
         assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr
-    with pytest.raises(InputError, match="init_from: only a main network run"):
-        TrainConfig.from_dict({"init_from": str(tiny_model), "tail_of": str(tiny_model)})
+    with pytest.raises(InputError, match="init_scales: keeps init_from's scales; set init_from"):
+        TrainConfig.from_dict({"init_scales": True})
+    with pytest.raises(InputError, match="init_scales: must be true or false"):
+        TrainConfig.from_dict({"init_from": str(tiny_model), "init_scales": "yes"})
 
 
 def _random_states(integrator: Integrator, n: int, seed: int = 0) -> np.ndarray:

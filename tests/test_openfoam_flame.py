@@ -90,6 +90,10 @@ def test_states_of_a_run_are_harvested_and_labelled(smoke_case, tmp_path):
     np.testing.assert_array_equal(last[:, 0], read_internal_field(case / "3e-05" / "T"))
     np.testing.assert_array_equal(last[:, 2 + species.index("OH")],
                                   read_internal_field(case / "3e-05" / "OH"))
+    relative = tmp_path / "relative.states.h5"  # a case named from its parent folder
+    proc = deepkin("openfoam", "states", "case", "-o", relative.name, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(read_states(relative)[0], states)
     out = tmp_path / "flame-states.h5"
     zero = [f"--rows={s}=0" for s in SOURCE_NAMES if s != "solver_states"]
     proc = deepkin("sample", "-o", str(out), "--mechanism", "h2o2.yaml", "--rows",

@@ -29,8 +29,11 @@ def case_species(case: Path) -> list[str]:
     if props.is_file():
         named = entry(props.read_text(errors="replace"), "foamChemistryFile")
         if named:
-            name = named.strip('"').replace("<constant>", str(case / "constant"))
-            chemistry = Path(name) if Path(name).is_absolute() else case / name
+            name = named.strip('"')
+            if name.startswith("<constant>"):  # already rooted in the case: join it once
+                chemistry = case / "constant" / name[len("<constant>"):].lstrip("/")
+            else:
+                chemistry = Path(name) if Path(name).is_absolute() else case / name
     if not chemistry.is_file():
         raise InputError(f"case: {case} has no chemistry file {chemistry} to name its species")
     match = re.search(r"\bspecies\s+(\d+)?\s*\((.*?)\)\s*;", strip_comments(chemistry.read_text(

@@ -42,10 +42,11 @@ def build_library() -> Path:
         pytest.skip(f"cannot build the OpenFOAM chemistry library here: {exc}")
 
 
-def deepkin(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``deepkin ARGS`` as a subprocess (the real CLI)."""
+def deepkin(*args: str, timeout: float = 600, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """``deepkin ARGS`` as a subprocess (the real CLI), run in ``cwd`` (default: here)."""
     return subprocess.run([sys.executable, "-m", "deepkin", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
 
 
 def write_case(kind: str, out: Path, *options: str) -> Path:
