@@ -91,7 +91,10 @@ def execute_task(spec: TaskSpec, ctx: TaskContext) -> TaskResult:
     except ct.CanteraError as exc:
         return TaskResult(spec.task_id, empty, empty.copy(), source_code(spec.kind),
                           f"failed: {cantera_message(exc)}", time.perf_counter() - started)
-    inputs, targets, n_failed = ReactorStep(gas, ctx.dt_s, Tolerances(ctx.rtol, ctx.atol)).advance_all(states)
+    # One reactor per task, restarted per state: a task's rows depend only on its own states
+    # (in their fixed order), so a dataset still comes out the same whatever worker labels it.
+    stepper = ReactorStep(gas, ctx.dt_s, Tolerances(ctx.rtol, ctx.atol), reuse=True)
+    inputs, targets, n_failed = stepper.advance_all(states)
     status = "ok"
     notes = [n for n in (note, f"{n_failed} state(s) failed to label" if n_failed else "") if n]
     if notes:

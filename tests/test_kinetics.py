@@ -115,7 +115,7 @@ def test_init_from_starts_a_fine_tuning_run_from_a_models_weights(tiny_model, sm
     for text, message in ((tune + "val_fraction: 0.3\n",
                            r"init_from: .* was trained on other rows \(its norm\.\w+ differs"),
                           (tune.replace("hidden: [48, 48]", "hidden: [32, 32]"),
-                           "init_from: .* has the network")):
+                           "init_from: .* has the main network")):
         cfg.write_text(text)
         proc = run_cli("train", str(small_dataset), "-c", str(cfg), "-o",
                        str(tmp_path / "x.safetensors"), "--device", "cpu", "-q")
