@@ -156,6 +156,7 @@ def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
     pending = [s for s in specs if s.task_id not in done]
     to_run = [s for s in pending if not journal.has(s.index)]
     in_memory: dict[int, TaskResult] = {}
+    counted: set[int] = set()  # computed in this session, already on the progress bar
     ready = {s.index for s in pending if journal.has(s.index)}
     position = 0
     computed = 0
@@ -175,7 +176,8 @@ def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
                                  res.status)
                     saved = (res.task_id, res.inputs, res.targets, res.source, res.status)
                 writer.append_task(*saved)
-                bar.update(len(saved[1]))
+                if spec.index not in counted:  # a part of an earlier session
+                    bar.update(len(saved[1]))
             position += 1
 
     flush()
@@ -188,7 +190,11 @@ def _run_stage(specs: list[TaskSpec], ctx: TaskContext, executor: Executor,
             ready.add(index)
             computed += len(res.inputs)
             bar.update(len(res.inputs))
+            counted.add(index)
             flush()
+            # A result that waits for an earlier task (a long flame sweep runs first) is read
+            # back from its journal part when its turn comes: memory stays one task's worth.
+            in_memory.pop(index, None)
     flush()
     writer.write_pending()
     return computed

@@ -37,6 +37,7 @@ from sampling.multiscale import (
     perturb,
     rate_filter,
 )
+from sampling.profile_cache import cached_profiles, profile_key
 from sampling.profiles import draw_along_profile, split_count
 
 MAX_FILTER_ROUNDS = 20
@@ -113,12 +114,20 @@ def _draw_autoignition(spec, ctx, gas, rng):
                               uniform_coordinate=log_time(t)), ""
 
 
+def _flame_profiles(spec: TaskSpec, ctx: TaskContext, solve) -> list:
+    """``solve()``'s flame profiles, or the ones a run with the same mechanism, case and solver
+    options stored (:mod:`sampling.profile_cache`); the draw options do not enter the key."""
+    opts = {k: v for k, v in ctx.options[spec.kind].items() if k != "activity_weight"}
+    key = profile_key(spec.kind, ctx.sha256, spec.params, opts)
+    return cached_profiles(key, solve)
+
+
 def _draw_free_flame(spec, ctx, gas, rng):
     opts = ctx.options["free_flame"]
     p = spec.params
-    z, states, hrr = free_flame_profile(gas, p["temperature_k"], p["pressure_pa"],
-                                        np.asarray(p["y0"]), width_m=opts["width_m"],
-                                        transport=p.get("transport"))
+    [(_, z, states, hrr)] = _flame_profiles(spec, ctx, lambda: [(0.0, *free_flame_profile(
+        gas, p["temperature_k"], p["pressure_pa"], np.asarray(p["y0"]), width_m=opts["width_m"],
+        transport=p.get("transport")))])
     return draw_along_profile(z, states, hrr, spec.rows, opts["activity_weight"], rng), ""
 
 
@@ -126,21 +135,21 @@ def _draw_counterflow(spec, ctx, gas, rng):
     opts = ctx.options["counterflow"]
     p = spec.params
     if p.get("sweep"):
-        return _draw_counterflow_sweep(spec, opts, gas, rng)
-    z, states, hrr = counterflow_profile(
+        return _draw_counterflow_sweep(spec, ctx, opts, gas, rng)
+    [(_, z, states, hrr)] = _flame_profiles(spec, ctx, lambda: [(p["strain_rate_s"], *counterflow_profile(
         gas, np.asarray(p["fuel_y"]), np.asarray(p["oxidizer_y"]), p["pressure_pa"],
         p["strain_rate_s"], opts["fuel_temperature_k"], opts["oxidizer_temperature_k"],
-        opts["width_m"])
+        opts["width_m"]))])
     return draw_along_profile(z, states, hrr, spec.rows, opts["activity_weight"], rng), ""
 
 
-def _draw_counterflow_sweep(spec, opts, gas, rng):
+def _draw_counterflow_sweep(spec, ctx, opts, gas, rng):
     """Rows from every burning flame of a strain sweep to extinction, split evenly."""
     p = spec.params
-    flames = counterflow_sweep(
+    flames = _flame_profiles(spec, ctx, lambda: counterflow_sweep(
         gas, np.asarray(p["fuel_y"]), np.asarray(p["oxidizer_y"]), p["pressure_pa"],
         p["strain_rate_s"], opts["fuel_temperature_k"], opts["oxidizer_temperature_k"],
-        opts["width_m"], opts["sweep_factor"], opts["extinction_tolerance"])
+        opts["width_m"], opts["sweep_factor"], opts["extinction_tolerance"]))
     parts = [draw_along_profile(z, states, hrr, n, opts["activity_weight"], rng)
              for (_, z, states, hrr), n in zip(flames, split_count(spec.rows, len(flames)))
              if n > 0]

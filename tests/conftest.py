@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DEEPKIN = [sys.executable, "-m", "deepkin"]
+
+# The tests' own cache folder (solved flame profiles, reduction references, refinement work):
+# shared by the session's tests and CLI subprocesses, never the user's ~/.cache/deepkin.
+os.environ.setdefault("DEEPKIN_CACHE_DIR", tempfile.mkdtemp(prefix="deepkin-test-cache-"))
 
 # A small h2o2 run: every source, three T0, two pressures, three φ.
 SMALL_ROWS = ["--rows", "autoignition=1200", "--rows", "free_flame=150", "--rows", "counterflow=150",

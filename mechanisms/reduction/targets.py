@@ -11,7 +11,6 @@ a new cache entry, never a stale reuse.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import cantera as ct
 import numpy as np
 
 from mechanisms.atomic_io import atomic_write_npz, atomic_write_text
+from mechanisms.cache import cache_root
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import has_transport, solution_from_yaml
@@ -207,8 +207,7 @@ class SharedContext:
 
 def default_cache_dir() -> Path:
     """``$DEEPKIN_CACHE_DIR/reduction`` or ``~/.cache/deepkin/reduction``."""
-    root = os.environ.get("DEEPKIN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "deepkin")
-    return Path(root) / "reduction"
+    return cache_root() / "reduction"
 
 
 def detailed_task(ctx: SharedContext, index: int) -> ConditionResult:
