@@ -340,6 +340,8 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
               "after decompression; 413 above.")
 @click.option("--max-json-mb", type=float, help="Size limit of a JSON body or v2 JSON header in MiB "
               "(default 16); 413 above.")
+@click.option("--max-header-kb", type=float, help="Size limit of a request line and its headers "
+              "together in KiB (default 64, 1 to 1024), counted while they arrive; 431 above.")
 @click.option("--max-batch-cells", type=int, help="Cell cap of one merged device call (default 1048576).")
 @click.option("--max-batch-requests", type=int,
               help="Requests merged into one device call (default 64; 1 = no merging).")
@@ -361,29 +363,33 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
               "this many s (default 60, at least 2); requests unanswered by then get 503.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_cmd(model_dir, host, port, device, threads, precision, tokens, tokens_file, max_body_mb,
-              max_json_mb, max_batch_cells, max_batch_requests, queue_delay_ms, max_queue_requests,
-              max_queue_cells, max_substeps, max_cell_substeps, step_timeout_s, header_timeout_s,
-              body_timeout_s, graceful_shutdown_s, log_level) -> None:
+              max_json_mb, max_header_kb, max_batch_cells, max_batch_requests, queue_delay_ms,
+              max_queue_requests, max_queue_cells, max_substeps, max_cell_substeps, step_timeout_s,
+              header_timeout_s, body_timeout_s, graceful_shutdown_s, log_level) -> None:
     """Serve the chemistry-step REST API (v1 binary/JSON, KServe v2, /metrics) with uvicorn.
 
     Settings also come from DEEPKIN_* environment variables (flags win); see docs/service.md.
+    A setting out of range, an address in use or a host that does not resolve stops it with one
+    line (exit 1).
     """
-    from service.server import serve
-    from service.settings import ServiceSettings, read_tokens_file
+    from service.settings import ServiceSettings, read_tokens_file, scaled_size
 
     token_list = list(tokens) + (read_tokens_file(tokens_file) if tokens_file else [])
     settings = ServiceSettings.from_env(
         model_dir=model_dir, host=host, port=port, device=device, threads=threads,
         precision=precision,
         tokens=token_list or None,
-        max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None,
-        max_json_bytes=int(max_json_mb * 2**20) if max_json_mb is not None else None,
+        max_body_bytes=scaled_size("max_body_bytes", max_body_mb, 2**20),
+        max_json_bytes=scaled_size("max_json_bytes", max_json_mb, 2**20),
+        max_header_bytes=scaled_size("max_header_bytes", max_header_kb, 2**10),
         max_batch_cells=max_batch_cells, max_batch_requests=max_batch_requests,
         queue_delay_s=queue_delay_ms / 1e3 if queue_delay_ms is not None else None,
         max_queue_requests=max_queue_requests, max_queue_cells=max_queue_cells,
         max_substeps=max_substeps, max_cell_substeps=max_cell_substeps, step_timeout_s=step_timeout_s,
         header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
         graceful_shutdown_s=graceful_shutdown_s, log_level=log_level)
+    from service.server import serve  # torch: imported once the settings are known to be good
+
     serve(settings)
 
 

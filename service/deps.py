@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
+from mechanisms.errors import InputError
 from service.batcher import Batcher, JobResult
 from service.device import Device
 from service.errors import Forbidden, NotReady, ShuttingDown, Unauthorized, UnknownModel
@@ -60,17 +62,36 @@ State = Annotated[ServiceState, Depends(service_state)]
 
 
 def require_token(request: Request, state: State) -> None:
-    """Bearer-token auth when tokens are configured: 401 without a token, 403 with a wrong one."""
+    """Bearer-token auth when tokens are configured: 401 without a token, 403 with a wrong one.
+
+    The token is compared as bytes with each configured token's UTF-8 bytes, every one of them
+    each time, through their SHA-256 digests (so the time taken tells neither where a wrong token
+    differs nor how long a right one is)."""
     tokens = state.settings.tokens
     if not tokens:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip(" \t")
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("authorization: a bearer token is required (Authorization: Bearer <token>)")
-    token = token.strip().encode()
-    if not any(secrets.compare_digest(token, t.encode()) for t in tokens):
+    presented = hashlib.sha256(token.encode("latin-1")).digest()  # the header's bytes, as sent
+    matched = False
+    for configured in tokens:
+        matched |= secrets.compare_digest(presented, hashlib.sha256(configured.encode()).digest())
+    if not matched:
         raise Forbidden("authorization: the bearer token is not valid")
+
+
+def single_query_values(request: Request) -> None:
+    """A 422 naming the first query parameter given more than once (``?dt=a&dt=b``): which one
+    was meant is not guessed."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            count = len(request.query_params.getlist(name))
+            raise InputError(f"{name[:40]}: given {count} times in the query string; give it once")
+        seen.add(name)
 
 
 def model_host(name: str, state: State) -> ModelHost:

@@ -47,6 +47,9 @@ class Metrics(BatchObserver):
                                       ["model"], registry=r)
         self.disconnects = Counter("deepkin_client_disconnects_total", "Clients gone before their answer",
                                    ["route"], registry=r)
+        self.refusals = Counter("deepkin_connection_refusals_total", "Requests refused while being read, "
+                                "before any route (408 timeouts, 431 head over the limit, 400 not HTTP, "
+                                "503 drain)", ["status", "reason"], registry=r)
 
     # -- BatchObserver ---------------------------------------------------------------------------------
     def queue_depth(self, model: str, requests: int, cells: int) -> None:
@@ -76,6 +79,10 @@ class Metrics(BatchObserver):
         if status >= 400:
             self.errors.labels(route, str(status)).inc()
         self.latency.labels(route).observe(time.perf_counter() - started)
+
+    def refused(self, status: int, reason: str) -> None:
+        """A request refused by the connection's protocol (``service.read_limits``)."""
+        self.refusals.labels(str(status), reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

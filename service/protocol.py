@@ -1,5 +1,5 @@
-"""Read deadlines of an HTTP connection: uvicorn's httptools protocol with a header timeout and a
-body timeout.
+"""Read deadlines of an HTTP connection: the service's httptools protocol
+(:class:`~service.read_limits.ReadLimitProtocol`) with a header timeout and a body timeout.
 
 uvicorn bounds only the idle time between requests (``timeout_keep_alive``); a client that stops
 half-way through its headers, or after them, keeps its connection (and the memory of its body)
@@ -15,22 +15,20 @@ Past a deadline the connection is closed, with a ``408`` ``{"error": ...}`` answ
 been answered on it yet and part of a request has arrived; a connection that never sent a byte is
 closed without one. A handler waiting for the rest of the body sees a disconnect (``499`` in the
 metrics). When a shutdown begins, a request whose body is still arriving ``drain_answer_s`` later
-gets ``503`` the same way (uvicorn would otherwise cancel its handler: a 500).
+gets ``503`` the same way (uvicorn would otherwise cancel its handler: a 500). The size limit of a
+request's head and the answers to malformed requests are the base class's.
 """
 
 from __future__ import annotations
 
-import json
 from asyncio import TimerHandle, Transport
 from collections.abc import Callable
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-OPENING, HEADERS, BODY, WORKING, IDLE = "opening", "headers", "body", "working", "idle"
+from service.read_limits import BODY, HEADERS, IDLE, ReadLimitProtocol
 
 
-class ReadDeadlineProtocol(HttpToolsProtocol):
-    """The httptools protocol with the deadlines of this module's docstring (class attributes, set
+class ReadDeadlineProtocol(ReadLimitProtocol):
+    """The service's protocol with the deadlines of this module's docstring (class attributes, set
     by :func:`deadline_protocol`)."""
 
     header_timeout_s = 10.0
@@ -39,7 +37,6 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Transport) -> None:
         super().connection_made(transport)
-        self._phase = OPENING
         self._last_data = self.loop.time()
         self._deadline: TimerHandle | None = None
         self._write_stall: TimerHandle | None = None
@@ -58,35 +55,35 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     # -- parser callbacks ----------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._phase = HEADERS
         self._arm(self.header_timeout_s)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._phase = BODY
         self._arm(self.body_timeout_s)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self.cycle is not None and self.cycle.response_complete:
+        if self._phase == IDLE:
             # Answered before its body was in (an early 4xx): uvicorn's keep-alive timer was
             # armed then and cancelled by the body bytes that followed; this is its stand-in.
-            self._phase = IDLE
             self._arm(self.timeout_keep_alive)
         else:
-            self._phase = WORKING
             self._disarm()
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self._phase == BODY and not self.transport.is_closing():
+        if self._phase == BODY and not self.transport.is_closing() and not self._refused:
             self._arm(self.drain_answer_s, self._drained)
 
     def _drained(self) -> None:
         self._deadline = None
         if self._phase == BODY and not self.transport.is_closing():
-            self._refuse(b"503 Service Unavailable", "the service is shutting down: the request "
-                         "body did not arrive within the drain time")
+            self._refuse(503, "the service is shutting down: the request body did not arrive within "
+                              "the drain time", "shutting down")
+
+    def _stop_reading_requests(self) -> None:
+        super()._stop_reading_requests()
+        self._disarm()
 
     # -- write side ----------------------------------------------------------------------------------
     def pause_writing(self) -> None:
@@ -117,7 +114,8 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     # -- deadlines -----------------------------------------------------------------------------------
     def _arm(self, delay_s: float, callback: Callable[[], None] | None = None) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(delay_s, callback or self._expired)
+        if not self._refused:
+            self._deadline = self.loop.call_later(delay_s, callback or self._expired)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -126,7 +124,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._deadline = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
         if self._phase == BODY:
             paused_by_us = self.flow.read_paused
@@ -136,38 +134,25 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
                     self._last_data = self.loop.time()
                 self._arm(left_s if left_s > 0 else self.body_timeout_s)
                 return
-            self._refuse(b"408 Request Timeout", f"body: no data for {self.body_timeout_s:g} s "
-                         "(body timeout); the connection is closed")
+            self._refuse(408, f"body: no data for {self.body_timeout_s:g} s (body timeout); the "
+                              "connection is closed", "body timeout")
         elif self._phase == HEADERS:
             if self.cycle is not None and not self.cycle.response_complete:
                 # A pipelined request behind one still being worked on: wait for that answer.
                 self._arm(self.header_timeout_s)
                 return
-            self._refuse(b"408 Request Timeout", f"headers: not complete within "
-                         f"{self.header_timeout_s:g} s (header timeout); the connection is closed")
+            self._refuse(408, f"headers: not complete within {self.header_timeout_s:g} s (header "
+                              "timeout); the connection is closed", "header timeout")
         else:
             self._close()
 
-    def _refuse(self, status: bytes, message: str) -> None:
-        """Answer ``status`` (e.g. ``b"408 Request Timeout"``) with ``message`` unless this
-        request's answer has begun, then close."""
-        cycle = self.cycle if self._phase == BODY else None
-        if cycle is None or not cycle.response_started:
-            body = json.dumps({"error": message}).encode()
-            self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d"
-                                 b"\r\nconnection: close\r\n\r\n%s" % (status, len(body), body))
-            if cycle is not None:
-                cycle.disconnected = True  # the handler must not write an answer after this one
-        self._close()
 
-    def _close(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
-def deadline_protocol(header_timeout_s: float, body_timeout_s: float, drain_answer_s: float
-                      ) -> type[ReadDeadlineProtocol]:
-    """A :class:`ReadDeadlineProtocol` class with these times (s), for ``uvicorn.Config(http=...)``."""
+def deadline_protocol(header_timeout_s: float, body_timeout_s: float, drain_answer_s: float,
+                      max_header_bytes: int = ReadLimitProtocol.max_header_bytes,
+                      on_refusal: Callable[[int, str], None] | None = None) -> type[ReadDeadlineProtocol]:
+    """A :class:`ReadDeadlineProtocol` class with these times (s), this limit of a request's head
+    (bytes) and this ``on_refusal(status, reason)`` hook, for ``uvicorn.Config(http=...)``."""
     return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,),
                 {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
-                 "drain_answer_s": drain_answer_s})
+                 "drain_answer_s": drain_answer_s, "max_header_bytes": max_header_bytes,
+                 "on_refusal": staticmethod(on_refusal) if on_refusal else None})

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
+import socket
 
 import torch
 import uvicorn
 
+from mechanisms.errors import DeepkinError, InputError
 from service.app import create_app
 from service.deps import ServiceState
 from service.hosting import load_hosts
@@ -68,15 +71,40 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(settings: ServiceSettings) -> None:
-    """Load the models of ``settings``, then serve them until SIGTERM/SIGINT.
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: any free port), not yet listening, as uvicorn
+    binds one. A host that does not resolve is an :class:`InputError`, an address that cannot be
+    bound (in use, not this machine's, a privileged port) a :class:`DeepkinError`: one line each."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise InputError(f"host: cannot listen on '{host[:80]}': {reason}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = {errno.EADDRINUSE: " (another process listens there; choose another --port)",
+                errno.EACCES: " (a port below 1024 needs privileges)",
+                errno.EADDRNOTAVAIL: " (not an address of this machine)"}.get(exc.errno, "")
+        raise DeepkinError(f"port: cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
-    Loading happens before the socket opens, so a bad model directory fails at once with one line
-    and ``/v2/health/ready`` is true from the first connection on. On shutdown the socket closes,
-    requests in flight are answered (those still unanswered 1 s before ``graceful_shutdown_s``
-    get 503, a device call still running is stopped at its next model step) and the process exits
-    within ``graceful_shutdown_s`` of the signal (uvicorn re-raises SIGTERM, which ends the
-    process even with the device thread still in a call).
+
+def serve(settings: ServiceSettings) -> None:
+    """Load the models of ``settings``, bind the socket, then serve them until SIGTERM/SIGINT.
+
+    Loading happens before the socket opens, so a bad model directory fails at once with one line,
+    as does an address that cannot be bound (:func:`bound_socket`: in use, a host that does not
+    resolve), and ``/v2/health/ready`` is true from the first connection on. On shutdown the
+    socket closes, requests in flight are answered (those still unanswered 1 s before
+    ``graceful_shutdown_s`` get 503, a device call still running is stopped at its next model
+    step) and the process exits within ``graceful_shutdown_s`` of the signal (uvicorn re-raises
+    SIGTERM, which ends the process even with the device thread still in a call).
     """
     tune_malloc()
     if settings.threads:
@@ -84,15 +112,20 @@ def serve(settings: ServiceSettings) -> None:
         # waiting for each other (measured: 1 thread 10-70x faster than 2 on 2 busy cores).
         torch.set_num_threads(settings.threads)
     hosts = load_hosts(settings.model_dir, settings.device, settings.precision)
+    sock = bound_socket(settings.host, settings.port)
     app = create_app(settings, hosts)
+    state = app.state.service
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s - UVICORN_MARGIN_S,
                             access_log=False, timeout_keep_alive=settings.keep_alive_s, lifespan="on",
                             ws="none",  # no WebSocket routes: an upgrade stays plain HTTP
                             http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s,
-                                                   settings.graceful_shutdown_s - ANSWER_MARGIN_S))
-    server = DrainingServer(config, app.state.service)
+                                                   settings.graceful_shutdown_s - ANSWER_MARGIN_S,
+                                                   settings.max_header_bytes, state.metrics.refused))
+    server = DrainingServer(config, state)
     names = ", ".join(f"{name} ({h.meta.n_species} species, dt {h.meta.dt_s:g} s, {h.integrator.device})"
                       for name, h in hosts.items())
-    logging.getLogger("uvicorn.error").info("deepkin serving %s", names)
-    server.run()
+    address, port = sock.getsockname()[:2]
+    logging.getLogger("uvicorn.error").info("deepkin serving %s on http://%s:%d", names,
+                                            f"[{address}]" if ":" in address else address, port)
+    server.run(sockets=[sock])

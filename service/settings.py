@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mechanisms.errors import InputError
 
@@ -14,7 +15,10 @@ ENV_PREFIX = "DEEPKIN_"
 
 
 class ServiceSettings(BaseModel):
-    """Everything the service reads at start-up; never re-read while it runs."""
+    """Everything the service reads at start-up; never re-read while it runs. Numbers must be
+    finite (``nan`` and ``inf`` are refused like any value out of range)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
@@ -30,6 +34,9 @@ class ServiceSettings(BaseModel):
     max_json_bytes: int = Field(16 << 20, gt=0, description="Size limit of a JSON body (v1 JSON, v2 "
                                 "without binary data) and of a v2 JSON header, before and after "
                                 "decompression (413 above it)")
+    max_header_bytes: int = Field(64 << 10, ge=1 << 10, le=1 << 20, description="Size limit of a "
+                                  "request line and its headers together (and of a chunked body's "
+                                  "framing and trailers), counted while they arrive: 431 above it")
     max_batch_cells: int = Field(1 << 20, gt=0, description="Cell cap of one merged device call")
     max_batch_requests: int = Field(64, gt=0, description="Requests merged into one call; 1 = no merging")
     queue_delay_s: float = Field(0.0, ge=0, description="Wait this long for more requests to merge")
@@ -79,8 +86,22 @@ class ServiceSettings(BaseModel):
             return cls(**values)
         except ValueError as exc:
             first = exc.errors()[0] if hasattr(exc, "errors") else None
-            where = ".".join(str(p) for p in first["loc"]) if first else "settings"
-            raise InputError(f"{where}: {first['msg'] if first else exc}")
+            if first is None:
+                raise InputError(f"settings: {exc}")
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            got = f", got {str(first['input'])[:40]}" if "input" in first and where != "tokens" else ""
+            raise InputError(f"{where}: {first['msg']}{got}")
+
+
+def scaled_size(field: str, value: float | None, unit: int) -> int | None:
+    """``value`` units of ``unit`` bytes (a MiB or KiB flag such as ``--max-body-mb``) as whole
+    bytes for the setting ``field``, None for None. :class:`InputError` naming ``field`` for
+    ``nan`` and ``inf``; the range is the setting's to check."""
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise InputError(f"{field}: Input should be a finite number, got {value}")
+    return int(value * unit)
 
 
 def read_tokens_file(path: str | Path) -> list[str]:

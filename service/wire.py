@@ -217,9 +217,11 @@ def split_inference_body(body: memoryview, header_length: str | None, max_json_b
 
 
 def tensor_states(tensor: InferInputTensor, binary: memoryview, width: int) -> np.ndarray:
-    """``[n, width]`` states of a v2 input tensor: FP64 or FP32, its ``data`` or, with
-    ``parameters.binary_data_size``, that many bytes at the start of ``binary`` (viewed, not
-    copied). InputError names the field that does not fit."""
+    """``[n, width]`` states of the one v2 input tensor: FP64 or FP32, its ``data`` or, with
+    ``parameters.binary_data_size``, the ``binary`` bytes after the JSON header (viewed, not
+    copied), which must be exactly that many. InputError names the field that does not fit;
+    :class:`BadRequest` (400) an input with both ``data`` and binary data, and binary bytes that
+    no input declares (beyond ``binary_data_size``, or with none)."""
     field = f"inputs.{tensor.name[:40]}"
     dtype = V2_DATATYPES.get(tensor.datatype)
     if dtype is None:
@@ -228,12 +230,21 @@ def tensor_states(tensor: InferInputTensor, binary: memoryview, width: int) -> n
         raise InputError(f"{field}.shape: expected [n, {width}], got {tensor.shape[:4]}")
     n = tensor.shape[0]
     size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None and tensor.data is not None:
+        raise BadRequest(f"{field}: both data and parameters.binary_data_size given; send the "
+                         "values one way")
     if size is not None:
         if (isinstance(size, bool) or not isinstance(size, int) or size != n * width * dtype.itemsize
                 or size > len(binary)):
             raise InputError(f"{field}.parameters.binary_data_size: {size} does not match shape "
                              f"{tensor.shape} of {tensor.datatype} within the {len(binary)} binary bytes")
-        return np.frombuffer(binary[:size], dtype=dtype).reshape(n, width)
+        if len(binary) > size:
+            raise BadRequest(f"{field}.parameters.binary_data_size: {size} bytes declared, but the body "
+                             f"holds {len(binary)} bytes of binary data after its JSON header")
+        return np.frombuffer(binary, dtype=dtype).reshape(n, width)
+    if len(binary):
+        raise BadRequest(f"{field}: the body holds {len(binary)} bytes of binary data after its JSON "
+                         "header, but the input declares none (parameters.binary_data_size)")
     if tensor.data is None:
         raise InputError(f"{field}: neither data nor binary_data_size given")
     try:

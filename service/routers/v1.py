@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from service.batcher import JobResult
-from service.deps import Host, State, require_token, run_step
+from service.deps import Host, State, require_token, run_step, single_query_values
 from service.hosting import ModelHost, parse_outputs
 from service.schemas import ErrorBody, ModelInfo, ModelList, StepRequest, StepResponse
 from service.wire import (
@@ -28,7 +28,8 @@ from service.wire import (
 
 REF = "#/components/schemas/{model}"
 BODY_MODELS = (StepRequest, StepResponse)  # registered in the OpenAPI components by the app
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1", tags=["v1"],
+                   dependencies=[Depends(require_token), Depends(single_query_values)])
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)}
 

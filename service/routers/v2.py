@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from mechanisms.errors import InputError
 from service import service_version
 from service.batcher import JobResult
-from service.deps import Host, State, require_token, run_step
+from service.deps import Host, State, require_token, run_step, single_query_values
 from service.schemas import (
     ErrorBody,
     InferInputTensor,
@@ -43,7 +43,8 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 408, 409, 
 REF = "#/components/schemas/{model}"
 BODY_MODELS = (InferRequest,)  # registered in the OpenAPI components by the app
 health = APIRouter(prefix="/v2", tags=["v2 health"])
-router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v2", tags=["v2"],
+                   dependencies=[Depends(require_token), Depends(single_query_values)])
 
 
 @health.get("/health/live")
