@@ -32,31 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from couplers.openfoam.counterflow import centreline  # noqa: E402
+from couplers.openfoam.flame_runs import (  # noqa: E402
+    COUNTERFLOW_FUEL,
+    COUNTERFLOW_STEPS_PER_CALL,
+    CounterflowRun,
+    PremixedRun,
+    cached_run,
+)
 from couplers.openfoam.foam import read_internal_field, time_directories  # noqa: E402
 from couplers.openfoam.results import case_info  # noqa: E402
 from kinetics.registry import resolve_model  # noqa: E402
-from tests.helpers.flame_runs import (  # noqa: E402
-    COUNTERFLOW_FUEL,
-    COUNTERFLOW_STEPS_PER_CALL,
-    counterflow_run,
-    premixed_run,
-)
+from tests.helpers.flame_runs import counterflow_run, premixed_run  # noqa: E402
 from tests.helpers.live_server import LiveServer  # noqa: E402
 from tests.helpers.openfoam import TOKEN, build_library  # noqa: E402
 
 PREMIXED = [(0.5, 2e-3), (1.0, 1e-3), (2.5, 1e-3)]
-
-
-def _cached(folder: Path, run, load):
-    """Run once: the result is kept as ``folder``/result.json."""
-    saved = folder / "result.json"
-    if saved.is_file():
-        return load(json.loads(saved.read_text()))
-    if folder.exists():
-        shutil.rmtree(folder)
-    result = run()
-    saved.write_text(json.dumps(dataclasses.asdict(result)))
-    return result
 
 
 def main() -> None:
@@ -77,15 +67,10 @@ def main() -> None:
     args = parser.parse_args()
     premixed = PREMIXED if not args.premixed else [_phi_and_end(v, parser)
                                                    for v in args.premixed]
-    from couplers.openfoam.counterflow import CounterflowFlame
-    from tests.helpers.flame_runs import CounterflowRun, PremixedRun
-
     def premixed_from(d):
         return PremixedRun(**d)
 
-    def counterflow_from(d):
-        return CounterflowRun(d["chemistry"], [CounterflowFlame(**h) for h in d["history"]],
-                              d["network_fraction"], d["reacting_network_fraction"])
+    counterflow_from = CounterflowRun.from_dict
 
     build_library()
     work, out = Path(args.work), Path(args.out)
@@ -103,14 +88,14 @@ def main() -> None:
     with LiveServer(models, "--token", TOKEN) as srv:
         for phi, end in premixed:
             key = f"{phi:g}"
-            ode = _cached(work / "ode" / f"premixed-{key}",
+            ode = cached_run(work / "ode" / f"premixed-{key}",
                           lambda p=phi, e=end: premixed_run(work / "ode" / f"premixed-{p:g}",
                                                             srv.url, files[names[0]], "ode", p, e),
                           premixed_from)
             table["premixed"][key] = {"ode": dataclasses.asdict(ode)}
             for name in names:
                 folder = work / name / f"premixed-{key}"
-                run = _cached(folder, lambda f=folder, n=name, p=phi, e=end:
+                run = cached_run(folder, lambda f=folder, n=name, p=phi, e=end:
                               premixed_run(f, srv.url, files[n], "deepkin", p, e), premixed_from)
                 table["premixed"][key][name] = dataclasses.asdict(run)
                 print(f"premixed phi {key} {name}: {run.speed_m_s:.4f} m/s vs ODE "
@@ -120,14 +105,14 @@ def main() -> None:
             end = args.counterflow_end
             flow = {"fuel": args.counterflow_fuel,
                     "steps_per_call": args.counterflow_steps_per_call}
-            ode = _cached(work / "ode" / f"counterflow-{end:g}",
+            ode = cached_run(work / "ode" / f"counterflow-{end:g}",
                           lambda: counterflow_run(work / "ode" / f"counterflow-{end:g}", srv.url,
                                                   files[names[0]], "ode", end, **flow),
                           counterflow_from)
             table["counterflow"]["ode"] = dataclasses.asdict(ode)
             for name in names:
                 folder = work / name / f"counterflow-{end:g}"
-                run = _cached(folder, lambda f=folder, n=name: counterflow_run(
+                run = cached_run(folder, lambda f=folder, n=name: counterflow_run(
                     f, srv.url, files[n], "deepkin", end, **flow), counterflow_from)
                 table["counterflow"][name] = dataclasses.asdict(run)
                 a = run.final

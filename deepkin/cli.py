@@ -250,6 +250,30 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
         sys.exit(1)
 
 
+@cli.command("refine")
+@click.argument("model")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Refinement config (YAML): cases, recipes, training configs, targets; see "
+                   "docs/training.md, \"The refinement loop\".")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False),
+              help="Work folder; a killed run resumes there (default ~/.cache/deepkin/refine/NAME).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress lines.")
+def refine_cmd(model, config_path, work_dir, quiet) -> None:
+    """Refine MODEL (a path or shipped name) on the states its own runs visit: run the cases,
+    harvest and label their states, fine-tune the networks, repeat; every stage resumable."""
+    from refinement import load_refine_config, run_refinement
+
+    config = load_refine_config(config_path)
+    summary = run_refinement(model, config, work_dir, progress=not quiet,
+                             echo=None if quiet else (lambda line: click.echo(line, err=True)))
+    last = summary.last
+    met = {True: "met", False: "missed", None: "not judged (no validation cases)"}
+    click.echo(f"{len(summary.outcomes) - 1} round(s); validation targets "
+               f"{met[last.targets_met]} in round {last.round}; {summary.stopped}")
+    click.echo(f"best: round {summary.best_round} -> {summary.best_model}; report in "
+               f"{summary.work_dir / 'rounds.md'}")
+
+
 def _species_list(text: str | None) -> list[str] | None:
     """``--after-ignition``: None (the default species), [] for 'none', else the names."""
     if text is None:

@@ -11,7 +11,9 @@ from sampling.config import SamplingConfig
 
 SAMPLE_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml")
                         if p.stem.endswith((".sample", ".relax")))
-TRAIN_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml") if p not in SAMPLE_RECIPES)
+REFINE_CONFIGS = sorted(SHIPPED_DIR.glob("*.refine.yaml"))
+TRAIN_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml")
+                       if p not in SAMPLE_RECIPES and p not in REFINE_CONFIGS)
 
 
 def test_recipes_are_found():
@@ -30,3 +32,11 @@ def test_sampling_recipe_parses_and_validates(path):
 def test_training_recipe_parses(path):
     config = TrainConfig.from_yaml(path)
     assert config.epochs > 0 and config.name
+
+
+@pytest.mark.parametrize("path", REFINE_CONFIGS, ids=lambda p: p.name)
+def test_refine_config_parses(path):
+    from refinement.config import load_refine_config
+
+    config = load_refine_config(path)
+    assert config.rounds >= 1 and config.name

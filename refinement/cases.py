@@ -1,0 +1,211 @@
+"""Running a round's cases and judging them against their ODE references.
+
+- :func:`run_flame`: one OpenFOAM flame of ``couplers/openfoam/flame_runs.py`` (deepkin or ODE
+  chemistry), cached as ``result.json`` in its case folder; a deepkin run that OpenFOAM stops
+  (the surrogate drove the case somewhere the solver cannot go) is a result too: ``failed``.
+- :func:`run_zero_d`: the 0D rollouts of a grid (``kinetics.validate``), the surrogate's own
+  states written as a states file when asked.
+- :func:`flame_states`: every cell state a flame run wrote, as a states file.
+- :func:`flame_figures`, :func:`zero_d_figures`: a run against its reference, and
+  :func:`normalised_errors`: each figure's error over its target (≤ 1 meets it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from couplers.openfoam.foam import FoamError
+from mechanisms.atomic_io import atomic_write_text
+from mechanisms.errors import InputError
+from refinement.config import FlameCase, Targets, ZeroDSet
+
+RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass
+class FailedRun:
+    """A deepkin flame run that OpenFOAM stopped: its one-line reason."""
+
+    chemistry: str
+    failed: str
+
+
+def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, url: str | None,
+              token: str | None, band_k: float, timeout_s: float, fuel: str | None = None,
+              oxidizer: str | None = None, keep_failure: bool = True) -> dict[str, Any]:
+    """Run ``case`` in ``folder`` once (cached in ``folder``/result.json) with ``chemistry``
+    (``deepkin``: the model served at ``url`` as ``model_path``'s stem, bearer ``token``; ``ode``:
+    OpenFOAM's own); the run as a dict. With ``keep_failure``, an OpenFOAM failure is recorded
+    as ``{"chemistry", "failed"}`` instead of raised."""
+    from couplers.openfoam.flame_runs import (
+        CounterflowRun,
+        PremixedRun,
+        cached_run,
+        counterflow_run,
+        premixed_run,
+    )
+
+    fuel = fuel if fuel is not None else case.fuel
+    oxidizer = oxidizer if oxidizer is not None else case.oxidizer
+    url = url or "http://127.0.0.1:8000"
+
+    def run():
+        try:
+            if case.kind == "flame1d":
+                return premixed_run(folder, url, str(model_path), chemistry, case.phi,
+                                    case.end_time_s, temperature_k=case.temperature_k,
+                                    pressure_atm=case.pressure_atm, cells=case.cell_count,
+                                    steps_per_call=case.steps_per_call, fuel=fuel,
+                                    oxidizer=oxidizer, token=token, timeout_s=timeout_s,
+                                    band_k=band_k)
+            return counterflow_run(folder, url, str(model_path), chemistry, case.end_time_s,
+                                   fuel=fuel, oxidizer=oxidizer,
+                                   steps_per_call=case.steps_per_call,
+                                   temperature_k=case.temperature_k,
+                                   pressure_atm=case.pressure_atm,
+                                   velocity_m_s=case.velocity_m_s, cells=case.cell_count,
+                                   cells_y=case.cells_y, token=token, timeout_s=timeout_s,
+                                   band_k=band_k)
+        except (FoamError, InputError) as exc:
+            if not keep_failure or not (folder / "system").is_dir():
+                raise  # the case was not even written: a configuration error, not a result
+            return FailedRun(chemistry, str(exc))
+
+    def load(data: dict):
+        if "failed" in data:
+            return FailedRun(**data)
+        return PremixedRun(**data) if case.kind == "flame1d" else CounterflowRun.from_dict(data)
+
+    if case.kind == "counterflow" and fuel is None:
+        raise InputError(f"{case.label}: a counterflow case needs its fuel stream (fuel)")
+    return dataclasses.asdict(cached_run(folder, run, load))
+
+
+def flame_states(case_dir: Path, from_time_s: float | None, out: Path) -> Path | None:
+    """Every cell state ``case_dir``'s run wrote after ``from_time_s`` (s; None: after the
+    first written time) as a states file at ``out``; None when the run wrote no such time."""
+    from couplers.openfoam.states import case_states
+    from mechanisms.states_file import write_states
+
+    try:
+        states, species, origin = case_states(case_dir, from_time_s)
+    except InputError:
+        return None  # a run stopped before its first write: nothing to harvest
+    return write_states(out, states, species, origin)
+
+
+def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,
+               states_out: Path | None, progress: bool) -> dict[str, Any]:
+    """The surrogate's 0D rollouts over ``grid`` (:func:`kinetics.validate.validate`, whose
+    report goes to ``out_dir``), cached as ``out_dir``/result.json: per condition the end
+    temperature (K) and ignition delay (s) of the surrogate, and the rollout's end time (s)."""
+    saved = out_dir / RESULT_FILE
+    if saved.is_file() and (states_out is None or states_out.is_file()):
+        return json.loads(saved.read_text())
+    from kinetics.integrator import Integrator
+    from kinetics.validate import validate
+
+    integrator = Integrator.load(model_path, device="auto")
+    report = validate(integrator, fuel, oxidizer, list(grid.temperature_k),
+                      list(grid.pressure_atm), list(grid.phi), rollout_steps=grid.steps,
+                      out_dir=out_dir, progress=progress,
+                      ignition_search_s=grid.ignition_search_s, after_ignition_species=[],
+                      states_out=states_out)
+    result = {"end_time_s": report.rollout_steps * integrator.dt_s,
+              "rollout_steps": report.rollout_steps, "seconds": report.seconds_surrogate,
+              "conditions": [{"temperature_k": c.temperature_k, "pressure_atm": c.pressure_atm,
+                              "phi": c.phi, "t_end_k": c.final_t_surrogate_k,
+                              "idt_s": c.idt_surrogate_s, "served": c.served_fraction}
+                             for c in report.conditions],
+              "fallback_fraction": report.fallback_fraction}
+    atomic_write_text(saved, json.dumps(result, indent=1))
+    return result
+
+
+def flame_figures(case: FlameCase, run: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """The deepkin run against the ODE run of the same case: flame speed (m/s, relative error),
+    peak and burnt-gas temperatures (K, error in K), the heat release of each temperature band
+    over the ODE run's (bands holding ≥ 1 % of the ODE run's largest band), the served share."""
+    out: dict[str, Any] = {"case": case.label, "kind": case.kind}
+    if "failed" in run:
+        return {**out, "failed": run["failed"]}
+    if case.kind == "flame1d":
+        out.update(speed_m_s=run["speed_m_s"], ode_speed_m_s=ref["speed_m_s"],
+                   speed_rel=run["speed_m_s"] / ref["speed_m_s"] - 1.0,
+                   peak_k=run["peak_temperature_k"], ode_peak_k=ref["peak_temperature_k"],
+                   burnt_k=run["burnt_temperature_k"], ode_burnt_k=ref["burnt_temperature_k"])
+        out["burnt_error_k"] = out["burnt_k"] - out["ode_burnt_k"]
+    else:
+        ours, theirs = run["history"][-1], _same_time(ref["history"], run["history"][-1]["time_s"])
+        out.update(peak_k=ours["peak_temperature_k"], ode_peak_k=theirs["peak_temperature_k"],
+                   position_mm=1e3 * ours["peak_position_m"],
+                   ode_position_mm=1e3 * theirs["peak_position_m"])
+        out["position_error_mm"] = out["position_mm"] - out["ode_position_mm"]
+    out["peak_error_k"] = out["peak_k"] - out["ode_peak_k"]
+    out["heat_release_ratio"] = _band_ratios(run.get("heat_release_w") or {},
+                                             ref.get("heat_release_w") or {})
+    out["served"] = run.get("reacting_network_fraction")
+    return out
+
+
+def _same_time(history: list[dict], time_s: float) -> dict:
+    return min(history, key=lambda h: abs(h["time_s"] - time_s))
+
+
+def _band_ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """``{band's lower edge (K): our heat release / theirs}`` where theirs is ≥ 1 % of its
+    largest band."""
+    if not theirs:
+        return {}
+    floor = 0.01 * max(abs(v) for v in theirs.values())
+    return {band: ours.get(band, 0.0) / value for band, value in theirs.items()
+            if abs(value) >= floor and value != 0.0}
+
+
+def zero_d_figures(result: dict[str, Any], references: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rollouts against Cantera: per condition the end temperature error (K) and the
+    ignition delay's relative error (against Cantera's adaptive solution; 1 when exactly one
+    side ignites), and their worst values."""
+    rows = []
+    for c, ref in zip(result["conditions"], references):
+        idt, ref_idt = c["idt_s"], ref["idt_s"]
+        if ref_idt is None:
+            idt_rel = None if idt is None else 1.0
+        else:
+            idt_rel = 1.0 if idt is None else abs(idt - ref_idt) / ref_idt
+        rows.append({"label": f"{c['temperature_k']:g} K, {c['pressure_atm']:g} atm, "
+                              f"phi {c['phi']:g}",
+                     "t_end_k": c["t_end_k"], "cantera_t_end_k": ref["t_end_k"],
+                     "equilibrium_error_k": c["t_end_k"] - ref["t_end_k"],
+                     "cantera_equilibrium_k": ref["equilibrium_t_k"],
+                     "idt_s": idt, "cantera_idt_s": ref_idt, "idt_rel": idt_rel,
+                     "served": c["served"]})
+    worst_t = max((abs(r["equilibrium_error_k"]) for r in rows), default=0.0)
+    idts = [r["idt_rel"] for r in rows if r["idt_rel"] is not None]
+    return {"conditions": rows, "end_time_s": result["end_time_s"],
+            "equilibrium_max_k": worst_t, "idt_max_rel": max(idts, default=0.0)}
+
+
+def normalised_errors(figures: dict[str, Any], targets: Targets) -> dict[str, float]:
+    """Each judged figure's |error| over its target, ``{name: value}`` (inf for a failed run):
+    flame speed and peak temperature of every flame, the end temperature of every 0D
+    condition."""
+    out: dict[str, float] = {}
+    for flame in figures.get("flames", []):
+        name = flame["case"]
+        if "failed" in flame:
+            out[f"{name} failed"] = math.inf
+            continue
+        if "speed_rel" in flame:
+            out[f"{name} flame speed"] = abs(flame["speed_rel"]) / targets.flame_speed_rel
+        out[f"{name} peak T"] = abs(flame["peak_error_k"]) / targets.peak_temperature_k
+    zero_d = figures.get("zero_d")
+    if zero_d:
+        for row in zero_d["conditions"]:
+            out[f"0D {row['label']} end T"] = abs(row["equilibrium_error_k"]) / \
+                targets.equilibrium_temperature_k
+    return out

@@ -1,0 +1,326 @@
+"""``deepkin refine``: the loop that harvests the states a surrogate's own runs visit, labels and
+learns them, round after round. Real Cantera, real HDF5 files, the real CLI in subprocesses:
+
+- one round of the tiny h2o2 loop (tests/data/refine-h2: a 0D rollout harvest, 32x32 networks
+  trained for 2 epochs), killed once its harvest stage is marked done and run again: it resumes
+  without redoing a finished stage, and its rows, models, report, table and plot hold what the
+  round did;
+- bad config keys and values, and a work folder of another recipe, refused with one line;
+- the shipped ch4-air loop's config reads and keeps its validation cases held out;
+- (slow) a round with a real OpenFOAM 1D flame harvested and judged against OpenFOAM's ODE
+  chemistry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mechanisms.dataset_file import SOURCE_NAMES, dataset_facts, read_dataset
+from mechanisms.state import ONE_ATM_PA
+from tests.conftest import DEEPKIN, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "refine-h2"
+SHIPPED = ROOT / "kinetics" / "shipped"
+STAGES = ("replay", "r0/evaluate", "r1/harvest", "r1/train-main", "r1/train-tail",
+          "r1/train-induction", "r1/evaluate")
+
+
+@pytest.fixture(scope="module")
+def start_model(small_dataset, tmp_path_factory) -> Path:
+    """The round-0 model: the tiny loop's 32x32 main network, 2 epochs on the session's small
+    h2o2 dataset (no near-equilibrium or induction network: round 1 trains those afresh)."""
+    out = tmp_path_factory.mktemp("refine-start") / "start.safetensors"
+    run_cli("train", str(small_dataset), "-c", str(TINY / "main.yaml"), "-o", str(out),
+            "--threads", "1", "-q", check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def resumed(start_model, tmp_path_factory) -> dict:
+    """``deepkin refine`` killed (SIGKILL) once ``round-1/harvest.json`` exists, then the same
+    command run to the end; what both runs left."""
+    work = tmp_path_factory.mktemp("refine-work") / "work"
+    command = [*DEEPKIN, "refine", str(start_model), "-c", str(TINY / "refine.yaml"), "--work",
+               str(work)]
+    marker = work / "round-1" / "harvest.json"
+    started = time.perf_counter()
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    while not marker.is_file() and first.poll() is None and time.perf_counter() - started < 300:
+        time.sleep(0.05)
+    first.kill()
+    first_err = first.communicate()[1]
+    first_s = time.perf_counter() - started
+    assert marker.is_file(), f"no harvest marker after {first_s:.0f} s:\n{first_err[-3000:]}"
+    before = {"marker": marker.read_text(),
+              "data_mtime": (work / "round-1" / "data.h5").stat().st_mtime_ns,
+              "replay_mtime": (work / "replay.h5").stat().st_mtime_ns}
+    started = time.perf_counter()
+    second = run_cli(*command[len(DEEPKIN):], timeout=600)
+    print(f"refine: killed after {first_s:.1f} s (harvest marked done), resumed run "
+          f"{time.perf_counter() - started:.1f} s")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return {"work": work, "before": before, "second": second, "model": start_model}
+
+
+def _rounds(work: Path) -> dict:
+    return json.loads((work / "rounds.json").read_text())
+
+
+def test_a_round_harvests_its_own_states_and_learns_them(resumed):
+    work = resumed["work"]
+    data = _rounds(work)
+    assert [r["round"] for r in data["rounds"]] == [0, 1]
+    one = data["rounds"][1]
+    # the harvest: up to 200 of the rollout's distinct states labelled, 200 rows spread around
+    # them, appended to the replay dataset (2,100 rows) in round 1's own file
+    added = one["harvest"]["rows_added"]
+    assert added["perturbed"] == added["equilibrium"] == 100
+    assert 0 < added["solver_states"] <= 200
+    replay = dataset_facts(work / "replay.h5")
+    facts = dataset_facts(work / "round-1" / "data.h5")
+    assert replay.n_rows == 2100 and facts.n_rows == 2100 + sum(added.values())
+    assert len(facts.runs) == 2
+    inputs, targets, source = read_dataset(work / "round-1" / "data.h5")
+    solver = inputs[np.array(SOURCE_NAMES)[source] == "solver_states"]
+    # only the harvest grid's states (2 atm); the validation condition (1 atm) is never learnt
+    np.testing.assert_allclose(solver[:, 1], 2 * ONE_ATM_PA)
+    assert np.isfinite(targets).all() and solver[:, 0].min() >= 500.0
+    # fine-tuned from round 0's model (its main network, its scales); the regime networks it
+    # lacks trained afresh; the round's model is the last network's file
+    train = one["train"]
+    assert list(train) == ["main", "tail", "induction"]
+    assert train["main"]["init_from"] == "round-0/model.safetensors"
+    assert train["tail"]["init_from"] is None and train["induction"]["init_from"] is None
+    assert all(t["epochs_run"] == 2 and np.isfinite(t["best_val_loss"]) for t in train.values())
+    from kinetics.model_file import read_model_file
+
+    meta = read_model_file(work / "round-1" / "model.safetensors")[0]
+    assert meta.tail is not None and meta.induction is not None
+    # the best round by the harvest cases alone, copied to best.safetensors
+    scores = {r["round"]: r["score"] for r in data["rounds"]}
+    assert data["best_round"] == min(scores, key=lambda k: (scores[k], k))
+    best = data["rounds"][data["best_round"]]
+    assert (work / "best.safetensors").read_bytes() == (work / best["model"]).read_bytes()
+    assert "validation cases are not used" in data["criterion"]
+    # the cached 0D reference is Cantera's solution validate compares with
+    report = json.loads((work / "round-0" / "evaluate" / "validation-zero-d" /
+                         "report.json").read_text())
+    condition = data["rounds"][0]["evaluation"]["validation"]["zero_d"]["conditions"][0]
+    assert condition["cantera_t_end_k"] == pytest.approx(
+        report["conditions"][0]["final_t_cantera_k"], abs=1e-6)
+    assert condition["t_end_k"] == report["conditions"][0]["final_t_surrogate_k"]
+    assert len(list((work / "references" / "zero-d").glob("*.json"))) == 3  # 2 harvest, 1 val.
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(resumed):
+    work, before = resumed["work"], resumed["before"]
+    assert (work / "round-1" / "harvest.json").read_text() == before["marker"]
+    assert (work / "round-1" / "data.h5").stat().st_mtime_ns == before["data_mtime"]
+    assert (work / "replay.h5").stat().st_mtime_ns == before["replay_mtime"]
+    log = (work / "progress.log").read_text()
+    for stage in ("replay", "r0/evaluate", "r1/harvest"):
+        assert log.count(f"{stage}: started") == 1, stage  # once, by the killed run
+        assert f"{stage}: done already" in log
+    for stage in STAGES:
+        assert (work / "progress.log").read_text().count(f"{stage}: finished") == 1, stage
+    # every stage marked done, each computed from the stamps of the stages before it
+    harvest = json.loads((work / "round-1" / "harvest.json").read_text())
+    main = json.loads((work / "round-1" / "train-main.json").read_text())
+    assert main["after"]["r1/harvest"] == harvest["stamp"]
+    # a second run of a finished loop computes nothing
+    again = run_cli("refine", str(resumed["model"]), "-c", str(TINY / "refine.yaml"), "--work",
+                    str(work), "-q", timeout=300)
+    assert again.returncode == 0, again.stderr
+    log = (work / "progress.log").read_text()
+    assert all(log.count(f"{stage}: finished") == 1 for stage in STAGES)
+    assert "best: round" in again.stdout and "rounds.md" in again.stdout
+
+
+def test_round_table_and_plot(resumed):
+    work = resumed["work"]
+    data = _rounds(work)
+    table = (work / "rounds.md").read_text()
+    assert table.startswith("# Refinement of `refine-h2`")
+    for r in data["rounds"]:
+        end_t = r["summary"]["validation"]["end_t_error_k"]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {r['round']} | "))
+        assert f"{end_t:+.1f} K" in row and f"{r['score']:.3g}" in row
+    added = sum(data["rounds"][1]["harvest"]["rows_added"].values())
+    assert f"| 1 | {added} | main " in table  # rows added and the networks' losses
+    assert "## 0D rollouts" in table and "1100 K, 2 atm, phi 0.8" in table
+    assert "## Flames" not in table  # no flame in this loop
+    png = (work / "rounds.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(work / "rounds.png").shape[:2]
+    assert width > height > 200
+    stages = set(data["rounds"][1]["seconds"])
+    assert stages == {"harvest", "train-main", "train-tail", "train-induction", "evaluate"}
+    seconds = {k: round(v, 1) for k, v in data["rounds"][1]["seconds"].items()}
+    print(f"tiny h2 round, seconds per stage: {seconds}")
+
+
+def test_loop_stops_once_the_validation_targets_hold(resumed, tmp_path):
+    """Targets are not part of the recipe: the same work folder judged with targets round 0
+    meets stops there, computes nothing and keeps round 0 as the best."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(resumed["work"], work)
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["targets"]["equilibrium_temperature_k"] = 1e5
+    proc = run_cli("refine", str(resumed["model"]), "-c", str(_tiny_copy(tmp_path, config)),
+                   "--work", str(work), "-q", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "round 0 meets the targets" in proc.stdout
+    data = _rounds(work)
+    assert [r["round"] for r in data["rounds"]] == [0] and data["best_round"] == 0
+    assert data["rounds"][0]["targets_met"] is True
+    assert (work / "best.safetensors").read_bytes() == \
+        (work / "round-0" / "model.safetensors").read_bytes()
+    assert "r0/evaluate: done already" in (work / "progress.log").read_text()
+
+
+def test_work_folder_of_another_recipe_is_refused(resumed, tmp_path):
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["retrain"] = True
+    changed = _tiny_copy(tmp_path, config)
+    proc = run_cli("refine", str(resumed["model"]), "-c", str(changed), "--work",
+                   str(resumed["work"]), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: work: {resumed['work']} holds a run of another recipe (retrain differs from its "
+        "recipe.json); use another --work, or delete that folder to start again"]
+
+
+BAD_CONFIGS = [
+    (lambda c: c.update(roundz=2), "error: roundz: unknown refine setting (did you mean 'rounds'?)"),
+    (lambda c: c["harvest"]["zero_d"].update(stepz=10),
+     "error: harvest.zero_d.stepz: unknown key (did you mean 'steps'?)"),
+    (lambda c: c["train"]["overrides"].update(epochz=1),
+     "error: train.overrides.epochz: unknown training setting (did you mean 'epochs'?)"),
+    (lambda c: c["train"]["overrides"].update(init_from="x.safetensors"),
+     "error: train.overrides.init_from: set by the loop"),
+    (lambda c: c["targets"].update(peak_temperature_k=0),
+     "error: targets.peak_temperature_k: must be a number > 0, got 0"),
+    (lambda c: c["harvest"].update(flames=[{"kind": "flame2d", "end_time_s": 1e-3}]),
+     "error: harvest.flames[0].kind: must be one of flame1d, counterflow, got 'flame2d'"),
+    (lambda c: c["harvest"].update(zero_d=dict(c["validation"]["zero_d"])),
+     "error: harvest.zero_d: the condition T0 1200 K, 1 atm, phi 1 is also a validation"),
+    (lambda c: c["harvest"].update(recipe="nowhere.yaml"),
+     "error: harvest.recipe: file '"),
+    (lambda c: c.update(rounds=0), "error: rounds: must be a whole number >= 1, got 0"),
+]
+
+
+def _tiny_copy(folder: Path, config: dict) -> Path:
+    """The tiny loop's recipes copied into ``folder`` beside ``config`` written as YAML."""
+    for name in ("replay.yaml", "harvest.yaml", "main.yaml", "tail.yaml", "induction.yaml"):
+        (folder / name).write_text((TINY / name).read_text())
+    path = folder / "refine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("edit,line", BAD_CONFIGS, ids=[b[1][7:40] for b in BAD_CONFIGS])
+def test_bad_config_is_refused_with_one_line(tmp_path, edit, line):
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    edit(config)
+    path = _tiny_copy(tmp_path, config)
+    proc = run_cli("refine", "h2-air", "-c", str(path), "--work", str(tmp_path / "work"),
+                   timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
+    assert not (tmp_path / "work").exists()  # refused before any work
+
+
+def test_default_work_folder_is_in_the_user_cache(monkeypatch, tmp_path):
+    from refinement.config import default_work_dir
+
+    monkeypatch.delenv("DEEPKIN_CACHE_DIR", raising=False)
+    assert default_work_dir("ch4-air") == Path.home() / ".cache" / "deepkin" / "refine" / "ch4-air"
+    monkeypatch.setenv("DEEPKIN_CACHE_DIR", str(tmp_path))
+    assert default_work_dir("x") == tmp_path / "refine" / "x"
+
+
+def test_shipped_ch4_air_loop_keeps_its_validation_cases_held_out():
+    from refinement.config import load_refine_config
+
+    config = load_refine_config(SHIPPED / "ch4-air.refine.yaml")
+    validation = {(f.phi, f.pressure_atm) for f in config.validation.flames}
+    assert validation == {(0.7, 1.0), (1.0, 1.0), (1.3, 1.0)}
+    harvest = {(f.phi, f.pressure_atm) for f in config.harvest.flames}
+    assert harvest == {(0.85, 1.0), (1.15, 1.0), (1.0, 2.0)} and not harvest & validation
+    grid = set(config.validation.zero_d.conditions())
+    assert len(grid) == 36 and {c[0] for c in grid} == {1000, 1200, 1400, 1600}
+    assert not grid & set(config.harvest.zero_d.conditions())
+    t = config.targets
+    assert (t.flame_speed_rel, t.peak_temperature_k, t.equilibrium_temperature_k) == (0.03, 10, 10)
+    assert list(config.train.paths()) == ["main", "tail", "induction"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_round_with_an_openfoam_flame(tmp_path):
+    """The shipped h2-air-flame fine-tuned for one round on the tiny loop's rows plus the
+    states of its own OpenFOAM flame at phi 0.7 (0.2 ms, 400 cells), judged on the phi 1 flame
+    against the same cases on OpenFOAM's ODE chemistry (computed once, cached); the server the
+    loop starts is gone when it ends."""
+    from tests.helpers.openfoam import build_library, require_openfoam
+
+    require_openfoam()
+    build_library()
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["harvest"]["flames"] = [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}]
+    config["validation"]["flames"] = [{"kind": "flame1d", "phi": 1.0, "end_time_s": 2e-4}]
+    del config["validation"]["zero_d"]
+    config["replay"]["recipes"] = [str(TINY / "replay.yaml")]
+    config["harvest"]["recipe"] = str(TINY / "harvest.yaml")
+    config["train"] = {n: str(SHIPPED / f"h2-air-flame.{n if n != 'main' else 'train'}.yaml")
+                       for n in ("main", "tail", "induction")}
+    config["train"].update(overrides={"epochs": 1, "learning_rate": 1e-4}, threads=1)
+    # targets no model meets, so that round 0 does not stop the loop
+    config["targets"] = {"flame_speed_rel": 1e-5, "peak_temperature_k": 1e-3}
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    proc = run_cli("refine", "h2-air-flame", "-c", str(path), "--work", str(work), timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _rounds(work)
+    for r in data["rounds"]:
+        for which, label in (("harvest", "flame1d-phi0.7-1atm-300K"),
+                             ("validation", "flame1d-phi1-1atm-300K")):
+            flame = r["evaluation"][which]["flames"][0]
+            assert flame["case"] == label and "failed" not in flame
+            assert flame["ode_speed_m_s"] > 0.3 and abs(flame["speed_rel"]) < 0.5
+            assert flame["heat_release_ratio"] and flame["served"] > 0.9
+            print(f"round {r['round']} {which} {label}: speed {flame['speed_m_s']:.4f} vs ODE "
+                  f"{flame['ode_speed_m_s']:.4f} m/s ({100 * flame['speed_rel']:+.2f} %), peak T "
+                  f"{flame['peak_error_k']:+.1f} K, heat release by band "
+                  f"{ {b: round(x, 2) for b, x in flame['heat_release_ratio'].items()} }")
+    states = work / "round-0" / "states" / "flame1d-phi0.7-1atm-300K.states.h5"
+    assert states.is_file()
+    assert data["rounds"][1]["harvest"]["rows_added"]["solver_states"] > 0
+    # the ODE runs are references: one per case, reused by round 1
+    assert len(list((work / "references" / "openfoam").iterdir())) == 2
+    log = (work / "progress.log").read_text()
+    assert log.count("serving refine-r") == 2
+    port = re.findall(r"serving refine-r1.safetensors at http://127.0.0.1:(\d+)", log)[-1]
+    import socket
+
+    with socket.socket() as sock:  # the round's server stopped with its stage
+        assert sock.connect_ex(("127.0.0.1", int(port))) != 0
+    assert "## Flames" in (work / "rounds.md").read_text()
+    print(proc.stderr.splitlines()[-1] if proc.stderr else "", file=sys.stderr)
