@@ -116,18 +116,21 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
 
 @cli.group()
 def dataset() -> None:
-    """Inspect dataset files."""
+    """Inspect and check dataset files."""
 
 
 @dataset.command("info")
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def dataset_info(path: str, as_json: bool) -> None:
-    """Rows per source, species, T/P/Y ranges, dt and size of a dataset file."""
+    """Rows per source, species, T/P/Y ranges, dt and size of a dataset file (after the cheap
+    checks of `deepkin dataset check`)."""
     from dataclasses import asdict
 
+    from mechanisms.dataset_check import verified_facts
     from mechanisms.dataset_file import summarise_dataset
 
+    verified_facts(path)
     summary = summarise_dataset(path)
     if as_json:
         data = asdict(summary)
@@ -135,6 +138,31 @@ def dataset_info(path: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(summary.format())
+
+
+@dataset.command("check")
+@click.argument("path", type=click.Path())
+@click.option("--full", is_flag=True,
+              help="Also read every row: finite values, sum of Y, T and P ranges, source codes, "
+                   "every chunk decodable (streams the file in blocks).")
+def dataset_check(path: str, full: bool) -> None:
+    """Verify every invariant the dataset writer guarantees: attributes, task records (and the
+    run journal beside the file), the embedded mechanism, shapes; with --full every row.
+
+    Exit 0 when the file is sound; 1 with one `error:` line per problem.
+    """
+    from mechanisms.dataset_check import check_dataset
+    from sampling.journal import Journal
+
+    report = check_dataset(path, full=full,
+                           journal_rows=Journal.for_output(Path(path)).row_counts())
+    if report.problems:
+        for problem in report.problems:
+            click.echo(f"error: dataset: {path}: {problem}", err=True)
+        sys.exit(1)
+    scope = (f"every invariant, all {report.n_rows} rows read" if full else
+             f"attributes, tasks, mechanism and shapes ({report.n_rows} rows; --full reads them)")
+    click.echo(f"{path}: sound: {scope}")
 
 
 @cli.command("train")
@@ -167,7 +195,10 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
         config.check()
     result = train(dataset, out, config, device=device, resume=resume, progress=not quiet,
                    log_csv=log_csv, allow_incomplete=allow_incomplete)
-    click.echo(f"best validation loss {result.best_val_loss:.5g} after {result.epochs_run} epoch(s) "
+    if not Path(result.model_path).is_file():
+        raise DeepkinError(f"out: training ended but {result.model_path} does not exist")
+    loss = "validation loss" if result.n_val else "training loss (no validation rows)"
+    click.echo(f"best {loss} {result.best_val_loss:.5g} after {result.epochs_run} epoch(s) "
                f"this session, {result.seconds:.0f} s; model: {result.model_path}")
 
 

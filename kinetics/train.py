@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from torch.distributed.algorithms.join import Join
 from tqdm import tqdm
 
@@ -36,8 +38,9 @@ from kinetics.models import build_model
 from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
-from mechanisms.dataset_file import BlockReader, DatasetFacts, dataset_facts, read_sources, source_codes
-from mechanisms.errors import InputError
+from mechanisms.dataset_check import verified_facts, verify_rows
+from mechanisms.dataset_file import BlockReader, DatasetFacts, read_sources, source_codes
+from mechanisms.errors import DeepkinError, InputError, StorageError
 from mechanisms.loading import inert_species, solution_from_yaml
 from mechanisms.state import mass_fractions, pressure, state_width, temperature
 
@@ -231,8 +234,12 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     """Train a surrogate on ``dataset`` and write the best model (by validation loss) to ``out``.
 
     A checkpoint ``<out>.ckpt`` is written after every epoch; ``resume=True`` continues from it.
-    Refused before any work (InputError): an ``out`` or log that cannot be written, and a
-    dataset whose sampling run did not finish (``complete`` false) unless ``allow_incomplete``.
+    Refused before any work (InputError): an ``out`` or log that cannot be written, a dataset
+    that fails its checks (``mechanisms/dataset_check.py``: the cheap ones, then a scan of every
+    row: non-finite values among them) and one whose sampling run did not finish (``complete``
+    false) unless ``allow_incomplete``. Stopped with DeepkinError when a loss is not finite, and
+    with StorageError when a file cannot be written; a run that ends without the model file
+    raises DeepkinError rather than return.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -242,11 +249,12 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         reason = why_not_writable(path)
         if reason:
             raise InputError(f"{field_name}: cannot write {path}: {reason}")
-    facts = dataset_facts(dataset)
+    facts = verified_facts(dataset)
     if not facts.complete and not allow_incomplete:
         raise InputError(f"dataset: {facts.path} is incomplete (its sampling run did not finish: "
                          f"{facts.n_rows} rows); rerun its `deepkin sample` command to finish "
                          "it, or pass --allow-incomplete to train on the rows it holds")
+    verify_rows(facts)  # every rank, before the process group: all refuse alike
     rank, world, dev = _start_processes(device)
     torch.manual_seed(config.seed)
 
@@ -271,7 +279,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     best = _BestModel(out, config, arch, facts, norm, main, rows,
                       init if config.init_scales else None) if rank == 0 else None
     blocks = rows.reader.blocks_of_rank(rank, world)
-    log = _EpochLog(log_path, append=resume) if rank == 0 else None
+    with _writing(log_path, out, ckpt_path):
+        log = _EpochLog(log_path, append=resume) if rank == 0 else None
     bar = tqdm(total=config.epochs, initial=state["epoch"], unit="epoch", desc="training",
                disable=not progress or rank != 0)
     epochs_run = 0
@@ -285,15 +294,23 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             schedule.step()
             val = _validation_loss(model, rows, blocks, objective, config.batch_size)
             val = _mean_over_ranks(val, world, dev)
+            mean_train = _mean_over_ranks(train_loss, world, dev)
+            _check_losses(mean_train, val, norm.n_val, state["epoch"] + 1, out)
+            # Without validation rows (val_fraction 0) the best epoch is the one of least
+            # training loss.
+            score = val if norm.n_val else mean_train
             state["epoch"] += 1
             state["train_seconds"] += time.perf_counter() - epoch_start
             epochs_run += 1
             if rank == 0:
-                if val < state["best_val"]:
-                    state["best_val"] = val
-                    best.write(model, state)
-                save_checkpoint(ckpt_path, model, opt, state)
-                log.write(state, train_loss, val, opt.param_groups[0]["lr"])
+                if score < state["best_val"]:
+                    state["best_val"] = score
+                    with _writing(out, out, ckpt_path):
+                        best.write(model, state)
+                with _writing(ckpt_path, out, ckpt_path):
+                    save_checkpoint(ckpt_path, model, opt, state)
+                with _writing(log_path, out, ckpt_path):
+                    log.write(state, train_loss, val, opt.param_groups[0]["lr"])
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val:.4g}")
             if _time_is_up(config, state, world, dev):
@@ -304,8 +321,47 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
         if log:
             log.close()
         _stop_processes(world, finished)
+    if rank == 0 and not out.is_file():
+        raise DeepkinError(f"out: {out} does not exist after training: no epoch of this session "
+                           f"scored below the best loss {state['best_val']:.5g} recorded in "
+                           f"{ckpt_path}, and the model written then is gone; rerun without "
+                           "--resume")
     return TrainResult(str(out), state["best_val"], epochs_run, time.perf_counter() - started,
                        norm.n_train, norm.n_val)
+
+
+def _check_losses(train_loss: float, val_loss: float, n_val: int, epoch: int, out: Path) -> None:
+    """DeepkinError when epoch ``epoch``'s mean training loss, or its validation loss (with
+    validation rows), is NaN or infinite: the network diverged, and no later epoch can mend it."""
+    for what, loss in (("training", train_loss), ("validation", val_loss if n_val else 0.0)):
+        if not math.isfinite(loss):
+            kept = (f"the model of the best epoch so far is kept in {out}" if out.is_file()
+                    else "no model was written")
+            raise DeepkinError(f"training: the {what} loss of epoch {epoch} is {loss} (the "
+                               "network diverged: lower learning_rate, or check the loss weights "
+                               f"and the model settings); {kept}")
+
+
+@contextlib.contextmanager
+def _writing(path: Path, out: Path, ckpt_path: Path):
+    """Around writing one of the run's files: StorageError naming ``path`` and the reason
+    (a full disk, a file-size limit, an I/O error) instead of the writer's own exception."""
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        resume = (f"rerun with --resume to continue from {ckpt_path}" if ckpt_path.is_file()
+                  else "rerun the command")
+        raise StorageError(f"out: cannot write {path} ({_io_reason(exc)}); make room and "
+                           f"{resume}") from None
+
+
+def _io_reason(exc: BaseException) -> str:
+    """The operating system's reason in an OSError or a safetensors I/O error
+    (``… I/O error: No space left on device (os error 28)``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    found = re.search(r"([A-Z][^:()]*) \(os error \d+\)", str(exc))
+    return found[1] if found else (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
 
 # -- set-up -----------------------------------------------------------------------------------------
@@ -636,7 +692,9 @@ class _EpochLog:
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        # write() flushes every row, so closing fails only after a write failed (and was reported)
+        with contextlib.suppress(OSError):
+            self._fh.close()
 
 
 class _BestModel:

@@ -15,7 +15,8 @@ Layout (schema version 1):
 
 The one writer is ``sampling.dataset_writer.DatasetWriter``. Readers open a file through
 :func:`open_dataset`, which checks the schema and parses the file's :class:`DatasetFacts` once;
-every way a file can be unusable is one :class:`InputError` line from here.
+every way a file can be unusable is one :class:`InputError` line from here. Every invariant the
+writer guarantees (``deepkin dataset check``) is checked by ``mechanisms/dataset_check.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import h5py
 import numpy as np
 
 from mechanisms.errors import InputError
-from mechanisms.state import mass_fractions, pressure, temperature
+from mechanisms.state import column_names, mass_fractions, pressure, temperature
 
 SCHEMA_VERSION = 1
 # A row's source code (the ``source`` dataset) is the index of its source here: codes are only
@@ -133,7 +134,7 @@ def read_facts(h5: h5py.File, path: str | Path, field: str = "dataset") -> Datas
     a = h5.attrs
     try:
         return DatasetFacts(
-            path=str(path), n_rows=min(recorded_rows(h5), h5["inputs"].shape[0]),
+            path=str(path), n_rows=max(0, min(recorded_rows(h5), h5["inputs"].shape[0])),
             species=json.loads(a["species_names"]), dt_s=float(a["dt"]),
             mechanism_sha256=str(a["mechanism_sha256"]),
             mechanism_source=str(a["mechanism_source"]),
@@ -146,10 +147,10 @@ def read_facts(h5: h5py.File, path: str | Path, field: str = "dataset") -> Datas
 
 
 @contextmanager
-def open_dataset(path: str | Path) -> Iterator[tuple[h5py.File, DatasetFacts]]:
-    """Open a dataset file read-only: ``with open_dataset(p) as (h5, facts): ...``.
+def open_dataset_file(path: str | Path) -> Iterator[h5py.File]:
+    """Open an HDF5 file read-only, unparsed: ``with open_dataset_file(p) as h5: ...``.
 
-    Raises InputError when the file is missing, not HDF5 or not a dataset of this schema.
+    Raises InputError when the file is missing or not HDF5.
     """
     path = Path(path)
     if not path.is_file():
@@ -159,6 +160,16 @@ def open_dataset(path: str | Path) -> Iterator[tuple[h5py.File, DatasetFacts]]:
     except OSError as exc:
         raise InputError(f"dataset: {path} is not a readable HDF5 file ({exc})")
     with h5:
+        yield h5
+
+
+@contextmanager
+def open_dataset(path: str | Path) -> Iterator[tuple[h5py.File, DatasetFacts]]:
+    """Open a dataset file read-only: ``with open_dataset(p) as (h5, facts): ...``.
+
+    Raises InputError when the file is missing, not HDF5 or not a dataset of this schema.
+    """
+    with open_dataset_file(path) as h5:
         yield h5, read_facts(h5, path)
 
 
@@ -168,14 +179,42 @@ def dataset_facts(path: str | Path) -> DatasetFacts:
         return facts
 
 
+# -- one line for a row that breaks the schema (shared with ``mechanisms/dataset_check.py``) ----------
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+
+
+def unreadable_line(name: str, start: int, stop: int, exc: BaseException) -> str:
+    """``"inputs: rows a–b cannot be read (why); the file is damaged"``."""
+    return f"{name}: rows {start}–{stop} cannot be read ({_first_line(exc)}); the file is damaged"
+
+
+def non_finite_line(name: str, row: np.ndarray, index: int, columns: list[str]) -> str:
+    """``"inputs: row 5 holds nan in column O"`` for a state row ``[2+ns]`` that is not finite."""
+    row = np.asarray(row).reshape(-1)
+    j = int(np.flatnonzero(~np.isfinite(row))[0])
+    column = columns[j] if j < len(columns) else str(j)
+    return f"{name}: row {index} holds {row[j]} in column {column}"
+
+
+def bad_source_line(index: int, code: int, n_names: int) -> str:
+    """``"source: row 5 has code 99, outside source_names (0–7)"``."""
+    return f"source: row {index} has code {code}, outside source_names (0–{n_names - 1})"
+
+
+def read_rows(h5: h5py.File, name: str, start: int, stop: int, path: str | Path) -> np.ndarray:
+    """Rows ``[start, stop)`` of the row dataset ``name``; InputError (``dataset: PATH: name:
+    rows a–b cannot be read …``) when a chunk cannot be decoded."""
+    try:
+        return h5[name][start:stop]
+    except H5_ERRORS as exc:
+        raise InputError(f"dataset: {path}: {unreadable_line(name, start, stop, exc)}")
+
+
 def read_sources(facts: DatasetFacts) -> np.ndarray:
     """The source code ``[n]`` (uint8) of every valid row of the dataset ``facts`` describe."""
-    try:
-        with h5py.File(facts.path, "r") as h5:
-            return h5["source"][:facts.n_rows]
-    except H5_ERRORS as exc:
-        raise InputError(f"dataset: the sources of {facts.path} cannot be read "
-                         f"({str(exc).splitlines()[0][:120]}); the file is damaged")
+    with open_dataset_file(facts.path) as h5:
+        return read_rows(h5, "source", 0, facts.n_rows, facts.path)
 
 
 def source_codes(facts: DatasetFacts, sources: list[str] | tuple[str, ...]) -> list[int]:
@@ -235,14 +274,11 @@ class BlockReader:
         """The rows of block number ``block`` (of the chosen sources)."""
         a = block * self.block_rows
         b = min(a + self.block_rows, self.facts.n_rows)
-        try:
-            with h5py.File(self.facts.path, "r") as h5:
-                inputs = h5["inputs"][a:b]
-                targets = h5["targets"][a:b]
-                source = h5["source"][a:b] if self.codes is not None else None
-        except H5_ERRORS as exc:
-            raise InputError(f"dataset: rows {a}–{b} of {self.facts.path} cannot be read "
-                             f"({str(exc).splitlines()[0][:120]}); the file is damaged")
+        path = self.facts.path
+        with open_dataset_file(path) as h5:
+            inputs = read_rows(h5, "inputs", a, b, path)
+            targets = read_rows(h5, "targets", a, b, path)
+            source = read_rows(h5, "source", a, b, path) if self.codes is not None else None
         if source is None:
             return RowBlock(a, b, inputs, targets, np.arange(b - a))
         keep = np.isin(source, self.codes)
@@ -301,6 +337,23 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
+def _refuse_bad_rows(path: Path, facts: DatasetFacts, start: int, inputs: np.ndarray,
+                     source: np.ndarray) -> None:
+    """InputError naming the first row of a block whose inputs are not finite or whose source
+    code lies outside ``source_names`` (the rows a summary reads; the full checks are
+    ``mechanisms/dataset_check.py``'s)."""
+    finite = np.isfinite(inputs).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise InputError(f"dataset: {path}: "
+                         + non_finite_line("inputs", inputs[i], start + i, column_names(facts.species)))
+    outside = np.flatnonzero(source >= len(facts.source_names))
+    if len(outside):
+        i = int(outside[0])
+        raise InputError(f"dataset: {path}: "
+                         + bad_source_line(start + i, int(source[i]), len(facts.source_names)))
+
+
 def _widen(bounds: tuple[Any, Any], values: np.ndarray) -> tuple[Any, Any]:
     """``(lo, hi)`` widened to hold ``values`` (``[n]``, or ``[n, k]`` for ``[k]`` bounds)."""
     return np.minimum(bounds[0], values.min(axis=0)), np.maximum(bounds[1], values.max(axis=0))
@@ -317,8 +370,10 @@ def summarise_dataset(path: str | Path, block_rows: int = 200_000) -> DatasetSum
         y_range = (np.full(ns, np.inf), np.full(ns, -np.inf))
         for start in range(0, facts.n_rows, block_rows):
             stop = min(start + block_rows, facts.n_rows)
-            block = h5["inputs"][start:stop]
-            counts += np.bincount(h5["source"][start:stop], minlength=len(names))[:len(names)]
+            block = read_rows(h5, "inputs", start, stop, path)
+            source = read_rows(h5, "source", start, stop, path)
+            _refuse_bad_rows(path, facts, start, block, source)
+            counts += np.bincount(source, minlength=len(names))
             t_range = _widen(t_range, temperature(block))
             p_range = _widen(p_range, pressure(block))
             y_range = _widen(y_range, mass_fractions(block))

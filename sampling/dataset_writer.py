@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from mechanisms.atomic_io import fsync_path
+from mechanisms.dataset_check import DatasetDamaged, structure_problems
 from mechanisms.dataset_file import (
     H5_ERRORS,
     ROW_DATASETS,
@@ -32,12 +33,13 @@ from mechanisms.dataset_file import (
     TaskEntry,
     check_schema,
     dataset_facts,
+    non_finite_line,
     read_facts,
     recorded_rows,
     source_code,
     task_table,
 )
-from mechanisms.errors import InputError, StorageError
+from mechanisms.errors import DeepkinError, InputError, StorageError
 from mechanisms.loading import Mechanism
 from mechanisms.state import column_names, state_width
 from sampling.guarded_file import FileLocked, GuardedFile
@@ -165,12 +167,16 @@ class DatasetWriter:
     def open(cls, path: str | Path) -> DatasetWriter:
         """Open an existing dataset for appending; cuts rows beyond the recorded tasks.
 
-        InputError when the file is not a dataset of this schema or holds fewer rows than its
-        tasks record (damaged).
+        InputError when the file is not a dataset of this schema, fails the cheap checks of
+        ``mechanisms/dataset_check.py`` (attributes, tasks, mechanism, shapes) or holds fewer
+        rows than its tasks record (damaged).
         """
         writer = cls._open_file(Path(path), "r+")
         try:
             check_schema(writer.h5, path, "output")
+            problems, _ = structure_problems(writer.h5, path)
+            if problems:
+                raise DatasetDamaged(path, problems, full=False, prefix="output")
             writer._extend_source_names()
             writer.truncate_to_tasks()
         except (InputError, StorageError):
@@ -306,12 +312,34 @@ class DatasetWriter:
         (each one decompresses and recompresses a partly filled chunk), so rows are written when
         a chunk's worth is queued or ``flush_every_s`` has passed. The run journal holds every
         task until the run completes, so nothing queued is lost when a run is killed.
+        Rows that break the schema (another width, non-finite values, an unknown source code)
+        are refused with DeepkinError: the file never holds them.
         """
+        self._refuse_bad_rows(task_id, inputs, targets, source)
         self._pending.append((task_id, inputs, targets, source, status))
         self._pending_rows += len(inputs)
         if (self._pending_rows >= self.h5["inputs"].chunks[0]
                 or time.monotonic() - self._last_flush >= flush_every_s):
             self.write_pending()
+
+    def _refuse_bad_rows(self, task_id: str, inputs: np.ndarray, targets: np.ndarray,
+                         source: int) -> None:
+        """DeepkinError naming the task and the first bad row unless ``inputs`` and ``targets``
+        are finite ``[n, 2+ns]`` arrays of the file's width and ``source`` a known code."""
+        width = self.h5["inputs"].shape[1]
+        where = f"output: task {task_id} of {self.path}"
+        if not 0 <= source < len(SOURCE_NAMES):
+            raise DeepkinError(f"{where}: source code {source} is not one of {SOURCE_NAMES}")
+        for name, rows in (("inputs", inputs), ("targets", targets)):
+            if rows.ndim != 2 or rows.shape != (len(inputs), width):
+                raise DeepkinError(f"{where}: {name} has shape {rows.shape}, the file's rows "
+                                   f"are [{len(inputs)}, {width}]")
+            finite = np.isfinite(rows).all(axis=1)
+            if not finite.all():
+                i = int(np.flatnonzero(~finite)[0])
+                columns = column_names(json.loads(self.h5.attrs["species_names"]))
+                raise DeepkinError(f"{where}: {non_finite_line(name, rows[i], i, columns)}; "
+                                   "refusing to write it")
 
     def write_pending(self) -> None:
         """Append the queued tasks' rows, then record the tasks, then flush the file."""

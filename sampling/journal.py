@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +94,19 @@ class Journal:
                 ids[task_id] = int(path.stem)
         return ids
 
+    def row_counts(self) -> dict[str, int] | None:
+        """``{task id: rows}`` of every readable part, from the ``.npy`` headers only (no rows
+        are read); None when there is no journal. ``deepkin dataset check`` compares them with
+        the file's ``tasks/rows``."""
+        if not self.exists():
+            return None
+        counts = {}
+        for path in sorted(self.directory.glob("[0-9]*.npz")):
+            entry = self._read(path, lambda z, p=path: (str(z["task_id"]), _rows_in_member(p)))
+            if entry is not None:
+                counts[entry[0]] = entry[1]
+        return counts
+
     @staticmethod
     def _read(path: Path, take: Callable) -> object | None:
         if not path.is_file():
@@ -100,7 +114,7 @@ class Journal:
         try:
             with np.load(path) as z:
                 return take(z)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None  # a damaged part is computed again
 
     def has(self, index: int) -> bool:
@@ -108,3 +122,12 @@ class Journal:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _rows_in_member(path: Path, member: str = "inputs.npy") -> int:
+    """The first dimension of array ``member`` of the ``.npz`` at ``path``, from its header."""
+    with zipfile.ZipFile(path) as archive, archive.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        return int(read_header(fh)[0][0])
