@@ -332,6 +332,27 @@ def models_list(model_dir) -> None:
         click.echo(entry.summary())
 
 
+@cli.command("export")
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="TorchScript file to write (e.g. h2-air.pt).")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
+              show_default=True, help="The networks' dtype in the file (bfloat16 only for a model "
+                                      "validated in it, on CPUs that multiply it natively).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, or cuda[:N]: the device the file's step runs on.")
+def export_cmd(model, output, precision, device) -> None:
+    """Write MODEL's chemistry step (a path or a shipped name) as one TorchScript file: the
+    networks, the domain check, the element projection and the enthalpy inversion, for libtorch's
+    torch::jit::load (the C library's in-process backend) or torch.jit.load."""
+    from kinetics.compiled_step import export_model
+    from kinetics.registry import resolve_model
+
+    out = export_model(resolve_model(model), output, precision=precision, device=device)
+    click.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, networks in {precision}, "
+               f"{device})")
+
+
 @cli.command("reduce")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Reduction input file (pyMARS keys plus deepkin's simulation:/deepmr: blocks).")

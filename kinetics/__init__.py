@@ -6,8 +6,10 @@ writes one safetensors model file (``model_file``: weights, normalisation, train
 embedded mechanism, checksummed). :class:`Integrator` loads such a file (:func:`resolve_model`
 also takes a shipped name such as ``"h2-air"``; :func:`list_models` lists a folder) and advances
 ``[n, 2+ns]`` states ``[T (K), P (Pa), Y...]``: ``step(states, dt)``, or ``advance(states,
-n_substeps)`` for the counts of frozen, fallback and near-equilibrium cells. :func:`validate`
-judges a model a-posteriori against Cantera (0D autoignition) and writes its report.
+n_substeps)`` for the counts of frozen, fallback and near-equilibrium cells; its arithmetic is one
+TorchScript module (:class:`CompiledStep`), which :func:`export_model` writes for C and C++ callers
+(``deepkin export``). :func:`validate` judges a model a-posteriori against Cantera (0D
+autoignition) and writes its report.
 :func:`write_random_model` writes a random-weight model of the right shape for sizing a machine.
 Names are imported on first use.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 from mechanisms.lazy_exports import lazy_exports
 
 _HOMES = {
+    "CompiledStep": "kinetics.compiled_step", "export_model": "kinetics.compiled_step",
     "Integrator": "kinetics.integrator", "StepResult": "kinetics.integrator",
     "resolve_device": "kinetics.integrator",
     "ModelMeta": "kinetics.model_file", "read_model_file": "kinetics.model_file",

@@ -10,8 +10,10 @@ float rounding. On CPU two things make it faster per core:
 - the linear layers of an MLP run on oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, the
   kernel torch's own CPU compiler emits) rather than MKL's (on one AMD EPYC core, 400×400 layers:
   ~260 against ~117 GFLOP/s in float32), with the activation that follows fused into it (GELU,
-  SiLU, tanh: a few % more). A row's result does not depend on the other rows of its block,
-  except that a block of one row takes a GEMV path that rounds differently, as MKL's does.
+  SiLU, tanh: a few % more). A row's result does not depend on the other rows of its block;
+  a lone row goes through as two (itself twice), since a block of one row would take a GEMV
+  path that rounds differently (as MKL's does): a cell's step is the same bits alone or in a
+  batch.
 
 Without oneDNN, or for other architectures, the network's own forward runs on each block; on a
 GPU it runs on the whole batch in one call.
@@ -28,6 +30,7 @@ from mechanisms.errors import InputError
 BLOCK_VALUES = 1024 * 400  # activations of the widest layer per block
 BLOCK_ROWS_RANGE = (256, 8192)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+PACK_BATCH_ROWS = 1024  # the batch size oneDNN's weight layout is chosen for (any size runs)
 # oneDNN's name for each activation it can fuse into the linear layer before it.
 _FUSED = {nn.GELU: "gelu", nn.SiLU: "swish", nn.Tanh: "tanh"}
 
@@ -72,34 +75,84 @@ def _onednn_linear():
         return None
 
 
-class BlockedForward:
+class FusedMLP(nn.Module):
+    """An :class:`~kinetics.models.MLP`'s layers on oneDNN's fused linear op, each activation fused
+    into the linear layer before it; the weights are the network's own tensors (no copy) until
+    :meth:`prepack`. Scriptable (TorchScript)."""
+
+    def __init__(self, network: MLP):
+        super().__init__()
+        layers = _fused_layers(list(network.net))
+        self.weights = [layer.weight for layer, _ in layers]
+        self.biases = [layer.bias for layer, _ in layers]
+        self.activations = [fused for _, fused in layers]
+        self.packed = False
+        self.pack_rows = PACK_BATCH_ROWS
+
+    @torch.jit.export
+    def prepack(self) -> None:
+        """Reorder the weights once into oneDNN's own layout (opaque tensors, which TorchScript
+        cannot save: call it after loading), so that a call does not reorder them: the same
+        kernels and bits, 10-30 % less time for a few rows."""
+        if not self.packed:
+            for i in range(len(self.weights)):
+                self.weights[i] = torch.ops.mkldnn._reorder_linear_weight(self.weights[i],
+                                                                           self.pack_rows)
+            self.packed = True
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[n, n_out]`` for inputs ``h`` ``[n, n_in]`` (the weights' dtype)."""
+        for i in range(len(self.weights)):
+            h = torch.ops.mkldnn._linear_pointwise(h, self.weights[i], self.biases[i],
+                                                   self.activations[i], [], "none")
+        return h
+
+
+def fusable(network: nn.Module) -> bool:
+    """True when every layer of ``network`` is a linear layer or an activation oneDNN fuses into
+    the linear layer before it (an :class:`~kinetics.models.MLP` of GELU, SiLU or tanh)."""
+    if not isinstance(network, MLP):
+        return False
+    return all(isinstance(layer, nn.Linear) for layer, _ in _fused_layers(list(network.net)))
+
+
+class BlockedForward(nn.Module):
     """Evaluates ``network`` (in eval mode, on ``device`` in ``dtype``) block by block on CPU, in
-    one call on a GPU (whose throughput wants large batches)."""
+    one call on a GPU (whose throughput wants large batches). Scriptable (TorchScript) when
+    ``network`` is; the compiled step (:mod:`kinetics.compiled_step`) holds one per network."""
 
     def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype):
+        super().__init__()
         self.network = network
-        self.block_rows = block_rows(network) if device.type == "cpu" else None
-        linear = _onednn_linear() if device.type == "cpu" and dtype in _ONEDNN_DTYPES else None
-        self._linear = linear if isinstance(network, MLP) else None
-        self._layers = _fused_layers(list(network.net)) if self._linear else []
+        self.block_rows = block_rows(network) if device.type == "cpu" else 0  # 0: one call
+        onednn = (device.type == "cpu" and dtype in _ONEDNN_DTYPES and _onednn_linear() is not None
+                  and fusable(network))
+        self.fused = FusedMLP(network) if onednn else None
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Network outputs ``[n, n_out]`` for inputs ``z`` ``[n, n_in]`` (the network's dtype)."""
-        if self.block_rows is None or len(z) == 0:
+        if self.block_rows == 0 or z.shape[0] == 0:
             return self.network(z)
+        if z.shape[0] <= self.block_rows:
+            return self._block(z)
         blocks = [self._block(z[start:start + self.block_rows])
-                  for start in range(0, len(z), self.block_rows)]
-        return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+                  for start in range(0, z.shape[0], self.block_rows)]
+        return torch.cat(blocks)
+
+    @torch.jit.export
+    def prepack(self) -> None:
+        """:meth:`FusedMLP.prepack` where the network runs on oneDNN (nothing elsewhere)."""
+        fused = self.fused
+        if fused is not None:
+            fused.prepack()
 
     def _block(self, h: torch.Tensor) -> torch.Tensor:
-        if self._linear is None:
+        fused = self.fused
+        if fused is None:
             return self.network(h)
-        for layer, fused in self._layers:
-            if isinstance(layer, nn.Linear):
-                h = self._linear(h, layer.weight, layer.bias, fused, [], "none")
-            else:
-                h = layer(h)
-        return h
+        if h.shape[0] == 1:
+            return fused.forward(torch.cat([h, h]))[:1]  # GEMM, not GEMV: a batch's rounding
+        return fused.forward(h)
 
 
 def block_rows(network: nn.Module) -> int:
@@ -124,4 +177,4 @@ def _fused_layers(layers: list[nn.Module]) -> list[tuple[nn.Module, str]]:
     return out
 
 
-__all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "BlockedForward", "block_rows"]
+__all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "BlockedForward", "FusedMLP", "block_rows", "fusable"]

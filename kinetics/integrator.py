@@ -12,11 +12,16 @@ of a dt into that number) and counts what happened to the cells. Per model step:
    that held no training rows (``kinetics/domain.py``);
 3. the network (float32, or bfloat16 for a model validated in it on a CPU that multiplies it
    natively: :func:`kinetics.inference.network_dtype`; on CPU in cache-sized blocks on oneDNN's
-   GEMM, see :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a regime network
-   when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) + dt·rate),
-   projected onto the element mass fractions of Y (atoms are conserved), clipped at 0 and
-   rescaled so that ΣY' = 1 with inert species untouched;
+   GEMM, see :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a
+   regime network when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) +
+   dt·rate), projected onto the element mass fractions of Y (atoms are conserved), clipped at 0
+   and rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
+
+Steps 1-4 for every cell the networks take are one TorchScript module,
+:class:`kinetics.compiled_step.CompiledStep`, compiled at load: a call runs no Python per cell or
+per tensor operation. This class keeps the orchestration: the input checks, Cantera for the cells
+the module flags, the substeps around them, and the counts.
 
 A ``dt`` that is a whole multiple of the model's dt runs that many model steps. ``advance`` takes an
 optional ``stop`` callable, asked before every model step and every Cantera fallback cell: when it
@@ -35,19 +40,27 @@ import cantera as ct
 import numpy as np
 import torch
 
+from kinetics.compiled_step import (
+    DOMAIN_MARGIN,
+    FLAG_FALLBACK,
+    FLAG_FROZEN,
+    NOTHING_TO_BURN,
+    ROUTE_INDUCTION,
+    ROUTE_MAIN,
+    ROUTE_TAIL,
+    ROUTE_UNRESOLVED,
+    CompiledStep,
+    script_step,
+)
 from kinetics.domain import DomainCoordinates, OccupancyGrid
-from kinetics.inference import BlockedForward, network_dtype
-from kinetics.model_checks import OCCUPANCY_TENSOR
-from kinetics.model_file import ModelMeta, network_state, read_model_file
-from kinetics.models import build_model
+from kinetics.inference import network_dtype
+from kinetics.model_file import ModelMeta, read_model_file
 from kinetics.thermo import Nasa7
-from kinetics.transforms import box_cox, box_cox_inverse, decode_output, log_pressure
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
 from mechanisms.state import (
     PRESSURE_RANGE_PA,
-    element_mass_matrix,
     join_states,
     mass_fractions,
     pressure,
@@ -57,13 +70,11 @@ from mechanisms.state import (
 
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
-DOMAIN_MARGIN = 0.02  # fraction of each training range a cell may lie outside it
-# Which network gave a cell's rates (Integrator.rates); ROUTE_UNRESOLVED: an induction cell
-# whose rates lie below that network's resolution (``induction.fallback_below``), for Cantera.
-ROUTE_MAIN, ROUTE_TAIL, ROUTE_INDUCTION, ROUTE_UNRESOLVED = 0, 1, 2, 3
-# A cell whose complete combustion would form less product than this (mass fraction) has nothing
-# to burn: it is never handed to Cantera as unresolved (pure air or fuel, however hot).
-NOTHING_TO_BURN = 1e-6
+# Which network gave a cell's rates (Integrator.rates), DOMAIN_MARGIN and NOTHING_TO_BURN: defined
+# with the step they describe (kinetics/compiled_step.py), named here as before.
+__all__ = ["DOMAIN_MARGIN", "NOTHING_TO_BURN", "ROUTE_INDUCTION", "ROUTE_MAIN", "ROUTE_TAIL",
+           "ROUTE_UNRESOLVED", "Integrator", "StepInterrupted", "StepResult", "resolve_device"]
+SMALL_BATCH_ROWS = 8  # up to this many rows the input check runs on Python floats (no numpy calls)
 
 
 class StepInterrupted(DeepkinError):
@@ -146,33 +157,29 @@ def _host_states_look_valid(a: np.ndarray, t_floor_k: float, t_ceiling_k: float)
     return True
 
 
-class RateHead:
-    """One network with its feature and target scaling: features ``[n, 2+ns]`` → rates."""
-
-    def __init__(self, architecture: dict, output_transform: dict | None,
-                 tensors: dict[str, torch.Tensor], prefix: str, device: torch.device,
-                 dtype: torch.dtype):
-        self.network = build_model(architecture)
-        self.network.load_state_dict(network_state(tensors, prefix + "net."))
-        self.network.to(device, dtype).eval()
-        self.forward = BlockedForward(self.network, device, dtype)
-        self.dtype = dtype
-        self.output_transform = output_transform
-        f64 = dict(device=device, dtype=torch.float64)
-        self.x_mean = tensors[prefix + "norm.x_mean"].to(**f64)
-        self.x_std = tensors[prefix + "norm.x_std"].to(**f64)
-        self.y_mean = tensors[prefix + "norm.y_mean"].to(**f64)
-        self.y_std = tensors[prefix + "norm.y_std"].to(**f64)
-
-    def rates(self, features: torch.Tensor) -> torch.Tensor:
-        """d BCT(Y)/dt ``[n, ns]`` (1/s, float64) for features ``[T, ln(P/1 atm), BCT(Y)]``."""
-        z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = decode_output(self.forward(z).to(torch.float64), self.output_transform)
-        return out * self.y_std + self.y_mean
+def _few_states_look_valid(a: np.ndarray, t_floor_k: float, t_ceiling_k: float) -> bool:
+    """:func:`_host_states_look_valid` for a few rows, on Python floats: a handful of numpy calls
+    cost more than the arithmetic of a row."""
+    p_lo, p_hi = PRESSURE_RANGE_PA
+    for row in a.tolist():
+        t, p, y = row[0], row[1], row[2:]
+        total = sum(y)
+        if not (math.isfinite(total + t + p) and min(y) >= -Y_TOLERANCE and t > 0
+                and t_floor_k <= t <= t_ceiling_k and p_lo <= p <= p_hi
+                and abs(total - 1.0) <= SUM_TOLERANCE):
+            return False
+    return True
 
 
 class Integrator:
-    """A trained surrogate ready to step cells."""
+    """A trained surrogate ready to step cells.
+
+    ``step_module`` is the compiled step (:class:`kinetics.compiled_step.CompiledStep`, scripted)
+    that does the arithmetic; ``head``, ``tail`` and ``induction`` are its networks (None where the
+    model has none). The routing and domain settings (``route_below``,
+    ``induction_route_below``, ``induction_progress_below``, ``induction_fallback_below``,
+    ``domain_check``, ``grid``) read and write the module's, so a changed setting steps at once.
+    """
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], mechanism_yaml: str,
                  device: str | torch.device | None = "auto",
@@ -186,37 +193,28 @@ class Integrator:
             dtype = network_dtype(dtype or "auto", meta.inference_precision, self.device)
         self.dtype = dtype
         self.mechanism_yaml = mechanism_yaml
-        self.head = RateHead(meta.architecture, meta.output_transform, tensors, "", self.device,
-                             dtype)
-        # The near-equilibrium network and its routing threshold (format 2 model files).
-        self.tail: RateHead | None = None
-        self.route_below = 0.0
-        if meta.tail:
-            self.tail = RateHead(meta.tail["architecture"], meta.tail.get("output_transform"),
-                                 tensors, "tail.", self.device, dtype)
-            self.route_below = float(meta.tail["route_below"])
-        # The induction network (format 4): slow cells that have barely burnt.
-        self.induction: RateHead | None = None
-        self.induction_route_below = self.induction_progress_below = 0.0
-        self.induction_fallback_below = 0.0
-        if meta.induction:
-            self.induction = RateHead(meta.induction["architecture"],
-                                      meta.induction.get("output_transform"), tensors,
-                                      "induction.", self.device, dtype)
-            self.induction_route_below = float(meta.induction["route_below"])
-            self.induction_progress_below = float(meta.induction["progress_below"])
-            self.induction_fallback_below = float(meta.induction.get("fallback_below", 0.0))
-        f64 = dict(device=self.device, dtype=torch.float64)
-        lo, hi = tensors["domain.bct_min"].to(**f64), tensors["domain.bct_max"].to(**f64)
-        span = torch.clamp(hi - lo, min=1e-6)
-        self.bct_lo, self.bct_hi = lo - DOMAIN_MARGIN * span, hi + DOMAIN_MARGIN * span
+        self.gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
+        self.step_module = script_step(CompiledStep.from_model(meta, tensors, self.gas, self.device,
+                                                               dtype))
+        self.step_module.prepack()
+        module = self.step_module
+        self.head = module.head
+        self.tail = module.tail if meta.tail else None
+        self.induction = module.induction if meta.induction else None
+        # The training domain's T and P ranges widened by DOMAIN_MARGIN (K, Pa), as the step
+        # checks them.
         t_lo, t_hi = meta.temperature_k
         self.t_lo = t_lo - DOMAIN_MARGIN * (t_hi - t_lo)
         self.t_hi = t_hi + DOMAIN_MARGIN * (t_hi - t_lo)
         p_lo, p_hi = meta.pressure_pa
         self.p_lo, self.p_hi = p_lo * (1 - DOMAIN_MARGIN), p_hi * (1 + DOMAIN_MARGIN)
-        self.gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
-        self._setup_domain(meta, tensors)
+        domain = meta.domain or {}
+        fuel, oxidizer = meta.streams
+        self.coordinates: DomainCoordinates | None = (
+            DomainCoordinates(self.gas, fuel, oxidizer, self.device)
+            if meta.domain or meta.induction else None)
+        self._grid: OccupancyGrid | None = (
+            OccupancyGrid(domain["edges"], self.device) if module.use_grid else None)
         self.thermo = Nasa7(self.gas, self.device)
         # The mechanism's thermo range (K): cells outside it are refused, except cells below the
         # frozen temperature, which are returned unchanged (only T > 0 is asked of them). Its top
@@ -230,35 +228,63 @@ class Integrator:
             if t_top == self.gas.max_temp else
             f"{self.gas.min_temp:g}–{t_top:g} K (the mechanism's thermo range "
             f"{self.gas.min_temp:g}–{self.gas.max_temp:g} K up to the model's hottest training state)")
-        inert = torch.zeros(meta.n_species, dtype=torch.bool)
-        for name in meta.inert_species:
-            inert[meta.species.index(name)] = True
-        self.inert = inert.to(self.device)
-        # Element mass fractions Z_e = Σ_k a_ek Y_k, a_ek = n_ek W_e / W_k, of the elements that
-        # some non-inert species carries (the others' residual is zero: inert Y is held fixed).
-        elements = element_mass_matrix(self.gas)
-        keep = elements[:, ~inert.numpy()].any(axis=1)
-        self.element_matrix = torch.as_tensor(elements[keep], dtype=torch.float64, device=self.device)
-        a = self.element_matrix
-        self.element_products = (a[:, None, :] * a[None, :, :]).reshape(-1, a.shape[1]).T.contiguous()
+        self.inert = module.inert
         self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
 
-    def _setup_domain(self, meta: ModelMeta, tensors: dict[str, torch.Tensor]) -> None:
-        """The domain check of the file's format: the per-species box (formats 1-3, and format 4
-        with ``domain.check: box``), the box and the occupancy grid (``occupancy``), or only T
-        and P (``none``). The mixture coordinates are set whenever the model records its
-        streams (the induction routing uses the progress variable)."""
-        domain = meta.domain or {}
-        self.domain_check = domain.get("check", "box")
-        self.coordinates: DomainCoordinates | None = None
-        self.grid: OccupancyGrid | None = None
-        self.occupancy: torch.Tensor | None = None
-        fuel, oxidizer = meta.streams
-        if meta.domain or meta.induction:
-            self.coordinates = DomainCoordinates(self.gas, fuel, oxidizer, self.device)
-        if self.domain_check == "occupancy":
-            self.grid = OccupancyGrid(domain["edges"], self.device)
-            self.occupancy = tensors[OCCUPANCY_TENSOR].reshape(-1).to(self.device, torch.bool)
+    # -- the step's settings (the compiled module's attributes) ----------------------------------
+    @property
+    def route_below(self) -> float:
+        """Near-equilibrium routing threshold (× the main target scale; 0 without a tail)."""
+        return self.step_module.route_below
+
+    @route_below.setter
+    def route_below(self, value: float) -> None:
+        self.step_module.route_below = float(value)
+
+    @property
+    def induction_route_below(self) -> float:
+        return self.step_module.induction_route_below
+
+    @induction_route_below.setter
+    def induction_route_below(self, value: float) -> None:
+        self.step_module.induction_route_below = float(value)
+
+    @property
+    def induction_progress_below(self) -> float:
+        return self.step_module.induction_progress_below
+
+    @induction_progress_below.setter
+    def induction_progress_below(self, value: float) -> None:
+        self.step_module.induction_progress_below = float(value)
+
+    @property
+    def induction_fallback_below(self) -> float:
+        return self.step_module.induction_fallback_below
+
+    @induction_fallback_below.setter
+    def induction_fallback_below(self, value: float) -> None:
+        self.step_module.induction_fallback_below = float(value)
+
+    @property
+    def domain_check(self) -> str:
+        """``occupancy``, ``box`` or ``none`` (see :meth:`in_domain`)."""
+        return self.step_module.domain_check
+
+    @domain_check.setter
+    def domain_check(self, value: str) -> None:
+        self.step_module.domain_check = str(value)
+
+    @property
+    def grid(self) -> OccupancyGrid | None:
+        """The occupancy grid the domain check uses (None: no grid; setting None turns it off)."""
+        return self._grid
+
+    @grid.setter
+    def grid(self, value: OccupancyGrid | None) -> None:
+        if value is not None and value is not self._grid:
+            raise ValueError("grid: only None (no grid check) or the model's own grid")
+        self._grid = value
+        self.step_module.use_grid = value is not None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -331,7 +357,9 @@ class Integrator:
         # there takes the row-by-row search below, which lets frozen cells through.
         t_floor = t_lo if self.meta.frozen_temperature_k < t_lo else 0.0
         if states.device.type == "cpu":
-            good = _host_states_look_valid(states.detach().numpy(), t_floor, t_hi)
+            host = states.detach().numpy()
+            good = (_few_states_look_valid(host, t_floor, t_hi) if len(host) <= SMALL_BATCH_ROWS
+                    else _host_states_look_valid(host, t_floor, t_hi))
         else:
             row_sum = states.sum(dim=1)
             total = row_sum - temperature(states) - pressure(states)
@@ -388,7 +416,6 @@ class Integrator:
         """
         return self.advance(states, self.substeps(dt)).states
 
-    @torch.no_grad()
     def advance(self, states: np.ndarray | torch.Tensor, n_substeps: int = 1,
                 check: bool = True, stop: Callable[[], bool] | None = None) -> StepResult:
         """Advance ``states`` ``[n, 2+ns]`` by ``n_substeps`` model steps (``n_substeps`` × the
@@ -415,92 +442,113 @@ class Integrator:
             raise InputError(f"states: expected a numpy array or torch tensor, got "
                              f"{type(states).__name__}")
         out_dtype, out_device = x.dtype, x.device
-        x = x.to(self.device, torch.float64)
-        if check:
-            self.check_states(x)
-        t = temperature(x)
-        frozen = t < self.meta.frozen_temperature_k
-        fell_back = torch.zeros_like(frozen)
-        if bool(frozen.all()):
-            # Nothing to advance: the input itself is the answer (no copy of a large batch).
-            mask = frozen.cpu().numpy()
-            return StepResult(states, len(t), len(t), 0, n_sub, mask, np.zeros_like(mask))
-        t, p = t.clone(), pressure(x).clone()
-        y = torch.clamp(mass_fractions(x), min=0.0)
-        y = y / y.sum(dim=1, keepdim=True)
-        active = ~frozen
-        tail_steps = induction_steps = unresolved_steps = 0
-        for done in range(n_sub):
-            if stop is not None and stop():
-                raise StepInterrupted(done, n_sub)
-            if not bool(active.any()):
-                break
-            idx = active.nonzero().squeeze(1)
-            t_new, y_new, fb, counts = self._model_step(t[idx], p[idx], y[idx],
-                                                        _at_step(stop, done, n_sub))
-            tail_steps += counts[ROUTE_TAIL]
-            induction_steps += counts[ROUTE_INDUCTION]
-            unresolved_steps += counts[ROUTE_UNRESOLVED]
-            t[idx], y[idx] = t_new, y_new
-            fell_back[idx] |= fb
-            active = t >= self.meta.frozen_temperature_k
-        # Frozen cells are returned exactly as given (no renormalisation).
-        y = torch.where(frozen[:, None], mass_fractions(x), y)
-        result = join_states(t, p, y).to(out_device, out_dtype)
+        # A numpy caller gets numpy back, so the step may run in inference mode (a little faster);
+        # a torch caller's tensors stay ordinary tensors.
+        with torch.inference_mode() if is_numpy else torch.no_grad():
+            x = x.to(self.device, torch.float64)
+            if check:
+                self.check_states(x)
+            if stop is None:
+                out, flag, fell_back, counts = self._advance_all(x, n_sub)
+            else:
+                out, flag, fell_back, counts = self._advance_stepwise(x, n_sub, stop)
+            frozen = flag == FLAG_FROZEN
+            n, n_frozen = len(flag), int(frozen.sum())
+            if n_frozen == n:
+                # Nothing was advanced: the input itself is the answer (no copy of a large batch).
+                return StepResult(states, n, n, 0, n_sub, frozen, np.zeros_like(frozen))
+            result = out.to(out_device, out_dtype)
         if is_numpy:
             result = result.numpy()
-        return StepResult(result, len(t), int(frozen.sum()), int(fell_back.sum()), n_sub,
-                          frozen.cpu().numpy(), fell_back.cpu().numpy(), tail_steps,
-                          induction_steps, unresolved_steps)
+        return StepResult(result, n, n_frozen, int(fell_back.sum()), n_sub, frozen, fell_back,
+                          *counts)
+
+    def _advance_all(self, x: torch.Tensor, n_sub: int
+                     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
+        """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
+        fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
+        fell_back [n] bool, [tail, induction, unresolved cell-steps])`` (flags and masks on the
+        host)."""
+        out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)
+        flag = flag_t.cpu().numpy()
+        fell_back = flag == FLAG_FALLBACK
+        counts = counts_t.tolist() if self.tail is not None or self.induction is not None else [0, 0, 0]
+        if not fell_back.any():
+            return out, flag, fell_back, counts
+        left = n_sub - done_t.cpu().numpy()  # model steps each cell has still to take
+        held = np.flatnonzero(fell_back)
+        while len(held):
+            fell_back[held] = True
+            for j in held.tolist():
+                self._fallback_cell(out, j)
+            left[held] -= 1
+            again = held[left[held] > 0]
+            if not len(again):
+                break
+            index = torch.as_tensor(again, device=out.device)
+            sub, sub_flag, sub_done, sub_counts = self.step_module.advance(
+                out[index], 0, torch.as_tensor(left[again], device=out.device), False)
+            out[index] = sub
+            counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
+            sub_flag = sub_flag.cpu().numpy()
+            left[again] -= sub_done.cpu().numpy()
+            held = again[sub_flag == FLAG_FALLBACK]
+        return out, flag, fell_back, counts
+
+    def _advance_stepwise(self, x: torch.Tensor, n_sub: int, stop: Callable[[], bool]
+                          ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
+        """As :meth:`_advance_all`, one model step per call of the compiled step, asking
+        ``stop`` before each model step and each fallback cell."""
+        n = len(x)
+        out, flag = x, np.zeros(n, dtype=np.int8)
+        fell_back = np.zeros(n, dtype=bool)
+        counts = [0, 0, 0]
+        frozen_k = self.meta.frozen_temperature_k
+        for done in range(n_sub):
+            if stop():
+                raise StepInterrupted(done, n_sub)
+            if done == 0:
+                index = None
+                out, sub_flag, _, sub_counts = self.step_module.advance(x, 1, None, True)
+                sub_flag = flag = sub_flag.cpu().numpy()
+                cells = np.arange(n)
+            else:
+                active = (flag != FLAG_FROZEN) & (temperature(out).cpu().numpy() >= frozen_k)
+                if not active.any():
+                    break
+                cells = np.flatnonzero(active)
+                index = torch.as_tensor(cells, device=out.device)
+                sub, sub_flag, _, sub_counts = self.step_module.advance(out[index], 1, None, False)
+                out[index] = sub
+                sub_flag = sub_flag.cpu().numpy()
+            counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
+            held = cells[sub_flag == FLAG_FALLBACK]
+            fell_back[held] = True
+            interrupt = _at_step(stop, done, n_sub)
+            for j in held.tolist():
+                interrupt()
+                self._fallback_cell(out, j)
+        return out, flag, fell_back, counts
+
+    def _fallback_cell(self, states: torch.Tensor, j: int) -> None:
+        """Row ``j`` of ``states`` (float64) advanced by one Cantera step, in place."""
+        row = states[j]
+        t, y = self._cantera_step(float(row[0]), float(row[1]), row[2:])
+        row[0] = t
+        row[2:] = y
 
     def in_domain(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
                   y: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean ``[n]``: inside the training domain (T in K, P in Pa, ``bct`` the Box-Cox
         features ``[n, ns]``, ``y`` the mass fractions, computed from ``bct`` when None).
 
-        Always T and P within the trained ranges (widened by :data:`DOMAIN_MARGIN`); with the
-        ``box`` check (formats 1-3) every species' Box-Cox value within its trained range too;
-        with ``occupancy`` (format 4) also a bin of the grid over mixture fraction, dilution, T,
-        P and progress that held training rows; with ``none`` nothing more.
+        Always T and P within the trained ranges (widened by :data:`DOMAIN_MARGIN`; P compared
+        as ln(P/1 atm)); with the ``box`` check (formats 1-3) every species' Box-Cox value within
+        its trained range too; with ``occupancy`` (format 4) also a bin of the grid over mixture
+        fraction, dilution, T, P and progress that held training rows; with ``none`` nothing more.
         """
-        inside = (t >= self.t_lo) & (t <= self.t_hi) & (p >= self.p_lo) & (p <= self.p_hi)
-        if self.domain_check == "none":
-            return inside
-        inside &= ((bct >= self.bct_lo) & (bct <= self.bct_hi)).all(dim=1)
-        if self.grid is not None and len(t):
-            if y is None:
-                y = box_cox_inverse(bct, self.meta.box_cox_lambda)
-            flat, in_grid = self.grid.flat_index(self.coordinates.coordinates(t, p, y))
-            inside &= in_grid & self.occupancy[flat]
-        return inside
-
-    def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor,
-                    interrupt: Callable[[], None] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, int]]:
-        """One model step: ``(T', Y', fell_back [n] bool, {route: cells})``, the cells each
-        network served (:data:`ROUTE_TAIL`, :data:`ROUTE_INDUCTION`) and those handed to Cantera
-        below the induction network's resolution (:data:`ROUTE_UNRESOLVED`); ``interrupt`` is
-        called before each Cantera fallback cell (it raises to stop)."""
-        lam = self.meta.box_cox_lambda
-        bct = box_cox(y, lam)
-        inside = self.in_domain(t, p, bct, y)
-        t_out, y_out = t.clone(), y.clone()
-        counts = dict.fromkeys((ROUTE_TAIL, ROUTE_INDUCTION, ROUTE_UNRESOLVED), 0)
-        if bool(inside.any()):
-            i = inside.nonzero().squeeze(1)
-            t_out[i], y_out[i], ok, route = self._network_step(t[i], p[i], y[i], bct[i])
-            counts[ROUTE_TAIL] = int(((route == ROUTE_TAIL) & ok).sum())
-            counts[ROUTE_INDUCTION] = int(((route == ROUTE_INDUCTION) & ok).sum())
-            counts[ROUTE_UNRESOLVED] = int((route == ROUTE_UNRESOLVED).sum())
-            # Enthalpy inversion failed, or below the induction network's resolution: Cantera
-            # takes these cells.
-            inside[i[~ok]] = False
-        outside = (~inside).nonzero().squeeze(1)
-        for j in outside.tolist():
-            if interrupt is not None:
-                interrupt()
-            t_out[j], y_out[j] = self._cantera_step(float(t[j]), float(p[j]), y[j])
-        return t_out, y_out, ~inside, counts
+        with torch.no_grad():
+            return self.step_module.in_domain(*self._float64(t, p, bct, y))
 
     def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,
               y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -519,66 +567,13 @@ class Integrator:
         has nothing to burn. ``y``: the mass fractions ``bct`` came from (computed from ``bct``
         when None).
         """
-        features = torch.cat([t[:, None], log_pressure(p)[:, None], bct], dim=1)
-        rate = self.head.rates(features)
-        route = torch.zeros(len(t), dtype=torch.int8, device=t.device)
-        if (self.tail is None and self.induction is None) or not len(t):
-            return rate, route
-        largest = (rate / self.head.y_std).abs().masked_fill(self.inert, 0.0).amax(dim=1)
-        if self.tail is not None:
-            route[largest < self.route_below] = ROUTE_TAIL
-        if self.induction is not None:
-            if y is None:
-                y = box_cox_inverse(bct, self.meta.box_cox_lambda)
-            fresh = self.coordinates.progress(y) < self.induction_progress_below
-            route[fresh & (largest < self.induction_route_below)] = ROUTE_INDUCTION
-        for code, head in ((ROUTE_TAIL, self.tail), (ROUTE_INDUCTION, self.induction)):
-            chosen = route == code
-            if head is not None and bool(chosen.any()):
-                i = chosen.nonzero().squeeze(1)
-                rate[i] = head.rates(features[i])
-                if code == ROUTE_INDUCTION and self.induction_fallback_below > 0:
-                    own = (rate[i] / head.y_std).abs().masked_fill(self.inert, 0.0).amax(dim=1)
-                    burnable = self.coordinates.complete_products(y[i]) > NOTHING_TO_BURN
-                    route[i[(own < self.induction_fallback_below) & burnable]] = ROUTE_UNRESOLVED
-        return rate, route
+        with torch.no_grad():
+            return self.step_module.rates(*self._float64(t, p, bct, y))
 
-    def _network_step(self, t, p, y, bct):
-        rate, route = self.rates(t, p, bct, y)  # d BCT(Y)/dt, 1/s in BCT units
-        y_new = box_cox_inverse(bct + self.dt_s * rate, self.meta.box_cox_lambda)
-        y_new = torch.where(self.inert, y, y_new)
-        y_new = self._conserve_elements(y, y_new)
-        inert_total = (y * self.inert).sum(dim=1, keepdim=True)
-        active_total = (y_new * ~self.inert).sum(dim=1, keepdim=True)
-        scale = (1.0 - inert_total) / torch.clamp(active_total, min=1e-300)
-        y_new = torch.where(self.inert, y, y_new * scale)
-        h_k, cp_k = self.thermo.species_properties(t)
-        h = (h_k * y).sum(dim=1)
-        t_new, converged = self.thermo.temperature(h, y_new, t, guess_properties=(h_k, cp_k))
-        ok = (converged & torch.isfinite(t_new) & torch.isfinite(y_new).all(dim=1)
-              & (route != ROUTE_UNRESOLVED))
-        return t_new, y_new, ok, route
-
-    def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
-        """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``.
-
-        Chemistry moves atoms between species but never creates them; the network does not know
-        that, and unprojected errors accumulate into drift over long rollouts (hundreds of K at
-        equilibrium). Weighted least squares with weights ∝ Y' (so trace species barely move and
-        stay non-negative), inert species held fixed; the result is clipped at 0.
-        """
-        a = self.element_matrix  # [ne, ns]
-        ne = a.shape[0]
-        w = (y_new + 1e-30) * ~self.inert
-        resid = (y_new - y) @ a.T  # [n, ne]
-        # m[n, e, f] = Σ_k a[e, k] a[f, k] w[n, k], as one matmul with the precomputed products.
-        m = (w @ self.element_products).view(-1, ne, ne)
-        # Ridge term: when two elements are carried by the same species only (H and C in a fresh
-        # CH4/air mixture) m is singular; the part of the residual no species can absorb stays.
-        ridge = 1e-9 * m.diagonal(dim1=1, dim2=2).amax(dim=1) + 1e-300
-        m = m + ridge[:, None, None] * torch.eye(ne, dtype=m.dtype, device=m.device)
-        lam = torch.linalg.solve(m, resid.unsqueeze(-1)).squeeze(-1)
-        return torch.clamp(y_new - w * (lam @ a), min=0.0)
+    def _float64(self, *arrays: torch.Tensor | np.ndarray | None) -> list[torch.Tensor | None]:
+        """The arrays as float64 tensors on the device (None stays None)."""
+        return [None if a is None else torch.as_tensor(a).to(self.device, torch.float64)
+                for a in arrays]
 
     def _cantera_step(self, t: float, p: float, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         state = join_states(np.array([t]), np.array([p]), y.cpu().numpy()[None, :])[0]
@@ -588,3 +583,4 @@ class Integrator:
             return t, y  # Cantera cannot advance it either: leave the cell unchanged
         return (float(temperature(end)),
                 torch.as_tensor(mass_fractions(end), dtype=torch.float64, device=y.device))
+

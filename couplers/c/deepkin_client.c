@@ -9,6 +9,10 @@
  *
  * One CURL easy handle per client keeps the connection open between steps. The answer of a step
  * is written straight into the caller's array (no copy beyond libcurl's receive buffer).
+ *
+ * A model file of `deepkin export` in place of the URL is stepped in-process by deepkin_local.cpp
+ * (libtorch) when this file is built with -DDEEPKIN_WITH_LIBTORCH; the HTTP path is the same
+ * either way.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "deepkin_client.h"
@@ -22,7 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+
+#ifdef DEEPKIN_WITH_LIBTORCH
+#include "deepkin_local.h"
+#else
+struct deepkin_local; /* the in-process backend: not in this build */
+#endif
 
 #define ERR_SIZE 1024
 #define TEXT_LIMIT (16u << 20) /* largest non-state answer kept (species lists, error bodies) */
@@ -58,6 +69,9 @@ struct deepkin_client {
     long counts[N_COUNTS];
     long http_status;
     reply_t reply;
+    struct deepkin_local *local; /* a model file stepped in-process, or NULL (the service) */
+    signed char *flags;          /* per-cell flags of the last in-process step */
+    long flags_n, flags_cap;
     char err[ERR_SIZE];
 };
 
@@ -338,6 +352,134 @@ static struct curl_slist *common_headers(const deepkin_client *c, struct curl_sl
     return list;
 }
 
+/* ---------------------------------------------------------------- the in-process backend */
+
+/* The path of a model file named by deepkin_open's `url`: "file://PATH", or an existing file
+ * (anything with "://" is a URL), else NULL. */
+static const char *model_file(const char *url) {
+    if (!strncmp(url, "file://", 7)) return url + 7;
+    if (strstr(url, "://")) return NULL;
+    struct stat st;
+    return stat(url, &st) == 0 && S_ISREG(st.st_mode) ? url : NULL;
+}
+
+static int open_model_file(deepkin_client *c, const char *path, const char *model,
+                           const char *mechanism_sha256) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_error(c, "model file %s does not exist", path);
+        return DEEPKIN_ERROR_NOT_FOUND;
+    }
+#ifdef DEEPKIN_WITH_LIBTORCH
+    c->base = dup_string(path);
+    c->model = dup_string(model && *model ? model : path);
+    if (!c->base || !c->model) {
+        set_error(c, "deepkin_open: out of memory");
+        return DEEPKIN_ERROR_MEMORY;
+    }
+    int ns = 0;
+    int rc = deepkin_local_open(path, &c->local, &c->species, &ns, &c->dt_s, c->sha256,
+                                sizeof c->sha256, c->err, sizeof c->err);
+    if (rc != DEEPKIN_OK) return rc;
+    if (mechanism_sha256 && *mechanism_sha256 && strcasecmp(mechanism_sha256, c->sha256) != 0) {
+        set_error(c, "model file %s has mechanism sha256 %.12s..., expected %.12s...: it was trained "
+                  "on another mechanism", path, c->sha256, mechanism_sha256);
+        return DEEPKIN_ERROR_MECHANISM;
+    }
+    c->ns = ns;
+    c->err[0] = '\0';
+    return DEEPKIN_OK;
+#else
+    (void)model;
+    (void)mechanism_sha256;
+    set_error(c, "deepkin_open: %s is a model file, and this build of the client library has no "
+              "in-process backend (build deepkin_client.c with -DDEEPKIN_WITH_LIBTORCH and link "
+              "deepkin_local.cpp against libtorch)", path);
+    return DEEPKIN_ERROR_MODEL;
+#endif
+}
+
+/* The checks the service makes of a request's states, by row (not the thermo and pressure
+ * ranges): finite values, T and P > 0, Y >= -1e-6, |sum Y - 1| <= 1e-4. */
+static int check_cells(deepkin_client *c, long n_cells, const double *states) {
+    const long width = 2 + c->ns;
+    for (long i = 0; i < n_cells; i++) {
+        const double *row = states + i * width;
+        double sum = 0.0;
+        for (long k = 0; k < width; k++) {
+            if (!isfinite(row[k])) {
+                set_error(c, "states: row %ld holds NaN or inf", i);
+                return DEEPKIN_ERROR_INPUT;
+            }
+            if (k >= 2) sum += row[k];
+        }
+        for (int k = 0; k < 2; k++)
+            if (!(row[k] > 0)) {
+                set_error(c, "states: row %ld has %s <= 0 (%g)", i, k ? "pressure" : "temperature",
+                          row[k]);
+                return DEEPKIN_ERROR_INPUT;
+            }
+        for (long k = 0; k < c->ns; k++)
+            if (row[2 + k] < -1e-6) {
+                set_error(c, "states: row %ld has negative mass fraction of %s (%.3g)", i,
+                          c->species[k], row[2 + k]);
+                return DEEPKIN_ERROR_INPUT;
+            }
+        if (fabs(sum - 1.0) > 1e-4) {
+            set_error(c, "states: row %ld has mass fractions summing to %.6g, not 1", i, sum);
+            return DEEPKIN_ERROR_INPUT;
+        }
+    }
+    return DEEPKIN_OK;
+}
+
+/* deepkin_step on a model file: n_substeps model steps in-process; flags kept per cell. */
+static int step_model_file(deepkin_client *c, long n_cells, const double *states, double dt_s,
+                           double *advanced) {
+    long n_substeps = 1;
+    if (dt_s > 0) {
+        const double ratio = dt_s / c->dt_s, whole = floor(ratio + 0.5);
+        if (!(whole >= 1) || whole > 1e9 || fabs(ratio - whole) > 1e-6 * (ratio > 1 ? ratio : 1)) {
+            set_error(c, "dt: %g s is not a whole multiple of the model's dt (%g s)", dt_s, c->dt_s);
+            return DEEPKIN_ERROR_INPUT;
+        }
+        n_substeps = (long)whole;
+    }
+    int rc = check_cells(c, n_cells, states);
+    if (rc != DEEPKIN_OK) return rc;
+    if (n_cells > c->flags_cap) {
+        signed char *grown = realloc(c->flags, (size_t)n_cells);
+        if (!grown) {
+            set_error(c, "deepkin_step: out of memory");
+            return DEEPKIN_ERROR_MEMORY;
+        }
+        c->flags = grown;
+        c->flags_cap = n_cells;
+    }
+    long frozen = 0, fallback = 0;
+    if (n_cells > 0) {
+#ifdef DEEPKIN_WITH_LIBTORCH
+        rc = deepkin_local_step(c->local, n_cells, states, n_substeps, advanced, c->flags, c->err,
+                                sizeof c->err);
+        if (rc != DEEPKIN_OK) return rc;
+#else
+        (void)advanced;
+        return DEEPKIN_ERROR_MODEL; /* unreachable: no model file opens in this build */
+#endif
+        for (long i = 0; i < n_cells; i++) {
+            frozen += c->flags[i] == DEEPKIN_CELL_FROZEN;
+            fallback += c->flags[i] == DEEPKIN_CELL_FALLBACK;
+        }
+    }
+    c->flags_n = n_cells;
+    c->counts[COUNT_CELLS] = n_cells;
+    c->counts[COUNT_FROZEN] = frozen;
+    c->counts[COUNT_FALLBACK] = fallback;
+    c->counts[COUNT_SUBSTEPS] = n_substeps;
+    c->err[0] = '\0';
+    return DEEPKIN_OK;
+}
+
 /* ---------------------------------------------------------------- public API */
 
 int deepkin_open(const char *url, const char *model, const char *token, const char *mechanism_sha256,
@@ -352,7 +494,8 @@ int deepkin_open(const char *url, const char *model, const char *token, const ch
         set_error(c, "deepkin_client needs a little-endian host (the wire is little-endian float64)");
         return DEEPKIN_ERROR_PROTOCOL;
     }
-    if (!url || !*url || !model || !*model) {
+    const char *file = url ? model_file(url) : NULL;
+    if (!url || !*url || (!file && (!model || !*model))) {
         set_error(c, "deepkin_open: url and model are required");
         return DEEPKIN_ERROR_ARGUMENT;
     }
@@ -360,6 +503,7 @@ int deepkin_open(const char *url, const char *model, const char *token, const ch
         set_error(c, "deepkin_open: timeout must be > 0 s, got %g", timeout_s);
         return DEEPKIN_ERROR_ARGUMENT;
     }
+    if (file) return open_model_file(c, file, model, mechanism_sha256);
     c->timeout_s = timeout_s;
     c->base = dup_string(url);
     c->model = dup_string(model);
@@ -469,6 +613,7 @@ int deepkin_step(deepkin_client *c, long n_cells, const double *states, double d
         set_error(c, "deepkin_step: bad arguments (n_cells %ld, dt %g s)", n_cells, dt_s);
         return DEEPKIN_ERROR_ARGUMENT;
     }
+    if (c->local) return step_model_file(c, n_cells, states, dt_s, advanced);
     const size_t bytes = (size_t)n_cells * (size_t)(2 + c->ns) * sizeof(double);
     char url[2048], cells[64];
     if (dt_s > 0)
@@ -507,6 +652,12 @@ void deepkin_last_counts(const deepkin_client *c, long *cells, long *frozen, lon
     if (substeps) *substeps = v[COUNT_SUBSTEPS];
 }
 
+int deepkin_last_flags(const deepkin_client *c, long n_cells, signed char *flags) {
+    if (!c || !c->local || n_cells != c->flags_n || (n_cells > 0 && !flags)) return DEEPKIN_ERROR_ARGUMENT;
+    if (n_cells > 0) memcpy(flags, c->flags, (size_t)n_cells);
+    return DEEPKIN_OK;
+}
+
 long deepkin_http_status(const deepkin_client *c) { return c ? c->http_status : 0; }
 
 int deepkin_errmsg(const deepkin_client *c, char *buf, int size) {
@@ -516,6 +667,10 @@ int deepkin_errmsg(const deepkin_client *c, char *buf, int size) {
 void deepkin_close(deepkin_client *c) {
     if (!c) return;
     if (c->curl) curl_easy_cleanup(c->curl);
+#ifdef DEEPKIN_WITH_LIBTORCH
+    deepkin_local_close(c->local);
+#endif
+    free(c->flags);
     if (c->species)
         for (int k = 0; c->species[k]; k++) free(c->species[k]);
     free(c->species);

@@ -15,6 +15,14 @@
  *
  * Build: cc -c deepkin_client.c; link with -lcurl. Needs a little-endian host (the wire is
  * little-endian float64, sent and received without conversion).
+ *
+ * In-process backend: deepkin_open also takes the path of a model file written by
+ * `deepkin export MODEL -o FILE` (a TorchScript file) in place of the URL; the same handle and
+ * functions then step the cells in the caller's process with libtorch (no server, no Python).
+ * Build deepkin_client.c with -DDEEPKIN_WITH_LIBTORCH and link deepkin_local.cpp against the
+ * libtorch of the torch wheel (see deepkin_local.cpp). Cells outside the model's training domain
+ * are not stepped there (the service steps them with Cantera): they come back as given and
+ * deepkin_last_flags marks them.
  */
 #ifndef DEEPKIN_CLIENT_H
 #define DEEPKIN_CLIENT_H
@@ -37,14 +45,29 @@ enum deepkin_status {
     DEEPKIN_ERROR_MECHANISM = 8, /* 409, or the model's mechanism is not the expected one */
     DEEPKIN_ERROR_INPUT = 9,     /* 413 / 415 / 422: the server refused the states or dt */
     DEEPKIN_ERROR_SERVER = 10,   /* any other HTTP status */
-    DEEPKIN_ERROR_PROTOCOL = 11  /* an answer that breaks the protocol, or a big-endian host */
+    DEEPKIN_ERROR_PROTOCOL = 11, /* an answer that breaks the protocol, or a big-endian host */
+    DEEPKIN_ERROR_MODEL = 12     /* a model file libtorch cannot load or step, or a build without
+                                    the in-process backend */
+};
+
+/* Per-cell flags of deepkin_last_flags. */
+enum deepkin_cell_flag {
+    DEEPKIN_CELL_STEPPED = 0, /* stepped by the model's networks */
+    DEEPKIN_CELL_FROZEN = 1,  /* below the model's frozen temperature: returned as given */
+    DEEPKIN_CELL_FALLBACK = 2 /* needs another integrator (outside the training domain, below the
+                                 induction network's resolution, or T not found): returned as
+                                 given, for the caller to step */
 };
 
 /* Connect to `url` (e.g. "http://127.0.0.1:8000") and read `model`'s species order, dt and
  * mechanism sha256. `token` (bearer) and `mechanism_sha256` (hex; checked now and sent with every
  * step) may be NULL or "". `timeout_s` bounds each call, retries of refused connections and 503
  * answers included. *client is set even on failure (NULL only when out of memory): read the
- * reason with deepkin_errmsg, then deepkin_close it. */
+ * reason with deepkin_errmsg, then deepkin_close it.
+ *
+ * `url` may instead be a model file of `deepkin export` (a path to an existing file, or
+ * "file://PATH"): it is loaded in-process (see above); `model` (may be NULL) only names it in
+ * messages, `token` is not used, `mechanism_sha256` is checked against the file's. */
 int deepkin_open(const char *url, const char *model, const char *token, const char *mechanism_sha256,
                  double timeout_s, deepkin_client **client);
 
@@ -66,6 +89,11 @@ int deepkin_step(deepkin_client *client, long n_cells, const double *states, dou
  * Cantera, outside the training domain), model steps per call. Any pointer may be NULL. */
 void deepkin_last_counts(const deepkin_client *client, long *cells, long *frozen, long *fallback,
                          long *substeps);
+
+/* Flags of the cells of the last successful step of a model file (enum deepkin_cell_flag), into
+ * flags[0 .. n_cells-1]; n_cells must be that step's. DEEPKIN_ERROR_ARGUMENT for a client of the
+ * service (which steps every cell itself: its counts are in deepkin_last_counts). */
+int deepkin_last_flags(const deepkin_client *client, long n_cells, signed char *flags);
 
 long deepkin_http_status(const deepkin_client *client); /* of the last answer; 0 = none */
 

@@ -8,4 +8,6 @@
 - :mod:`.foam`: running OpenFOAM applications, writing and reading its dictionaries and fields.
 - :mod:`.results`: ignition delays and flame speeds from a run's output.
 - :mod:`.states`: every cell's state at each written time, for the ``solver_states`` source.
+- :mod:`.flame_runs`: a flame case run end to end (deepkin or ODE chemistry, cached by its
+  parameters) and its figures: flame speed, peak and burnt-gas T, heat release by T band.
 """
