@@ -6,6 +6,7 @@ Every model maps z-scored features ``[n, n_in]`` to z-scored targets ``[n, n_out
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +75,16 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     if arch.get("activation", "gelu") not in ACTIVATIONS:
         raise InputError(f"model.activation: unknown '{arch['activation']}' "
                          f"(known: {', '.join(ACTIVATIONS)})")
+    for key in ("hidden", "scales"):
+        values = arch.get(key)
+        if values is not None and (not isinstance(values, (list, tuple)) or not values or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or v <= 0 for v in values)):
+            raise InputError(f"model.{key}: must be a non-empty list of positive numbers, got "
+                             f"{values!r}")
+    if any(isinstance(v, float) and not float(v).is_integer() for v in arch.get("hidden") or []):
+        raise InputError(f"model.hidden: layer widths must be whole numbers, got {arch['hidden']!r}")
     try:
         return MODEL_REGISTRY[kind](**arch)
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise InputError(f"model: bad settings for '{kind}': {exc}")

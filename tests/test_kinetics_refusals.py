@@ -9,6 +9,7 @@ import shutil
 import h5py
 import pytest
 
+from mechanisms.errors import InputError
 from tests.conftest import run_cli
 
 TRAIN = """model: {type: mlp, hidden: [16]}
@@ -128,3 +129,15 @@ def test_validate_says_when_no_network_ever_stepped_a_condition(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["outside_domain"] == ["T0 700 K, 1 atm, φ 1"]
     assert [c["network_steps"] > 0 for c in report["conditions"]] == [False, True]
+
+
+@pytest.mark.parametrize("arch, field", [({"hidden": [-3]}, "model.hidden"),
+                                         ({"hidden": []}, "model.hidden"),
+                                         ({"hidden": [2.5]}, "model.hidden"),
+                                         ({"type": "mscale", "hidden": [8], "scales": [float("nan")]},
+                                          "model.scales")])
+def test_an_impossible_network_is_refused_by_name(arch, field):
+    from kinetics.models import build_model
+
+    with pytest.raises(InputError, match=f"^{field}: "):
+        build_model({"n_in": 12, "n_out": 10, **arch})
