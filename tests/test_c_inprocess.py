@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,11 +18,11 @@ import torch
 from kinetics.integrator import Integrator
 from kinetics.registry import resolve_model
 from tests.conftest import run_cli
+from tests.helpers.toolchain import build, need
 from tests.test_compiled_step import _cells
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "couplers" / "c"
-REQUIRED = bool(os.environ.get("DEEPKIN_REQUIRE_C_EXAMPLE"))  # .ci/run: a missing toolchain fails
 TORCH = Path(torch.__file__).parent
 CELL_FLAGS = {"stepped": 0, "frozen": 1, "fallback": 2}  # enum deepkin_cell_flag
 
@@ -82,43 +81,27 @@ int main(int argc, char **argv) {
 """
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if REQUIRED:
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
-    return path
-
-
-def _compile(command: list[str], cwd: Path) -> None:
-    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if run.returncode != 0 and "curl/curl.h" in run.stderr and not REQUIRED:
-        pytest.skip("no libcurl headers (apt-get install libcurl4-openssl-dev)")
-    assert run.returncode == 0, " ".join(command) + "\n" + run.stderr[-4000:]
-
-
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory) -> dict[str, Path]:
     """The program built with the in-process backend (against the wheel's libtorch) and
     without it (HTTP only)."""
-    cc, cxx = _need("gcc"), _need("g++")
+    cc, cxx = need("gcc"), need("g++")
     if not (TORCH / "include" / "torch" / "script.h").is_file():
         pytest.skip("this torch wheel ships no C++ headers")
     d = tmp_path_factory.mktemp("c-inprocess")
     (d / "step_file.c").write_text(PROGRAM)
     flags = ["-O2", "-Wall", "-Wextra", "-Werror"]
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
-    _compile([cxx, "-std=c++20", "-O2", abi, "-I", str(CLIENT), "-I", str(TORCH / "include"),
+    build([cxx, "-std=c++20", "-O2", abi, "-I", str(CLIENT), "-I", str(TORCH / "include"),
               "-I", str(TORCH / "include/torch/csrc/api/include"), "-c",
               str(CLIENT / "deepkin_local.cpp"), "-o", "local.o"], d)
-    _compile([cc, "-std=c99", *flags, "-DDEEPKIN_WITH_LIBTORCH", "-I", str(CLIENT), "-c",
+    build([cc, "-std=c99", *flags, "-DDEEPKIN_WITH_LIBTORCH", "-I", str(CLIENT), "-c",
               str(CLIENT / "deepkin_client.c"), "-o", "client_local.o"], d)
-    _compile([cc, "-std=c99", *flags, "-I", str(CLIENT), "-c", "step_file.c", "-o", "step_file.o"], d)
-    _compile([cxx, "step_file.o", "client_local.o", "local.o", "-o", "step_local",
+    build([cc, "-std=c99", *flags, "-I", str(CLIENT), "-c", "step_file.c", "-o", "step_file.o"], d)
+    build([cxx, "step_file.o", "client_local.o", "local.o", "-o", "step_local",
               f"-L{TORCH / 'lib'}", f"-Wl,-rpath,{TORCH / 'lib'}", "-Wl,--no-as-needed", "-ltorch",
               "-ltorch_cpu", "-lc10", "-lcurl", "-lm"], d)
-    _compile([cc, "-std=c99", *flags, "-I", str(CLIENT), "step_file.c",
+    build([cc, "-std=c99", *flags, "-I", str(CLIENT), "step_file.c",
               str(CLIENT / "deepkin_client.c"), "-o", "step_http", "-lcurl", "-lm"], d)
     return {"local": d / "step_local", "http": d / "step_http"}
 

@@ -3,7 +3,6 @@ counts, errors as one line, and retries of refused connections and of 503 answer
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -15,45 +14,29 @@ import pytest
 
 import tests.helpers.live_server as live_server
 from tests.helpers.live_server import SHARED_TOKEN, LiveServer
+from tests.helpers.toolchain import REQUIRED, build, need
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "couplers" / "c"
 TOKEN = SHARED_TOKEN
-REQUIRED = bool(os.environ.get("DEEPKIN_REQUIRE_C_EXAMPLE"))  # .ci/run: a missing toolchain fails
-
-
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if REQUIRED:
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
-    return path
-
-
-def _compile(command: list[str], cwd: Path) -> None:
-    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if run.returncode != 0 and "curl/curl.h" in run.stderr and not REQUIRED:
-        pytest.skip("no libcurl headers (apt-get install libcurl4-openssl-dev)")
-    assert run.returncode == 0, " ".join(command) + "\n" + run.stderr
 
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory) -> dict[str, Path]:
     """The C example built as C and as C++ against the library, and the Fortran example."""
-    cc, cxx = _need("gcc"), _need("g++")
+    cc, cxx = need("gcc"), need("g++")
     d = tmp_path_factory.mktemp("client-build")
     flags = ["-O2", "-Wall", "-Wextra", "-Werror"]
-    _compile([cc, "-std=c99", *flags, "-c", str(CLIENT / "deepkin_client.c"), "-o", "client.o"], d)
-    _compile([cc, "-std=c99", *flags, "-I", str(CLIENT), str(ROOT / "examples/c/deepkin_step.c"), "client.o",
+    build([cc, "-std=c99", *flags, "-c", str(CLIENT / "deepkin_client.c"), "-o", "client.o"], d)
+    build([cc, "-std=c99", *flags, "-I", str(CLIENT), str(ROOT / "examples/c/deepkin_step.c"), "client.o",
               "-o", "step_c", "-lcurl", "-lm"], d)
-    _compile([cxx, *flags, "-I", str(CLIENT), "-x", "c++", str(ROOT / "examples/c/deepkin_step.c"), "-x",
+    build([cxx, *flags, "-I", str(CLIENT), "-x", "c++", str(ROOT / "examples/c/deepkin_step.c"), "-x",
               "none", "client.o", "-o", "step_cpp", "-lcurl"], d)
     built = {"c": d / "step_c", "c++": d / "step_cpp"}
     if shutil.which("gfortran") or REQUIRED:
-        fc = [_need("gfortran"), "-O2", "-Wall", "-std=f2008"]
-        _compile([*fc, "-c", str(ROOT / "couplers/fortran/deepkin_client.f90")], d)
-        _compile([*fc, str(ROOT / "examples/fortran/deepkin_step.f90"), "client.o", "-o", "step_f",
+        fc = [need("gfortran"), "-O2", "-Wall", "-std=f2008"]
+        build([*fc, "-c", str(ROOT / "couplers/fortran/deepkin_client.f90")], d)
+        build([*fc, str(ROOT / "examples/fortran/deepkin_step.f90"), "client.o", "-o", "step_f",
                   "-lcurl"], d)
         built["fortran"] = d / "step_f"
     return built
@@ -108,7 +91,7 @@ def test_refused_connections_are_retried_until_the_server_is_up(binaries, h2_mod
 
 
 def test_no_server_is_one_line_after_the_timeout(tmp_path):
-    cc = _need("gcc")
+    cc = need("gcc")
     program = tmp_path / "open.c"
     program.write_text("""
 #include "deepkin_client.h"
@@ -122,7 +105,7 @@ int main(int argc, char **argv) {
     return status == DEEPKIN_ERROR_CONNECT ? 0 : 1;
 }
 """)
-    _compile([cc, "-I", str(CLIENT), str(program), str(CLIENT / "deepkin_client.c"), "-o", "open",
+    build([cc, "-I", str(CLIENT), str(program), str(CLIENT / "deepkin_client.c"), "-o", "open",
               "-lcurl", "-lm"], tmp_path)
     url = f"http://127.0.0.1:{live_server.free_port()}"
     started = time.monotonic()

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from mechanisms.dataset_file import read_dataset
 from tests.conftest import DEEPKIN, run_cli
+from tests.helpers.live_server import free_port
 
 REPRO = ["--T0", "1100,1300", "--pressure-atm", "1,10", "--phi", "0.7,1.4",
          "--rows", "autoignition=400", "--rows", "free_flame=0", "--rows", "counterflow=0",
@@ -57,15 +57,9 @@ def test_same_seed_gives_identical_arrays_inline_or_parallel(repro_reference, tm
     assert a.shape[1] == b.shape[1] and not np.array_equal(a[:len(b)], b[:len(a)])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_external_dask_scheduler_with_two_workers(repro_reference, tmp_path):
     dask = str(Path(sys.executable).parent / "dask")
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], stdout=subprocess.DEVNULL,
@@ -94,7 +88,7 @@ def test_external_dask_scheduler_with_two_workers(repro_reference, tmp_path):
 
 def test_unreachable_scheduler_is_one_line(tmp_path):
     proc = run_cli("sample", "-o", str(tmp_path / "x.h5"), *REPRO,
-                   "--scheduler", f"tcp://127.0.0.1:{_free_port()}", timeout=120)
+                   "--scheduler", f"tcp://127.0.0.1:{free_port()}", timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: scheduler:") and "Traceback" not in proc.stderr
 

@@ -10,6 +10,9 @@
 - ``tests.helpers.openfoam``: the installed OpenFOAM (or a skip, or a failure under
   ``DEEPKIN_REQUIRE_OPENFOAM=1``), the built chemistry library, cases written by the real CLI.
 - ``tests.helpers.hostile``: ``hostile_cases`` (requests the service must refuse, with the status
-  and message each must get), ``gzip_bomb``, ``stall`` (a connection that stops sending) and
-  ``memory_of`` (resident and peak memory of the server process).
+  and message each must get), ``gzip_bomb``, ``stall`` (a connection that stops sending),
+  ``memory_of`` (resident and peak memory of the server process), and the header flood
+  (``HeaderFlood``, ``MemoryWatch``, ``steps_beside_flood``).
+- ``tests.helpers.toolchain``: ``need`` (a compiler on PATH, or a skip/failure) and ``build``
+  (one compiler call), for the tests that compile the C client library.
 """
