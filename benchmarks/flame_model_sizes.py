@@ -4,7 +4,7 @@
 
 For each model: the cells of Cantera's premixed flame (φ 1, 1 atm) and of a counterflow flame
 (H2/N2 50/50 against air, strain 1000/s, 1 atm), each read on a uniform 20 µm grid as a CFD mesh
-holds them (``kinetics/flame_coverage.py``); the surrogate steps all of them on one torch thread
+holds them (``kinetics/validation/flame_coverage.py``); the surrogate steps all of them on one torch thread
 (fallback cells, which Cantera steps inside the call, included), Cantera steps the same cells on
 one core with one reused reactor (rtol 1e-6, atol 1e-15: the CFD setting; frozen cells cost
 nothing and are left out of its time, as a CFD code skips them). Printed per model: cells/s of
@@ -23,9 +23,9 @@ import cantera as ct
 import numpy as np
 import torch
 
-from kinetics.flame_coverage import _on_grid
 from kinetics.integrator import Integrator
-from kinetics.registry import resolve_model
+from kinetics.model.registry import resolve_model
+from kinetics.validation.flame_coverage import _on_grid
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import CFD_TOLERANCES, ReactorStep
 

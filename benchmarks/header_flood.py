@@ -5,7 +5,7 @@
     python benchmarks/header_flood.py --flooders 1 --duration 5
     python benchmarks/header_flood.py --url http://127.0.0.1:8000 --pid 1234 --model h2-air
 
-Without ``--url`` it starts its own server on 127.0.0.1 (``tests.helpers.live_server``). In one
+Without ``--url`` it starts its own server on 127.0.0.1 (``service.live_server``). In one
 run, ``--clients`` clients post 1-cell binary steps for ``--duration`` s, then for as long again
 while ``--flooders`` clients (processes of their own) each open a request and send one header line
 as fast as the socket takes it, reconnecting whenever the server closes the connection. It prints
@@ -13,7 +13,7 @@ p50/p99 latency of the normal steps in both phases, what the flood sent, and how
 resident memory rose over it (``--pid``: the server's process, with ``--url``). ``--nice 19``
 stands for an attacker on another machine, whose CPU is not the server's: on a small machine
 flooders at normal priority slow the normal clients by taking the cores. The measurement is
-``tests.helpers.hostile.steps_beside_flood``, which ``tests/test_service_hostile.py`` asserts on;
+``service.header_flood.steps_beside_flood``, which ``tests/test_service_hostile.py`` asserts on;
 figures in docs/service.md (Measured).
 """
 
@@ -28,9 +28,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers.hostile import FloodReport, steps_beside_flood  # noqa: E402
-from tests.helpers.live_server import LiveServer  # noqa: E402
-from tests.helpers.models import write_test_model  # noqa: E402
+from kinetics.model.synthetic import write_random_model  # noqa: E402
+from service.header_flood import FloodReport, steps_beside_flood  # noqa: E402
+from service.live_server import LiveServer  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
         report = measure(args.url, args.pid, args)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            write_test_model(Path(tmp) / "h2.safetensors")
+            write_random_model(Path(tmp) / "h2.safetensors", "h2o2.yaml", hidden=[32, 32])
             with LiveServer(tmp, "--threads", "1") as server:
                 report = measure(server.url, server.process.pid, args)
     for line in report.lines():

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from kinetics import Integrator
-from kinetics.model_file import read_model_file
-from kinetics.registry import resolve_model
-from kinetics.transforms import box_cox, encode_output
+from kinetics.model.model_file import Y_MEAN, Y_STD, read_model_file
+from kinetics.model.registry import resolve_model
+from kinetics.networks.transforms import box_cox, encode_output
 from mechanisms.dataset_file import open_dataset, read_dataset, read_sources
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import ReactorStep, Tolerances
@@ -138,7 +138,7 @@ def main() -> None:
     meta, tensors, _ = read_model_file(path)
     if abs(meta.dt_s - dt_s) > 1e-15:
         raise SystemExit(f"the model's dt {meta.dt_s} s is not the dataset's {dt_s} s")
-    r_mean, r_std = tensors["norm.y_mean"].double(), tensors["norm.y_std"].double()
+    r_mean, r_std = tensors[Y_MEAN].double(), tensors[Y_STD].double()
 
     def space(start, end):
         return learned_space(start, end, dt_s, meta.box_cox_lambda, r_mean, r_std,

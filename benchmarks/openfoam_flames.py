@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from couplers.openfoam.build import build  # noqa: E402
 from couplers.openfoam.counterflow import centreline  # noqa: E402
 from couplers.openfoam.flame_runs import (  # noqa: E402
     COUNTERFLOW_FUEL,
@@ -38,14 +39,15 @@ from couplers.openfoam.flame_runs import (  # noqa: E402
     CounterflowRun,
     PremixedRun,
     cached_run,
+    counterflow_run,
+    premixed_run,
 )
 from couplers.openfoam.foam import read_internal_field, time_directories  # noqa: E402
 from couplers.openfoam.results import case_info  # noqa: E402
-from kinetics.registry import resolve_model  # noqa: E402
-from tests.helpers.flame_runs import counterflow_run, premixed_run  # noqa: E402
-from tests.helpers.live_server import LiveServer  # noqa: E402
-from tests.helpers.openfoam import TOKEN, build_library  # noqa: E402
+from kinetics.model.registry import resolve_model  # noqa: E402
+from service.live_server import LiveServer  # noqa: E402
 
+TOKEN = "openfoam-flames"  # the bearer token of the benchmark's own server
 PREMIXED = [(0.5, 2e-3), (1.0, 1e-3), (2.5, 1e-3)]
 
 
@@ -72,7 +74,7 @@ def main() -> None:
 
     counterflow_from = CounterflowRun.from_dict
 
-    build_library()
+    build()  # deepkin openfoam build (a no-op when built already)
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,13 +92,15 @@ def main() -> None:
             key = f"{phi:g}"
             ode = cached_run(work / "ode" / f"premixed-{key}",
                           lambda p=phi, e=end: premixed_run(work / "ode" / f"premixed-{p:g}",
-                                                            srv.url, files[names[0]], "ode", p, e),
+                                                            srv.url, files[names[0]], "ode", p, e,
+                                                            token=TOKEN),
                           premixed_from)
             table["premixed"][key] = {"ode": dataclasses.asdict(ode)}
             for name in names:
                 folder = work / name / f"premixed-{key}"
                 run = cached_run(folder, lambda f=folder, n=name, p=phi, e=end:
-                              premixed_run(f, srv.url, files[n], "deepkin", p, e), premixed_from)
+                              premixed_run(f, srv.url, files[n], "deepkin", p, e, token=TOKEN),
+                              premixed_from)
                 table["premixed"][key][name] = dataclasses.asdict(run)
                 print(f"premixed phi {key} {name}: {run.speed_m_s:.4f} m/s vs ODE "
                       f"{ode.speed_m_s:.4f} ({100 * (run.speed_m_s / ode.speed_m_s - 1):+.2f} %), "
@@ -107,13 +111,14 @@ def main() -> None:
                     "steps_per_call": args.counterflow_steps_per_call}
             ode = cached_run(work / "ode" / f"counterflow-{end:g}",
                           lambda: counterflow_run(work / "ode" / f"counterflow-{end:g}", srv.url,
-                                                  files[names[0]], "ode", end, **flow),
+                                                  files[names[0]], "ode", end, token=TOKEN,
+                                                  **flow),
                           counterflow_from)
             table["counterflow"]["ode"] = dataclasses.asdict(ode)
             for name in names:
                 folder = work / name / f"counterflow-{end:g}"
                 run = cached_run(folder, lambda f=folder, n=name: counterflow_run(
-                    f, srv.url, files[n], "deepkin", end, **flow), counterflow_from)
+                    f, srv.url, files[n], "deepkin", end, token=TOKEN, **flow), counterflow_from)
                 table["counterflow"][name] = dataclasses.asdict(run)
                 a = run.final
                 b = min(ode.history, key=lambda h, t=a.time_s: abs(h.time_s - t))  # same time

@@ -20,9 +20,9 @@ import argparse
 import numpy as np
 import torch
 
-from kinetics.data import features_and_targets
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_UNRESOLVED, Integrator
-from kinetics.registry import resolve_model
+from kinetics.model.registry import resolve_model
+from kinetics.training.data import features_and_targets
 from mechanisms.dataset_file import BlockReader, open_dataset
 from mechanisms.state import mass_fractions, pressure
 

@@ -5,12 +5,12 @@
     python benchmarks/service_load.py --url http://127.0.0.1:8000 --model h2-air --cells 1000 \\
         --clients 8 --duration 10                     # one phase against a service already running
 
-Without ``--url`` it starts its own server on 127.0.0.1 (``tests.helpers.live_server``) with a
+Without ``--url`` it starts its own server on 127.0.0.1 (``service.live_server``) with a
 bounded queue, runs three phases and prints throughput and p50/p99 latency of each and the count
 of every status. Below capacity there must be no errors; above it only 503s (with Retry-After);
 afterwards no errors again. With ``--url`` it keeps ``--clients`` clients posting for
 ``--duration`` s (at most ``--max-requests``) and prints one such line. The load generator is
-``tests.helpers.load.run_load``.
+``service.load_generator.run_load``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kinetics.synthetic import write_random_model  # noqa: E402
-from tests.helpers.live_server import LiveServer  # noqa: E402
-from tests.helpers.load import run_load, uniform_states  # noqa: E402
+from kinetics.model.synthetic import write_random_model  # noqa: E402
+from service.live_server import LiveServer  # noqa: E402
+from service.load_generator import run_load, uniform_states  # noqa: E402
 
 
 def main() -> int:

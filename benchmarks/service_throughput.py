@@ -14,8 +14,8 @@ in one run, interleaved, medians of ``--repeats``::
    preallocated buffer) and vs the in-process frozen ``advance`` (the integrator's own share).
 3. the Python client (``service.client``, httpx, chunked upload) on the transport path.
 
-The models are random-weight files (``kinetics.synthetic``); the server is ``deepkin serve`` in a
-subprocess (``tests.helpers.live_server.LiveServer``), so run it from a checkout.
+The models are random-weight files (``kinetics.model.synthetic``); the server is ``deepkin serve`` in a
+subprocess (``service.live_server.LiveServer``), so run it from a checkout.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kinetics.integrator import Integrator  # noqa: E402
-from kinetics.synthetic import write_random_model  # noqa: E402
+from kinetics.model.synthetic import write_random_model  # noqa: E402
 from mechanisms.loading import load_mechanism  # noqa: E402
 from mechanisms.state import state_of_gas, temperature  # noqa: E402
 from service.client import Client  # noqa: E402
+from service.live_server import LiveServer, free_port  # noqa: E402
 from service.server import tune_malloc  # noqa: E402
-from tests.helpers.live_server import LiveServer, free_port  # noqa: E402
 
 ECHO_SERVER = r"""
 import socket, struct, sys

@@ -25,7 +25,7 @@ machine the steadier figure; on a quiet one the two agree for one core). The sha
 each figure, with the machine's load average before and after.
 
 Models: the one named by ``--model`` (shipped ``h2-air`` by default), then random-weight networks
-of each of ``--sizes`` (``kinetics.synthetic``) on its mechanism (or ``--mechanism``'s) with its
+of each of ``--sizes`` (``kinetics.model.synthetic``) on its mechanism (or ``--mechanism``'s) with its
 frozen temperature and a domain that takes every other cell (no fallback, one network): what a
 model that serves the whole flame would cost at that size.
 """
@@ -52,9 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.state_mixes import MIXES, SPACING_M, StateMix, build_mix  # noqa: E402
 from kinetics.integrator import Integrator  # noqa: E402
-from kinetics.model_file import read_model_file  # noqa: E402
-from kinetics.registry import resolve_model  # noqa: E402
-from kinetics.synthetic import write_random_model  # noqa: E402
+from kinetics.model.model_file import read_model_file  # noqa: E402
+from kinetics.model.registry import resolve_model  # noqa: E402
+from kinetics.model.synthetic import write_random_model  # noqa: E402
 from mechanisms.loading import load_mechanism, solution_from_yaml  # noqa: E402
 from mechanisms.reactor import CFD_TOLERANCES, ReactorStep  # noqa: E402
 from mechanisms.state import temperature  # noqa: E402

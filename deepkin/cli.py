@@ -186,7 +186,7 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 
     Several GPUs: torchrun --nproc_per_node N -m deepkin train ...
     """
-    from kinetics.train import TrainConfig, train
+    from kinetics.training.train import TrainConfig, train
 
     _set_threads(threads)
     config = TrainConfig.from_yaml(config_path)
@@ -242,8 +242,8 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
     from kinetics.integrator import Integrator
-    from kinetics.registry import resolve_model
-    from kinetics.validate import validate
+    from kinetics.model.registry import resolve_model
+    from kinetics.validation.validate import validate
     from sampling.config import parse_values
 
     integrator = Integrator.load(resolve_model(model), device=device, dtype=precision)
@@ -323,7 +323,7 @@ def models_group() -> None:
 @click.option("--model-dir", type=click.Path(), help="List the models of this directory instead.")
 def models_list(model_dir) -> None:
     """Models with their mechanism, dt and training domain."""
-    from kinetics.registry import list_models
+    from kinetics.model.registry import list_models
 
     entries = list_models(model_dir)
     if not entries:
@@ -345,8 +345,8 @@ def export_cmd(model, output, precision, device) -> None:
     """Write MODEL's chemistry step (a path or a shipped name) as one TorchScript file: the
     networks, the domain check, the element projection and the enthalpy inversion, for libtorch's
     torch::jit::load (the C library's in-process backend) or torch.jit.load."""
-    from kinetics.compiled_step import export_model
-    from kinetics.registry import resolve_model
+    from kinetics.model.registry import resolve_model
+    from kinetics.step.compiled_step import export_model
 
     out = export_model(resolve_model(model), output, precision=precision, device=device)
     click.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, networks in {precision}, "

@@ -9,17 +9,17 @@ of a dt into that number) and counts what happened to the cells. Per model step:
 2. cells outside the training domain take a Cantera step instead (CFD tolerances, a fresh reactor
    per cell) and are counted (``StepResult.n_fallback``): outside T, P or a species' Box-Cox range,
    and (format 4) in a bin of the occupancy grid over mixture fraction, dilution, T, P and progress
-   that held no training rows (``kinetics/domain.py``);
+   that held no training rows (``kinetics/model/domain.py``);
 3. the network (float32, or bfloat16 for a model validated in it on a CPU that multiplies it
-   natively: :func:`kinetics.inference.network_dtype`; on CPU in cache-sized blocks on oneDNN's
-   GEMM, see :mod:`kinetics.inference`) predicts d BCT(Y)/dt (slow cells take the rates of a
+   natively: :func:`kinetics.step.forward.network_dtype`; on CPU in cache-sized blocks on oneDNN's
+   GEMM, see :mod:`kinetics.step.forward`) predicts d BCT(Y)/dt (slow cells take the rates of a
    regime network when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) +
    dt·rate), projected onto the element mass fractions of Y (atoms are conserved), clipped at 0
    and rescaled so that ΣY' = 1 with inert species untouched;
 4. T' follows from conservation of enthalpy at constant pressure (NASA-7, Newton, float64).
 
 Steps 1-4 for every cell the networks take are one TorchScript module,
-:class:`kinetics.compiled_step.CompiledStep`, compiled at load: a call runs no Python per cell or
+:class:`kinetics.step.compiled_step.CompiledStep`, compiled at load: a call runs no Python per cell or
 per tensor operation. This class keeps the orchestration: the input checks, Cantera for the cells
 the module flags, the substeps around them, and the counts.
 
@@ -40,7 +40,9 @@ import cantera as ct
 import numpy as np
 import torch
 
-from kinetics.compiled_step import (
+from kinetics.model.domain import DomainCoordinates, OccupancyGrid
+from kinetics.model.model_file import ModelMeta, read_model_file
+from kinetics.step.compiled_step import (
     DOMAIN_MARGIN,
     FLAG_FALLBACK,
     FLAG_FROZEN,
@@ -52,10 +54,9 @@ from kinetics.compiled_step import (
     CompiledStep,
     script_step,
 )
-from kinetics.domain import DomainCoordinates, OccupancyGrid
-from kinetics.inference import network_dtype
-from kinetics.model_file import ModelMeta, read_model_file
-from kinetics.thermo import Nasa7
+from kinetics.step.device import resolve_device
+from kinetics.step.forward import network_dtype
+from kinetics.step.thermo import Nasa7
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
@@ -71,9 +72,9 @@ from mechanisms.state import (
 Y_TOLERANCE = 1e-6  # negative Y down to −tol is clipped silently; below it is an error
 SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 # Which network gave a cell's rates (Integrator.rates), DOMAIN_MARGIN and NOTHING_TO_BURN: defined
-# with the step they describe (kinetics/compiled_step.py), named here as before.
+# with the step they describe (kinetics/step/compiled_step.py), named here as before.
 __all__ = ["DOMAIN_MARGIN", "NOTHING_TO_BURN", "ROUTE_INDUCTION", "ROUTE_MAIN", "ROUTE_TAIL",
-           "ROUTE_UNRESOLVED", "Integrator", "StepInterrupted", "StepResult", "resolve_device"]
+           "ROUTE_UNRESOLVED", "Integrator", "StepInterrupted", "StepResult"]
 SMALL_BATCH_ROWS = 8  # up to this many rows the input check runs on Python floats (no numpy calls)
 
 
@@ -119,18 +120,6 @@ def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
     return interrupt
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"device: unknown device '{device}' (use cpu, cuda, cuda:N or auto)")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device: '{device}' requested but no CUDA GPU is available")
-    return dev
-
-
 CHECK_BLOCK_ROWS = 4096  # rows per block of the host-side input check (~2 MB at 53 species)
 
 
@@ -174,7 +163,7 @@ def _few_states_look_valid(a: np.ndarray, t_floor_k: float, t_ceiling_k: float) 
 class Integrator:
     """A trained surrogate ready to step cells.
 
-    ``step_module`` is the compiled step (:class:`kinetics.compiled_step.CompiledStep`, scripted)
+    ``step_module`` is the compiled step (:class:`kinetics.step.compiled_step.CompiledStep`, scripted)
     that does the arithmetic; ``head``, ``tail`` and ``induction`` are its networks (None where the
     model has none). The routing and domain settings (``route_below``,
     ``induction_route_below``, ``induction_progress_below``, ``induction_fallback_below``,
@@ -294,7 +283,7 @@ class Integrator:
         """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism.
 
         ``dtype``: the networks' dtype, or a precision name (``auto``, ``float32``,
-        ``bfloat16``); None is ``auto`` (:func:`kinetics.inference.network_dtype`)."""
+        ``bfloat16``); None is ``auto`` (:func:`kinetics.step.forward.network_dtype`)."""
         meta, tensors, yaml_text = read_model_file(path)
         if expect_mechanism_sha256 and expect_mechanism_sha256 != meta.mechanism_sha256:
             raise InputError(f"model: {path} was trained on mechanism sha256 "
@@ -337,11 +326,14 @@ class Integrator:
                              f"({self.dt_s:g} s)")
         return n
 
-    def check_states(self, states: torch.Tensor) -> None:
+    def check_states(self, states: np.ndarray | torch.Tensor) -> None:
         """InputError naming the row and the problem for a wrong width, NaN/inf, T or P ≤ 0,
         T outside the mechanism's thermo range (:attr:`thermo_range_k`, up to the model's hottest
         training state; cells below the frozen temperature only need T > 0), P outside
-        :data:`PRESSURE_RANGE_PA`, Y < −tol or ΣY off 1 by more than the tolerance."""
+        :data:`PRESSURE_RANGE_PA`, Y < −tol or ΣY off 1 by more than the tolerance. A numpy
+        array is checked in place (no copy)."""
+        if isinstance(states, np.ndarray):
+            states = torch.from_numpy(states)
         if states.ndim != 2 or states.shape[1] != self.width:
             raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
                              f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
@@ -442,39 +434,45 @@ class Integrator:
             raise InputError(f"states: expected a numpy array or torch tensor, got "
                              f"{type(states).__name__}")
         out_dtype, out_device = x.dtype, x.device
+        # Float64 on the step's device (the usual case) goes in as it is: a small call's host work
+        # is a handful of calls of about a microsecond each, each one counts.
+        as_is = out_dtype == torch.float64 and out_device == self.device
         # A numpy caller gets numpy back, so the step may run in inference mode (a little faster);
         # a torch caller's tensors stay ordinary tensors.
         with torch.inference_mode() if is_numpy else torch.no_grad():
-            x = x.to(self.device, torch.float64)
+            if not as_is:
+                x = x.to(self.device, torch.float64)
             if check:
                 self.check_states(x)
             if stop is None:
                 out, flag, fell_back, counts = self._advance_all(x, n_sub)
             else:
                 out, flag, fell_back, counts = self._advance_stepwise(x, n_sub, stop)
+            n = len(flag)
+            # cells per flag (network, frozen, fallback) in one pass over the flags
+            _, n_frozen, _ = np.bincount(flag, minlength=3).tolist()
             frozen = flag == FLAG_FROZEN
-            n, n_frozen = len(flag), int(frozen.sum())
             if n_frozen == n:
                 # Nothing was advanced: the input itself is the answer (no copy of a large batch).
                 return StepResult(states, n, n, 0, n_sub, frozen, np.zeros_like(frozen))
-            result = out.to(out_device, out_dtype)
+            result = out if as_is else out.to(out_device, out_dtype)
         if is_numpy:
             result = result.numpy()
-        return StepResult(result, n, n_frozen, int(fell_back.sum()), n_sub, frozen, fell_back,
-                          *counts)
+        n_fallback = int(np.count_nonzero(fell_back)) if counts[3] else 0
+        return StepResult(result, n, n_frozen, n_fallback, n_sub, frozen, fell_back, *counts[:3])
 
     def _advance_all(self, x: torch.Tensor, n_sub: int
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
         """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
         fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
-        fell_back [n] bool, [tail, induction, unresolved cell-steps])`` (flags and masks on the
-        host)."""
+        fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back])`` (flags and
+        masks on the host)."""
         out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)
-        flag = flag_t.cpu().numpy()
+        flag = flag_t.numpy() if flag_t.device.type == "cpu" else flag_t.cpu().numpy()
         fell_back = flag == FLAG_FALLBACK
         counts = counts_t.tolist() if self.tail is not None or self.induction is not None else [0, 0, 0]
         if not fell_back.any():
-            return out, flag, fell_back, counts
+            return out, flag, fell_back, counts + [False]
         left = n_sub - done_t.cpu().numpy()  # model steps each cell has still to take
         held = np.flatnonzero(fell_back)
         while len(held):
@@ -493,7 +491,7 @@ class Integrator:
             sub_flag = sub_flag.cpu().numpy()
             left[again] -= sub_done.cpu().numpy()
             held = again[sub_flag == FLAG_FALLBACK]
-        return out, flag, fell_back, counts
+        return out, flag, fell_back, counts + [True]
 
     def _advance_stepwise(self, x: torch.Tensor, n_sub: int, stop: Callable[[], bool]
                           ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
@@ -528,7 +526,7 @@ class Integrator:
             for j in held.tolist():
                 interrupt()
                 self._fallback_cell(out, j)
-        return out, flag, fell_back, counts
+        return out, flag, fell_back, counts + [True]
 
     def _fallback_cell(self, states: torch.Tensor, j: int) -> None:
         """Row ``j`` of ``states`` (float64) advanced by one Cantera step, in place."""

@@ -63,8 +63,8 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
     """Run (or resume) the loop for ``model`` (a path or shipped name) in ``work_dir`` (default
     ``~/.cache/deepkin/refine/<name>``); InputError before any work for a config, model or work
     folder that cannot be used."""
-    from kinetics.model_file import read_model_file
-    from kinetics.registry import resolve_model
+    from kinetics.model.model_file import read_model_file
+    from kinetics.model.registry import resolve_model
 
     model_path = resolve_model(model)
     meta = read_model_file(model_path)[0]

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-import torch
 
 from kinetics.integrator import StepInterrupted
 from mechanisms.errors import InputError
@@ -290,7 +289,7 @@ class Batcher:
         for i, job in enumerate(batch):
             states = np.ascontiguousarray(job.states, dtype=np.float64)
             try:
-                self.host.integrator.check_states(torch.from_numpy(states))
+                self.host.integrator.check_states(states)
             except InputError as exc:
                 outcomes[i] = exc
                 continue

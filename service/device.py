@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import torch
+from kinetics.step.device import set_threads
 
 Result = TypeVar("Result")
 
@@ -25,14 +25,14 @@ class Device:
     """One thread for every device call (one device: calls never overlap) and their deadlines.
 
     ``threads``: torch CPU threads of that thread. OpenMP keeps the thread count per thread, so
-    ``torch.set_num_threads`` in the main thread does not reach this one; it is set here.
+    setting them in the main thread does not reach this one; they are set here.
     ``step_timeout_s``: the device-time budget of one call (s).
     """
 
     def __init__(self, threads: int | None, step_timeout_s: float):
         def init() -> None:
             if threads:
-                torch.set_num_threads(threads)
+                set_threads(threads)
 
         self.step_timeout_s = step_timeout_s
         self.drain_at: float | None = None  # time.monotonic() at which every call stops

@@ -2,8 +2,8 @@
 
 A :class:`ModelHost` wraps one :class:`~kinetics.integrator.Integrator`: its facts for the API,
 the client's mechanism and species checks (409), the dt → substep conversion and the optional
-outputs evaluated by Cantera. ``load_hosts`` loads every model file of a directory. The step
-itself runs in :mod:`service.batcher`.
+outputs (evaluated by Cantera in :mod:`kinetics.outputs`). ``load_hosts`` loads every model file
+of a directory. The step itself runs in :mod:`service.batcher`.
 
 States are ``[n, 2+ns]`` arrays ``[T (K), P (Pa), Y_1..Y_ns]`` (float64 or float32).
 """
@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cantera as ct
 import numpy as np
 
 from kinetics.integrator import Integrator
-from kinetics.registry import SHIPPED_DIR, list_models
-from mechanisms.errors import InputError, cantera_message
-from mechanisms.state import set_gas_state
+from kinetics.model.registry import SHIPPED_DIR, list_models
+from kinetics.outputs import OUTPUTS, evaluate_outputs
+from mechanisms.errors import InputError
 from service.errors import MechanismMismatch
-
-OUTPUTS = ("net_production_rates", "heat_release_rate")
-"""Optional outputs, evaluated by Cantera at the returned states: net production rates
-``[n, ns]`` (kmol/m³/s) and heat-release rate ``[n]`` (W/m³)."""
 
 
 def parse_outputs(names: list[str] | str | None) -> tuple[str, ...]:
@@ -96,27 +91,8 @@ class ModelHost:
     # -- work (device thread only) -----------------------------------------------------------------
     def outputs(self, states: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Cantera-evaluated outputs (float64) at ``states`` ``[n, 2+ns]`` (float64 or float32,
-        read exactly as given): see :data:`OUTPUTS`."""
-        if not names:
-            return {}
-        gas = self.integrator.gas
-        rates = np.empty((len(states), self.meta.n_species)) if "net_production_rates" in names else None
-        hrr = np.empty(len(states)) if "heat_release_rate" in names else None
-        for i, row in enumerate(states):
-            try:
-                set_gas_state(gas, row)
-                if rates is not None:
-                    rates[i] = gas.net_production_rates
-                if hrr is not None:
-                    hrr[i] = gas.heat_release_rate
-            except ct.CanteraError as exc:
-                raise InputError(f"outputs: Cantera cannot evaluate row {i} ({cantera_message(exc)})")
-        out = {}
-        if rates is not None:
-            out["net_production_rates"] = rates
-        if hrr is not None:
-            out["heat_release_rate"] = hrr
-        return out
+        read exactly as given): :func:`kinetics.outputs.evaluate_outputs`."""
+        return evaluate_outputs(self.integrator.gas, states, names)
 
 
 def load_hosts(model_dir: str | Path | None, device: str = "auto",

@@ -9,9 +9,9 @@ import errno
 import logging
 import socket
 
-import torch
 import uvicorn
 
+from kinetics.step.device import set_threads
 from mechanisms.errors import DeepkinError, InputError
 from service.app import create_app
 from service.deps import ServiceState
@@ -110,7 +110,7 @@ def serve(settings: ServiceSettings) -> None:
     if settings.threads:
         # On a CPU shared with other work, fewer intra-op threads than cores avoids threads
         # waiting for each other (measured: 1 thread 10-70x faster than 2 on 2 busy cores).
-        torch.set_num_threads(settings.threads)
+        set_threads(settings.threads)
     hosts = load_hosts(settings.model_dir, settings.device, settings.precision)
     sock = bound_socket(settings.host, settings.port)
     app = create_app(settings, hosts)

@@ -56,7 +56,8 @@ def h2_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def h2_server(h2_models):
     """``deepkin serve`` on :func:`h2_models` at 127.0.0.1, bearer token ``SHARED_TOKEN``."""
-    from tests.helpers.live_server import SHARED_TOKEN, LiveServer
+    from service.live_server import LiveServer
+    from tests.helpers import SHARED_TOKEN
 
     with LiveServer(h2_models, "--token", SHARED_TOKEN) as srv:
         yield srv

@@ -1,6 +1,6 @@
-"""The compiled chemistry step (kinetics/compiled_step.py): the same steps as the Python engine it
+"""The compiled chemistry step (kinetics/step/compiled_step.py): the same steps as the Python engine it
 replaced, on the shipped models and the states of real flames and ignitions; its enthalpy
-inversion against NASA-7 (kinetics/thermo.py); its per-cell flags; and the TorchScript file
+inversion against NASA-7 (kinetics/step/thermo.py); its per-cell flags; and the TorchScript file
 `deepkin export` writes, loaded back as a C++ caller would load it."""
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ import torch
 
 from benchmarks.call_overhead import BASELINE_REV, legacy_integrator
 from benchmarks.state_mixes import autoignition, premixed
-from kinetics.compiled_step import (
+from kinetics.integrator import Integrator
+from kinetics.model.model_file import WEIGHTS, non_network_tensors, read_model_file
+from kinetics.model.registry import resolve_model
+from kinetics.step.compiled_step import (
+    FEW_CELLS,
     FLAG_FALLBACK,
     FLAG_FROZEN,
     FLAG_NETWORK,
     CompiledStep,
     quiet_jit,
+    script_step,
 )
-from kinetics.integrator import Integrator
-from kinetics.model_file import read_model_file
-from kinetics.registry import resolve_model
-from kinetics.thermo import Nasa7
+from kinetics.step.thermo import Nasa7
 from mechanisms.loading import solution_from_yaml
 from tests.conftest import run_cli
 
@@ -32,7 +34,7 @@ from tests.conftest import run_cli
 # the networks and the routing are the same kernels in the same order (the same bits); the
 # enthalpy inversion sums each cell's mixture polynomial instead of every species' and the
 # projection solves by Cholesky instead of LU, which round differently. One change is on purpose:
-# a network evaluates a lone row as two (kinetics/inference.py), where the old engine took a GEMV
+# a network evaluates a lone row as two (kinetics/step/forward.py), where the old engine took a GEMV
 # path that rounds as float32 does (~1e-7 of a rate): the baseline here has that change too.
 T_BOUND_K = 1e-9  # seen: 5e-12 K after ten model steps
 Y_BOUND = 1e-13  # absolute, seen: 4e-16
@@ -143,6 +145,14 @@ def test_the_enthalpy_inversion_is_nasa7s_across_the_range_boundaries():
     assert bool(converged.all())
     torch.testing.assert_close(got, expected, rtol=0.0, atol=T_BOUND_K)
     torch.testing.assert_close(got, t_flame, rtol=1e-6, atol=0.0)  # Cantera's own equilibrium
+    # A few cells iterate on floats, cell by cell (scripted as the engine runs it): the same T'.
+    scripted = script_step(step)
+    for start in range(0, len(t_old), FEW_CELLS):
+        cells = slice(start, start + FEW_CELLS)
+        with torch.no_grad():
+            few, few_converged = scripted.temperature(t_old[cells], y_old[cells], y_new[cells])
+        assert bool(few_converged.all()) and few.dtype == torch.float64
+        torch.testing.assert_close(few, got[cells], rtol=0.0, atol=T_BOUND_K)
 
 
 def test_cells_come_back_flagged(legacy):
@@ -203,7 +213,7 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
 def test_an_mscale_network_steps_as_the_python_engine_did(legacy, tmp_path):
     """Architectures TorchScript cannot script (MscaleDNN's generator sum) run as their trace:
     the same kernels, the same steps."""
-    from kinetics.models import build_model
+    from kinetics.networks.architectures import build_model
     from tests.helpers.models import write_test_model
 
     meta, tensors, yaml_text = read_model_file(write_test_model(tmp_path / "m.safetensors"))
@@ -211,8 +221,8 @@ def test_an_mscale_network_steps_as_the_python_engine_did(legacy, tmp_path):
             "hidden": [24, 24], "scales": [1.0, 4.0]}
     torch.manual_seed(2)
     network = build_model(arch)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("net.")}
-    tensors.update({f"net.{k}": v.detach() * 0.1 for k, v in network.state_dict().items()})
+    tensors = non_network_tensors(tensors)
+    tensors.update({WEIGHTS + k: v.detach() * 0.1 for k, v in network.state_dict().items()})
     meta.architecture = arch
     states = _cells("h2-air")[::7]
     before = legacy.Integrator(meta, tensors, yaml_text, device="cpu").advance(states, 2)

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import tests.helpers.live_server as live_server
-from tests.helpers.live_server import SHARED_TOKEN, LiveServer
+import service.live_server as live_server
+from service.live_server import LiveServer
+from tests.helpers import SHARED_TOKEN
 from tests.helpers.toolchain import REQUIRED, build, need
 
 ROOT = Path(__file__).resolve().parents[1]

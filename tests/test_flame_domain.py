@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, ROUTE_UNRESOLVED, Integrator
-from kinetics.model_file import read_model_file
-from kinetics.transforms import box_cox
+from kinetics.model.model_file import read_model_file
+from kinetics.networks.transforms import box_cox
 from mechanisms import InputError
 from mechanisms.dataset_file import read_dataset
 from tests.conftest import run_cli
@@ -168,7 +168,7 @@ def test_cells_below_the_induction_networks_resolution_are_stepped_by_cantera(mo
 
 
 def test_fallback_below_is_for_an_induction_network_only(models, small_dataset, tmp_path):
-    from kinetics.train import TrainConfig
+    from kinetics.training.train import TrainConfig
 
     for bad, message in (({"fallback_below": 0.01}, "fallback_below: only an induction network"),
                          ({"fallback_below": -1, "regime": "induction", "tail_of": "x"},
@@ -248,8 +248,8 @@ def test_the_flame_ready_model_covers_a_counterflow_flame_it_was_not_trained_on(
     streams, pressures and strains (H2/N2 60/40 at 2 atm, strain 300/s) are inside its domain
     (the formats 1-3 box of the premixed h2-air model refuses most of them); hot H2/O2 without
     nitrogen and a hot unburnt mixture, which no row held, are outside."""
-    from kinetics.flame_coverage import counterflow_coverage
-    from kinetics.registry import resolve_model
+    from kinetics.model.registry import resolve_model
+    from kinetics.validation.flame_coverage import counterflow_coverage
 
     flame = Integrator.load(resolve_model("h2-air-flame"), device="cpu")
     premixed = Integrator.load(resolve_model("h2-air"), device="cpu")
@@ -289,7 +289,7 @@ def test_source_rows_trains_on_exactly_that_many_rows_of_each_source(small_datas
 def test_the_standard_flames_follow_the_fuel():
     """`deepkin validate --flames` reads H2's flames for H2 (φ up to 3, three dilutions, strain
     up to 1000/s) and a natural-gas burner's for methane (φ 0.7-1.3, strain up to 300/s)."""
-    from kinetics.flame_coverage import diluted, standard_flames
+    from kinetics.validation.flame_coverage import diluted, standard_flames
 
     premixed, counterflow = standard_flames("H2:1")
     assert (3.0, 1.0) in premixed and ("H2:0.3,N2:0.7", 5.0, 1000.0) in counterflow

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinetics.domain import DomainCoordinates, DomainSettings, OccupancyGrid
+from kinetics.model.domain import DomainCoordinates, DomainSettings, OccupancyGrid
 from mechanisms import InputError
 from mechanisms.dataset_file import read_dataset
 from sampling.config import SamplingConfig

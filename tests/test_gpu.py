@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.registry import resolve_model
+from kinetics.model.registry import resolve_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
@@ -65,7 +65,7 @@ def test_numpy_in_numpy_out_on_the_gpu_and_bad_input_refused():
 
 def test_service_on_the_gpu_matches_the_in_process_gpu_integrator():
     from service.client import Client
-    from tests.helpers.live_server import LiveServer
+    from service.live_server import LiveServer
 
     path = resolve_model("h2-air")
     states = _states()

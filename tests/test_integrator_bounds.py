@@ -13,7 +13,7 @@ import torch
 from kinetics.integrator import Integrator, StepInterrupted
 from mechanisms.errors import InputError
 from mechanisms.state import PRESSURE_RANGE_PA
-from tests.helpers.load import uniform_states
+from service.load_generator import uniform_states
 from tests.helpers.models import write_test_model
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.model_file import FORMAT_VERSION, read_model_file
-from kinetics.synthetic import write_random_model
-from kinetics.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
+from kinetics.model.model_file import FORMAT_VERSION, read_model_file
+from kinetics.model.synthetic import write_random_model
+from kinetics.networks.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
 from mechanisms.dataset_file import read_dataset
 from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
@@ -95,7 +95,7 @@ def test_init_from_starts_a_fine_tuning_run_from_a_models_weights(tiny_model, sm
                                                                    tmp_path):
     """``init_from``: the first epoch starts at the model's weights (a learning rate too small to
     move them keeps them), and a model of other rows or another network is refused by name."""
-    from kinetics.train import TrainConfig
+    from kinetics.training.train import TrainConfig
 
     _, base_tensors, _ = read_model_file(tiny_model)
     tune = (TRAIN_YAML.replace("epochs: 2", "epochs: 1").replace(
@@ -358,7 +358,7 @@ def test_element_projection_when_two_elements_share_one_species(tmp_path):
 
 def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
     """ΣY and enthalpy penalties and the MscaleDNN variant run end to end (in-process trainer)."""
-    from kinetics.train import TrainConfig, train
+    from kinetics.training.train import TrainConfig, train
 
     cfg = TrainConfig.from_dict({"model": {"type": "mscale", "hidden": [16, 16], "scales": [1, 4]},
                                  "epochs": 1, "batch_size": 512, "block_rows": 4096,
@@ -386,7 +386,7 @@ def test_physics_losses_and_mscale_train(small_dataset, tmp_path):
 
 
 def test_heat_release_weights_grow_with_the_steps_temperature_change():
-    from kinetics.train import heat_release_weights
+    from kinetics.training.train import heat_release_weights
 
     inputs = torch.zeros((4, 12), dtype=torch.float64)
     inputs[:, 0] = 1500.0
@@ -522,7 +522,7 @@ def test_validate_writes_the_surrogates_own_rollout_states(tmp_path):
 def test_heat_release_bands_benchmark_accounts_for_every_hot_row(small_dataset):
     """benchmarks/heat_release_bands.py: every row above the model's frozen temperature is in
     exactly one band, each band's route shares add up to 100 %, and its ratio is finite."""
-    from kinetics.registry import resolve_model
+    from kinetics.model.registry import resolve_model
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "heat_release_bands.py"
     frozen = Integrator.load(resolve_model("h2-air"), device="cpu").meta.frozen_temperature_k

@@ -137,7 +137,7 @@ def test_validate_says_when_no_network_ever_stepped_a_condition(tmp_path):
                                          ({"type": "mscale", "hidden": [8], "scales": [float("nan")]},
                                           "model.scales")])
 def test_an_impossible_network_is_refused_by_name(arch, field):
-    from kinetics.models import build_model
+    from kinetics.networks.architectures import build_model
 
     with pytest.raises(InputError, match=f"^{field}: "):
         build_model({"n_in": 12, "n_out": 10, **arch})

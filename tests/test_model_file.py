@@ -11,18 +11,19 @@ import pytest
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.model_file import (
+from kinetics.model.model_file import (
     FORMAT_VERSION,
     network_state,
+    non_network_tensors,
     read_model_file,
     save_model,
 )
-from kinetics.models import build_model
-from kinetics.registry import SHIPPED_DIR
-from kinetics.synthetic import write_random_model
+from kinetics.model.registry import SHIPPED_DIR
+from kinetics.model.synthetic import write_random_model
+from kinetics.networks.architectures import build_model
 from mechanisms import InputError, load_mechanism
+from service.live_server import free_port
 from tests.conftest import run_cli
-from tests.helpers.live_server import free_port
 from tests.helpers.models import rewrite_model_file
 
 
@@ -149,7 +150,7 @@ def test_the_shipped_format_2_file_loads_and_upgrades_to_the_newest_format_uncha
     assert meta.format_version == 2 and meta.tail is not None
     network = build_model(meta.architecture)
     network.load_state_dict(network_state(tensors))
-    extra = {k: v for k, v in tensors.items() if not k.startswith("net.")}
+    extra = non_network_tensors(tensors)
     upgraded = tmp_path / "h2-air.safetensors"
     save_model(upgraded, network, meta, extra, yaml_text)
     meta3, tensors3, yaml3 = read_model_file(upgraded)
@@ -170,7 +171,7 @@ def test_save_refuses_a_model_it_could_not_read_back(model, tmp_path):
     meta, tensors, yaml_text = read_model_file(model)
     network = build_model(meta.architecture)
     network.load_state_dict(network_state(tensors))
-    extra = {k: v for k, v in tensors.items() if not k.startswith("net.")}
+    extra = non_network_tensors(tensors)
     with pytest.raises(InputError, match="box_cox_lambda must lie in"):
         save_model(tmp_path / "x.safetensors", network,
                    dataclasses.replace(meta, box_cox_lambda=0.0), extra, yaml_text)

@@ -12,7 +12,7 @@ import cantera as ct
 import pytest
 
 from couplers.openfoam.results import case_info, ignition_delay, step_counts
-from tests.helpers.live_server import LiveServer, free_port
+from service.live_server import LiveServer, free_port
 from tests.helpers.openfoam import (
     SHIPPED_MODELS,
     TOKEN,

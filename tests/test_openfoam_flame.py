@@ -17,7 +17,7 @@ from couplers.openfoam.foam import read_internal_field, run_application
 from couplers.openfoam.results import case_info, flame_positions, flame_speed, step_counts
 from mechanisms.dataset_file import SOURCE_NAMES, read_dataset
 from mechanisms.states_file import read_states
-from tests.helpers.live_server import LiveServer
+from service.live_server import LiveServer
 from tests.helpers.openfoam import (
     SHIPPED_MODELS,
     TOKEN,

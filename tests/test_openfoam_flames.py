@@ -12,6 +12,7 @@ import pytest
 
 from couplers.openfoam.foam import read_internal_field
 from couplers.openfoam.results import step_counts
+from service.live_server import LiveServer
 from tests.helpers.flame_runs import (
     COUNTERFLOW_FUEL,
     COUNTERFLOW_STEPS_PER_CALL,
@@ -19,7 +20,6 @@ from tests.helpers.flame_runs import (
     premixed_run,
     with_frozen_temperature,
 )
-from tests.helpers.live_server import LiveServer
 from tests.helpers.openfoam import (
     SHIPPED_MODELS,
     TOKEN,

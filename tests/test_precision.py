@@ -1,5 +1,5 @@
 """The networks' precision: float32 unless a model records that it was validated in bfloat16 and
-the CPU multiplies bfloat16 natively (kinetics.inference.network_dtype); an explicit choice wins;
+the CPU multiplies bfloat16 natively (kinetics.step.forward.network_dtype); an explicit choice wins;
 the model file refuses an unknown precision and format-4 files that carry format-5 fields."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from kinetics.inference import native_bfloat16_cpu, network_dtype
 from kinetics.integrator import Integrator
-from kinetics.model_file import read_model_file
-from kinetics.synthetic import write_random_model
+from kinetics.model.model_file import read_model_file
+from kinetics.model.synthetic import write_random_model
+from kinetics.step.forward import native_bfloat16_cpu, network_dtype
 from mechanisms import InputError
+from service.live_server import LiveServer
 from tests.conftest import run_cli
-from tests.helpers.live_server import LiveServer
 from tests.helpers.models import rewrite_model_file
 
 CPU = torch.device("cpu")

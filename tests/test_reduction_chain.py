@@ -8,8 +8,8 @@ import yaml
 
 from mechanisms.loading import load_mechanism
 from service import Client
+from service.live_server import LiveServer
 from tests.conftest import run_cli
-from tests.helpers.live_server import LiveServer
 
 REDUCE = {"model": "h2o2.yaml", "targets": ["H2", "O2"], "retained-species": ["N2"], "method": "DRGEP",
           "error": 10.0, "autoignition-conditions": [

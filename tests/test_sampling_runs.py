@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from mechanisms.dataset_file import read_dataset
+from service.live_server import free_port
 from tests.conftest import DEEPKIN, run_cli
-from tests.helpers.live_server import free_port
 
 REPRO = ["--T0", "1100,1300", "--pressure-atm", "1,10", "--phi", "0.7,1.4",
          "--rows", "autoignition=400", "--rows", "free_flame=0", "--rows", "counterflow=0",

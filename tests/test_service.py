@@ -24,7 +24,7 @@ import pytest
 
 from kinetics.integrator import Integrator
 from service.client import Client, ServiceCallError
-from tests.helpers.live_server import LiveServer
+from service.live_server import LiveServer
 from tests.helpers.models import write_test_model
 
 TOKEN = "test-token-0123"
@@ -489,7 +489,7 @@ def test_serve_flags_reach_the_settings(tmp_path):
 @pytest.fixture(scope="module")
 def shipped_server():
     """One `deepkin serve` on the shipped models' folder (as a user starts it)."""
-    from kinetics.registry import SHIPPED_DIR
+    from kinetics.model.registry import SHIPPED_DIR
 
     with LiveServer(SHIPPED_DIR) as srv:
         yield srv
@@ -499,7 +499,7 @@ def test_the_methane_model_is_served_beside_the_hydrogen_ones(shipped_server):
     """`deepkin serve` on the shipped folder: h2-air, h2-air-flame and ch4-air side by side;
     cells of a methane flame (GRI-3.0, 53 species) come back as the in-process integrator
     advances them, mass and enthalpy conserved."""
-    from kinetics.registry import SHIPPED_DIR
+    from kinetics.model.registry import SHIPPED_DIR
     from mechanisms.state import join_states
 
     gas = ct.Solution("gri30.yaml")
@@ -532,7 +532,7 @@ def test_the_methane_model_is_served_beside_the_hydrogen_ones(shipped_server):
 
 def test_shipped_model_and_its_near_equilibrium_network_served_bit_for_bit(shipped_server):
     """The shipped model (two networks) through the service equals the in-process integrator."""
-    from kinetics.registry import resolve_model
+    from kinetics.model.registry import resolve_model
 
     path = resolve_model("h2-air")
     gas = ct.Solution("h2o2.yaml")

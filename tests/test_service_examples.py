@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.live_server import SHARED_TOKEN
+from tests.helpers import SHARED_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = SHARED_TOKEN

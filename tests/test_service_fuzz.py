@@ -9,7 +9,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from tests.helpers.live_server import LiveServer  # noqa: E402
+from service.live_server import LiveServer  # noqa: E402
 from tests.helpers.models import write_test_model  # noqa: E402
 
 TOKEN = "fuzz-token"

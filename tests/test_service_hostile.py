@@ -15,10 +15,11 @@ import time
 import httpx
 import pytest
 
+from service.header_flood import steps_beside_flood
+from service.live_server import LiveServer
+from service.load_generator import uniform_states
 from tests.conftest import run_cli
-from tests.helpers.hostile import stall, steps_beside_flood
-from tests.helpers.live_server import LiveServer
-from tests.helpers.load import uniform_states
+from tests.helpers.hostile import stall
 from tests.helpers.models import write_test_model
 
 HEADER_LIMIT = 32 << 10  # the server's --max-header-kb 32 (the default is 64 KiB)

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 from kinetics.integrator import Integrator
-from tests.helpers.hostile import GZIP_BOMB_BYTES, gzip_bomb, hostile_cases, memory_of, stall
-from tests.helpers.live_server import LiveServer
-from tests.helpers.load import uniform_states
+from service.header_flood import memory_of
+from service.live_server import LiveServer
+from service.load_generator import uniform_states
+from tests.helpers.hostile import GZIP_BOMB_BYTES, gzip_bomb, hostile_cases, stall
 from tests.helpers.models import write_test_model
 
 STEP_TIMEOUT_S = 0.3  # the server's device-time budget of one call

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.helpers.live_server import LiveServer
-from tests.helpers.load import run_load, uniform_states
+from service.live_server import LiveServer
+from service.load_generator import run_load, uniform_states
 from tests.helpers.models import write_test_model
 
 

@@ -22,9 +22,10 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.helpers.hostile import gzip_bomb, hostile_cases, memory_of, stall
-from tests.helpers.live_server import LiveServer
-from tests.helpers.load import uniform_states
+from service.header_flood import memory_of
+from service.live_server import LiveServer
+from service.load_generator import uniform_states
+from tests.helpers.hostile import gzip_bomb, hostile_cases, stall
 from tests.helpers.models import write_test_model
 
 SOAK_S = float(os.environ.get("DEEPKIN_SOAK_S", 600))

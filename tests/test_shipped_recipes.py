@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from kinetics.registry import SHIPPED_DIR
-from kinetics.train import TrainConfig
+from kinetics.model.registry import SHIPPED_DIR
+from kinetics.training.train import TrainConfig
 from sampling.config import SamplingConfig
 
 SAMPLE_RECIPES = sorted(p for p in SHIPPED_DIR.glob("*.yaml")

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from benchmarks.state_mixes import on_uniform_grid
-from kinetics.inference import BLOCK_ROWS_RANGE, BlockedForward, block_rows
-from kinetics.models import build_model
-from kinetics.thermo import Nasa7
-from kinetics.transforms import _whole_power, box_cox, box_cox_inverse
+from kinetics.networks.architectures import build_model
+from kinetics.networks.transforms import _whole_power, box_cox, box_cox_inverse
+from kinetics.step.forward import BLOCK_ROWS_RANGE, BlockedForward, block_rows
+from kinetics.step.thermo import Nasa7
 
 CPU = torch.device("cpu")
 

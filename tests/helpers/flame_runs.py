@@ -1,9 +1,8 @@
 """A-posteriori flame runs in OpenFOAM, deepkin chemistry against OpenFOAM's ODE chemistry on
 the same case: 1D premixed flames (speed) and the 2D counterflow diffusion flame (peak
 temperature and its position). The runs themselves live in ``couplers/openfoam/flame_runs.py``
-(``deepkin refine`` uses them too); here they carry the tests' service token. Shared by
-``tests/test_openfoam_flames.py`` and ``benchmarks/openfoam_flames.py`` (which also draws the
-figures of docs/openfoam.md)."""
+(``deepkin refine`` and ``benchmarks/openfoam_flames.py`` use them too); here they carry the
+tests' service token."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from couplers.openfoam import flame_runs
-from couplers.openfoam.flame_runs import (  # noqa: F401 - re-exported for the tests and benchmarks
+from couplers.openfoam.flame_runs import (  # noqa: F401 - re-exported for the tests
     COUNTERFLOW_FUEL,
     COUNTERFLOW_STEPS_PER_CALL,
     CounterflowRun,
@@ -38,13 +37,18 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
 
 def with_frozen_temperature(src: Path, dst: Path, frozen_k: float, name: str) -> Path:
     """A copy of model ``src`` whose frozen temperature is ``frozen_k`` (K), served as ``name``."""
-    from kinetics.model_file import network_state, read_model_file, save_model
-    from kinetics.models import build_model
+    from kinetics.model.model_file import (
+        network_state,
+        non_network_tensors,
+        read_model_file,
+        save_model,
+    )
+    from kinetics.networks.architectures import build_model
 
     meta, tensors, yaml_text = read_model_file(src)
     network = build_model(meta.architecture)
     network.load_state_dict(network_state(tensors))
-    extra = {k: v for k, v in tensors.items() if not k.startswith("net.")}
+    extra = non_network_tensors(tensors)
     save_model(dst, network, dataclasses.replace(meta, frozen_temperature_k=frozen_k, name=name),
                extra, yaml_text)
     return dst

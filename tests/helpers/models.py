@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kinetics.synthetic import write_random_model
+from kinetics.model.synthetic import write_random_model
 
 
 def write_test_model(path: str | Path, mechanism: str = "h2o2.yaml", hidden: list[int] | None = None,
                      frozen_temperature_k: float = 0.0,
                      temperature_k: tuple[float, float] = (300.0, 3500.0), seed: int = 0) -> Path:
-    """A model file with random weights (see ``kinetics.synthetic``), two hidden layers of 32 by
+    """A model file with random weights (see ``kinetics.model.synthetic``), two hidden layers of 32 by
     default, and the given frozen temperature (K) and training temperature range (K; cells
     outside it fall back to Cantera)."""
     return write_random_model(path, mechanism=mechanism, hidden=hidden or [32, 32], seed=seed,
@@ -33,7 +33,7 @@ def rewrite_model_file(src: str | Path, dst: str | Path, meta_edit=None, tensor_
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from kinetics.model_file import _metadata_digest, _weights_digest
+    from kinetics.model.model_file import _metadata_digest, _weights_digest
 
     if checksums not in ("remake", "format-2", "keep"):
         raise ValueError(f"checksums: {checksums!r}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from kinetics.model_file import ModelMeta, save_model
-from kinetics.models import build_model
+from kinetics.model.model_file import BCT_MAX, BCT_MIN, ModelMeta, save_model, scaling_tensors
+from kinetics.networks.architectures import build_model
 from mechanisms.loading import load_mechanism
 from mechanisms.state import state_width
 
@@ -45,9 +45,9 @@ def write_random_model(path: str | Path, mechanism: str = "gri30.yaml", phase: s
     net = build_model(arch)
     f64 = dict(dtype=torch.float64)
     extra = {
-        "norm.x_mean": torch.zeros(width, **f64), "norm.x_std": torch.ones(width, **f64) * 10.0,
-        "norm.y_mean": torch.zeros(ns, **f64), "norm.y_std": torch.ones(ns, **f64) * 1e-3,
-        "domain.bct_min": torch.full((ns,), -10.0, **f64), "domain.bct_max": torch.zeros(ns, **f64),
+        **scaling_tensors(torch.zeros(width, **f64), torch.ones(width, **f64) * 10.0,
+                          torch.zeros(ns, **f64), torch.ones(ns, **f64) * 1e-3),
+        BCT_MIN: torch.full((ns,), -10.0, **f64), BCT_MAX: torch.zeros(ns, **f64),
     }
     meta = ModelMeta(
         name=f"random-{Path(mechanism).stem}", architecture=arch, box_cox_lambda=0.1, dt_s=dt_s,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinetics.model_file import ModelMeta, read_model_file
+from kinetics.model.model_file import ModelMeta, read_model_file
 from mechanisms.errors import InputError
 from mechanisms.state import ONE_ATM_PA
 
-SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED_DIR = Path(__file__).parents[1] / "shipped"
 DEFAULT_MODEL = "h2-air"
 
 

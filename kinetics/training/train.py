@@ -3,7 +3,7 @@
 :func:`train` reads top to bottom: set-up (processes, the dataset's facts, the rows to learn from
 and their normalisation, network and optimiser, a resumed run's state), then epochs of
 :func:`_train_epoch` and :func:`_validation_loss`, each followed by the best model file, the
-checkpoint (``kinetics/checkpoint.py``) and a row of the CSV log. One process uses the CPU or
+checkpoint (``kinetics/training/checkpoint.py``) and a row of the CSV log. One process uses the CPU or
 one GPU; under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its share of the blocks with
 DistributedDataParallel and rank 0 writes the files.
 """
@@ -29,13 +29,29 @@ from safetensors import SafetensorError
 from torch.distributed.algorithms.join import Join
 from tqdm import tqdm
 
-from kinetics.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from kinetics.data import Normalisation, TrainingRows, compute_normalisation, features_and_targets
-from kinetics.domain import DomainCoordinates, DomainSettings, OccupancyGrid, domain_record
-from kinetics.integrator import resolve_device
-from kinetics.model_file import ModelMeta, network_state, read_model_file, save_model
-from kinetics.models import build_model
-from kinetics.transforms import box_cox, box_cox_inverse, decode_output, encode_output
+from kinetics.model.domain import DomainCoordinates, DomainSettings, OccupancyGrid, domain_record
+from kinetics.model.model_file import (
+    BCT_MAX,
+    BCT_MIN,
+    HEADS,
+    OCCUPANCY_TENSOR,
+    WEIGHTS,
+    X_MEAN,
+    X_STD,
+    Y_MEAN,
+    Y_STD,
+    ModelMeta,
+    network_state,
+    non_network_tensors,
+    read_model_file,
+    save_model,
+    scaling_tensors,
+)
+from kinetics.networks.architectures import build_model
+from kinetics.networks.transforms import box_cox, box_cox_inverse, decode_output, encode_output
+from kinetics.step.device import resolve_device
+from kinetics.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from kinetics.training.data import Normalisation, TrainingRows, compute_normalisation, features_and_targets
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
 from mechanisms.dataset_check import verified_facts, verify_rows
@@ -101,10 +117,10 @@ class TrainConfig:
     # large as the rates; benchmarks/regime_resolution.py measures where that lies). 0: none.
     fallback_below: float = 0.0
     # The precision the finished model is validated in and served at where the hardware
-    # multiplies it natively (kinetics.inference.network_dtype): float32 or bfloat16. null: the
+    # multiplies it natively (kinetics.step.forward.network_dtype): float32 or bfloat16. null: the
     # main model's (with tail_of), float32 otherwise. Set it once validation has shown it.
     inference_precision: str | None = None
-    # The training domain recorded in the model (kinetics/domain.py, DomainSettings): the
+    # The training domain recorded in the model (kinetics/model/domain.py, DomainSettings): the
     # occupancy grid over mixture fraction, dilution, T, P and progress by default.
     domain: dict[str, Any] | None = None
     # Start from a network of this model (path or shipped name) instead of random weights: its
@@ -413,17 +429,17 @@ class _InitModel:
 
     meta: ModelMeta
     tensors: dict[str, torch.Tensor]
-    prefix: str  # "" (main network), "tail." or "induction."
+    prefix: str  # "" (main network), TAIL or INDUCTION
 
     def scales_over(self, norm: Normalisation) -> Normalisation:
         """``norm`` (this run's rows) with the init network's scales; for a main network the
         T, P and species-box ranges of both."""
         t = self.tensors
         scaled = dataclasses.replace(
-            norm, x_mean=t[f"{self.prefix}norm.x_mean"].to(norm.x_mean.dtype),
-            x_std=t[f"{self.prefix}norm.x_std"].to(norm.x_std.dtype),
-            r_mean=t[f"{self.prefix}norm.y_mean"].to(norm.r_mean.dtype),
-            r_std=t[f"{self.prefix}norm.y_std"].to(norm.r_std.dtype))
+            norm, x_mean=t[self.prefix + X_MEAN].to(norm.x_mean.dtype),
+            x_std=t[self.prefix + X_STD].to(norm.x_std.dtype),
+            r_mean=t[self.prefix + Y_MEAN].to(norm.r_mean.dtype),
+            r_std=t[self.prefix + Y_STD].to(norm.r_std.dtype))
         if self.prefix:
             return scaled
         t_lo, t_hi = self.meta.temperature_k
@@ -431,14 +447,14 @@ class _InitModel:
         return dataclasses.replace(
             scaled, temperature_k=[min(t_lo, norm.temperature_k[0]), max(t_hi, norm.temperature_k[1])],
             pressure_pa=[min(p_lo, norm.pressure_pa[0]), max(p_hi, norm.pressure_pa[1])],
-            bct_min=torch.minimum(norm.bct_min, t["domain.bct_min"].to(norm.bct_min.dtype)),
-            bct_max=torch.maximum(norm.bct_max, t["domain.bct_max"].to(norm.bct_max.dtype)))
+            bct_min=torch.minimum(norm.bct_min, t[BCT_MIN].to(norm.bct_min.dtype)),
+            bct_max=torch.maximum(norm.bct_max, t[BCT_MAX].to(norm.bct_max.dtype)))
 
     def occupancy_over(self, record: dict[str, Any], occupancy: torch.Tensor | None
                        ) -> tuple[dict[str, Any], torch.Tensor | None]:
         """This run's occupancy domain united with the init model's (InputError when the two
         were counted on other bins or streams)."""
-        theirs = self.tensors.get("domain.occupancy")
+        theirs = self.tensors.get(OCCUPANCY_TENSOR)
         if occupancy is None or theirs is None:
             return record, occupancy
         keys = ("coordinates", "edges", "min_rows", "dilate", "fuel", "oxidizer")
@@ -462,7 +478,7 @@ def _start_from_model(model: torch.nn.Module, config: TrainConfig, arch: dict[st
     prefix, record = "", {"architecture": meta.architecture,
                           "output_transform": meta.output_transform}
     if config.tail_of:
-        prefix, record = f"{config.regime}.", getattr(meta, config.regime)
+        prefix, record = HEADS[config.regime], getattr(meta, config.regime)
         if not record:
             raise InputError(f"{where} has no {config.regime} network to start from")
     what = f"{where} has the {prefix.rstrip('.') or 'main'} network"
@@ -472,16 +488,15 @@ def _start_from_model(model: torch.nn.Module, config: TrainConfig, arch: dict[st
         raise InputError(f"{what} with output_transform {record['output_transform']}, the "
                          f"config {config.output_transform}")
     if not config.init_scales:
-        ours = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
-                "norm.y_std": norm.r_std}
+        ours = scaling_tensors(norm.x_mean, norm.x_std, norm.r_mean, norm.r_std, prefix)
         for key, value in ours.items():
-            theirs = tensors[prefix + key].to(value.dtype)
+            theirs = tensors[key].to(value.dtype)
             if not torch.allclose(theirs, value.cpu(), rtol=1e-6, atol=0.0):
-                raise InputError(f"{where} was trained on other rows (its {prefix}{key} differs "
+                raise InputError(f"{where} was trained on other rows (its {key} differs "
                                  "from this run's): use the same dataset, sources, source_rows, "
                                  "val_fraction and seed, or set init_scales: true to keep its "
                                  "scales")
-    model.load_state_dict(network_state(tensors, prefix + "net."))
+    model.load_state_dict(network_state(tensors, prefix + WEIGHTS))
     return _InitModel(meta, tensors, prefix)
 
 
@@ -553,7 +568,7 @@ class _Objective:
         self.r_mean, self.r_std = norm.r_mean.to(dev), norm.r_std.to(dev)
         self.thermo = None
         if self.enthalpy_weight > 0:
-            from kinetics.thermo import Nasa7
+            from kinetics.step.thermo import Nasa7
 
             gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
             self.thermo = Nasa7(gas, dev)
@@ -737,13 +752,12 @@ class _BestModel:
                       "val_loss": state["best_val"], "config": dataclasses.asdict(config),
                       "fuel": facts.sampler_config.get("fuel"),
                       "oxidizer": facts.sampler_config.get("oxidizer")})
-        extra = {"norm.x_mean": norm.x_mean, "norm.x_std": norm.x_std, "norm.y_mean": norm.r_mean,
-                 "norm.y_std": norm.r_std, "domain.bct_min": norm.bct_min,
-                 "domain.bct_max": norm.bct_max}
+        extra = {**scaling_tensors(norm.x_mean, norm.x_std, norm.r_mean, norm.r_std),
+                 BCT_MIN: norm.bct_min, BCT_MAX: norm.bct_max}
         if self.domain is not None:
             meta.domain, occupancy = self.domain
             if occupancy is not None:
-                extra["domain.occupancy"] = occupancy
+                extra[OCCUPANCY_TENSOR] = occupancy
         save_model(self.out, model, meta, extra, facts.mechanism_yaml)
 
 
@@ -753,7 +767,7 @@ def training_domain(rows: TrainingRows, config: TrainConfig, facts: DatasetFacts
     ``domain.check: box`` (the per-species box alone, as formats 1-3).
 
     The fuel and oxidiser streams are the dataset's (its last sampling run's); the bins are
-    ``config.domain``'s (:class:`~kinetics.domain.DomainSettings`). InputError when the dataset
+    ``config.domain``'s (:class:`~kinetics.model.domain.DomainSettings`). InputError when the dataset
     does not record its streams.
     """
     settings = DomainSettings.from_dict(config.domain)
@@ -793,7 +807,7 @@ class _MainModel:
     lam: float
     dt_s: float
     regime: str = "tail"
-    # induction: rows are kept when their progress is below this too (kinetics/domain.py)
+    # induction: rows are kept when their progress is below this too (kinetics/model/domain.py)
     progress_limit: float = 1.0
     coordinates: DomainCoordinates | None = None
 
@@ -814,20 +828,19 @@ class _MainModel:
                         state: dict) -> None:
         """The main model's file with ``tail`` added as its regime network (``tail.*`` or
         ``induction.*``; the regime networks the file holds already stay)."""
-        prefix = self.regime
-        extra = {k: v for k, v in self.tensors.items() if not k.startswith("net.")}
-        extra.update({f"{prefix}.net.{k}": v for k, v in tail.state_dict().items()})
-        extra.update({f"{prefix}.norm.x_mean": norm.x_mean, f"{prefix}.norm.x_std": norm.x_std,
-                      f"{prefix}.norm.y_mean": norm.r_mean, f"{prefix}.norm.y_std": norm.r_std})
+        head = HEADS[self.regime]
+        extra = non_network_tensors(self.tensors)
+        extra.update({head + WEIGHTS + k: v for k, v in tail.state_dict().items()})
+        extra.update(scaling_tensors(norm.x_mean, norm.x_std, norm.r_mean, norm.r_std, head))
         record = {"architecture": arch, "output_transform": config.output_transform,
                   "route_below": config.route_below,
                   "training": {"rows_train": norm.n_train, "rows_val": norm.n_val,
                                "epochs": state["epoch"], "val_loss": state["best_val"],
                                "config": dataclasses.asdict(config)}}
-        if prefix == "induction":
+        if self.regime == "induction":
             record["progress_below"] = config.progress_below
             record["fallback_below"] = config.fallback_below
-        meta = dataclasses.replace(self.meta, **{prefix: record},
+        meta = dataclasses.replace(self.meta, **{self.regime: record},
                                    description=config.description or self.meta.description,
                                    inference_precision=(config.inference_precision
                                                         or self.meta.inference_precision))
@@ -839,7 +852,7 @@ def _model_of_dataset(setting: str, name: str, config: TrainConfig, facts: Datas
     """``(meta, tensors, mechanism_yaml)`` of the model ``name`` (a path or shipped name) that
     the ``setting`` key names; InputError when it was trained on another mechanism, dt or λ
     than this dataset and config."""
-    from kinetics.registry import resolve_model
+    from kinetics.model.registry import resolve_model
 
     meta, tensors, yaml_text = read_model_file(resolve_model(name))
     if meta.mechanism_sha256 != facts.mechanism_sha256:
@@ -872,5 +885,5 @@ def _main_model(config: TrainConfig, facts: DatasetFacts) -> _MainModel:
         coordinates = DomainCoordinates(gas, fuel, oxidizer)
         progress_limit = config.progress_below + config.progress_margin
     return _MainModel(meta, tensors, network, yaml_text, config.route_below * config.route_margin,
-                      tensors["norm.y_std"], active, config.box_cox_lambda, facts.dt_s,
+                      tensors[Y_STD], active, config.box_cox_lambda, facts.dt_s,
                       config.regime, progress_limit, coordinates)

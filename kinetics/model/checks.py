@@ -1,6 +1,6 @@
 """What a model file's contents must satisfy before anything uses them.
 
-:func:`check_model` runs on every load (``kinetics.model_file.read_model_file``) and before
+:func:`check_model` runs on every load (``kinetics.model.model_file.read_model_file``) and before
 every save: the metadata must be consistent in itself, with the tensors and with the embedded
 mechanism, or the file is refused with one :class:`InputError` line naming the field and the
 reason. Without it an edited or mismatched file loaded and failed later (the service answered
@@ -27,16 +27,19 @@ from typing import Any
 import cantera as ct
 import torch
 
-from kinetics.models import build_model
+from kinetics.model.model_file import (
+    BCT_MAX,
+    BCT_MIN,
+    DOMAIN_TENSORS,
+    FEATURE_NORMS,
+    OCCUPANCY_TENSOR,
+    TARGET_NORMS,
+    WEIGHTS,
+)
+from kinetics.networks.architectures import build_model
 from mechanisms.config_file import is_number
 from mechanisms.errors import InputError, cantera_message
 from mechanisms.loading import solution_from_yaml
-
-# Feature scaling [2+ns] and target scaling [ns] of a network, under its prefix.
-FEATURE_NORMS = ("norm.x_mean", "norm.x_std")
-TARGET_NORMS = ("norm.y_mean", "norm.y_std")
-DOMAIN_TENSORS = ("domain.bct_min", "domain.bct_max")
-OCCUPANCY_TENSOR = "domain.occupancy"
 
 
 class _Refusal:
@@ -58,10 +61,10 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
     gas = _check_mechanism(meta, mechanism_yaml, refuse)
     ns = len(meta.species)
     expected = set(DOMAIN_TENSORS)
-    _check_vector(tensors, "domain.bct_min", ns, refuse)
-    _check_vector(tensors, "domain.bct_max", ns, refuse)
-    if bool((tensors["domain.bct_min"] > tensors["domain.bct_max"]).any()):
-        raise refuse("domain.bct_min", "exceeds domain.bct_max for some species")
+    _check_vector(tensors, BCT_MIN, ns, refuse)
+    _check_vector(tensors, BCT_MAX, ns, refuse)
+    if bool((tensors[BCT_MIN] > tensors[BCT_MAX]).any()):
+        raise refuse(BCT_MIN, f"exceeds {BCT_MAX} for some species")
     version = getattr(meta, "format_version", 1)
     domain = getattr(meta, "domain", None)
     induction = getattr(meta, "induction", None)
@@ -145,7 +148,7 @@ def _check_domain(domain: Any, tensors: dict[str, torch.Tensor], gas: ct.Solutio
                   refuse: _Refusal) -> set[str]:
     """Check the occupancy domain (format 4) against its tensor and the mechanism; the names of
     its tensors."""
-    from kinetics.domain import COORDINATES, DomainCoordinates, DomainSettings
+    from kinetics.model.domain import COORDINATES, DomainCoordinates, DomainSettings
 
     if not isinstance(domain, dict):
         raise refuse("domain", f"must be null or a mapping, got {domain!r}")
@@ -230,7 +233,7 @@ def _check_head(prefix: str, architecture: Any, tensors: dict[str, torch.Tensor]
         raise refuse(f"{field}.hidden", f"must be a list of layer sizes >= 1, got {hidden!r}")
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation
-            shapes = {f"{prefix}net.{k}": tuple(v.shape)
+            shapes = {prefix + WEIGHTS + k: tuple(v.shape)
                       for k, v in build_model(architecture).state_dict().items()}
     except (InputError, TypeError, ValueError, RuntimeError) as exc:
         raise refuse(field, f"is not buildable ({exc})")

@@ -1,4 +1,4 @@
-"""The constant tables of the compiled step (:mod:`kinetics.compiled_step`), built once from a
+"""The constant tables of the compiled step (:mod:`kinetics.step.compiled_step`), built once from a
 model's mechanism and file: mixture NASA-7 coefficients per temperature interval, the occupancy
 grid as one padded lookup, the mixture-coordinate rows, and the element matrix.
 
@@ -6,10 +6,10 @@ Each table turns per-call work into one product or one lookup, so that a step of
 few tensor operations:
 
 - :func:`thermo_table`: every species' NASA-7 enthalpy and heat-capacity coefficients (from
-  :class:`kinetics.thermo.Nasa7`, J/kg and J/kg/K on ``[1, T, …, T⁵]``) laid out per temperature
+  :class:`kinetics.step.thermo.Nasa7`, J/kg and J/kg/K on ``[1, T, …, T⁵]``) laid out per temperature
   interval between the mechanism's distinct ``T_mid`` values, so that ``Y @ table`` gives a
   cell's mixture polynomials for every interval at once;
-- :func:`occupancy_table`: the occupancy grid (``kinetics/domain.py``) with one empty bin added at
+- :func:`occupancy_table`: the occupancy grid (``kinetics/model/domain.py``) with one empty bin added at
   both ends of every axis, and bin edges padded to one ``[5, E]`` table, so that one
   ``searchsorted`` and one lookup give the same answer as ``OccupancyGrid.flat_index`` and the
   mask (cells beyond the outer edges land in the empty bins);
@@ -28,11 +28,11 @@ import cantera as ct
 import numpy as np
 import torch
 
-from kinetics.domain import DomainCoordinates, OccupancyGrid
-from kinetics.thermo import Nasa7
+from kinetics.model.domain import DomainCoordinates, OccupancyGrid
+from kinetics.step.thermo import Nasa7
 from mechanisms.state import element_mass_matrix
 
-N_COORDINATES = 5  # mixture fraction, diluent, T, ln(P/1 atm), progress (kinetics.domain)
+N_COORDINATES = 5  # mixture fraction, diluent, T, ln(P/1 atm), progress (kinetics.model.domain)
 
 
 def thermo_table(gas: ct.Solution, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +92,7 @@ def occupancy_table(edges: list[list[float]], occupancy: torch.Tensor, device: t
 class MixtureRows:
     """``rows`` ``[ns, 6]`` float64: ``Y @ rows`` = β (mol O/kg), the diluent's mass fraction,
     the products' (H2O, CO2) mass fraction, mol H, C, O per kg; with the constants that turn
-    them into the domain coordinates (kinetics/domain.py)."""
+    them into the domain coordinates (kinetics/model/domain.py)."""
 
     rows: torch.Tensor
     beta_oxidizer: float

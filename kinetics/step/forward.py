@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kinetics.models import MLP
+from kinetics.networks.architectures import MLP
 from mechanisms.errors import InputError
 
 BLOCK_VALUES = 1024 * 400  # activations of the widest layer per block
@@ -76,9 +76,9 @@ def _onednn_linear():
 
 
 class FusedMLP(nn.Module):
-    """An :class:`~kinetics.models.MLP`'s layers on oneDNN's fused linear op, each activation fused
-    into the linear layer before it; the weights are the network's own tensors (no copy) until
-    :meth:`prepack`. Scriptable (TorchScript)."""
+    """An :class:`~kinetics.networks.architectures.MLP`'s layers on oneDNN's fused linear op,
+    each activation fused into the linear layer before it; the weights are the network's own
+    tensors (no copy) until :meth:`prepack`. Scriptable (TorchScript)."""
 
     def __init__(self, network: MLP):
         super().__init__()
@@ -110,7 +110,7 @@ class FusedMLP(nn.Module):
 
 def fusable(network: nn.Module) -> bool:
     """True when every layer of ``network`` is a linear layer or an activation oneDNN fuses into
-    the linear layer before it (an :class:`~kinetics.models.MLP` of GELU, SiLU or tanh)."""
+    the linear layer before it (an :class:`~kinetics.networks.architectures.MLP` of GELU, SiLU or tanh)."""
     if not isinstance(network, MLP):
         return False
     return all(isinstance(layer, nn.Linear) for layer, _ in _fused_layers(list(network.net)))
@@ -119,7 +119,7 @@ def fusable(network: nn.Module) -> bool:
 class BlockedForward(nn.Module):
     """Evaluates ``network`` (in eval mode, on ``device`` in ``dtype``) block by block on CPU, in
     one call on a GPU (whose throughput wants large batches). Scriptable (TorchScript) when
-    ``network`` is; the compiled step (:mod:`kinetics.compiled_step`) holds one per network."""
+    ``network`` is; the compiled step (:mod:`kinetics.step.compiled_step`) holds one per network."""
 
     def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype):
         super().__init__()

@@ -7,7 +7,9 @@ normalisation under ``tail.net.*`` and ``tail.norm.*``. Metadata (strings): ``de
 ``weights_sha256`` (a checksum of every tensor) and, from format 3 on, ``metadata_sha256`` (a
 checksum of every other metadata entry, ``weights_sha256`` among them, so of the whole file): a
 damaged or edited file is refused rather than silently wrong. Every load and every save also
-runs the consistency checks of ``kinetics/model_checks.py``.
+runs the consistency checks of ``kinetics/model/checks.py``. The tensor names are spelled here
+only (:data:`X_MEAN` … :data:`OCCUPANCY_TENSOR`, the head prefixes :data:`TAIL` and :data:`INDUCTION`):
+every reader and writer of a model file goes through them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from kinetics.model_checks import check_model
 from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
 from mechanisms.loading import mechanism_sha256
@@ -35,6 +36,31 @@ from mechanisms.loading import mechanism_sha256
 # ``domain.occupancy``) and an induction network may follow (``induction``). Older files are read
 # with the checks of their format (and their per-species domain box), plus the consistency checks.
 FORMAT_VERSION = 5
+
+# The tensors of a model file. A network's tensors sit under its head's prefix: "" for the main
+# network, TAIL for the near-equilibrium one, INDUCTION for the induction one.
+TAIL, INDUCTION = "tail.", "induction."
+HEADS = {"tail": TAIL, "induction": INDUCTION}  # a regime network's metadata key → its prefix
+WEIGHTS = "net."  # + a key of the network's state_dict
+X_MEAN, X_STD = "norm.x_mean", "norm.x_std"  # feature scaling [2+ns]
+Y_MEAN, Y_STD = "norm.y_mean", "norm.y_std"  # target scaling [ns]
+FEATURE_NORMS, TARGET_NORMS = (X_MEAN, X_STD), (Y_MEAN, Y_STD)
+BCT_MIN, BCT_MAX = "domain.bct_min", "domain.bct_max"  # the per-species Box-Cox box [ns]
+DOMAIN_TENSORS = (BCT_MIN, BCT_MAX)
+OCCUPANCY_TENSOR = "domain.occupancy"  # the occupancy grid (format >= 4), uint8 0/1
+
+
+def scaling_tensors(x_mean: torch.Tensor, x_std: torch.Tensor, y_mean: torch.Tensor,
+                    y_std: torch.Tensor, head: str = "") -> dict[str, torch.Tensor]:
+    """The scaling tensors of the network of ``head`` (``""``, :data:`TAIL` or
+    :data:`INDUCTION`) under their names: features ``[2+ns]``, targets ``[ns]``."""
+    return {head + X_MEAN: x_mean, head + X_STD: x_std, head + Y_MEAN: y_mean, head + Y_STD: y_std}
+
+
+def non_network_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every tensor but the main network's weights: what :func:`save_model` takes as ``extra``
+    when it is given the (possibly changed) main network again."""
+    return {k: v for k, v in tensors.items() if not k.startswith(WEIGHTS)}
 
 
 @dataclass
@@ -61,7 +87,7 @@ class ModelMeta:
     # ``route_below`` × the main target scale take their rates from it.
     tail: dict[str, Any] | None = None
     format_version: int = 1
-    # The training domain as covered (format >= 4; kinetics/domain.py): {"check", "coordinates",
+    # The training domain as covered (format >= 4; kinetics/model/domain.py): {"check", "coordinates",
     # "edges", "min_rows", "dilate", "fuel", "oxidizer", "stoichiometric_mixture_fraction", …}
     # with the tensor ``domain.occupancy``; null: the per-species Box-Cox box alone (formats 1-3).
     domain: dict[str, Any] | None = None
@@ -72,7 +98,7 @@ class ModelMeta:
     # own scale, are all below ``fallback_below`` (its resolution floor) go to Cantera.
     induction: dict[str, Any] | None = None
     # The precision the model was validated in for fast inference (format >= 5): "float32", or
-    # "bfloat16" (used on CPUs that multiply it natively; kinetics.inference.network_dtype).
+    # "bfloat16" (used on CPUs that multiply it natively; kinetics.step.forward.network_dtype).
     inference_precision: str = "float32"
 
     @property
@@ -110,7 +136,9 @@ def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
     format; InputError when the model fails the load-time checks (it could not be read back)."""
     if mechanism_sha256(mechanism_yaml) != meta.mechanism_sha256:
         raise ValueError("mechanism_yaml does not match meta.mechanism_sha256")
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    from kinetics.model.checks import check_model  # (which reads this module's tensor names)
+
+    tensors = {WEIGHTS + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
     meta = dataclasses.replace(meta, format_version=FORMAT_VERSION)
     check_model(meta, tensors, mechanism_yaml, path)
@@ -132,8 +160,10 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
 
     Raises :class:`InputError` for a missing file, a file that is not a safetensors file, is
     truncated, corrupted or edited (checksums), is not a deepkin model, has a newer format, or
-    fails a consistency check (``kinetics/model_checks.py``).
+    fails a consistency check (``kinetics/model/checks.py``).
     """
+    from kinetics.model.checks import check_model  # (which reads this module's tensor names)
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model: {path} does not exist")
@@ -171,6 +201,7 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
     return meta, tensors, yaml_text
 
 
-def network_state(tensors: dict[str, torch.Tensor], prefix: str = "net.") -> dict[str, torch.Tensor]:
-    """The tensors under ``prefix`` (``net.`` or ``tail.net.``) with it removed (a ``state_dict``)."""
+def network_state(tensors: dict[str, torch.Tensor], prefix: str = WEIGHTS) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` (:data:`WEIGHTS`, or a head's prefix + :data:`WEIGHTS`) with
+    it removed (a ``state_dict``)."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.validation_checks import check_grid, prepare_out_dir
+from kinetics.validation.inputs import check_grid, prepare_out_dir
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.composition import mixture_mass_fractions
 from mechanisms.errors import InputError
@@ -94,7 +94,8 @@ class ValidationReport:
     targets: dict = field(default_factory=lambda: dict(TARGETS))
     # Conditions no network ever stepped (Cantera took every step): left out of the figures.
     outside_domain: list[str] = field(default_factory=list)
-    # With flames=True: the cells of Cantera's flames the model serves (kinetics/flame_coverage.py).
+    # With flames=True: the cells of Cantera's flames the model serves
+    # (kinetics/validation/flame_coverage.py).
     flames: list[dict] = field(default_factory=list)
     # The networks' dtype and the device they ran on (Integrator.precision, .device).
     precision: str = "float32"
@@ -207,7 +208,7 @@ class ValidationReport:
                          f"{percent(c.idt_rel_error_continuous)} | {c.final_t_cantera_k:.1f} | "
                          f"{c.final_t_surrogate_k:.1f} | {100 * c.served_fraction:.1f} % |{extra}")
         if self.flames:
-            from kinetics.flame_coverage import FlameCoverage, coverage_table
+            from kinetics.validation.flame_coverage import FlameCoverage, coverage_table
 
             rows = [FlameCoverage(**{k: v for k, v in f.items() if not k.endswith("_fraction")})
                     for f in self.flames]
@@ -247,10 +248,10 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
     ``max(rollout_steps, t_end_factor × the slowest Cantera ignition delay / dt)`` steps.
-    InputError before any work for a grid or folder ``kinetics/validation_checks.py`` refuses;
+    InputError before any work for a grid or folder ``kinetics/validation/inputs.py`` refuses;
     conditions no network ever stepped are listed in ``outside_domain`` and left out of the
     figures. ``flames``: also count the cells of Cantera's premixed and counterflow flames the
-    model serves (:func:`kinetics.flame_coverage.standard_coverage`). ``after_ignition_species``
+    model serves (:func:`kinetics.validation.flame_coverage.standard_coverage`). ``after_ignition_species``
     (default: those of :data:`AFTER_IGNITION_SPECIES` the mechanism has) are compared
     ``after_ignition_s`` (s) after each side's own ignition; the rollout is made long enough.
     ``states_out``: also write the surrogate's own states (every recorded step of every
@@ -292,7 +293,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     report.precision, report.device = integrator.precision, str(integrator.device)
     report.after_ignition_s = after_ignition_s if tracked else 0.0
     if flames:
-        from kinetics.flame_coverage import standard_coverage
+        from kinetics.validation.flame_coverage import standard_coverage
 
         report.flames = [f.to_dict() for f in standard_coverage(integrator, fuel, oxidizer)]
     if out_dir is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kinetics.transforms import RunningMoments, box_cox, log_pressure
+from kinetics.networks.transforms import RunningMoments, box_cox, log_pressure
 from mechanisms.dataset_file import BlockReader, DatasetFacts
 from mechanisms.errors import InputError
 from mechanisms.state import join_states, mass_fractions, pressure, state_width, temperature

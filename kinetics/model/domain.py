@@ -34,7 +34,7 @@ import cantera as ct
 import numpy as np
 import torch
 
-from kinetics.transforms import log_pressure
+from kinetics.networks.transforms import log_pressure
 from mechanisms.composition import parse_composition
 from mechanisms.config_file import check_keys, is_number
 from mechanisms.errors import InputError
