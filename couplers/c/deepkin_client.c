@@ -354,13 +354,18 @@ static struct curl_slist *common_headers(const deepkin_client *c, struct curl_sl
 
 /* ---------------------------------------------------------------- the in-process backend */
 
-/* The path of a model file named by deepkin_open's `url`: "file://PATH", or an existing file
- * (anything with "://" is a URL), else NULL. */
+/* The path of a model file named by deepkin_open's `url`: "file://PATH", an existing file, or
+ * what can only be a path (it starts with '/' or '.', or ends in ".pt"), so that a missing file
+ * is reported as missing rather than as a server that does not answer; anything with "://" is
+ * a URL, and so is anything else ("localhost:8000"). NULL for a URL. */
 static const char *model_file(const char *url) {
     if (!strncmp(url, "file://", 7)) return url + 7;
     if (strstr(url, "://")) return NULL;
     struct stat st;
-    return stat(url, &st) == 0 && S_ISREG(st.st_mode) ? url : NULL;
+    if (stat(url, &st) == 0 && S_ISREG(st.st_mode)) return url;
+    size_t n = strlen(url);
+    int path_like = url[0] == '/' || url[0] == '.' || (n > 3 && !strcmp(url + n - 3, ".pt"));
+    return path_like ? url : NULL;
 }
 
 static int open_model_file(deepkin_client *c, const char *path, const char *model,
@@ -655,6 +660,18 @@ void deepkin_last_counts(const deepkin_client *c, long *cells, long *frozen, lon
 int deepkin_last_flags(const deepkin_client *c, long n_cells, signed char *flags) {
     if (!c || !c->local || n_cells != c->flags_n || (n_cells > 0 && !flags)) return DEEPKIN_ERROR_ARGUMENT;
     if (n_cells > 0) memcpy(flags, c->flags, (size_t)n_cells);
+    return DEEPKIN_OK;
+}
+
+int deepkin_set_threads(deepkin_client *c, int n_threads) {
+    if (!c) return DEEPKIN_ERROR_ARGUMENT;
+    if (n_threads < 1) {
+        set_error(c, "deepkin_set_threads: n_threads must be >= 1, got %d", n_threads);
+        return DEEPKIN_ERROR_ARGUMENT;
+    }
+#ifdef DEEPKIN_WITH_LIBTORCH
+    if (c->local) deepkin_local_set_threads(n_threads);
+#endif
     return DEEPKIN_OK;
 }
 

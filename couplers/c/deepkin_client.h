@@ -95,6 +95,11 @@ void deepkin_last_counts(const deepkin_client *client, long *cells, long *frozen
  * service (which steps every cell itself: its counts are in deepkin_last_counts). */
 int deepkin_last_flags(const deepkin_client *client, long n_cells, signed char *flags);
 
+/* Threads of a model file's in-process step (libtorch's intra-op threads; > 0): 1 for one MPI
+ * rank per core. They are the process's: every handle of the process shares them. A client of the
+ * service has none to set (the service's are `deepkin serve --threads`): DEEPKIN_OK, no effect. */
+int deepkin_set_threads(deepkin_client *client, int n_threads);
+
 long deepkin_http_status(const deepkin_client *client); /* of the last answer; 0 = none */
 
 /* The last error as one line (empty after success); returns the message's full length. */

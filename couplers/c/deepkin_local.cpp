@@ -1,6 +1,6 @@
 /*
  * deepkin_local.cpp - the in-process backend of the deepkin client library: the TorchScript file
- * of `deepkin export MODEL -o FILE` (kinetics/compiled_step.py) loaded by libtorch and called
+ * of `deepkin export MODEL -o FILE` (kinetics/step/compiled_step.py) loaded by libtorch and called
  * with the caller's arrays, no server and no Python.
  *
  * Build against the libtorch of the torch wheel that wrote the file
@@ -13,14 +13,24 @@
  *       -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -lcurl -lm
  *
  * (-D_GLIBCXX_USE_CXX11_ABI takes torch._C._GLIBCXX_USE_CXX11_ABI.) libtorch's intra-op threads
- * follow OMP_NUM_THREADS (all cores otherwise); a solver with one MPI rank per core sets it to 1.
+ * follow OMP_NUM_THREADS (all cores otherwise) or deepkin_set_threads; a solver with one MPI rank
+ * per core sets them to 1.
+ *
+ * A file steps on the device it was exported for: `deepkin export MODEL -o FILE --device cuda`
+ * writes one that runs on the GPU (cells copied there and back each call) with a CUDA build of
+ * torch; link also -ltorch_cuda -lc10_cuda (inside the same -Wl,--no-as-needed, which keeps
+ * libtorch's CUDA backend registered). Opening it where CUDA is unusable is DEEPKIN_ERROR_MODEL
+ * with that reason.
  */
 #include "deepkin_local.h"
 
 #include "deepkin_client.h"
 
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <cfenv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,6 +43,24 @@ struct deepkin_local {
 };
 
 namespace {
+
+/* Floating-point traps off while libtorch runs, restored after: a host that traps them (OpenFOAM
+ * with FOAM_SIGFPE, its default) would die on the masked arithmetic of the step (an inf or NaN
+ * computed for a lane that a mask then drops). libtorch's worker threads are started inside a
+ * hold, so they inherit the non-stop mode. */
+class FpHold {
+  public:
+    FpHold() { std::feholdexcept(&saved_); }
+    ~FpHold() {
+        std::feclearexcept(FE_ALL_EXCEPT);
+        std::fesetenv(&saved_);
+    }
+    FpHold(const FpHold &) = delete;
+    FpHold &operator=(const FpHold &) = delete;
+
+  private:
+    std::fenv_t saved_;
+};
 
 /* The first line of an exception's text (libtorch's carry a C++ backtrace after it). */
 std::string first_line(const std::exception &e) {
@@ -58,6 +86,7 @@ extern "C" int deepkin_local_open(const char *path, deepkin_local **local, char 
                                   size_t err_size) {
     *local = nullptr;
     *species = nullptr;
+    FpHold hold;
     deepkin_local *l = nullptr;
     try {
         l = new deepkin_local();
@@ -68,8 +97,19 @@ extern "C" int deepkin_local_open(const char *path, deepkin_local **local, char 
         if (auto prepack = l->module.find_method("prepack")) (*prepack)({});
     } catch (const std::exception &e) {
         delete l;
+        // A file of `deepkin export --device cuda` holds its tensors on the GPU: without CUDA,
+        // libtorch's text names an operator and a backend, not the cause.
+        const std::string why = first_line(e);
+        if (why.find("'CUDA' backend") != std::string::npos && !torch::cuda::is_available()) {
+            set_err(err, err_size, std::string("model file ") + path + " was exported for CUDA " +
+                                       "(deepkin export --device cuda), and CUDA is not available " +
+                                       "to this process (no GPU, a CPU-only libtorch, or not " +
+                                       "linked with -ltorch_cuda -lc10_cuda); export it with " +
+                                       "--device cpu");
+            return DEEPKIN_ERROR_MODEL;
+        }
         set_err(err, err_size, std::string("model file ") + path + ": libtorch cannot load it (" +
-                                   first_line(e) + "); write it with `deepkin export`");
+                                   why + "); write it with `deepkin export`");
         return DEEPKIN_ERROR_MODEL;
     }
     try {
@@ -108,6 +148,7 @@ extern "C" int deepkin_local_step(deepkin_local *l, long n_cells, const double *
                                   long n_substeps, double *advanced, signed char *flags, char *err,
                                   size_t err_size) {
     const int64_t n = n_cells, width = 2 + l->ns;
+    FpHold hold;
     try {
         c10::InferenceMode guard;
         // The module never writes into its input: the caller's array is borrowed, not copied.
@@ -131,6 +172,11 @@ extern "C" int deepkin_local_step(deepkin_local *l, long n_cells, const double *
         return DEEPKIN_ERROR_MODEL;
     }
     return DEEPKIN_OK;
+}
+
+extern "C" void deepkin_local_set_threads(int n_threads) {
+    FpHold hold;
+    at::set_num_threads(n_threads);
 }
 
 extern "C" void deepkin_local_close(deepkin_local *l) { delete l; }

@@ -27,6 +27,9 @@ int deepkin_local_open(const char *path, deepkin_local **local, char ***species,
 int deepkin_local_step(deepkin_local *local, long n_cells, const double *states, long n_substeps,
                        double *advanced, signed char *flags, char *err, size_t err_size);
 
+/* libtorch's intra-op threads of the process (n_threads >= 1). */
+void deepkin_local_set_threads(int n_threads);
+
 void deepkin_local_close(deepkin_local *local); /* NULL is fine */
 
 #ifdef __cplusplus

@@ -5,7 +5,15 @@ from the matching source package: ``apt-get source openfoam`` through a private 
 (a ``deb-src`` twin of the system's sources in a temporary folder; /etc/apt is not touched), then
 ``wmake/src/Allmake`` (the wmake tools) and ``wmakeLnIncludeAll`` on the folders the chemistry
 code includes. The sources are compiled in a build folder and linked against Debian's libraries
-(``FOAM_LIBBIN=/usr/lib``). Everything lives under :func:`home` (default
+(``FOAM_LIBBIN=/usr/lib``).
+
+The library carries the C client's in-process backend (``couplers/c/deepkin_local.cpp``), so one
+library serves both the service (``deepkinCoeffs { url ...; }``) and a model file of ``deepkin
+export`` stepped in each rank (``deepkinCoeffs { modelFile ...; }``): that file needs C++20 and
+libtorch's headers, which OpenFOAM's C++11 rules cannot compile, so it is compiled here on its own
+(``build/deepkinLocal/deepkin_local.o``) against the libtorch of the installed torch wheel (CPU or
+CUDA build: both ship headers and libraries) and linked into the library with an rpath to the
+wheel's ``torch/lib``, so that no ``LD_LIBRARY_PATH`` is needed. Everything lives under :func:`home` (default
 ``~/.cache/deepkin/openfoam``): ``src/`` (OpenFOAM sources, ~300 MB), ``build/``, ``lib/`` and
 ``bin/``.
 """
@@ -13,10 +21,12 @@ code includes. The sources are compiled in a build folder and linked against Deb
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from couplers.openfoam.foam import require_installed
@@ -208,11 +218,17 @@ def build(root: Path | None = None, source: Path | None = None, log=None) -> Pat
     env = wmake_env(source, root)
     build_dir = root / "build"
     _sync_tree(SOURCES, build_dir)
-    for name in ("deepkin_client.c", "deepkin_client.h"):
+    for name in ("deepkin_client.c", "deepkin_client.h", "deepkin_local.h"):
         target = build_dir / "deepkinChemistry" / name
         if not target.exists() or not filecmp.cmp(CLIENT_SOURCES / name, target, shallow=False):
             shutil.copyfile(CLIENT_SOURCES / name, target)
     logfile = root / "build.log"
+    torch = libtorch()
+    local_object = _build_local_backend(build_dir / "deepkinLocal", torch, log, logfile)
+    if local_object is not None and library_path(root).exists():
+        library_path(root).unlink()  # the backend changed: wmake relinks only a missing library
+    env.update({"DEEPKIN_LOCAL_OBJECT": str(build_dir / "deepkinLocal" / "deepkin_local.o"),
+                "DEEPKIN_TORCH_LIB": str(torch.lib), "DEEPKIN_TORCH_LIBS": " ".join(torch.link_flags)})
     _run(["wmake", "libso"], log, "wmake libso (libdeepkinChemistry)", logfile,
          cwd=build_dir / "deepkinChemistry", env=env)
     _run(["wmake"], log, "wmake (deepkinChemistryTime)", logfile, cwd=build_dir / "deepkinChemistryTime",
@@ -221,6 +237,70 @@ def build(root: Path | None = None, source: Path | None = None, log=None) -> Pat
     if not library.is_file():
         raise BuildError(f"wmake: finished without writing {library}")
     return library
+
+
+@dataclass(frozen=True)
+class Libtorch:
+    """The libtorch of the installed torch wheel: its version, headers, libraries and C++ ABI."""
+
+    version: str
+    include: Path
+    lib: Path
+    cxx11_abi: bool
+
+    @property
+    def link_flags(self) -> list[str]:
+        """The libraries to link (inside ``-Wl,--no-as-needed``): a CUDA build's CUDA backend
+        too, so that a file exported with ``--device cuda`` finds its kernels registered."""
+        names = ["torch", "torch_cpu", "c10"]
+        if (self.lib / "libtorch_cuda.so").is_file():
+            names += ["torch_cuda", "c10_cuda"]
+        return [f"-l{name}" for name in names]
+
+
+def libtorch() -> Libtorch:
+    """The installed torch wheel's libtorch; BuildError where torch is missing or ships no C++
+    headers."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BuildError(f"libtorch: torch is not installed ({exc}); pip install torch") from exc
+    base = Path(torch.__file__).resolve().parent
+    found = Libtorch(torch.__version__, base / "include", base / "lib",
+                     bool(torch._C._GLIBCXX_USE_CXX11_ABI))
+    if not (found.include / "torch" / "script.h").is_file():
+        raise BuildError(f"libtorch: the torch wheel at {base} ships no C++ headers "
+                         "(include/torch/script.h); install a torch wheel from pytorch.org or PyPI")
+    if not (found.lib / "libtorch.so").is_file():
+        raise BuildError(f"libtorch: no libtorch.so in {found.lib}")
+    return found
+
+
+def _build_local_backend(folder: Path, torch: Libtorch, log, logfile: Path) -> Path | None:
+    """Compile ``deepkin_local.cpp`` (the C client's in-process backend) against ``torch`` into
+    ``folder/deepkin_local.o`` unless the object is there for the same source and libtorch; the
+    object when compiled now, None when it was up to date."""
+    folder.mkdir(parents=True, exist_ok=True)
+    obj = folder / "deepkin_local.o"
+    stamp = folder / "stamp.json"
+    sources = {name: (CLIENT_SOURCES / name).read_text()
+               for name in ("deepkin_local.cpp", "deepkin_local.h", "deepkin_client.h")}
+    command = ["g++", "-std=c++20", "-O2", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.cxx11_abi)}",
+               "-I", str(folder), "-I", str(torch.include),
+               "-I", str(torch.include / "torch" / "csrc" / "api" / "include"),
+               "-c", str(folder / "deepkin_local.cpp"), "-o", str(obj)]
+    wanted = {"torch": torch.version, "lib": str(torch.lib), "command": command, "sources": sources}
+    if obj.is_file() and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == wanted:
+                return None
+        except ValueError:
+            pass
+    for name in sources:
+        shutil.copyfile(CLIENT_SOURCES / name, folder / name)
+    _run(command, log, f"g++ deepkin_local.cpp (in-process backend, libtorch {torch.version})", logfile)
+    stamp.write_text(json.dumps(wanted))
+    return obj
 
 
 def _run(command: list[str], log, step: str, logfile: Path, cwd: Path | None = None,

@@ -43,8 +43,8 @@ class CaseSpec:
     phi: float
     fuel: str
     oxidizer: str
-    chemistry: str = "deepkin"
-    url: str = DEFAULT_URL
+    chemistry: str = "deepkin"  # or deepkin-inprocess (the model file in the case), ode
+    url: str = DEFAULT_URL  # deepkin: the service
     end_time_s: float | None = None  # default: from Cantera's reference
     steps_per_call: int = 1  # deltaT = steps_per_call × the model's dt
     cells: int = 400  # flame1d; counterflow: cells between the inlets (x)
@@ -53,6 +53,7 @@ class CaseSpec:
     velocity_m_s: float = 1.0  # counterflow: speed of each inlet jet (m/s)
     write_interval_s: float | None = None
     ranks: int = 2  # decomposeParDict's numberOfSubdomains (flame1d)
+    threads: int | None = None  # deepkin-inprocess: libtorch threads per rank (None: the default)
 
 
 def _check(spec: CaseSpec) -> None:
@@ -99,7 +100,8 @@ def write_case(spec: CaseSpec, out_dir: str | Path, library: Path | None = None)
                                  _stream(gas, spec.oxidizer, "oxidizer"), spec.temperature_k,
                                  spec.velocity_m_s, spec.cells, spec.cells_y, dt, spec.end_time_s,
                                  spec.write_interval_s)
-    result = export_case(spec.model, out, spec.chemistry, url=spec.url, model_name=name, library=library)
+    result = export_case(spec.model, out, spec.chemistry, url=spec.url, model_name=name, library=library,
+                         threads=spec.threads)
     info.update({"spec": asdict(spec), "model_name": name, "dt_s": dt, "model_dt_s": meta.dt_s,
                  "species": list(gas.species_names), "y0": [float(v) for v in y0]})
     (out / CASE_INFO).write_text(json.dumps(info, indent=1) + "\n")

@@ -38,8 +38,11 @@ def build_cmd(home_dir, source, quiet) -> None:
 @openfoam.command("export")
 @click.argument("model")
 @click.argument("case_dir", type=click.Path(file_okay=False))
-@click.option("--chemistry", type=click.Choice(["deepkin", "ode"]), default="deepkin", show_default=True,
-              help="deepkin: the service's model; ode: OpenFOAM's own chemistry on the same mechanism.")
+@click.option("--chemistry", type=click.Choice(["deepkin", "deepkin-inprocess", "ode"]), default="deepkin",
+              show_default=True,
+              help="deepkin: the service's model; deepkin-inprocess: the model exported into the "
+                   "case (constant/deepkin-model.pt), stepped in every rank's own process; ode: "
+                   "OpenFOAM's own chemistry on the same mechanism.")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True,
               help="The deepkin service (deepkin serve) the case's chemistry calls.")
 @click.option("--model-name", help="The name the service serves the model under (default: MODEL's).")
@@ -47,14 +50,23 @@ def build_cmd(home_dir, source, quiet) -> None:
               help="Seconds per request, retries of refused connections and 503 included.")
 @click.option("--library", type=click.Path(dir_okay=False),
               help="The chemistry library for controlDict's libs (default: deepkin openfoam build's).")
-def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) -> None:
+@click.option("--threads", type=click.IntRange(min=0),
+              help="deepkin-inprocess: libtorch threads per rank [default: 1, one rank per core; "
+                   "0: libtorch's own choice].")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+              show_default=True,
+              help="deepkin-inprocess: the networks' dtype in the file (auto: as the service "
+                   "would run the model on this machine).")
+def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library, threads,
+               precision) -> None:
     """Rewrite CASE_DIR's mechanism, thermo and chemistry from MODEL (a shipped name or a file)."""
     from pathlib import Path
 
     from couplers.openfoam.export import export_case
 
     result = export_case(model, case_dir, chemistry, url=url, model_name=model_name, timeout_s=timeout_s,
-                         library=Path(library) if library else None)
+                         library=Path(library) if library else None, threads=threads,
+                         precision=precision)
     _report(result, chemistry)
 
 
@@ -70,8 +82,13 @@ def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) 
 @click.option("--fuel", help="Fuel (mole basis; counterflow: the fuel stream), default the model's "
                             "dataset's, e.g. 'H2:1' or 'H2:0.5,N2:0.5'.")
 @click.option("--oxidizer", help="Oxidiser (mole basis), default the model's dataset's.")
-@click.option("--chemistry", type=click.Choice(["deepkin", "ode"]), default="deepkin", show_default=True)
+@click.option("--chemistry", type=click.Choice(["deepkin", "deepkin-inprocess", "ode"]), default="deepkin",
+              show_default=True, help="deepkin: the service at --url; deepkin-inprocess: the model "
+                                      "exported into the case, stepped in every rank; ode: OpenFOAM's.")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0),
+              help="deepkin-inprocess: libtorch threads per rank [default: 1, one rank per core; "
+                   "0: libtorch's own choice].")
 @click.option("--end-time", "end_time_s", type=float,
               help="Simulated time in s [default: 3 x Cantera's ignition delay / 1 ms for the flame].")
 @click.option("--steps-per-call", type=int, default=1, show_default=True,
@@ -86,7 +103,7 @@ def export_cmd(model, case_dir, chemistry, url, model_name, timeout_s, library) 
 @click.option("--ranks", type=int, default=2, show_default=True,
               help="flame1d: subdomains in system/decomposeParDict.")
 def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidizer, chemistry, url,
-             end_time_s, steps_per_call, cells, cells_y, velocity_m_s, length_mm, ranks) -> None:
+             threads, end_time_s, steps_per_call, cells, cells_y, velocity_m_s, length_mm, ranks) -> None:
     """Write a ready-to-run chemFoam, 1D premixed-flame or 2D counterflow diffusion-flame
     (reactingFoam) case on MODEL's mechanism."""
     import json
@@ -99,7 +116,8 @@ def case_cmd(kind, output, model, temperature_k, pressure_atm, phi, fuel, oxidiz
                              steps_per_call=steps_per_call,
                              cells=cells or (100 if kind == "counterflow" else 400),
                              cells_y=cells_y, velocity_m_s=velocity_m_s,
-                             length_m=length_mm * 1e-3 if length_mm is not None else None, ranks=ranks)
+                             length_m=length_mm * 1e-3 if length_mm is not None else None, ranks=ranks,
+                             threads=threads)
     result = write_case(spec, output)
     info = json.loads((Path(output) / CASE_INFO).read_text())
     if kind == "chemfoam":
@@ -150,4 +168,5 @@ def _report(result, chemistry: str) -> None:
     click.echo(f"wrote {len(result.files)} files in {result.case_dir}: {mechanism} "
                f"({len(result.meta.species)} species; Sutherland fits within "
                f"{100 * result.max_viscosity_fit_error:.1f} % of Cantera's viscosities); chemistry "
-               f"{chemistry}" + (f" from model {result.model_name}" if chemistry == "deepkin" else ""))
+               f"{chemistry}"
+               + (f" from model {result.model_name}" if chemistry.startswith("deepkin") else ""))

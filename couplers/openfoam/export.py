@@ -6,7 +6,13 @@ Rewritten in ``constant/``: ``reactions`` (species and reactions) and ``thermo.c
 keeping the case's thermo type, energy variable and inert species where they fit); the whole of
 ``chemistryProperties`` (``chemistryType { solver deepkin | ode; method standard; }``, ode and
 deepkin coefficients). In ``system/controlDict`` the ``libs`` entry gains (deepkin) or loses (ode)
-the chemistry library; nothing else of the case changes. Time-step settings the deepkin solver
+the chemistry library; nothing else of the case changes.
+
+Chemistries: ``deepkin`` (the service at a URL, one request per rank and time step),
+``deepkin-inprocess`` (the model's step exported by :func:`kinetics.step.compiled_step.export_model`
+into ``constant/deepkin-model.pt``, which every rank loads and steps in its own process; cells
+outside the model's domain go to OpenFOAM's ODE chemistry of ``odeCoeffs``) and ``ode``
+(OpenFOAM's own chemistry). Time-step settings the deepkin solver
 would refuse are reported as notes, not changed.
 """
 
@@ -21,12 +27,14 @@ from pathlib import Path
 from couplers.openfoam.build import LIBRARY_NAME, library_path
 from couplers.openfoam.foam import entry, strip_comments, write_foam_file
 from couplers.openfoam.mechanism import REACTIONS_FILE, THERMO_FILE, write_foam_mechanism
-from kinetics.model_file import ModelMeta, read_model_file
-from kinetics.registry import resolve_model
+from kinetics.model.model_file import ModelMeta, read_model_file
+from kinetics.model.registry import resolve_model
 from mechanisms.errors import InputError
 from mechanisms.loading import has_transport, solution_from_yaml
 
-CHEMISTRIES = ("deepkin", "ode")
+CHEMISTRIES = ("deepkin", "deepkin-inprocess", "ode")
+DEEPKIN_CHEMISTRIES = ("deepkin", "deepkin-inprocess")  # the ones the chemistry library serves
+MODEL_FILE = "deepkin-model.pt"  # deepkin-inprocess: the exported step, in constant/
 DEFAULT_URL = "http://127.0.0.1:8000"
 ODE_COEFFS = {"solver": "seulex", "absTol": "1e-12", "relTol": "1e-4"}
 
@@ -61,15 +69,21 @@ def _read_checked(path: str, size: int, mtime_ns: int) -> tuple[ModelMeta, str]:
 
 
 def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepkin", url: str = DEFAULT_URL,
-                model_name: str | None = None, timeout_s: float = 60.0, library: Path | None = None
-                ) -> ExportResult:
+                model_name: str | None = None, timeout_s: float = 60.0, library: Path | None = None,
+                threads: int | None = None, device: str = "cpu", precision: str = "auto") -> ExportResult:
     """Rewrite the case's mechanism, thermo and chemistry files from ``model``.
 
     ``chemistry``: ``deepkin`` (the service at ``url`` serves the model under ``model_name``,
-    default the model file's stem) or ``ode`` (OpenFOAM's own chemistry on the same mechanism).
-    ``timeout_s`` (s): per request, retries included. ``library``: the chemistry library to load
-    (default: where ``deepkin openfoam build`` puts it). Raises InputError for a folder that is
-    not an OpenFOAM case or a bad option.
+    default the model file's stem), ``deepkin-inprocess`` (the model's step exported to
+    ``constant/deepkin-model.pt`` on ``device`` with its networks in ``precision``, loaded by
+    every rank; ``auto``, as the service decides: the model's validated inference precision on a
+    CPU that multiplies bfloat16 natively, float32 elsewhere, so that both modes give the same
+    states; ``threads``: libtorch threads per rank, default 1: one rank per core; 0: libtorch's
+    own choice) or ``ode``
+    (OpenFOAM's own chemistry on the same mechanism). ``timeout_s`` (s): per request, retries
+    included. ``library``: the chemistry library to load (default: where ``deepkin openfoam
+    build`` puts it). Raises InputError for a folder that is not an OpenFOAM case or a bad
+    option.
     """
     case = Path(case_dir)
     if chemistry not in CHEMISTRIES:
@@ -78,7 +92,9 @@ def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepk
         raise InputError(f"case: {case} is not an OpenFOAM case (no system/controlDict)")
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise InputError(f"timeout: must be > 0 s, got {timeout_s}")
-    if not re.match(r"^https?://[^\s\"]+$", url):
+    if threads is not None and threads < 0:
+        raise InputError(f"threads: must be >= 0 (0: libtorch's own choice), got {threads}")
+    if chemistry != "deepkin-inprocess" and not re.match(r"^https?://[^\s\"]+$", url):
         raise InputError(f"url: '{url}' is not an http(s) URL such as {DEFAULT_URL}")
     served_name, meta, yaml_text = load_model(model)
     name = model_name or served_name
@@ -92,16 +108,34 @@ def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepk
     result.max_viscosity_fit_error = max(f.max_rel_error for f in fits.values())
     result.files += [constant / REACTIONS_FILE, constant / THERMO_FILE]
     result.files.append(_write_thermophysical(constant / "thermophysicalProperties", meta, result))
+    if chemistry == "deepkin-inprocess":
+        result.files.append(_export_step(model, constant / MODEL_FILE, meta, device, precision))
     result.files.append(_write_chemistry(constant / "chemistryProperties", chemistry, name, meta, url,
-                                         timeout_s))
+                                         timeout_s, threads))
     lib = Path(library) if library else library_path()
-    result.files.append(_edit_libs(case / "system" / "controlDict", lib if chemistry == "deepkin" else None))
-    if chemistry == "deepkin":
+    served = chemistry in DEEPKIN_CHEMISTRIES
+    result.files.append(_edit_libs(case / "system" / "controlDict", lib if served else None))
+    if served:
         _check_time_step(case / "system" / "controlDict", meta.dt_s, result)
         if not lib.is_file():
             result.notes.append(f"{lib} is not built yet: run `deepkin openfoam build`")
     _check_initial_conditions(constant / "initialConditions", meta.species, result)
     return result
+
+
+def _export_step(model: str | Path, out: Path, meta: ModelMeta, device: str, precision: str) -> Path:
+    """``deepkin export`` of ``model`` to ``out``, ``auto`` precision resolved as the service
+    resolves it (:func:`kinetics.step.forward.network_dtype`)."""
+    import torch  # only for the in-process mode
+
+    from kinetics.step.compiled_step import export_model
+    from kinetics.step.device import resolve_device
+    from kinetics.step.forward import network_dtype
+
+    if precision == "auto":
+        dtype = network_dtype("auto", meta.inference_precision, resolve_device(device))
+        precision = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    return export_model(resolve_model(model), out, precision=precision, device=device)
 
 
 def _write_thermophysical(path: Path, meta: ModelMeta, result: ExportResult) -> Path:
@@ -138,15 +172,42 @@ foamChemistryThermoFile "<constant>/{THERMO_FILE}";
 
 
 def _write_chemistry(path: Path, chemistry: str, name: str, meta: ModelMeta, url: str,
-                     timeout_s: float) -> Path:
+                     timeout_s: float, threads: int | None = None) -> Path:
     old = path.read_text(errors="replace") if path.is_file() else ""
     # chemFoam's first deltaT with adjustTimeStep on is initialChemicalTimeStep; deepkin then keeps it
-    initial_dt = (f"{meta.dt_s:g}" if chemistry == "deepkin"
+    served = chemistry in DEEPKIN_CHEMISTRIES
+    initial_dt = (f"{meta.dt_s:g}" if served
                   else entry(old, "initialChemicalTimeStep") or "1e-07")
     ode = "\n".join(f"    {k:<16}{v};" for k, v in ODE_COEFFS.items())
+    if chemistry == "deepkin-inprocess":
+        thread_line = f"\n    threads         {threads};" if threads is not None else ""
+        coeffs = f"""\
+// Every rank loads the model file (deepkin export) and steps its own cells in its own process;
+// the cells outside the model's domain are stepped by OpenFOAM's ODE chemistry (odeCoeffs).
+// deltaT must be a whole multiple of the model's dt ({meta.dt_s:g} s).
+deepkinCoeffs
+{{
+    modelFile       "<constant>/{MODEL_FILE}";
+    model           {name};
+    mechanismSha256 "{meta.mechanism_sha256}";{thread_line}
+}}
+"""
+    else:
+        coeffs = f"""\
+// One request per rank and time step to a deepkin service (deepkin serve); deltaT must be a
+// whole multiple of the model's dt ({meta.dt_s:g} s). Token: the `token` entry or $DEEPKIN_TOKEN.
+deepkinCoeffs
+{{
+    url             "{url}";
+    model           {name};
+    mechanismSha256 "{meta.mechanism_sha256}";
+    timeout         {timeout_s:g};
+}}
+"""
+    solver = "deepkin" if served else chemistry
     body = f"""chemistryType
 {{
-    solver          {chemistry};
+    solver          {solver};
     method          standard;
 }}
 
@@ -159,16 +220,7 @@ odeCoeffs
 {ode}
 }}
 
-// One request per rank and time step to a deepkin service (deepkin serve); deltaT must be a
-// whole multiple of the model's dt ({meta.dt_s:g} s). Token: the `token` entry or $DEEPKIN_TOKEN.
-deepkinCoeffs
-{{
-    url             "{url}";
-    model           {name};
-    mechanismSha256 "{meta.mechanism_sha256}";
-    timeout         {timeout_s:g};
-}}
-"""
+{coeffs}"""
     return write_foam_file(path, body)
 
 

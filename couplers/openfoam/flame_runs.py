@@ -26,6 +26,7 @@ import numpy as np
 
 from couplers.openfoam.cases import spec_from_options, write_case
 from couplers.openfoam.counterflow import CounterflowFlame, counterflow_history
+from couplers.openfoam.export import DEEPKIN_CHEMISTRIES
 from couplers.openfoam.foam import read_internal_field, run_application, time_directories
 from couplers.openfoam.results import case_info, flame_positions, flame_speed, step_counts
 from mechanisms.atomic_io import atomic_write_text
@@ -110,7 +111,7 @@ def premixed_run(folder: Path, url: str, model: str, chemistry: str, phi: float,
                       peak_temperature_k=float(temps.max()), burnt_temperature_k=float(temps[-1]),
                       heat_release_w=heat_release_by_band(case, info["dx_m"] ** 3,
                                                           speed.window_s[0], band_k))
-    if chemistry == "deepkin":
+    if chemistry in DEEPKIN_CHEMISTRIES:
         counts = step_counts(case / "log.reactingFoam")
         run.network_fraction = counts.network_fraction
         run.reacting_network_fraction = counts.reacting_network_fraction
@@ -125,8 +126,8 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
                     band_k: float = HEAT_RELEASE_BAND_K) -> CounterflowRun:
     """Write ``deepkin openfoam case counterflow`` (``fuel``, H2/N2 50/50 by default, against
     ``oxidizer``, default the model's, at ``temperature_k`` K and ``pressure_atm`` atm, inlets at
-    ``velocity_m_s`` m/s) with ``chemistry``, ``steps_per_call`` model steps per CFD step, and
-    run reactingFoam on it for ``end_time_s`` s."""
+    ``velocity_m_s`` m/s) with ``chemistry`` (as :func:`premixed_run`'s), ``steps_per_call``
+    model steps per CFD step, and run reactingFoam on it for ``end_time_s`` s."""
     spec = spec_from_options("counterflow", model, temperature_k, pressure_atm, 1.0, fuel, oxidizer,
                              chemistry=chemistry, url=url, end_time_s=end_time_s, cells=cells,
                              cells_y=cells_y, velocity_m_s=velocity_m_s,
@@ -138,7 +139,7 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
     run = CounterflowRun(chemistry, counterflow_history(case))
     volume = info["dx_m"] * info["dy_m"] * info["height_m"]  # the mesh is 20 mm deep (z)
     run.heat_release_w = heat_release_by_band(case, volume, 0.5 * run.final.time_s, band_k)
-    if chemistry == "deepkin":
+    if chemistry in DEEPKIN_CHEMISTRIES:
         counts = step_counts(case / "log.reactingFoam")
         run.network_fraction = counts.network_fraction
         run.reacting_network_fraction = counts.reacting_network_fraction
