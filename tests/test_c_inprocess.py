@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from kinetics.integrator import Integrator
-from kinetics.registry import resolve_model
+from kinetics.model.registry import resolve_model
 from tests.conftest import run_cli
 from tests.helpers.toolchain import build, need
 from tests.test_compiled_step import _cells
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "couplers" / "c"
 TORCH = Path(torch.__file__).parent
 CELL_FLAGS = {"stepped": 0, "frozen": 1, "fallback": 2}  # enum deepkin_cell_flag
+C_FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
 
 # Steps the cells of a binary file (two int64: n, width; then the doubles) with the model of
 # argv[1] by dt argv[4] (s), optionally expecting mechanism argv[5]; writes the advanced states
@@ -81,27 +83,35 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory) -> dict[str, Path]:
-    """The program built with the in-process backend (against the wheel's libtorch) and
-    without it (HTTP only)."""
+def build_libtorch_client(d: Path) -> tuple[list[str], list[str]]:
+    """The client library with its in-process backend built in ``d`` against the wheel's
+    libtorch: its object files and the flags a program links them with (skips without gcc, g++
+    or the wheel's C++ headers, unless REQUIRED)."""
     cc, cxx = need("gcc"), need("g++")
     if not (TORCH / "include" / "torch" / "script.h").is_file():
         pytest.skip("this torch wheel ships no C++ headers")
-    d = tmp_path_factory.mktemp("c-inprocess")
-    (d / "step_file.c").write_text(PROGRAM)
-    flags = ["-O2", "-Wall", "-Wextra", "-Werror"]
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     build([cxx, "-std=c++20", "-O2", abi, "-I", str(CLIENT), "-I", str(TORCH / "include"),
               "-I", str(TORCH / "include/torch/csrc/api/include"), "-c",
               str(CLIENT / "deepkin_local.cpp"), "-o", "local.o"], d)
-    build([cc, "-std=c99", *flags, "-DDEEPKIN_WITH_LIBTORCH", "-I", str(CLIENT), "-c",
+    build([cc, "-std=c99", *C_FLAGS, "-DDEEPKIN_WITH_LIBTORCH", "-I", str(CLIENT), "-c",
               str(CLIENT / "deepkin_client.c"), "-o", "client_local.o"], d)
-    build([cc, "-std=c99", *flags, "-I", str(CLIENT), "-c", "step_file.c", "-o", "step_file.o"], d)
-    build([cxx, "step_file.o", "client_local.o", "local.o", "-o", "step_local",
-              f"-L{TORCH / 'lib'}", f"-Wl,-rpath,{TORCH / 'lib'}", "-Wl,--no-as-needed", "-ltorch",
-              "-ltorch_cpu", "-lc10", "-lcurl", "-lm"], d)
-    build([cc, "-std=c99", *flags, "-I", str(CLIENT), "step_file.c",
+    return ([str(d / "client_local.o"), str(d / "local.o")],
+            [f"-L{TORCH / 'lib'}", f"-Wl,-rpath,{TORCH / 'lib'}", "-Wl,--no-as-needed", "-ltorch",
+             "-ltorch_cpu", "-lc10", "-lcurl", "-lm"])
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory) -> dict[str, Path]:
+    """The program built with the in-process backend (against the wheel's libtorch) and
+    without it (HTTP only)."""
+    d = tmp_path_factory.mktemp("c-inprocess")
+    objects, link = build_libtorch_client(d)
+    cc, cxx = need("gcc"), need("g++")
+    (d / "step_file.c").write_text(PROGRAM)
+    build([cc, "-std=c99", *C_FLAGS, "-I", str(CLIENT), "-c", "step_file.c", "-o", "step_file.o"], d)
+    build([cxx, "step_file.o", *objects, "-o", "step_local", *link], d)
+    build([cc, "-std=c99", *C_FLAGS, "-I", str(CLIENT), "step_file.c",
               str(CLIENT / "deepkin_client.c"), "-o", "step_http", "-lcurl", "-lm"], d)
     return {"local": d / "step_local", "http": d / "step_http"}
 
@@ -132,6 +142,19 @@ def _run(program: Path, model_file: Path | str, states: np.ndarray, folder: Path
     size = states.size * 8
     return (run, np.frombuffer(raw[:size]).reshape(states.shape),
             np.frombuffer(raw[size:], dtype=np.int8))
+
+
+def _as_cuda_export(src: Path, dst: Path) -> Path:
+    """A copy of the export ``src`` as `deepkin export --device cuda` writes it: its tensors'
+    storages located on cuda:0 (TorchScript's pickle names the location as a string)."""
+    with zipfile.ZipFile(src) as fin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as fout:
+        for entry in fin.infolist():
+            data = fin.read(entry)
+            if entry.filename.endswith("/data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            fout.writestr(entry, data)
+    return dst
 
 
 @pytest.mark.parametrize("model, n_substeps", [("h2-air-flame", 1), ("h2-air-flame", 3),
@@ -177,6 +200,13 @@ def test_bad_input_and_bad_files_are_one_line(programs, exported, tmp_path):
                   r"`deepkin export`"))
     cases.append((programs["local"], f"file://{tmp_path}/missing.pt", states, 0.0, None,
                   r"open 7 model file \S+missing\.pt does not exist"))
+    # a path without file:// is still a path: "does not exist", not a server that is not there
+    cases.append((programs["local"], f"{tmp_path}/gone/model.pt", states, 0.0, None,
+                  r"open 7 model file \S+gone/model\.pt does not exist"))
+    cases.append((programs["local"], _as_cuda_export(model_file, tmp_path / "cuda.pt"), states, 0.0,
+                  None, r"open 12 model file \S+cuda\.pt was exported for CUDA \(deepkin export "
+                        r"--device cuda\), and CUDA is not available to this process \(.+\); "
+                        r"export it with --device cpu"))
     cases.append((programs["http"], model_file, states, 0.0, None,
                   r"open 12 deepkin_open: \S+ is a model file, and this build of the client "
                   r"library has no in-process backend .*"))

@@ -1,14 +1,30 @@
-! deepkin_step.f90 - the deepkin chemistry-step service from Fortran through the C client library.
+! deepkin_step.f90 - a deepkin chemistry step from Fortran through the C client library: from the
+! service, or in-process from a model file of `deepkin export` (same handle, same calls).
 !
+! The service (libcurl only):
 !   cc -O2 -c -Icouplers/c couplers/c/deepkin_client.c
 !   gfortran -O2 -o deepkin_step_f couplers/fortran/deepkin_client.f90 examples/fortran/deepkin_step.f90 \
 !       deepkin_client.o -lcurl
 !   ./deepkin_step_f http://127.0.0.1:8000 h2-air [TOKEN]
 !
-! Opens the model, advances 4 stoichiometric hydrogen/air cells at 1 atm by one model step and
-! prints their temperatures and the service's counts. Exit status 0 when every check passed.
+! In-process (libtorch of the torch wheel; TORCH=$(python -c "import torch, os;
+! print(os.path.dirname(torch.__file__))"), ABI=$(python -c "import torch;
+! print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")):
+!   c++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$ABI -I$TORCH/include \
+!       -I$TORCH/include/torch/csrc/api/include -c couplers/c/deepkin_local.cpp
+!   cc -O2 -DDEEPKIN_WITH_LIBTORCH -Icouplers/c -c couplers/c/deepkin_client.c
+!   gfortran -O2 -o deepkin_step_f couplers/fortran/deepkin_client.f90 examples/fortran/deepkin_step.f90 \
+!       deepkin_client.o deepkin_local.o -L$TORCH/lib -Wl,-rpath,$TORCH/lib -Wl,--no-as-needed \
+!       -ltorch -ltorch_cpu -lc10 -lstdc++ -lcurl
+!   deepkin export h2-air -o h2-air.pt
+!   ./deepkin_step_f h2-air.pt h2-air
+!
+! Opens the model, advances 4 stoichiometric hydrogen/air cells at 1 atm (1000 to 1600 K) by one
+! model step and prints their temperatures, water mass fractions and the counts; in-process also
+! each cell's flag: 0 stepped by the networks, 1 frozen, 2 left unstepped for the caller's own
+! chemistry (the service steps those with Cantera). Exit status 0 when every check passed.
 program deepkin_step_f
-    use, intrinsic :: iso_c_binding, only: c_ptr, c_int, c_long, c_double, c_null_char
+    use, intrinsic :: iso_c_binding, only: c_ptr, c_int, c_long, c_double, c_signed_char, c_null_char
     use deepkin_client
     implicit none
     integer, parameter :: n_cells = 4
@@ -16,13 +32,17 @@ program deepkin_step_f
     character(len=1024) :: why
     character(len=64) :: name
     type(c_ptr) :: client
-    integer(c_int) :: status, ns, k, i_h2, i_o2, i_n2
+    integer(c_int) :: status, ns, k, i_h2, i_o2, i_n2, i_h2o
     integer(c_long) :: cells, frozen, fallback, substeps
     real(c_double), allocatable :: states(:, :), advanced(:, :)
+    integer(c_signed_char) :: flags(n_cells)
+    character(len=*), parameter :: meaning(0:2) = [character(len=26) :: 'stepped by the networks', &
+        'frozen: as given', 'not stepped: yours to step']
+    logical :: have_flags
     integer :: c, failures
 
     if (command_argument_count() < 2) then
-        write (*, '(a)') 'usage: deepkin_step_f URL MODEL [TOKEN]'
+        write (*, '(a)') 'usage: deepkin_step_f URL|MODEL_FILE MODEL [TOKEN]'
         stop 2
     end if
     call get_command_argument(1, url)
@@ -35,17 +55,18 @@ program deepkin_step_f
     if (status /= DEEPKIN_OK) call fail('open')
 
     ns = deepkin_n_species(client)
-    i_h2 = -1; i_o2 = -1; i_n2 = -1
+    i_h2 = -1; i_o2 = -1; i_n2 = -1; i_h2o = -1
     do k = 0, ns - 1
         status = deepkin_species_name(client, k, name, len(name, kind=c_int))
         select case (name(1:index(name, c_null_char) - 1))
         case ('H2'); i_h2 = k
         case ('O2'); i_o2 = k
         case ('N2'); i_n2 = k
+        case ('H2O'); i_h2o = k
         end select
     end do
-    if (min(i_h2, i_o2, i_n2) < 0) then
-        write (*, '(a)') 'error: the model has no H2, O2 or N2'
+    if (min(i_h2, i_o2, i_n2, i_h2o) < 0) then
+        write (*, '(a)') 'error: the model has no H2, O2, N2 or H2O'
         stop 1
     end if
     write (*, '(a,i0,a,es9.2,a)') 'species ', ns, ', dt ', deepkin_dt(client), ' s'
@@ -63,16 +84,30 @@ program deepkin_step_f
     status = deepkin_step(client, int(n_cells, c_long), states, 0.0_c_double, advanced)
     if (status /= DEEPKIN_OK) call fail('step')
 
+    ! A model file's step says which cells it left as given; the service steps every cell itself
+    ! (DEEPKIN_ERROR_ARGUMENT here).
+    have_flags = deepkin_last_flags(client, int(n_cells, c_long), flags) == DEEPKIN_OK
+
     failures = 0
     do c = 1, n_cells
-        write (*, '(a,i0,a,f10.3,a,f12.6,a,f16.12)') 'cell ', c - 1, ': T ', states(1, c), ' -> ', &
-            advanced(1, c), ' K, sum Y ', sum(advanced(3:, c))
+        write (*, '(a,i0,a,f10.3,a,f18.12,a,es22.15,a,f16.12)', advance='no') 'cell ', c - 1, ': T ', &
+            states(1, c), ' -> ', advanced(1, c), ' K, Y_H2O ', advanced(3 + i_h2o, c), ', sum Y ', &
+            sum(advanced(3:, c))
+        if (have_flags) then
+            write (*, '(a,i0,a)') ', flag ', flags(c), ' ('//trim(meaning(flags(c)))//')'
+        else
+            write (*, '(a)') ''
+        end if
         if (abs(sum(advanced(3:, c)) - 1.0_c_double) > 1e-6_c_double) failures = failures + 1
     end do
     call deepkin_last_counts(client, cells, frozen, fallback, substeps)
     write (*, '(a,i0,a,i0,a,i0,a,i0)') 'cells ', cells, ', frozen ', frozen, ', fallback ', fallback, &
         ', substeps ', substeps
     if (cells /= n_cells) failures = failures + 1
+    if (have_flags) then
+        if (count(flags == DEEPKIN_CELL_FROZEN) /= frozen) failures = failures + 1
+        if (count(flags == DEEPKIN_CELL_FALLBACK) /= fallback) failures = failures + 1
+    end if
     call deepkin_close(client)
     if (failures > 0) then
         write (*, '(a,i0,a)') 'FAILED (', failures, ')'
