@@ -3,7 +3,7 @@
 - :func:`run_flame`: one OpenFOAM flame of ``couplers/openfoam/flame_runs.py`` (deepkin or ODE
   chemistry), cached as ``result.json`` in its case folder; a deepkin run that OpenFOAM stops
   (the surrogate drove the case somewhere the solver cannot go) is a result too: ``failed``.
-- :func:`run_zero_d`: the 0D rollouts of a grid (``kinetics.validate``), the surrogate's own
+- :func:`run_zero_d`: the 0D rollouts of a grid (``kinetics.validation.validate``), the surrogate's own
   states written as a states file when asked.
 - :func:`flame_states`: every cell state a flame run wrote, as a states file.
 - :func:`flame_figures`, :func:`zero_d_figures`: a run against its reference, and
@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from couplers.openfoam.foam import FoamError
 from mechanisms.atomic_io import atomic_write_text
@@ -99,31 +101,103 @@ def flame_states(case_dir: Path, from_time_s: float | None, out: Path) -> Path |
 
 
 def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,
-               states_out: Path | None, progress: bool) -> dict[str, Any]:
-    """The surrogate's 0D rollouts over ``grid`` (:func:`kinetics.validate.validate`, whose
-    report goes to ``out_dir``), cached as ``out_dir``/result.json: per condition the end
-    temperature (K) and ignition delay (s) of the surrogate, and the rollout's end time (s)."""
+               states_out: Path | None, progress: bool, workers: int = 1) -> dict[str, Any]:
+    """The surrogate's 0D rollouts over ``grid``, cached as ``out_dir``/result.json: per
+    condition the end temperature (K), the ignition delay (s) and the rollout's end time (s).
+
+    The grid is rolled out in parts, one per (T0, P) pair (:func:`kinetics.validation.validate.validate`,
+    each part's report in ``out_dir/<T0>K-<P>atm/``, cached there), ``workers`` processes at a
+    time, the slowest (lowest T0 and P) first. A part rolls out for twice its own slowest
+    ignition delay, so a fast condition is no longer stepped as long as the grid's slowest, and
+    the slow-induction conditions, whose cells Cantera steps, are shared among the cores:
+    ``states_out`` gets every part's states."""
     saved = out_dir / RESULT_FILE
     if saved.is_file() and (states_out is None or states_out.is_file()):
         return json.loads(saved.read_text())
-    from kinetics.integrator import Integrator
-    from kinetics.validate import validate
+    parts = [dataclasses.replace(grid, temperature_k=(t,), pressure_atm=(p,))
+             for t in grid.temperature_k for p in grid.pressure_atm]
+    folders = [out_dir / f"{part.temperature_k[0]:g}K-{part.pressure_atm[0]:g}atm"
+               for part in parts]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    part_states = [None if states_out is None else f.with_name(f.name + ".states.h5")
+                   for f in folders]
+    args = [(model_path, fuel, oxidizer, part, folder, st, workers)
+            for part, folder, st in zip(parts, folders, part_states)]
+    order = sorted(range(len(parts)), key=lambda i: (parts[i].temperature_k[0],
+                                                     parts[i].pressure_atm[0]))
+    results: list[dict[str, Any] | None] = [None] * len(parts)
+    from tqdm import tqdm
 
+    bar = tqdm(total=len(parts), desc="0D rollouts", unit="part", disable=not progress)
+    try:
+        if workers <= 1 or len(parts) == 1:
+            for i in order:
+                results[i] = _zero_d_part(*args[i])
+                bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            with ProcessPoolExecutor(min(workers, len(parts)),
+                                     mp_context=get_context("spawn")) as pool:
+                futures = {i: pool.submit(_zero_d_part, *args[i]) for i in order}
+                for i in order:
+                    results[i] = futures[i].result()
+                    bar.update()
+    finally:
+        bar.close()
+    conditions = [c for r in results for c in r["conditions"]]
+    if states_out is not None:
+        _join_states_files([p for p in part_states if p is not None], states_out)
+    result = {"end_time_s": max(r["end_time_s"] for r in results),
+              "rollout_steps": max(r["rollout_steps"] for r in results),
+              "seconds": sum(r["seconds"] for r in results),
+              "conditions": conditions,
+              "fallback_fraction": float(np.mean([r["fallback_fraction"] for r in results]))}
+    atomic_write_text(saved, json.dumps(result, indent=1))
+    return result
+
+
+def _zero_d_part(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,
+                 states_out: Path | None, workers: int) -> dict[str, Any]:
+    """One part of :func:`run_zero_d` (one torch thread when parts run side by side)."""
+    saved = out_dir / RESULT_FILE
+    if saved.is_file() and (states_out is None or states_out.is_file()):
+        return json.loads(saved.read_text())
+    import torch
+
+    from kinetics.integrator import Integrator
+    from kinetics.validation.validate import validate
+
+    if workers > 1:
+        torch.set_num_threads(1)
     integrator = Integrator.load(model_path, device="auto")
     report = validate(integrator, fuel, oxidizer, list(grid.temperature_k),
                       list(grid.pressure_atm), list(grid.phi), rollout_steps=grid.steps,
-                      out_dir=out_dir, progress=progress,
+                      out_dir=out_dir, progress=False,
                       ignition_search_s=grid.ignition_search_s, after_ignition_species=[],
                       states_out=states_out)
-    result = {"end_time_s": report.rollout_steps * integrator.dt_s,
+    end_time_s = report.rollout_steps * integrator.dt_s
+    result = {"end_time_s": end_time_s,
               "rollout_steps": report.rollout_steps, "seconds": report.seconds_surrogate,
               "conditions": [{"temperature_k": c.temperature_k, "pressure_atm": c.pressure_atm,
                               "phi": c.phi, "t_end_k": c.final_t_surrogate_k,
-                              "idt_s": c.idt_surrogate_s, "served": c.served_fraction}
+                              "idt_s": c.idt_surrogate_s, "served": c.served_fraction,
+                              "end_time_s": end_time_s}
                              for c in report.conditions],
               "fallback_fraction": report.fallback_fraction}
     atomic_write_text(saved, json.dumps(result, indent=1))
     return result
+
+
+def _join_states_files(parts: list[Path], out: Path) -> Path:
+    """The states of ``parts`` (states files of the same species) as one file at ``out``."""
+    from mechanisms.states_file import read_states, write_states
+
+    read = [read_states(p) for p in parts]
+    species = read[0][1]
+    origin = "; ".join(dict.fromkeys(r[2] for r in read))
+    return write_states(out, np.concatenate([r[0] for r in read]), species, origin)
 
 
 def flame_figures(case: FlameCase, run: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,8 @@ class RefineConfig:
     harvest_workers: int | None = None
     serve_threads: int | None = None
     heat_release_band_k: float = 300.0
+    reference_workers: int | None = None  # ODE reference flames run at once (None: one a core)
+    zero_d_workers: int | None = None  # 0D rollout parts run at once (None: one a core)
 
     def recipe(self) -> dict[str, Any]:
         """What the rounds compute from (paths, settings and every named file's text), as the
@@ -170,7 +172,7 @@ def _plain(value: Any) -> Any:
 
 # -- reading ----------------------------------------------------------------------------------
 _TOP = ("name", "rounds", "retrain", "replay", "harvest", "validation", "train", "targets",
-        "report", "serve")
+        "report", "serve", "references", "evaluate")
 
 
 def load_refine_config(path: str | Path) -> RefineConfig:
@@ -230,11 +232,22 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     threads = serve.get("threads")
     if threads is not None:
         threads = _whole(threads, "serve.threads", 1)
+    references = _mapping(data.get("references"), "references")
+    check_keys(references, ("workers",), "references.", list_known=True)
+    reference_workers = references.get("workers")
+    if reference_workers is not None:
+        reference_workers = _whole(reference_workers, "references.workers", 1)
+    evaluate = _mapping(data.get("evaluate"), "evaluate")
+    check_keys(evaluate, ("workers",), "evaluate.", list_known=True)
+    zero_d_workers = evaluate.get("workers")
+    if zero_d_workers is not None:
+        zero_d_workers = _whole(zero_d_workers, "evaluate.workers", 1)
     return RefineConfig(name=name, source=path.resolve(), replay_recipes=recipes,
                         replay_dataset=dataset, harvest_recipe=harvest_recipe,
                         harvest=harvest_cases, validation=validation_cases, train=train,
                         rounds=rounds, retrain=retrain, targets=targets, harvest_workers=workers,
-                        serve_threads=threads, heat_release_band_k=band)
+                        serve_threads=threads, heat_release_band_k=band,
+                        reference_workers=reference_workers, zero_d_workers=zero_d_workers)
 
 
 def _mapping(value: Any, where: str, required: bool = False) -> dict[str, Any]:
@@ -385,7 +398,7 @@ def _check_held_out(harvest: CaseSet, validation: CaseSet) -> None:
 
 
 def _train_settings(data: dict[str, Any], folder: Path, retrain: bool) -> TrainSettings:
-    from kinetics.train import TrainConfig
+    from kinetics.training.train import TrainConfig
 
     check_keys(data, ("main", "tail", "induction", "overrides", "device", "threads"), "train.",
                list_known=True)

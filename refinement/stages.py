@@ -158,9 +158,9 @@ def train_network(ctx: Context, k: int, network: str, dataset: Path, previous: P
     """Train round ``k``'s ``network`` on ``dataset``: its config with the overrides, added to
     this round's previous network (``tail_of``), started from ``previous``'s network of the same
     kind with its scales (unless ``retrain`` or ``previous`` has none)."""
-    from kinetics.checkpoint import checkpoint_path
-    from kinetics.model_file import read_model_file
-    from kinetics.train import TrainConfig, train
+    from kinetics.model.model_file import read_model_file
+    from kinetics.training.checkpoint import checkpoint_path
+    from kinetics.training.train import TrainConfig, train
     from mechanisms.config_file import read_yaml_mapping
 
     settings = ctx.config.train
@@ -248,6 +248,7 @@ def evaluate(ctx: Context, k: int, model: Path, fresh: bool) -> tuple[list[Path]
     figures: dict[str, Any] = {"harvest": {"flames": []}, "validation": {"flames": []}}
     states: list[Path] = []
     server = _LazyServer(ctx, k, model)
+    _flame_references(ctx, server.served_model())
     try:
         for which, item in tqdm(items, desc=f"round {k} cases", unit="case",
                                 disable=not ctx.progress):
@@ -266,6 +267,17 @@ def evaluate(ctx: Context, k: int, model: Path, fresh: bool) -> tuple[list[Path]
     finally:
         server.stop()
     return [folder, *states], figures
+
+
+def _flame_references(ctx: Context, served: Path) -> None:
+    """Every flame case's ODE reference, the missing ones computed side by side (cached)."""
+    from refinement.references import flame_references
+
+    cfg = ctx.config
+    flame_references(ctx.work.references, [*cfg.harvest.flames, *cfg.validation.flames], served,
+                     ctx.fuel, ctx.oxidizer, ctx.mechanism_sha256, ctx.dt_s,
+                     cfg.heat_release_band_k, RUN_TIMEOUT_S, workers=cfg.reference_workers,
+                     progress=ctx.progress, log=ctx.work.log)
 
 
 def _flame(ctx: Context, k: int, case: FlameCase, case_dir: Path, server: _LazyServer
@@ -295,16 +307,18 @@ def _flame(ctx: Context, k: int, case: FlameCase, case_dir: Path, server: _LazyS
 def _zero_d(ctx: Context, grid: ZeroDSet, model: Path, out_dir: Path, states_out: Path | None
             ) -> dict[str, Any]:
     """The 0D rollouts of ``grid`` against Cantera's cached references."""
-    from kinetics.model_file import read_model_file
+    from kinetics.model.model_file import read_model_file
     from mechanisms.loading import solution_from_yaml
     from refinement.cases import run_zero_d, zero_d_figures
     from refinement.references import zero_d_reference
 
-    result = run_zero_d(model, ctx.fuel, ctx.oxidizer, grid, out_dir, states_out, ctx.progress)
+    workers = ctx.config.zero_d_workers or os.cpu_count() or 1
+    result = run_zero_d(model, ctx.fuel, ctx.oxidizer, grid, out_dir, states_out, ctx.progress,
+                        workers=workers)
     meta, _, yaml_text = read_model_file(model)
     gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
     references = [zero_d_reference(ctx.work.references, gas, ctx.fuel, ctx.oxidizer,
                                    ctx.mechanism_sha256, c["temperature_k"], c["pressure_atm"],
-                                   c["phi"], result["end_time_s"])
+                                   c["phi"], c.get("end_time_s", result["end_time_s"]))
                   for c in result["conditions"]]
     return zero_d_figures(result, references)

@@ -103,7 +103,7 @@ def test_a_round_harvests_its_own_states_and_learns_them(resumed):
     assert train["main"]["init_from"] == "round-0/model.safetensors"
     assert train["tail"]["init_from"] is None and train["induction"]["init_from"] is None
     assert all(t["epochs_run"] == 2 and np.isfinite(t["best_val_loss"]) for t in train.values())
-    from kinetics.model_file import read_model_file
+    from kinetics.model.model_file import read_model_file
 
     meta = read_model_file(work / "round-1" / "model.safetensors")[0]
     assert meta.tail is not None and meta.induction is not None
@@ -114,13 +114,43 @@ def test_a_round_harvests_its_own_states_and_learns_them(resumed):
     assert (work / "best.safetensors").read_bytes() == (work / best["model"]).read_bytes()
     assert "validation cases are not used" in data["criterion"]
     # the cached 0D reference is Cantera's solution validate compares with
-    report = json.loads((work / "round-0" / "evaluate" / "validation-zero-d" /
+    # (a grid is rolled out in parts, one per T0 and P: here one, 1200 K and 1 atm)
+    report = json.loads((work / "round-0" / "evaluate" / "validation-zero-d" / "1200K-1atm" /
                          "report.json").read_text())
     condition = data["rounds"][0]["evaluation"]["validation"]["zero_d"]["conditions"][0]
     assert condition["cantera_t_end_k"] == pytest.approx(
         report["conditions"][0]["final_t_cantera_k"], abs=1e-6)
     assert condition["t_end_k"] == report["conditions"][0]["final_t_surrogate_k"]
     assert len(list((work / "references" / "zero-d").glob("*.json"))) == 3  # 2 harvest, 1 val.
+
+
+def test_zero_d_grid_parts_side_by_side_equal_one_after_the_other(start_model, tmp_path):
+    """A grid rolled out in its (T0, P) parts by two processes gives the figures one process
+    gives, each part to its own end time, and one states file holding every part's states."""
+    from mechanisms.states_file import read_states
+    from refinement.cases import run_zero_d
+    from refinement.config import ZeroDSet
+
+    grid = ZeroDSet(temperature_k=(1100.0, 1300.0), pressure_atm=(2.0,), phi=(1.0,), steps=300,
+                    ignition_search_s=0.05)
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        results[workers] = run_zero_d(start_model, "H2:1", "O2:1,N2:3.76", grid, out,
+                                      out / "states.h5", progress=False, workers=workers)
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["1100K-2atm",
+                                                                        "1300K-2atm"]
+    one, two = results[1], results[2]
+    assert [(c["temperature_k"], c["t_end_k"], c["idt_s"], c["end_time_s"])
+            for c in one["conditions"]] == [(c["temperature_k"], c["t_end_k"], c["idt_s"],
+                                             c["end_time_s"]) for c in two["conditions"]]
+    ends = [c["end_time_s"] for c in two["conditions"]]
+    assert ends[0] >= ends[1] > 0 and two["end_time_s"] == max(ends)
+    states = read_states(tmp_path / "w2" / "states.h5")[0]
+    parts = [read_states(tmp_path / "w2" / f"{p}.states.h5")[0]
+             for p in ("1100K-2atm", "1300K-2atm")]
+    assert len(states) == sum(len(p) for p in parts) > 0
+    assert set(np.round(states[:, 0][:1], 6)) == {1100.0}  # the parts in grid order
 
 
 def test_killed_run_resumes_without_redoing_finished_stages(resumed):
@@ -222,6 +252,10 @@ BAD_CONFIGS = [
     (lambda c: c["harvest"].update(recipe="nowhere.yaml"),
      "error: harvest.recipe: file '"),
     (lambda c: c.update(rounds=0), "error: rounds: must be a whole number >= 1, got 0"),
+    (lambda c: c.update(references={"workers": 0}),
+     "error: references.workers: must be a whole number >= 1, got 0"),
+    (lambda c: c.update(references={"worker": 2}),
+     "error: references.worker: unknown key (did you mean 'workers'?)"),
 ]
 
 
@@ -293,6 +327,7 @@ def test_round_with_an_openfoam_flame(tmp_path):
     config["train"].update(overrides={"epochs": 1, "learning_rate": 1e-4}, threads=1)
     # targets no model meets, so that round 0 does not stop the loop
     config["targets"] = {"flame_speed_rel": 1e-5, "peak_temperature_k": 1e-3}
+    config["references"] = {"workers": 2}  # the two ODE references side by side
     path = tmp_path / "refine.yaml"
     path.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
@@ -316,6 +351,8 @@ def test_round_with_an_openfoam_flame(tmp_path):
     # the ODE runs are references: one per case, reused by round 1
     assert len(list((work / "references" / "openfoam").iterdir())) == 2
     log = (work / "progress.log").read_text()
+    assert "references: 2 ODE flame(s) to compute, 2 at a time" in log
+    assert log.count("references: flame1d-phi") == 2  # each one's time, once (round 1 reuses)
     assert log.count("serving refine-r") == 2
     port = re.findall(r"serving refine-r1.safetensors at http://127.0.0.1:(\d+)", log)[-1]
     import socket
