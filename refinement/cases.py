@@ -261,13 +261,14 @@ def zero_d_figures(result: dict[str, Any], references: list[dict[str, Any]]) -> 
     worst_t = max((abs(r["equilibrium_error_k"]) for r in rows), default=0.0)
     idts = [r["idt_rel"] for r in rows if r["idt_rel"] is not None]
     return {"conditions": rows, "end_time_s": result["end_time_s"],
-            "equilibrium_max_k": worst_t, "idt_max_rel": max(idts, default=0.0)}
+            "equilibrium_max_k": worst_t, "idt_max_rel": max(idts, default=0.0),
+            "idt_mean_rel": sum(idts) / len(idts) if idts else 0.0}
 
 
 def normalised_errors(figures: dict[str, Any], targets: Targets) -> dict[str, float]:
     """Each judged figure's |error| over its target, ``{name: value}`` (inf for a failed run):
-    flame speed and peak temperature of every flame, the end temperature of every 0D
-    condition."""
+    flame speed and peak temperature of every flame, the end temperature and ignition delay of
+    every 0D condition, and the grid's mean ignition-delay error."""
     out: dict[str, float] = {}
     for flame in figures.get("flames", []):
         name = flame["case"]
@@ -282,4 +283,11 @@ def normalised_errors(figures: dict[str, Any], targets: Targets) -> dict[str, fl
         for row in zero_d["conditions"]:
             out[f"0D {row['label']} end T"] = abs(row["equilibrium_error_k"]) / \
                 targets.equilibrium_temperature_k
+            if row["idt_rel"] is not None:
+                out[f"0D {row['label']} ignition delay"] = row["idt_rel"] / \
+                    targets.ignition_delay_max_rel
+        idts = [row["idt_rel"] for row in zero_d["conditions"] if row["idt_rel"] is not None]
+        if idts:
+            out["0D mean ignition delay"] = sum(idts) / len(idts) / \
+                targets.ignition_delay_mean_rel
     return out

@@ -93,11 +93,15 @@ class CaseSet:
 class Targets:
     """What the validation cases must meet for the loop to stop early: flame speed within
     ``flame_speed_rel`` of the ODE run's, peak temperature within ``peak_temperature_k`` K, the
-    0D rollouts' end temperature within ``equilibrium_temperature_k`` K of Cantera's."""
+    0D rollouts' end temperature within ``equilibrium_temperature_k`` K of Cantera's, every
+    ignition delay within ``ignition_delay_max_rel`` of Cantera's and their mean error over a
+    grid within ``ignition_delay_mean_rel``."""
 
     flame_speed_rel: float = 0.03
     peak_temperature_k: float = 10.0
     equilibrium_temperature_k: float = 10.0
+    ignition_delay_max_rel: float = 0.10
+    ignition_delay_mean_rel: float = 0.03
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from refinement.workdir import StageRecord, WorkDir, file_digest
 
 BEST_MODEL = "best.safetensors"
 CRITERION = ("the worst error, over its target, of the harvest cases against their ODE "
-             "references (flame speed and peak T of the harvest flames, end T of the harvest 0D "
-             "rollouts); the validation cases are not used")
+             "references (flame speed and peak T of the harvest flames, end T and ignition delay "
+             "of the harvest 0D rollouts, their mean ignition-delay error); the validation cases "
+             "are not used")
 
 
 @dataclass

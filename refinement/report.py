@@ -33,8 +33,10 @@ def set_summary(figures: dict[str, Any]) -> dict[str, Any]:
         worst = max(zero_d["conditions"], key=lambda r: abs(r["equilibrium_error_k"]))
         out["end_t_error_k"] = worst["equilibrium_error_k"]
         out["idt_max_rel"] = zero_d["idt_max_rel"]
+        idts = [r["idt_rel"] for r in zero_d["conditions"] if r["idt_rel"] is not None]
+        out["idt_mean_rel"] = sum(idts) / len(idts) if idts else None
     else:
-        out["end_t_error_k"] = out["idt_max_rel"] = None
+        out["end_t_error_k"] = out["idt_max_rel"] = out["idt_mean_rel"] = None
     return out
 
 
@@ -93,12 +95,15 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [f"# Refinement of `{data['name']}`", "",
              f"Targets (validation cases): flame speed within {100 * t['flame_speed_rel']:g} %, "
              f"peak T within {t['peak_temperature_k']:g} K, 0D end T within "
-             f"{t['equilibrium_temperature_k']:g} K of the ODE references.", "",
+             f"{t['equilibrium_temperature_k']:g} K, 0D ignition delay within "
+             f"{100 * t.get('ignition_delay_max_rel', 0.1):g} % (mean over a grid "
+             f"{100 * t.get('ignition_delay_mean_rel', 0.03):g} %) of the ODE references.", "",
              f"Best round: **{data['best_round']}** (`{Path(data['best_model']).name}`), chosen by "
              f"{data['criterion']}. Stopped: {data['stopped']}.", "",
              "| round | rows added | best val. loss (per network) | harvest: worst error / target "
-             "| validation: flame speed | peak T | 0D end T | targets | stage times (s) |",
-             "|---:|---:|---|---|---:|---:|---:|---|---|"]
+             "| validation: flame speed | peak T | 0D end T | IDT max / mean | targets "
+             "| stage times (s) |",
+             "|---:|---:|---|---|---:|---:|---:|---:|---|---|"]
     for r in data["rounds"]:
         added = sum((r["harvest"] or {}).get("rows_added", {}).values()) if r["harvest"] else 0
         losses = " / ".join(f"{n} {v['best_val_loss']:.4g}" for n, v in r["train"].items()) or "—"
@@ -109,7 +114,9 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {r['round']} | {added} | {losses} | {_fmt(r['score'], '.3g')} "
                      f"({r['worst']}) | {_fmt(v['flame_speed_rel'], '+.2f', 100, ' %')}{failed} | "
                      f"{_fmt(v['peak_error_k'], '+.1f', unit=' K')} | "
-                     f"{_fmt(v['end_t_error_k'], '+.1f', unit=' K')} | {met} | {times} |")
+                     f"{_fmt(v['end_t_error_k'], '+.1f', unit=' K')} | "
+                     f"{_fmt(v['idt_max_rel'], '.1f', 100, ' %')} / "
+                     f"{_fmt(v.get('idt_mean_rel'), '.2f', 100, ' %')} | {met} | {times} |")
     flames = [(r["round"], name, f) for r in data["rounds"] for name in SETS
               for f in r["evaluation"][name].get("flames", [])]
     if flames:
@@ -157,11 +164,13 @@ def plot(data: dict[str, Any], path: Path) -> None:
     t = data["targets"]
     panels = (("flame_speed_rel", 100.0, "|flame speed error| (%)", 100 * t["flame_speed_rel"]),
               ("peak_error_k", 1.0, "|peak T error| (K)", t["peak_temperature_k"]),
-              ("end_t_error_k", 1.0, "|0D end T error| (K)", t["equilibrium_temperature_k"]))
+              ("end_t_error_k", 1.0, "|0D end T error| (K)", t["equilibrium_temperature_k"]),
+              ("idt_max_rel", 100.0, "worst 0D ignition delay error (%)",
+               100 * t.get("ignition_delay_max_rel", 0.1)))
     rounds = [r["round"] for r in data["rounds"]]
     shown = [panel for panel in panels if any(r["summary"][name][panel[0]] is not None
                                               for r in data["rounds"] for name in SETS)]
-    shown = shown or list(panels[2:])  # an empty panel says there is nothing to show
+    shown = shown or list(panels[2:3])  # an empty panel says there is nothing to show
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
     for ax, (key, scale, label, target) in zip(axes[0], shown):
         for name, style in (("validation", "o-"), ("harvest", "s--")):

@@ -210,7 +210,8 @@ def test_loop_stops_once_the_validation_targets_hold(resumed, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(resumed["work"], work)
     config = yaml.safe_load((TINY / "refine.yaml").read_text())
-    config["targets"]["equilibrium_temperature_k"] = 1e5
+    config["targets"].update(equilibrium_temperature_k=1e5, ignition_delay_max_rel=1e5,
+                             ignition_delay_mean_rel=1e5)
     proc = run_cli("refine", str(resumed["model"]), "-c", str(_tiny_copy(tmp_path, config)),
                    "--work", str(work), "-q", timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -221,6 +222,15 @@ def test_loop_stops_once_the_validation_targets_hold(resumed, tmp_path):
     assert (work / "best.safetensors").read_bytes() == \
         (work / "round-0" / "model.safetensors").read_bytes()
     assert "r0/evaluate: done already" in (work / "progress.log").read_text()
+    # the ignition delays are judged too: a tight delay target alone keeps round 0 from stopping
+    config["targets"]["ignition_delay_max_rel"] = 1e-9
+    proc = run_cli("refine", str(resumed["model"]), "-c", str(_tiny_copy(tmp_path, config)),
+                   "--work", str(work), "-q", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = _rounds(work)
+    assert [r["targets_met"] for r in data["rounds"]] == [False, False]
+    assert "the targets are not met after 1 round(s)" in proc.stdout
+    assert "IDT max / mean" in (work / "rounds.md").read_text()
 
 
 def test_work_folder_of_another_recipe_is_refused(resumed, tmp_path):
@@ -302,6 +312,7 @@ def test_shipped_ch4_air_loop_keeps_its_validation_cases_held_out():
     assert not grid & set(config.harvest.zero_d.conditions())
     t = config.targets
     assert (t.flame_speed_rel, t.peak_temperature_k, t.equilibrium_temperature_k) == (0.03, 10, 10)
+    assert (t.ignition_delay_max_rel, t.ignition_delay_mean_rel) == (0.10, 0.03)
     assert list(config.train.paths()) == ["main", "tail", "induction"]
 
 
