@@ -38,11 +38,13 @@ class FailedRun:
 
 def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, url: str | None,
               token: str | None, band_k: float, timeout_s: float, fuel: str | None = None,
-              oxidizer: str | None = None, keep_failure: bool = True) -> dict[str, Any]:
+              oxidizer: str | None = None, keep_failure: bool = True,
+              resume: bool = False) -> dict[str, Any]:
     """Run ``case`` in ``folder`` once (cached in ``folder``/result.json) with ``chemistry``
     (``deepkin``: the model served at ``url`` as ``model_path``'s stem, bearer ``token``; ``ode``:
     OpenFOAM's own); the run as a dict. With ``keep_failure``, an OpenFOAM failure is recorded
-    as ``{"chemistry", "failed"}`` instead of raised."""
+    as ``{"chemistry", "failed"}`` instead of raised. ``resume`` (ODE runs): a run stopped in
+    ``folder`` goes on from its last complete written time."""
     from couplers.openfoam.flame_runs import (
         CounterflowRun,
         PremixedRun,
@@ -63,7 +65,7 @@ def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, u
                                     pressure_atm=case.pressure_atm, cells=case.cell_count,
                                     steps_per_call=case.steps_per_call, fuel=fuel,
                                     oxidizer=oxidizer, token=token, timeout_s=timeout_s,
-                                    band_k=band_k)
+                                    band_k=band_k, resume=resume)
             return counterflow_run(folder, url, str(model_path), chemistry, case.end_time_s,
                                    fuel=fuel, oxidizer=oxidizer,
                                    steps_per_call=case.steps_per_call,
@@ -71,7 +73,7 @@ def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, u
                                    pressure_atm=case.pressure_atm,
                                    velocity_m_s=case.velocity_m_s, cells=case.cell_count,
                                    cells_y=case.cells_y, token=token, timeout_s=timeout_s,
-                                   band_k=band_k)
+                                   band_k=band_k, resume=resume)
         except (FoamError, InputError) as exc:
             if not keep_failure or not (folder / "system").is_dir():
                 raise  # the case was not even written: a configuration error, not a result
@@ -84,7 +86,7 @@ def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, u
 
     if case.kind == "counterflow" and fuel is None:
         raise InputError(f"{case.label}: a counterflow case needs its fuel stream (fuel)")
-    return dataclasses.asdict(cached_run(folder, run, load))
+    return dataclasses.asdict(cached_run(folder, run, load, keep_stopped=resume))
 
 
 def flame_states(case_dir: Path, from_time_s: float | None, out: Path) -> Path | None:

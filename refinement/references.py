@@ -48,13 +48,14 @@ def flame_reference(root: Path, case: FlameCase, model_path: Path, fuel: str, ox
                     mechanism_sha256: str, model_dt_s: float, band_k: float,
                     timeout_s: float) -> dict[str, Any]:
     """The case run with OpenFOAM's ODE chemistry (the run's ``asdict``), from the cache or
-    run now (FoamError when OpenFOAM fails: a reference must exist)."""
+    run now, going on from where a stopped run of it left off (FoamError when OpenFOAM fails: a
+    reference must exist)."""
     from refinement.cases import run_flame
 
     folder = flame_reference_folder(root, case, fuel, oxidizer, mechanism_sha256, model_dt_s,
                                     band_k)
     return run_flame(case, folder, model_path, "ode", None, None, band_k, timeout_s,
-                     fuel=fuel, oxidizer=oxidizer, keep_failure=False)
+                     fuel=fuel, oxidizer=oxidizer, keep_failure=False, resume=True)
 
 
 def flame_reference_folder(root: Path, case: FlameCase, fuel: str, oxidizer: str,

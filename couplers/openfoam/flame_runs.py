@@ -8,6 +8,10 @@ chemistry on the same case.
   line and its position at every written time, heat release by temperature band);
 - :func:`cached_run`: run once, keep the result as ``result.json`` in the case folder.
 
+A run of OpenFOAM's ODE chemistry (a reference: 20-65 min per GRI-3.0 flame) can be resumed
+(``resume=True``): a case folder that a stopped run of the same case left goes on from its last
+complete written time instead of from the start.
+
 Used by ``deepkin refine`` (``refinement/``), ``tests/test_openfoam_flames.py`` (through
 ``tests/helpers/flame_runs.py``) and ``benchmarks/openfoam_flames.py``.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +29,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from couplers.openfoam.cases import spec_from_options, write_case
+from couplers.openfoam.cases import CASE_INFO, CaseSpec, spec_from_options, write_case
 from couplers.openfoam.counterflow import CounterflowFlame, counterflow_history
 from couplers.openfoam.export import DEEPKIN_CHEMISTRIES
 from couplers.openfoam.foam import read_internal_field, run_application, time_directories
@@ -89,16 +94,18 @@ def premixed_run(folder: Path, url: str, model: str, chemistry: str, phi: float,
                  end_time_s: float, *, temperature_k: float = 300.0, pressure_atm: float = 1.0,
                  cells: int = 400, steps_per_call: int = 1, fuel: str | None = None,
                  oxidizer: str | None = None, token: str | None = None,
-                 timeout_s: float = 3600.0, band_k: float = HEAT_RELEASE_BAND_K) -> PremixedRun:
+                 timeout_s: float = 3600.0, band_k: float = HEAT_RELEASE_BAND_K,
+                 resume: bool = False) -> PremixedRun:
     """Write ``deepkin openfoam case flame1d`` into ``folder`` (unburnt ``temperature_k`` K,
     ``pressure_atm`` atm, ``phi``; fuel and oxidiser default to the model's dataset's) with
     ``chemistry`` (``deepkin``: served at ``url`` with bearer ``token``; ``ode``: OpenFOAM's own),
-    run reactingFoam for ``end_time_s`` s and read the run."""
+    run reactingFoam for ``end_time_s`` s and read the run. ``resume`` (``ode`` only): go on
+    from a stopped run of the same case in ``folder`` (:func:`prepare_case`)."""
     spec = spec_from_options("flame1d", model, temperature_k, pressure_atm, phi, fuel, oxidizer,
                              chemistry=chemistry, url=url, end_time_s=end_time_s, cells=cells,
                              steps_per_call=steps_per_call)
     case = Path(folder)
-    write_case(spec, case)
+    prepare_case(spec, case, resume)
     _run_solver(case, token, timeout_s)
     speed = flame_speed(case)
     times, positions = flame_positions(case)
@@ -123,17 +130,18 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
                     steps_per_call: int = COUNTERFLOW_STEPS_PER_CALL, temperature_k: float = 300.0,
                     pressure_atm: float = 1.0, velocity_m_s: float = 1.0, cells: int = 100,
                     cells_y: int = 40, token: str | None = None, timeout_s: float = 7200.0,
-                    band_k: float = HEAT_RELEASE_BAND_K) -> CounterflowRun:
+                    band_k: float = HEAT_RELEASE_BAND_K, resume: bool = False) -> CounterflowRun:
     """Write ``deepkin openfoam case counterflow`` (``fuel``, H2/N2 50/50 by default, against
     ``oxidizer``, default the model's, at ``temperature_k`` K and ``pressure_atm`` atm, inlets at
     ``velocity_m_s`` m/s) with ``chemistry`` (as :func:`premixed_run`'s), ``steps_per_call``
-    model steps per CFD step, and run reactingFoam on it for ``end_time_s`` s."""
+    model steps per CFD step, and run reactingFoam on it for ``end_time_s`` s; ``resume`` as
+    :func:`premixed_run`'s."""
     spec = spec_from_options("counterflow", model, temperature_k, pressure_atm, 1.0, fuel, oxidizer,
                              chemistry=chemistry, url=url, end_time_s=end_time_s, cells=cells,
                              cells_y=cells_y, velocity_m_s=velocity_m_s,
                              steps_per_call=steps_per_call)
     case = Path(folder)
-    write_case(spec, case)
+    prepare_case(spec, case, resume)
     _run_solver(case, token, timeout_s)
     info = case_info(case)
     run = CounterflowRun(chemistry, counterflow_history(case))
@@ -144,6 +152,58 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
         run.network_fraction = counts.network_fraction
         run.reacting_network_fraction = counts.reacting_network_fraction
     return run
+
+
+def prepare_case(spec: CaseSpec, case: Path, resume: bool = False) -> bool:
+    """Write ``spec`` into ``case``, or, with ``resume`` and OpenFOAM's own ODE chemistry, make
+    a stopped run of the same case there go on: its last written time (which the stop may have
+    cut half way) is removed, ``startFrom latestTime`` set, and the earlier log kept as
+    ``log.reactingFoam.<n>``. True when it resumes. With ``resume``, a case folder of another
+    case (or one that wrote too little to go on from) is emptied and the case written afresh;
+    otherwise ``case`` must be empty or absent (InputError, as ``write_case``)."""
+    case = Path(case)
+    if resume and spec.chemistry == "ode" and _stopped_run_of(spec, case):
+        times = [t for t in time_directories(case) if t[0] > 0]
+        shutil.rmtree(times[-1][1])
+        control = case / "system" / "controlDict"
+        control.write_text(re.sub(r"(?m)^startFrom\s+\w+;", "startFrom       latestTime;",
+                                  control.read_text()))
+        log = case / "log.reactingFoam"
+        if log.is_file():
+            n = 1
+            while log.with_name(f"{log.name}.{n}").exists():
+                n += 1
+            log.rename(log.with_name(f"{log.name}.{n}"))
+        return True
+    if resume and (case / CASE_INFO).is_file():
+        shutil.rmtree(case)  # a stopped run of another case, or too short to go on from
+    write_case(spec, case)
+    return False
+
+
+def _stopped_run_of(spec: CaseSpec, case: Path) -> bool:
+    """Whether ``case`` holds a run of ``spec`` (the same case; the model may be another file of
+    the same mechanism) that wrote at least two times after 0."""
+    try:
+        recorded = json.loads((case / CASE_INFO).read_text())["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(CaseSpec)}
+    current = dataclasses.asdict(spec)
+    if any(recorded.get(k, defaults.get(k)) != v for k, v in current.items()
+           if k not in ("model", "url")):
+        return False
+    if recorded.get("model") != current["model"]:
+        from couplers.openfoam.export import load_model
+        from mechanisms.errors import InputError
+
+        try:
+            if load_model(recorded["model"])[1].mechanism_sha256 != \
+                    load_model(current["model"])[1].mechanism_sha256:
+                return False
+        except (InputError, OSError, KeyError):
+            return False
+    return len([t for t in time_directories(case) if t[0] > 0]) >= 2
 
 
 def _run_solver(case: Path, token: str | None, timeout_s: float) -> None:
@@ -174,15 +234,16 @@ def heat_release_by_band(case: Path, cell_volume_m3: float, from_time_s: float,
     return {f"{lo:g}": total / used for lo, total in sorted(sums.items())} if used else {}
 
 
-def cached_run(folder: Path, run: Callable[[], Run], load: Callable[[dict], Run]) -> Run:
+def cached_run(folder: Path, run: Callable[[], Run], load: Callable[[dict], Run],
+               keep_stopped: bool = False) -> Run:
     """``run()`` once: its result (a dataclass) is kept as ``folder``/result.json, written
     atomically, and later calls ``load`` it from there. A folder without that file (a run that
-    was stopped) is removed before running again."""
+    was stopped) is removed before running again, unless ``keep_stopped`` (``run`` resumes it)."""
     folder = Path(folder)
     saved = folder / RESULT_FILE
     if saved.is_file():
         return load(json.loads(saved.read_text()))
-    if folder.exists():
+    if folder.exists() and not keep_stopped:
         shutil.rmtree(folder)
     result = run()
     atomic_write_text(saved, json.dumps(dataclasses.asdict(result)))
