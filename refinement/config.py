@@ -115,6 +115,11 @@ class TrainSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     threads: int | None = None
+    network_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per network
+
+    def settings_for(self, network: str) -> dict[str, Any]:
+        """What ``network``'s config gets on top: ``overrides``, then its own overrides."""
+        return {**self.overrides, **self.network_overrides.get(network, {})}
 
     def paths(self) -> dict[str, Path]:
         """``{network: config path}`` of the networks trained, in training order."""
@@ -404,8 +409,8 @@ def _check_held_out(harvest: CaseSet, validation: CaseSet) -> None:
 def _train_settings(data: dict[str, Any], folder: Path, retrain: bool) -> TrainSettings:
     from kinetics.training.train import TrainConfig
 
-    check_keys(data, ("main", "tail", "induction", "overrides", "device", "threads"), "train.",
-               list_known=True)
+    check_keys(data, ("main", "tail", "induction", "overrides", "network_overrides", "device",
+                      "threads"), "train.", list_known=True)
     if "main" not in data:
         raise InputError("train.main: missing; name the main network's training config")
     paths = {n: None if data.get(n) is None else _file(folder, data[n], f"train.{n}")
@@ -414,16 +419,26 @@ def _train_settings(data: dict[str, Any], folder: Path, retrain: bool) -> TrainS
         raise InputError("train.induction: the induction network follows the near-equilibrium "
                          "one; name train.tail too")
     overrides = _mapping(data.get("overrides"), "train.overrides")
-    check_keys(overrides, [f.name for f in dataclasses.fields(TrainConfig)], "train.overrides.",
-               what="training setting")
-    for key in ("tail_of", "init_from", "init_scales"):
-        if key in overrides:
-            raise InputError(f"train.overrides.{key}: set by the loop (each round starts from the "
-                             "previous round's model); remove it")
+    per_network = _mapping(data.get("network_overrides"), "train.network_overrides")
+    check_keys(per_network, NETWORKS, "train.network_overrides.", what="network")
+    per_network = {n: _mapping(v, f"train.network_overrides.{n}") for n, v in per_network.items()}
+    for where, mapping in [("train.overrides", overrides),
+                           *((f"train.network_overrides.{n}", v) for n, v in per_network.items())]:
+        check_keys(mapping, [f.name for f in dataclasses.fields(TrainConfig)], f"{where}.",
+                   what="training setting")
+        for key in ("tail_of", "init_from", "init_scales"):
+            if key in mapping:
+                raise InputError(f"{where}.{key}: set by the loop (each round starts from the "
+                                 "previous round's model); remove it")
+    for network in per_network:
+        if paths[network] is None:
+            raise InputError(f"train.network_overrides.{network}: the loop trains no {network} "
+                             f"network (train.{network} is not named)")
     for network, path in paths.items():
         if path is None:
             continue
-        raw = {**read_yaml_mapping(path, f"train.{network}"), **overrides}
+        raw = {**read_yaml_mapping(path, f"train.{network}"), **overrides,
+               **per_network.get(network, {})}
         try:
             TrainConfig.from_dict(raw)
         except InputError as exc:
@@ -443,7 +458,7 @@ def _train_settings(data: dict[str, Any], folder: Path, retrain: bool) -> TrainS
     if threads is not None:
         threads = _whole(threads, "train.threads", 1)
     return TrainSettings(paths["main"], paths["tail"], paths["induction"], dict(overrides),
-                         device, threads)
+                         device, threads, per_network)
 
 
 def _targets(data: dict[str, Any]) -> Targets:

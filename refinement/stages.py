@@ -172,7 +172,7 @@ def train_network(ctx: Context, k: int, network: str, dataset: Path, previous: P
     if fresh:
         _remove(out, ckpt, log_csv)
     raw = {**read_yaml_mapping(settings.paths()[network], f"train.{network}"),
-           **settings.overrides}
+           **settings.settings_for(network)}
     raw.pop("init_from", None)
     raw.pop("init_scales", None)
     if network != "main":

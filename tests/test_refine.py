@@ -102,7 +102,9 @@ def test_a_round_harvests_its_own_states_and_learns_them(resumed):
     assert list(train) == ["main", "tail", "induction"]
     assert train["main"]["init_from"] == "round-0/model.safetensors"
     assert train["tail"]["init_from"] is None and train["induction"]["init_from"] is None
-    assert all(t["epochs_run"] == 2 and np.isfinite(t["best_val_loss"]) for t in train.values())
+    # train.overrides (epochs 2) for every network, network_overrides (tail: epochs 1) on top
+    assert {n: t["epochs_run"] for n, t in train.items()} == {"main": 2, "tail": 1, "induction": 2}
+    assert all(np.isfinite(t["best_val_loss"]) for t in train.values())
     from kinetics.model.model_file import read_model_file
 
     meta = read_model_file(work / "round-1" / "model.safetensors")[0]
@@ -262,6 +264,13 @@ BAD_CONFIGS = [
     (lambda c: c["harvest"].update(recipe="nowhere.yaml"),
      "error: harvest.recipe: file '"),
     (lambda c: c.update(rounds=0), "error: rounds: must be a whole number >= 1, got 0"),
+    (lambda c: c["train"].update(network_overrides={"induction": {"learning_rat": 1e-5}}),
+     "error: train.network_overrides.induction.learning_rat: unknown training setting (did you "
+     "mean 'learning_rate'?)"),
+    (lambda c: c["train"].update(network_overrides={"inductoin": {"epochs": 1}}),
+     "error: train.network_overrides.inductoin: unknown network (did you mean 'induction'?)"),
+    (lambda c: c["train"].update(network_overrides={"tail": {"init_from": "x.safetensors"}}),
+     "error: train.network_overrides.tail.init_from: set by the loop"),
     (lambda c: c.update(references={"workers": 0}),
      "error: references.workers: must be a whole number >= 1, got 0"),
     (lambda c: c.update(references={"worker": 2}),
