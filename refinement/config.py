@@ -236,27 +236,24 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     report = _mapping(data.get("report"), "report")
     check_keys(report, ("heat_release_band_k",), "report.", list_known=True)
     band = _number(report.get("heat_release_band_k", 300.0), "report.heat_release_band_k")
-    serve = _mapping(data.get("serve"), "serve")
-    check_keys(serve, ("threads",), "serve.", list_known=True)
-    threads = serve.get("threads")
-    if threads is not None:
-        threads = _whole(threads, "serve.threads", 1)
-    references = _mapping(data.get("references"), "references")
-    check_keys(references, ("workers",), "references.", list_known=True)
-    reference_workers = references.get("workers")
-    if reference_workers is not None:
-        reference_workers = _whole(reference_workers, "references.workers", 1)
-    evaluate = _mapping(data.get("evaluate"), "evaluate")
-    check_keys(evaluate, ("workers",), "evaluate.", list_known=True)
-    zero_d_workers = evaluate.get("workers")
-    if zero_d_workers is not None:
-        zero_d_workers = _whole(zero_d_workers, "evaluate.workers", 1)
+    threads = _count_setting(data, "serve", "threads")
+    reference_workers = _count_setting(data, "references", "workers")
+    zero_d_workers = _count_setting(data, "evaluate", "workers")
     return RefineConfig(name=name, source=path.resolve(), replay_recipes=recipes,
                         replay_dataset=dataset, harvest_recipe=harvest_recipe,
                         harvest=harvest_cases, validation=validation_cases, train=train,
                         rounds=rounds, retrain=retrain, targets=targets, harvest_workers=workers,
                         serve_threads=threads, heat_release_band_k=band,
                         reference_workers=reference_workers, zero_d_workers=zero_d_workers)
+
+
+def _count_setting(data: dict[str, Any], block: str, key: str) -> int | None:
+    """``data[block][key]``: a whole number >= 1, or None when absent; the block holds that key
+    only (InputError naming any other)."""
+    mapping = _mapping(data.get(block), block)
+    check_keys(mapping, (key,), f"{block}.", list_known=True)
+    value = mapping.get(key)
+    return None if value is None else _whole(value, f"{block}.{key}", 1)
 
 
 def _mapping(value: Any, where: str, required: bool = False) -> dict[str, Any]:

@@ -162,9 +162,9 @@ def prepare_case(spec: CaseSpec, case: Path, resume: bool = False) -> bool:
     case (or one that wrote too little to go on from) is emptied and the case written afresh;
     otherwise ``case`` must be empty or absent (InputError, as ``write_case``)."""
     case = Path(case)
-    if resume and spec.chemistry == "ode" and _stopped_run_of(spec, case):
-        times = [t for t in time_directories(case) if t[0] > 0]
-        shutil.rmtree(times[-1][1])
+    written = _stopped_run_of(spec, case) if resume and spec.chemistry == "ode" else []
+    if written:
+        shutil.rmtree(written[-1][1])
         control = case / "system" / "controlDict"
         control.write_text(re.sub(r"(?m)^startFrom\s+\w+;", "startFrom       latestTime;",
                                   control.read_text()))
@@ -181,18 +181,18 @@ def prepare_case(spec: CaseSpec, case: Path, resume: bool = False) -> bool:
     return False
 
 
-def _stopped_run_of(spec: CaseSpec, case: Path) -> bool:
-    """Whether ``case`` holds a run of ``spec`` (the same case; the model may be another file of
-    the same mechanism) that wrote at least two times after 0."""
+def _stopped_run_of(spec: CaseSpec, case: Path) -> list[tuple[float, Path]]:
+    """The times after 0 (s, folder) that a run of ``spec`` in ``case`` wrote (the same case; the
+    model may be another file of the same mechanism), when at least two; else []."""
     try:
         recorded = json.loads((case / CASE_INFO).read_text())["spec"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return []
     defaults = {f.name: f.default for f in dataclasses.fields(CaseSpec)}
     current = dataclasses.asdict(spec)
     if any(recorded.get(k, defaults.get(k)) != v for k, v in current.items()
            if k not in ("model", "url")):
-        return False
+        return []
     if recorded.get("model") != current["model"]:
         from couplers.openfoam.export import load_model
         from mechanisms.errors import InputError
@@ -200,10 +200,11 @@ def _stopped_run_of(spec: CaseSpec, case: Path) -> bool:
         try:
             if load_model(recorded["model"])[1].mechanism_sha256 != \
                     load_model(current["model"])[1].mechanism_sha256:
-                return False
+                return []
         except (InputError, OSError, KeyError):
-            return False
-    return len([t for t in time_directories(case) if t[0] > 0]) >= 2
+            return []
+    written = [t for t in time_directories(case) if t[0] > 0]
+    return written if len(written) >= 2 else []
 
 
 def _run_solver(case: Path, token: str | None, timeout_s: float) -> None:

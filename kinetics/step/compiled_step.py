@@ -389,15 +389,22 @@ class CompiledStep(nn.Module):
         t_new, y_new, ok, route, _, _ = self._model_step(t, p, y)
         return t_new, y_new, ok, route
 
+    def _features(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The networks' inputs ``[T, ln(P/1 atm), BCT(Y)]`` and what the products, progress and
+        domain are computed from (the mixture coordinates, or the inputs themselves)."""
+        features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
+                             dim=1)
+        mix = y @ self.mixture_rows if self.has_coordinates else features
+        return features, mix
+
     def _model_step(self, t: torch.Tensor, p: torch.Tensor, y: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
         """:meth:`model_step` with the number of ``ok`` cells and whether a regime network took
         any (else ``route`` is all :data:`ROUTE_MAIN`): what the caller would ask the tensors."""
         n = t.shape[0]
         bct = box_cox(y, self.lam)
-        features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
-                             dim=1)
-        mix = y @ self.mixture_rows if self.has_coordinates else features
+        features, mix = self._features(t, p, bct, y)
         complete, progress = self._products(mix)
         inside = self._inside(features, mix, progress)
         n_inside = int(inside.sum())
@@ -502,9 +509,7 @@ class CompiledStep(nn.Module):
         Box-Cox features ``bct`` (and mass fractions ``y``, computed from ``bct`` when None)."""
         if y is None:
             y = self.box_cox_inverse(bct)
-        features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
-                             dim=1)
-        mix = y @ self.mixture_rows if self.has_coordinates else features
+        features, mix = self._features(t, p, bct, y)
         complete, progress = self._products(mix)
         rate, route, _, _ = self._rates(features, complete, progress)
         return rate, route
@@ -517,9 +522,7 @@ class CompiledStep(nn.Module):
         :meth:`kinetics.integrator.Integrator.in_domain`)."""
         if y is None:
             y = self.box_cox_inverse(bct)
-        features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
-                             dim=1)
-        mix = y @ self.mixture_rows if self.has_coordinates else features
+        features, mix = self._features(t, p, bct, y)
         _, progress = self._products(mix)
         return self._inside(features, mix, progress)
 
