@@ -100,6 +100,9 @@ class WorkDir:
                 raise InputError(f"work: {self.root} holds a run of another recipe ({where} "
                                  f"differs from its {RECIPE_FILE}); use another --work, or delete "
                                  "that folder to start again")
+            # the committed text names the run: a key a later deepkin added at its empty default
+            # does not make the finished stages stale
+            text = json.dumps(committed, indent=1, sort_keys=True)
         else:
             self._write_text(path, text)
         self.recipe_digest = hashlib.sha256(text.encode()).hexdigest()
@@ -191,11 +194,19 @@ class WorkDir:
             raise StorageError(f"work: cannot copy {src} to {dst} ({exc.strerror or exc})") from None
 
 
+def _unset(value: Any) -> bool:
+    return value is None or value == {} or value == []
+
+
 def first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """The dotted path of the first place two JSON trees differ (None when equal)."""
+    """The dotted path of the first place two JSON trees differ (None when equal). A key one side
+    lacks equals the other side's empty value (None, {}, []): recipes written before a setting
+    existed hold the same run as recipes that leave it unset."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if key not in a or key not in b:
+                if _unset(a.get(key)) and _unset(b.get(key)):
+                    continue
                 return f"{where}{key}"
             found = first_difference(a[key], b[key], f"{where}{key}.")
             if found is not None:

@@ -247,6 +247,24 @@ def test_work_folder_of_another_recipe_is_refused(resumed, tmp_path):
         "recipe.json); use another --work, or delete that folder to start again"]
 
 
+def test_recipe_written_before_a_setting_existed_still_resumes(tmp_path):
+    """A work folder from an older deepkin lacks keys added since at their empty default: the run
+    resumes (same stage digest); a key that carries a value is still a different recipe."""
+    from mechanisms.errors import InputError
+    from refinement.workdir import WorkDir
+
+    old = {"name": "x", "train": {"overrides": {"epochs": 2}}}
+    first = WorkDir(tmp_path / "w")
+    first.commit(old)
+    again = WorkDir(tmp_path / "w")
+    again.commit({"name": "x", "train": {"overrides": {"epochs": 2}, "network_overrides": {}},
+                  "zero_d_workers": None})
+    assert again.recipe_digest == first.recipe_digest
+    with pytest.raises(InputError, match=r"train\.network_overrides differs"):
+        WorkDir(tmp_path / "w").commit(
+            {"name": "x", "train": {"overrides": {"epochs": 2}, "network_overrides": {"a": 1}}})
+
+
 BAD_CONFIGS = [
     (lambda c: c.update(roundz=2), "error: roundz: unknown refine setting (did you mean 'rounds'?)"),
     (lambda c: c["harvest"]["zero_d"].update(stepz=10),
