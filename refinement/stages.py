@@ -82,9 +82,9 @@ def replay(ctx: Context, fresh: bool) -> tuple[list[Path], dict[str, Any]]:
     from sampling.pipeline import run_sampling
 
     out = ctx.work.replay
-    if fresh:
-        _remove(out, _journal(out))
     cfg = ctx.config
+    if fresh and not _holds_recipes(out, cfg.replay_recipes):
+        _remove(out, _journal(out))
     if cfg.replay_dataset is not None:
         if not cfg.replay_dataset.is_file():
             raise InputError(f"replay.dataset: file '{cfg.replay_dataset}' not found")
@@ -99,6 +99,23 @@ def replay(ctx: Context, fresh: bool) -> tuple[list[Path], dict[str, Any]]:
     facts = dataset_facts(out)
     _check_dataset(ctx, facts, "replay")
     return [out], {"rows": facts.n_rows}
+
+
+def _holds_recipes(path: Path, recipes: list[Path]) -> bool:
+    """Whether ``path`` holds only finished runs of ``recipes``, in their order: a replay
+    dataset sampled beforehand by hand (``deepkin sample -c RECIPE -o DIR/replay.h5``, the
+    second recipe ``--append``ed) that a fresh replay stage keeps instead of sampling again."""
+    from mechanisms.dataset_file import dataset_facts
+    from sampling.config import SamplingConfig
+
+    if not recipes or not path.is_file() or _journal(path).exists():
+        return False
+    try:
+        runs = dataset_facts(path).runs
+    except Exception:  # not a dataset file: sampled again
+        return False
+    return 0 < len(runs) <= len(recipes) and all(
+        _run_is_done(path, SamplingConfig.from_yaml(recipes[i]), i) for i in range(len(runs)))
 
 
 def _check_dataset(ctx: Context, facts, where: str) -> None:
