@@ -26,13 +26,18 @@ the module flags, the substeps around them, and the counts.
 A ``dt`` that is a whole multiple of the model's dt runs that many model steps. ``advance`` takes an
 optional ``stop`` callable, asked before every model step and every Cantera fallback cell: when it
 returns True the call ends with :class:`StepInterrupted` (how a caller bounds the time of one call).
+
+In a rollout (the same cells fed back step after step: 0D validation, a refine round's 0D cases),
+``with integrator.following_cells():`` lets a fallback cell that the fallback stepped last call go
+on from its own reactor instead of restarting one (:class:`mechanisms.reactor.FollowedCells`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +64,7 @@ from kinetics.step.forward import network_dtype
 from kinetics.step.thermo import Nasa7
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
-from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
+from mechanisms.reactor import FALLBACK_TOLERANCES, FollowedCells, ReactorStep
 from mechanisms.state import (
     PRESSURE_RANGE_PA,
     join_states,
@@ -219,6 +224,7 @@ class Integrator:
             f"{self.gas.min_temp:g}–{self.gas.max_temp:g} K up to the model's hottest training state)")
         self.inert = module.inert
         self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
+        self._followed: FollowedCells | None = None
 
     # -- the step's settings (the compiled module's attributes) ----------------------------------
     @property
@@ -528,9 +534,36 @@ class Integrator:
                 self._fallback_cell(out, j)
         return out, flag, fell_back, counts + [True]
 
+    @contextlib.contextmanager
+    def following_cells(self, max_cells: int = 512) -> Iterator[FollowedCells]:
+        """Within the block, the Cantera fallback follows cells by their row index: a cell it
+        stepped in the last call and got back unchanged goes on from its own reactor (CVODES not
+        restarted) instead of a fresh one; up to ``max_cells`` rows are followed (the others as
+        outside the block). For rollouts, where the same cells come back step after step; a CFD
+        code's cells change between calls and would only be restarted. Yields the
+        :class:`~mechanisms.reactor.FollowedCells` (its ``n_continued`` and ``n_restarted``
+        count the steps)."""
+        followed = FollowedCells(
+            lambda: ct.Solution(yaml=self.mechanism_yaml, name=self.meta.phase),
+            self.meta.dt_s, FALLBACK_TOLERANCES, max_cells)
+        before, self._followed = self._followed, followed
+        try:
+            yield followed
+        finally:
+            self._followed = before
+
     def _fallback_cell(self, states: torch.Tensor, j: int) -> None:
         """Row ``j`` of ``states`` (float64) advanced by one Cantera step, in place."""
         row = states[j]
+        if self._followed is not None:
+            state = row.cpu().numpy()
+            try:
+                end = self._followed.advance(j, state)
+            except ct.CanteraError:
+                return  # Cantera cannot advance it either: leave the cell unchanged
+            if end is not None:
+                row.copy_(torch.as_tensor(end, dtype=torch.float64))
+                return
         t, y = self._cantera_step(float(row[0]), float(row[1]), row[2:])
         row[0] = t
         row[2:] = y

@@ -221,6 +221,50 @@ def test_frozen_and_fallback_cells(tiny_model):
     np.testing.assert_allclose(res.states[1], expected, rtol=1e-8, atol=1e-12)
 
 
+def test_followed_fallback_cells_go_on_from_their_own_reactor(tiny_model):
+    """In a rollout (``following_cells``) a fallback cell fed back unchanged continues its
+    reactor (no CVODES restart): the same trajectory as restarting every step, within the
+    fallback tolerances, and as Cantera's uninterrupted run; a cell changed in between restarts."""
+    it = Integrator.load(tiny_model, device="cpu")
+    states = _random_states(it, 2, seed=5)
+    states[:, 0] = 1500.0
+    states[:, 1] = 60 * ct.one_atm  # above the training data: both cells are Cantera's
+    restarted, followed_x = states.copy(), states.copy()
+    for _ in range(30):
+        restarted = it.advance(restarted).states
+    with it.following_cells() as followed:
+        for k in range(30):
+            res = it.advance(followed_x)
+            assert res.n_fallback == 2
+            followed_x = res.states
+            if k == 10:
+                followed_x[1, 0] += 1e-3  # as transport would: cell 1 restarts once
+        assert followed.n_restarted == 3 and followed.n_continued == 57
+    assert it._followed is None  # the block ends, the fallback is the plain one again
+    np.testing.assert_allclose(followed_x[0], restarted[0], rtol=2e-6, atol=1e-10)
+    assert followed_x[0, 1] == states[0, 1]  # P as given, not recomputed
+    gas = ct.Solution("h2o2.yaml")
+    gas.TPY = states[0, 0], states[0, 1], states[0, 2:]
+    reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
+    net = ct.ReactorNet([reactor])
+    net.rtol, net.atol = 1e-10, 1e-20
+    net.advance(30 * it.dt_s)
+    assert abs(followed_x[0, 0] - gas.T) < 1e-3 * abs(gas.T - states[0, 0]) + 1e-6
+
+
+def test_followed_cells_beyond_the_cap_are_stepped_as_before():
+    from mechanisms.reactor import FollowedCells
+
+    gas = ct.Solution("h2o2.yaml")
+    followed = FollowedCells(lambda: ct.Solution("h2o2.yaml"), 1e-6, max_cells=1)
+    gas.TPX = 1500, ct.one_atm, "H2:2,O2:1,N2:3.76"
+    state = np.concatenate([[gas.T, gas.P], gas.Y])
+    assert followed.advance(0, state) is not None
+    assert followed.advance(1, state) is None  # not followed: the caller steps it
+    with pytest.raises(ct.CanteraError):
+        followed.advance(0, np.concatenate([[1500.0, -1.0], gas.Y]))
+
+
 @pytest.mark.parametrize("mutate,message", [
     (lambda s: s.__setitem__((0, 0), np.nan), "row 0 holds NaN"),
     (lambda s: s.__setitem__((1, 3), -0.01), "negative mass fraction of H"),

@@ -416,26 +416,30 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     capture = _IgnitionCapture(conditions, *after_ignition, integrator.dt_s,
                                mass_fractions(state))
     started = time.perf_counter()
-    for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
-                  disable=not progress, mininterval=1.0):
-        res = integrator.advance(x)
-        x = res.states
-        fallback += res.n_fallback
-        tail_steps += res.n_tail_steps
-        induction_steps += res.n_induction_steps
-        unresolved_steps += res.n_unresolved_steps
-        network_steps += ~(res.frozen | res.fallback)
-        active_steps += ~res.frozen
-        temps[k] = temperature(x).cpu().numpy()
-        y = mass_fractions(x)
-        if capture.columns:
-            capture.step(k, temps, y[:, capture.columns].cpu().numpy())
-        sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
-        h = thermo.enthalpy(temperature(x), y)
-        h_dev = max(h_dev, float((torch.abs(h - h0) / torch.clamp(torch.abs(h0), min=1e3)).max()))
-        if k % record_every == 0:
-            y_hist.append(y.cpu().numpy())
-            t_hist.append(k * integrator.dt_s)
+    # the same cells come back every step: a slow-induction cell the Cantera fallback steps goes
+    # on from its own reactor instead of restarting CVODES each step (Integrator.following_cells)
+    with integrator.following_cells(max_cells=len(conditions)):
+        for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
+                      disable=not progress, mininterval=1.0):
+            res = integrator.advance(x)
+            x = res.states
+            fallback += res.n_fallback
+            tail_steps += res.n_tail_steps
+            induction_steps += res.n_induction_steps
+            unresolved_steps += res.n_unresolved_steps
+            network_steps += ~(res.frozen | res.fallback)
+            active_steps += ~res.frozen
+            temps[k] = temperature(x).cpu().numpy()
+            y = mass_fractions(x)
+            if capture.columns:
+                capture.step(k, temps, y[:, capture.columns].cpu().numpy())
+            sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
+            h = thermo.enthalpy(temperature(x), y)
+            h_dev = max(h_dev, float((torch.abs(h - h0) / torch.clamp(torch.abs(h0),
+                                                                      min=1e3)).max()))
+            if k % record_every == 0:
+                y_hist.append(y.cpu().numpy())
+                t_hist.append(k * integrator.dt_s)
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
                     np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
                     time.perf_counter() - started, active_steps, induction_steps,
