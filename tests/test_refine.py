@@ -247,6 +247,21 @@ def test_work_folder_of_another_recipe_is_refused(resumed, tmp_path):
         "recipe.json); use another --work, or delete that folder to start again"]
 
 
+def test_a_replay_dataset_sampled_by_hand_is_kept(resumed, tmp_path):
+    """A fresh replay stage keeps a DIR/replay.h5 holding exactly the recipes' finished runs (one
+    sampled beside round 0), and samples again anything else."""
+    from refinement.stages import _holds_recipes
+
+    replay = tmp_path / "replay.h5"
+    replay.write_bytes((resumed["work"] / "replay.h5").read_bytes())
+    assert _holds_recipes(replay, [TINY / "replay.yaml"])
+    assert _holds_recipes(replay, [TINY / "replay.yaml", TINY / "harvest.yaml"])  # 1 of 2 done
+    assert not _holds_recipes(replay, [TINY / "harvest.yaml"])  # another recipe's run
+    assert not _holds_recipes(replay, [])
+    (tmp_path / "replay.h5.journal").write_text("{}")  # a run still being written
+    assert not _holds_recipes(replay, [TINY / "replay.yaml"])
+
+
 def test_recipe_written_before_a_setting_existed_still_resumes(tmp_path):
     """A work folder from an older deepkin lacks keys added since at their empty default: the run
     resumes (same stage digest); a key that carries a value is still a different recipe."""
