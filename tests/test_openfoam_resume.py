@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from couplers.openfoam.foam import read_internal_field, time_directories
 from mechanisms.errors import InputError
 from tests.helpers.openfoam import require_openfoam
 
+ROOT = Path(__file__).resolve().parents[1]
 URL = "http://127.0.0.1:8000"  # unused by the ODE chemistry
 
 
@@ -61,3 +63,40 @@ def test_a_stopped_ode_run_goes_on_from_its_last_complete_time(tmp_path):
     assert prepare_case(other, stopped, resume=True) is False
     assert '"phi": 0.8' in (stopped / CASE_INFO).read_text()
     assert [t for t, _ in time_directories(stopped)] == [0.0]
+
+
+def test_a_solver_dies_with_the_run_that_started_it(tmp_path):
+    """A killed ``deepkin refine`` leaves no OpenFOAM solver writing on into the case its next
+    run resumes: the applications run with ``die_with_parent`` (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from couplers.openfoam.foam import die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '120'], preexec_fn=die_with_parent)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(120)\n")], cwd=str(ROOT))
+    deadline = time.monotonic() + 30
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        # a zombie (killed, not yet reaped by init) counts as gone
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its parent by 10 s")

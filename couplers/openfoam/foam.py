@@ -7,10 +7,13 @@ Debian installs the solvers in /usr/bin and the libraries in /usr/lib; they run 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +83,15 @@ def fatal_error(log: str) -> str:
     return " ".join(match.group(1).split())
 
 
+def die_with_parent() -> None:
+    """For ``preexec_fn``: on Linux, the child gets SIGTERM when the process that started it
+    dies (``prctl(PR_SET_PDEATHSIG)``), so that a killed ``deepkin refine`` or ``deepkin openfoam
+    run`` leaves no solver writing on into a case that the next run resumes; elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_application(application: str, case: Path, *args: str, ranks: int = 1, log: Path | None = None,
                     env: dict[str, str] | None = None, timeout_s: float | None = None
                     ) -> subprocess.CompletedProcess:
@@ -96,7 +108,7 @@ def run_application(application: str, case: Path, *args: str, ranks: int = 1, lo
     log = log or case / f"log.{application}"
     with open(log, "w") as fh:
         run = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=run_env(env),
-                             timeout=timeout_s, text=True)
+                             timeout=timeout_s, text=True, preexec_fn=die_with_parent)
     if run.returncode != 0:
         text = log.read_text(errors="replace")
         reason = fatal_error(text) or (text.strip().splitlines() or ["no output"])[-1]
