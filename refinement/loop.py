@@ -178,10 +178,10 @@ def _check_recipes(config: RefineConfig, meta: Any) -> None:
 
 def _check_openfoam() -> None:
     """InputError when OpenFOAM or the deepkin chemistry library is missing (flames need both)."""
-    from couplers.openfoam.build import library_path
+    from couplers.openfoam.build import library_problem
     from couplers.openfoam.foam import require_installed
 
     require_installed()
-    if not library_path().is_file():
-        raise InputError(f"OpenFOAM: the deepkin chemistry library is not built "
-                         f"({library_path()}); run `deepkin openfoam build` first")
+    problem = library_problem()
+    if problem:
+        raise InputError(f"OpenFOAM: {problem}; run `deepkin openfoam build` first")

@@ -100,3 +100,30 @@ def test_a_solver_dies_with_the_run_that_started_it(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the child outlived its parent by 10 s")
+
+
+def test_a_library_that_would_not_load_is_named(tmp_path):
+    """A chemistry library whose libtorch is gone (another install rebuilt the shared one, or its
+    venv was removed) is caught before a run, naming the missing library."""
+    import subprocess
+
+    from couplers.openfoam.build import library_path, library_problem
+
+    if shutil.which("gcc") is None or shutil.which("ldd") is None:
+        pytest.skip("gcc and ldd are needed")
+    assert "is not built" in library_problem(tmp_path)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "gone.c").write_text("int gone(void) { return 1; }\n")
+    (stub / "lib.c").write_text("int gone(void);\nint use(void) { return gone(); }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(stub / "libgone.so"), str(stub / "gone.c")],
+                   check=True)
+    library = library_path(tmp_path)
+    library.parent.mkdir(parents=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(stub / "lib.c"),
+                    f"-L{stub}", "-lgone", f"-Wl,-rpath,{stub}"], check=True)
+    assert library_problem(tmp_path) is None
+    (stub / "libgone.so").unlink()
+    assert library_problem(tmp_path) == (
+        f"the deepkin chemistry library {library} does not load: libgone.so not found (built "
+        "against another torch install)")

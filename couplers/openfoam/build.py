@@ -60,6 +60,27 @@ def library_path(root: Path | None = None) -> Path:
     return (root or home()) / "lib" / LIBRARY_NAME
 
 
+def library_problem(root: Path | None = None) -> str | None:
+    """Why the built library would not load, or None: missing, or a shared library it needs not
+    found (``ldd``), e.g. libtorch.so once the torch it was built against is gone or another
+    install rebuilt it against its own (the library's rpath names that torch's folder)."""
+    library = library_path(root)
+    if not library.is_file():
+        return f"the deepkin chemistry library is not built ({library})"
+    if shutil.which("ldd") is None:
+        return None
+    try:
+        out = subprocess.run(["ldd", str(library)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    missing = [line.split("=>")[0].strip() for line in out.stdout.splitlines()
+               if "not found" in line]
+    if missing:
+        return (f"the deepkin chemistry library {library} does not load: {', '.join(missing)} "
+                "not found (built against another torch install)")
+    return None
+
+
 def timer_path(root: Path | None = None) -> Path:
     """The path of the built ``deepkinChemistryTime`` utility."""
     return (root or home()) / "bin" / TIMER_NAME

@@ -112,6 +112,10 @@ def run_application(application: str, case: Path, *args: str, ranks: int = 1, lo
     if run.returncode != 0:
         text = log.read_text(errors="replace")
         reason = fatal_error(text) or (text.strip().splitlines() or ["no output"])[-1]
+        unloaded = re.search(r'Could not load "([^"]*deepkinChemistry[^"]*)"\s*\n(.*)', text)
+        if unloaded:  # the cause of "Unknown ... type deepkin": say it, and the fix
+            reason += (f" ({unloaded.group(1)} did not load: {unloaded.group(2).strip()}; "
+                       "run `deepkin openfoam build`)")
         raise FoamError(f"{application} failed (exit {run.returncode}): {reason} (log: {log})")
     return run
 
