@@ -535,7 +535,7 @@ class Integrator:
         return out, flag, fell_back, counts + [True]
 
     @contextlib.contextmanager
-    def following_cells(self, max_cells: int = 512) -> Iterator[FollowedCells]:
+    def following_cells(self, max_cells: int = 64) -> Iterator[FollowedCells]:
         """Within the block, the Cantera fallback follows cells by their row index: a cell it
         stepped in the last call and got back unchanged goes on from its own reactor (CVODES not
         restarted) instead of a fresh one; up to ``max_cells`` rows are followed (the others as
