@@ -8,8 +8,10 @@ Two levels (see ``docs/dataset.md``, "Checking a file"):
   read; ``deepkin train``, ``dataset info`` and ``sample --append`` run it wherever they open a file.
 - **full** (:class:`RowScan`, :func:`scan_rows`): every valid row, read in blocks of bounded size
   (a multi-GB file is fine): finite values, ΣY ≈ 1 and Y ≥ −tol, T of the inputs within the
-  mechanism's thermo range (of the targets > 0: a label may leave it, as Cantera extrapolates the
-  NASA polynomials), P within :data:`~mechanisms.state.PRESSURE_RANGE_PA`, source codes within
+  mechanism's thermo range (up to the top most species fits reach,
+  :func:`input_thermo_range_k`; of the targets > 0: a label may leave it, as Cantera
+  extrapolates the NASA polynomials), P within :data:`~mechanisms.state.PRESSURE_RANGE_PA`,
+  source codes within
   ``source_names`` and equal to their task's source, and every chunk decodable.
 
 A problem is one line ``field: reason``; the user sees ``dataset: PATH: field: reason``
@@ -53,6 +55,18 @@ NEGATIVE_Y_TOLERANCE = 1e-6  # Y ≥ −this
 THERMO_RANGE_SLACK = 1e-9
 SCAN_BLOCK_BYTES = 32 << 20  # bytes of one array's block in the full scan (bounds its memory)
 _TASK_ID = re.compile(r"r(\d+)/([A-Za-z_]+)/(\d+)")
+
+
+def input_thermo_range_k(gas) -> tuple[float, float]:
+    """The T range (K) a row's input may take: from the mechanism's thermo range's bottom up to
+    the top that most of its species fits reach (their median). The phase's own top is its
+    narrowest fit's (GRI-3.0: CH3O's 3,000 K, where most reach 3,500 K and N2 and Ar more); the
+    sampler writes hotter rows all the same (rich methane at 20-25 atm burns past 3,000 K),
+    labelled by Cantera, which extrapolates the few shorter fits as a CFD code's thermo does, and
+    the integrator steps cells up to the hottest row a model was trained on."""
+    tops = sorted(float(sp.thermo.max_temp) for sp in gas.species())
+    top = tops[len(tops) // 2] if tops else float(gas.max_temp)
+    return float(gas.min_temp), max(top, float(gas.max_temp))
 
 
 class DatasetDamaged(InputError):
@@ -293,7 +307,7 @@ def structure_problems(h5: h5py.File, path: str | Path,
                                        complete, journal_rows)
     except H5_ERRORS as exc:
         return [f"file: its metadata cannot be read ({str(exc).splitlines()[0][:120]})"], None
-    thermo_k = (float(gas.min_temp), float(gas.max_temp)) if gas is not None else None
+    thermo_k = input_thermo_range_k(gas) if gas is not None else None
     return problems + mech_problems + shape_problems + task_problems, thermo_k
 
 
@@ -464,7 +478,7 @@ def verify_rows(facts: DatasetFacts, block_rows: int | None = None) -> None:
     :class:`DatasetDamaged` naming the first problem row otherwise."""
     with open_dataset_file(facts.path) as h5:
         _, gas = _mechanism_problems(h5, facts.species)
-        thermo_k = (float(gas.min_temp), float(gas.max_temp)) if gas is not None else None
+        thermo_k = input_thermo_range_k(gas) if gas is not None else None
         problems = scan_rows(h5, facts, thermo_k, True, block_rows)
     if problems:
         raise DatasetDamaged(facts.path, problems, full=True)

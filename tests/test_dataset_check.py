@@ -334,3 +334,17 @@ def test_check_of_a_file_that_is_not_a_dataset_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: dataset: {path} is not a readable HDF5 file")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_rows_past_one_short_species_fit_are_the_samplers_own():
+    """GRI-3.0's phase range ends at 3000 K (CH3O's fit); the sampler writes rich 20-25 atm
+    methane rows past it (Cantera extrapolates that fit): the check takes inputs up to the top
+    most fits reach, 3500 K, as for h2o2."""
+    import cantera as ct
+
+    from mechanisms.dataset_check import input_thermo_range_k
+
+    gri = ct.Solution("gri30.yaml")
+    assert gri.max_temp == 3000.0
+    assert input_thermo_range_k(gri) == (300.0, 3500.0)
+    assert input_thermo_range_k(ct.Solution("h2o2.yaml")) == (300.0, 3500.0)
