@@ -146,6 +146,7 @@ class RefineConfig:
     serve_threads: int | None = None
     heat_release_band_k: float = 300.0
     reference_workers: int | None = None  # ODE reference flames run at once (None: one a core)
+    reference_folder: Path | None = None  # where the ODE references are cached (None: DIR/references)
     zero_d_workers: int | None = None  # 0D rollout parts run at once (None: one a core)
 
     def recipe(self) -> dict[str, Any]:
@@ -237,14 +238,34 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     check_keys(report, ("heat_release_band_k",), "report.", list_known=True)
     band = _number(report.get("heat_release_band_k", 300.0), "report.heat_release_band_k")
     threads = _count_setting(data, "serve", "threads")
-    reference_workers = _count_setting(data, "references", "workers")
+    reference_workers, reference_folder = _references(data.get("references"), folder)
     zero_d_workers = _count_setting(data, "evaluate", "workers")
     return RefineConfig(name=name, source=path.resolve(), replay_recipes=recipes,
                         replay_dataset=dataset, harvest_recipe=harvest_recipe,
                         harvest=harvest_cases, validation=validation_cases, train=train,
                         rounds=rounds, retrain=retrain, targets=targets, harvest_workers=workers,
                         serve_threads=threads, heat_release_band_k=band,
-                        reference_workers=reference_workers, zero_d_workers=zero_d_workers)
+                        reference_workers=reference_workers, reference_folder=reference_folder,
+                        zero_d_workers=zero_d_workers)
+
+
+def _references(value: Any, folder: Path) -> tuple[int | None, Path | None]:
+    """``references.workers`` (a whole number >= 1) and ``references.folder`` (a folder, relative
+    to the config's own, ``~`` expanded), each None when absent."""
+    mapping = _mapping(value, "references")
+    check_keys(mapping, ("workers", "folder"), "references.", list_known=True)
+    workers = mapping.get("workers")
+    workers = None if workers is None else _whole(workers, "references.workers", 1)
+    where = mapping.get("folder")
+    if where is None:
+        return workers, None
+    if not isinstance(where, str) or not where.strip():
+        raise InputError(f"references.folder: must be a folder path, got {where!r}")
+    path = Path(where).expanduser()
+    path = path if path.is_absolute() else folder / path
+    if path.exists() and not path.is_dir():
+        raise InputError(f"references.folder: {path} is not a folder")
+    return workers, path
 
 
 def _count_setting(data: dict[str, Any], block: str, key: str) -> int | None:

@@ -75,7 +75,7 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
     _check_recipes(config, meta)
     if config.harvest.flames or config.validation.flames:
         _check_openfoam()
-    work = WorkDir(work_dir or default_work_dir(config.name), echo)
+    work = WorkDir(work_dir or default_work_dir(config.name), echo, config.reference_folder)
     model_sha = file_digest(model_path)
     work.commit({**config.recipe(), "model_sha256": model_sha})
     if not work.model(0).is_file() or file_digest(work.model(0)) != model_sha:

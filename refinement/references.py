@@ -8,7 +8,8 @@ keyed by everything that determines them.
   ``references/zero-d/<key>.json``.
 
 The key is a sha256 of the parameters (the mechanism's sha256 among them), so a reference is
-reused by every round and by every run that shares the work folder's ``references/``.
+reused by every round and by every run that shares the work folder's ``references/``, or the
+folder ``references.folder`` names (several work folders, e.g. a recipe changed, share it).
 """
 
 from __future__ import annotations
@@ -49,13 +50,21 @@ def flame_reference(root: Path, case: FlameCase, model_path: Path, fuel: str, ox
                     timeout_s: float) -> dict[str, Any]:
     """The case run with OpenFOAM's ODE chemistry (the run's ``asdict``), from the cache or
     run now, going on from where a stopped run of it left off (FoamError when OpenFOAM fails: a
-    reference must exist)."""
+    reference must exist). One process at a time computes a given reference (an exclusive lock
+    on ``references/locks/<case>-<key>.lock``): a second run sharing the folder
+    (``references.folder``) waits for it and reads its result."""
+    import fcntl
+
     from refinement.cases import run_flame
 
     folder = flame_reference_folder(root, case, fuel, oxidizer, mechanism_sha256, model_dt_s,
                                     band_k)
-    return run_flame(case, folder, model_path, "ode", None, None, band_k, timeout_s,
-                     fuel=fuel, oxidizer=oxidizer, keep_failure=False, resume=True)
+    locks = root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return run_flame(case, folder, model_path, "ode", None, None, band_k, timeout_s,
+                         fuel=fuel, oxidizer=oxidizer, keep_failure=False, resume=True)
 
 
 def flame_reference_folder(root: Path, case: FlameCase, fuel: str, oxidizer: str,

@@ -57,10 +57,12 @@ class StageRecord:
 class WorkDir:
     """The work folder ``root`` of one refinement run (see the module's docstring)."""
 
-    def __init__(self, root: str | Path, log: Callable[[str], None] | None = None):
+    def __init__(self, root: str | Path, log: Callable[[str], None] | None = None,
+                 references: Path | None = None):
         self.root = Path(root).expanduser().resolve()
         self.echo = log or (lambda line: None)
         self.recipe_digest = ""
+        self._references = Path(references).resolve() if references is not None else None
 
     # -- layout ---------------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
@@ -76,7 +78,9 @@ class WorkDir:
 
     @property
     def references(self) -> Path:
-        return self.root / "references"
+        """The ODE references' folder: ``DIR/references``, or a folder several work folders
+        share (``references.folder``; each reference is keyed by everything it depends on)."""
+        return self._references or self.root / "references"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.root))

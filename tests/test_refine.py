@@ -308,6 +308,10 @@ BAD_CONFIGS = [
      "error: references.workers: must be a whole number >= 1, got 0"),
     (lambda c: c.update(references={"worker": 2}),
      "error: references.worker: unknown key (did you mean 'workers'?)"),
+    (lambda c: c.update(references={"folder": 5}),
+     "error: references.folder: must be a folder path, got 5"),
+    (lambda c: c.update(references={"folder": "refine.yaml"}),
+     "error: references.folder: "),  # a file, not a folder
 ]
 
 
@@ -330,6 +334,23 @@ def test_bad_config_is_refused_with_one_line(tmp_path, edit, line):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(line), proc.stderr
     assert not (tmp_path / "work").exists()  # refused before any work
+
+
+def test_references_folder_is_shared_between_work_folders(tmp_path):
+    """``references.folder`` (relative to the config, ``~`` expanded) holds the ODE references
+    instead of DIR/references, so that a changed recipe reuses them."""
+    from refinement.config import load_refine_config
+    from refinement.workdir import WorkDir
+
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["references"] = {"folder": "shared-refs", "workers": 2}
+    loaded = load_refine_config(_tiny_copy(tmp_path, config))
+    assert loaded.reference_folder == tmp_path / "shared-refs" and loaded.reference_workers == 2
+    assert "reference_folder" not in json.dumps(loaded.recipe())  # not part of the recipe
+    assert WorkDir(tmp_path / "a", references=loaded.reference_folder).references == \
+        WorkDir(tmp_path / "b", references=loaded.reference_folder).references == \
+        (tmp_path / "shared-refs").resolve()
+    assert WorkDir(tmp_path / "c").references == (tmp_path / "c" / "references").resolve()
 
 
 def test_default_work_folder_is_in_the_user_cache(monkeypatch, tmp_path):
