@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mechanisms.errors import InputError
+from mechanisms.errors import DeepkinError, InputError
 from refinement.config import FlameCase, RefineConfig, ZeroDSet
 from refinement.workdir import WorkDir, file_digest
 
@@ -112,7 +112,7 @@ def _holds_recipes(path: Path, recipes: list[Path]) -> bool:
         return False
     try:
         runs = dataset_facts(path).runs
-    except Exception:  # not a dataset file: sampled again
+    except (DeepkinError, OSError):  # not a dataset file (or unreadable): sampled again
         return False
     return 0 < len(runs) <= len(recipes) and all(
         _run_is_done(path, SamplingConfig.from_yaml(recipes[i]), i) for i in range(len(runs)))
