@@ -112,10 +112,16 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
     time, the slowest (lowest T0 and P) first. A part rolls out for twice its own slowest
     ignition delay, so a fast condition is no longer stepped as long as the grid's slowest, and
     the slow-induction conditions, whose cells Cantera steps, are shared among the cores:
-    ``states_out`` gets every part's states."""
+    ``states_out`` gets every part's states.
+
+    Per condition it also holds ``after_ignition``: ``{species: [Cantera, surrogate,
+    relative error]}``, each side's mass fraction ``grid.after_ignition_s`` s after its own
+    ignition (surrogate and error None when the surrogate had not got there; empty when Cantera
+    never ignites), from :func:`kinetics.validation.validate.validate`'s own Cantera run."""
     saved = out_dir / RESULT_FILE
-    if saved.is_file() and (states_out is None or states_out.is_file()):
-        return json.loads(saved.read_text())
+    cached = _cached_result(saved, grid, states_out)
+    if cached is not None:
+        return cached
     parts = [dataclasses.replace(grid, temperature_k=(t,), pressure_atm=(p,))
              for t in grid.temperature_k for p in grid.pressure_atm]
     folders = [out_dir / f"{part.temperature_k[0]:g}K-{part.pressure_atm[0]:g}atm"
@@ -152,6 +158,7 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
     if states_out is not None:
         _join_states_files([p for p in part_states if p is not None], states_out)
     result = {"end_time_s": max(r["end_time_s"] for r in results),
+              "after_ignition": results[0]["after_ignition"],
               "rollout_steps": max(r["rollout_steps"] for r in results),
               "seconds": sum(r["seconds"] for r in results),
               "conditions": conditions,
@@ -164,31 +171,57 @@ def _zero_d_part(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out
                  states_out: Path | None, workers: int) -> dict[str, Any]:
     """One part of :func:`run_zero_d` (one torch thread when parts run side by side)."""
     saved = out_dir / RESULT_FILE
-    if saved.is_file() and (states_out is None or states_out.is_file()):
-        return json.loads(saved.read_text())
+    cached = _cached_result(saved, grid, states_out)
+    if cached is not None:
+        return cached
     import torch
 
     from kinetics.integrator import Integrator
-    from kinetics.validation.validate import validate
+    from kinetics.validation.validate import tracked_species, validate
 
     if workers > 1:
         torch.set_num_threads(1)
     integrator = Integrator.load(model_path, device="auto")
+    request = _after_ignition_request(grid)
     report = validate(integrator, fuel, oxidizer, list(grid.temperature_k),
                       list(grid.pressure_atm), list(grid.phi), rollout_steps=grid.steps,
                       out_dir=out_dir, progress=False,
-                      ignition_search_s=grid.ignition_search_s, after_ignition_species=[],
-                      states_out=states_out)
+                      ignition_search_s=grid.ignition_search_s,
+                      after_ignition_s=grid.after_ignition_s,
+                      after_ignition_species=request["species"], states_out=states_out)
     end_time_s = report.rollout_steps * integrator.dt_s
+    tracked = tracked_species(integrator.species, request["species"])
     result = {"end_time_s": end_time_s,
+              "after_ignition": {**request, "tracked": tracked},
               "rollout_steps": report.rollout_steps, "seconds": report.seconds_surrogate,
               "conditions": [{"temperature_k": c.temperature_k, "pressure_atm": c.pressure_atm,
                               "phi": c.phi, "t_end_k": c.final_t_surrogate_k,
                               "idt_s": c.idt_surrogate_s, "served": c.served_fraction,
-                              "end_time_s": end_time_s}
+                              "end_time_s": end_time_s, "after_ignition": c.after_ignition}
                              for c in report.conditions],
               "fallback_fraction": report.fallback_fraction}
     atomic_write_text(saved, json.dumps(result, indent=1))
+    return result
+
+
+def _after_ignition_request(grid: ZeroDSet) -> dict[str, Any]:
+    """What a rollout's after-ignition figures were asked for: ``species`` (None: validate's
+    default, CO and NO where the mechanism has them) and ``delay_s`` (s)."""
+    species = None if grid.after_ignition_species is None else list(grid.after_ignition_species)
+    return {"species": species, "delay_s": grid.after_ignition_s}
+
+
+def _cached_result(saved: Path, grid: ZeroDSet, states_out: Path | None) -> dict[str, Any] | None:
+    """The result cached at ``saved`` when it answers ``grid``'s after-ignition request (a
+    result written before the loop tracked species, or for other species, is computed again)
+    and ``states_out`` (when asked) exists; None otherwise."""
+    if not saved.is_file() or (states_out is not None and not states_out.is_file()):
+        return None
+    result = json.loads(saved.read_text())
+    held = result.get("after_ignition") or {}
+    request = _after_ignition_request(grid)
+    if any(held.get(key) != value for key, value in request.items()):
+        return None
     return result
 
 
@@ -243,11 +276,16 @@ def _band_ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, 
 
 
 def zero_d_figures(result: dict[str, Any], references: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rollouts against Cantera: per condition the end temperature error (K) and the
+    """The rollouts against Cantera: per condition the end temperature error (K), the
     ignition delay's relative error (against Cantera's adaptive solution; 1 when exactly one
-    side ignites), and their worst values."""
+    side ignites) and, per tracked species, the mass fractions ``after_ignition_s`` s after
+    each side's own ignition (``after_ignition``: ``{species: {"y", "cantera_y", "rel"}}``,
+    ``rel`` 1 when the surrogate had not got there; none when Cantera never ignites); their
+    worst values (``after_ignition_max_rel``: ``{species: worst relative error}``)."""
     rows = []
     for c, ref in zip(result["conditions"], references):
+        after = {name: {"y": ours, "cantera_y": theirs, "rel": 1.0 if rel is None else rel}
+                 for name, (theirs, ours, rel) in (c.get("after_ignition") or {}).items()}
         idt, ref_idt = c["idt_s"], ref["idt_s"]
         if ref_idt is None:
             idt_rel = None if idt is None else 1.0
@@ -259,18 +297,28 @@ def zero_d_figures(result: dict[str, Any], references: list[dict[str, Any]]) -> 
                      "equilibrium_error_k": c["t_end_k"] - ref["t_end_k"],
                      "cantera_equilibrium_k": ref["equilibrium_t_k"],
                      "idt_s": idt, "cantera_idt_s": ref_idt, "idt_rel": idt_rel,
-                     "served": c["served"]})
+                     "served": c["served"], "after_ignition": after})
     worst_t = max((abs(r["equilibrium_error_k"]) for r in rows), default=0.0)
     idts = [r["idt_rel"] for r in rows if r["idt_rel"] is not None]
+    held = result.get("after_ignition") or {}
+    worst_species: dict[str, float] = {}
+    for name in held.get("tracked", []):
+        values = [r["after_ignition"][name]["rel"] for r in rows if name in r["after_ignition"]]
+        if values:
+            worst_species[name] = max(values)
     return {"conditions": rows, "end_time_s": result["end_time_s"],
             "equilibrium_max_k": worst_t, "idt_max_rel": max(idts, default=0.0),
-            "idt_mean_rel": sum(idts) / len(idts) if idts else 0.0}
+            "idt_mean_rel": sum(idts) / len(idts) if idts else 0.0,
+            "after_ignition_s": held.get("delay_s"),
+            "after_ignition_species": list(held.get("tracked", [])),
+            "after_ignition_max_rel": worst_species}
 
 
 def normalised_errors(figures: dict[str, Any], targets: Targets) -> dict[str, float]:
     """Each judged figure's |error| over its target, ``{name: value}`` (inf for a failed run):
-    flame speed and peak temperature of every flame, the end temperature and ignition delay of
-    every 0D condition, and the grid's mean ignition-delay error."""
+    flame speed and peak temperature of every flame, the end temperature, ignition delay and
+    tracked species after ignition of every 0D condition, and the grid's mean ignition-delay
+    error."""
     out: dict[str, float] = {}
     for flame in figures.get("flames", []):
         name = flame["case"]
@@ -288,6 +336,9 @@ def normalised_errors(figures: dict[str, Any], targets: Targets) -> dict[str, fl
             if row["idt_rel"] is not None:
                 out[f"0D {row['label']} ignition delay"] = row["idt_rel"] / \
                     targets.ignition_delay_max_rel
+            for name, value in (row.get("after_ignition") or {}).items():
+                out[f"0D {row['label']} {name} after ignition"] = value["rel"] / \
+                    targets.after_ignition_rel
         idts = [row["idt_rel"] for row in zero_d["conditions"] if row["idt_rel"] is not None]
         if idts:
             out["0D mean ignition delay"] = sum(idts) / len(idts) / \

@@ -21,6 +21,8 @@ from mechanisms.state import ONE_ATM_PA, PRESSURE_RANGE_PA
 
 FLAME_KINDS = ("flame1d", "counterflow")
 NETWORKS = ("main", "tail", "induction")
+AFTER_IGNITION_S = 0.01  # ZeroDSet.after_ignition_s's default (s)
+AFTER_IGNITION_MAX_S = 1.0  # the longest after_ignition_s accepted (s)
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,19 @@ class FlameCase:
 class ZeroDSet:
     """0D constant-pressure rollouts over a grid (``deepkin validate``'s): T0 (K) × P (atm) ×
     φ, at least ``steps`` model steps (the rollout covers twice the slowest ignition Cantera
-    finds within ``ignition_search_s`` s)."""
+    finds within ``ignition_search_s`` s).
+
+    ``after_ignition_species`` are read ``after_ignition_s`` s after each side's own ignition
+    and compared with Cantera's (``deepkin validate``'s after-ignition figure; the rollout is
+    made long enough); None: CO and NO where the mechanism has them; empty: none."""
 
     temperature_k: tuple[float, ...]
     pressure_atm: tuple[float, ...]
     phi: tuple[float, ...]
     steps: int = 10000
     ignition_search_s: float = 0.2
+    after_ignition_s: float = AFTER_IGNITION_S
+    after_ignition_species: tuple[str, ...] | None = None
 
     def conditions(self) -> list[tuple[float, float, float]]:
         """``(T0 K, P atm, φ)`` of every grid point."""
@@ -95,13 +103,16 @@ class Targets:
     ``flame_speed_rel`` of the ODE run's, peak temperature within ``peak_temperature_k`` K, the
     0D rollouts' end temperature within ``equilibrium_temperature_k`` K of Cantera's, every
     ignition delay within ``ignition_delay_max_rel`` of Cantera's and their mean error over a
-    grid within ``ignition_delay_mean_rel``."""
+    grid within ``ignition_delay_mean_rel``, and every tracked species' mass fraction
+    (``ZeroDSet.after_ignition_species``) a set time after ignition within
+    ``after_ignition_rel`` of Cantera's."""
 
     flame_speed_rel: float = 0.03
     peak_temperature_k: float = 10.0
     equilibrium_temperature_k: float = 10.0
     ignition_delay_max_rel: float = 0.10
     ignition_delay_mean_rel: float = 0.03
+    after_ignition_rel: float = 0.10
 
 
 @dataclass(frozen=True)
@@ -166,8 +177,8 @@ class RefineConfig:
             "replay_dataset": str(self.replay_dataset) if self.replay_dataset else None,
             "harvest_recipe": {"file": self.harvest_recipe.name,
                                "text": text(self.harvest_recipe)},
-            "harvest": _plain(self.harvest),
-            "validation": _plain(self.validation),
+            "harvest": _case_set_recipe(self.harvest),
+            "validation": _case_set_recipe(self.validation),
             "train": train,
             "harvest_workers": self.harvest_workers,
             "serve_threads": self.serve_threads,
@@ -178,6 +189,17 @@ class RefineConfig:
 def _plain(value: Any) -> Any:
     """A dataclass tree as JSON-ready data (paths as text)."""
     return json.loads(json.dumps(dataclasses.asdict(value), default=str))
+
+
+def _case_set_recipe(cases: CaseSet) -> dict[str, Any]:
+    """A case set as the recipe holds it: ``zero_d.after_ignition_s`` left out at its default,
+    so that a work folder committed before the key existed (which lacks it) still resumes
+    (``first_difference`` only forgives a missing key whose value is empty)."""
+    plain = _plain(cases)
+    zero_d = plain.get("zero_d")
+    if zero_d is not None and zero_d.get("after_ignition_s") == AFTER_IGNITION_S:
+        del zero_d["after_ignition_s"]
+    return plain
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -397,7 +419,27 @@ def _zero_d(data: Any, where: str) -> ZeroDSet:
     search = _number(data.get("ignition_search_s", 0.2), f"{where}.ignition_search_s")
     if search > 10:
         raise InputError(f"{where}.ignition_search_s: must be in (0, 10] s, got {search:g}")
-    return ZeroDSet(grid["temperature_k"], grid["pressure_atm"], grid["phi"], steps, search)
+    delay = _number(data.get("after_ignition_s", AFTER_IGNITION_S), f"{where}.after_ignition_s")
+    if delay > AFTER_IGNITION_MAX_S:
+        raise InputError(f"{where}.after_ignition_s: must be in (0, {AFTER_IGNITION_MAX_S:g}] s, "
+                         f"got {delay:g}")
+    species = _species_list(data.get("after_ignition_species"),
+                            f"{where}.after_ignition_species")
+    return ZeroDSet(grid["temperature_k"], grid["pressure_atm"], grid["phi"], steps, search,
+                    delay, species)
+
+
+def _species_list(value: Any, where: str) -> tuple[str, ...] | None:
+    """A list of distinct species names (None when absent: the default species)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError(f"{where}: must be a list of species names such as [CO, NO] ([] for "
+                         f"none), got {value!r}")
+    for name in value:
+        if value.count(name) > 1:
+            raise InputError(f"{where}: the species {name} is listed twice")
+    return tuple(value)
 
 
 def _pressure_in_range(p_atm: float, where: str) -> None:

@@ -25,9 +25,9 @@ from refinement.workdir import StageRecord, WorkDir, file_digest
 
 BEST_MODEL = "best.safetensors"
 CRITERION = ("the worst error, over its target, of the harvest cases against their ODE "
-             "references (flame speed and peak T of the harvest flames, end T and ignition delay "
-             "of the harvest 0D rollouts, their mean ignition-delay error); the validation cases "
-             "are not used")
+             "references (flame speed and peak T of the harvest flames, end T, ignition delay and "
+             "the tracked species after ignition of the harvest 0D rollouts, their mean "
+             "ignition-delay error); the validation cases are not used")
 
 
 @dataclass
@@ -73,6 +73,7 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
     if not fuel or not oxidizer:
         raise InputError(f"model: {model_path} does not record its fuel and oxidiser")
     _check_recipes(config, meta)
+    _check_after_ignition_species(config, meta.species)
     if config.harvest.flames or config.validation.flames:
         _check_openfoam()
     work = WorkDir(work_dir or default_work_dir(config.name), echo, config.reference_folder)
@@ -174,6 +175,16 @@ def _check_recipes(config: RefineConfig, meta: Any) -> None:
         if abs(sampling.dt - meta.dt_s) > 1e-12 * meta.dt_s:
             raise InputError(f"{where}: {path.name} labels steps of dt {sampling.dt:g} s, the "
                              f"model steps {meta.dt_s:g} s")
+
+
+def _check_after_ignition_species(config: RefineConfig, species: list[str]) -> None:
+    """InputError naming the key when a 0D grid tracks a species the model lacks."""
+    for name, cases in (("harvest", config.harvest), ("validation", config.validation)):
+        tracked = cases.zero_d.after_ignition_species if cases.zero_d else None
+        for s in tracked or ():
+            if s not in species:
+                raise InputError(f"{name}.zero_d.after_ignition_species: {s} is not one of the "
+                                 "model's species")
 
 
 def _check_openfoam() -> None:

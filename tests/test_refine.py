@@ -6,6 +6,8 @@ learns them, round after round. Real Cantera, real HDF5 files, the real CLI in s
   without redoing a finished stage, and its rows, models, report, table and plot hold what the
   round did;
 - bad config keys and values, and a work folder of another recipe, refused with one line;
+- a round's 0D figures with a species read after ignition (OH; h2o2.yaml has no CO or NO, the
+  default), judged and tabled, and a work folder committed before those keys existed resumed;
 - the shipped ch4-air loop's config reads and keeps its validation cases held out;
 - (slow) a round with a real OpenFOAM 1D flame harvested and judged against OpenFOAM's ODE
   chemistry.
@@ -312,6 +314,15 @@ BAD_CONFIGS = [
      "error: references.folder: must be a folder path, got 5"),
     (lambda c: c.update(references={"folder": "refine.yaml"}),
      "error: references.folder: "),  # a file, not a folder
+    (lambda c: c["validation"]["zero_d"].update(after_ignition_s=0),
+     "error: validation.zero_d.after_ignition_s: must be a number > 0, got 0"),
+    (lambda c: c["harvest"]["zero_d"].update(after_ignition_s=2),
+     "error: harvest.zero_d.after_ignition_s: must be in (0, 1] s, got 2"),
+    (lambda c: c["validation"]["zero_d"].update(after_ignition_species="CO"),
+     "error: validation.zero_d.after_ignition_species: must be a list of species names such as "
+     "[CO, NO] ([] for none), got 'CO'"),
+    (lambda c: c["targets"].update(after_ignition_rel=-0.1),
+     "error: targets.after_ignition_rel: must be a number > 0, got -0.1"),
 ]
 
 
@@ -435,3 +446,147 @@ def test_round_with_an_openfoam_flame(tmp_path):
         assert sock.connect_ex(("127.0.0.1", int(port))) != 0
     assert "## Flames" in (work / "rounds.md").read_text()
     print(proc.stderr.splitlines()[-1] if proc.stderr else "", file=sys.stderr)
+
+
+def _loose_targets() -> dict[str, float]:
+    """Targets every round meets: the loop stops after round 0's evaluate (no replay, no
+    training)."""
+    return {k: 1e5 for k in ("flame_speed_rel", "peak_temperature_k", "equilibrium_temperature_k",
+                             "ignition_delay_max_rel", "ignition_delay_mean_rel",
+                             "after_ignition_rel")}
+
+
+def test_zero_d_figures_hold_a_species_after_ignition(tmp_path):
+    """The shipped h2-air-flame (h2o2.yaml, dt 1 µs) judged on the tiny loop's grids, the
+    validation grid tracking OH 0.1 ms after ignition: round 0's figures hold the
+    surrogate's and Cantera's mass fractions (Cantera's those of validate's own report) and
+    their error, the worst per species, the figure over its target among the judged errors, and
+    the round table shows it. The harvest grid leaves the species at their default: CO and NO,
+    which h2o2.yaml lacks, so none is tracked there."""
+    from refinement.cases import normalised_errors
+    from refinement.config import Targets
+
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["validation"]["zero_d"].update(after_ignition_species=["OH"], after_ignition_s=1e-4)
+    config["targets"] = _loose_targets()
+    work = tmp_path / "work"
+    started = time.perf_counter()
+    proc = run_cli("refine", "h2-air-flame", "-c", str(_tiny_copy(tmp_path, config)), "--work",
+                   str(work), "-q", timeout=300)
+    print(f"round 0 evaluate with OH after ignition: {time.perf_counter() - started:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "round 0 meets the targets" in proc.stdout
+    data = _rounds(work)
+    zero_d = data["rounds"][0]["evaluation"]["validation"]["zero_d"]
+    assert zero_d["after_ignition_species"] == ["OH"] and zero_d["after_ignition_s"] == 1e-4
+    row = zero_d["conditions"][0]
+    oh = row["after_ignition"]["OH"]
+    report = json.loads((work / "round-0" / "evaluate" / "validation-zero-d" / "1200K-1atm" /
+                         "report.json").read_text())
+    cantera, ours, rel = report["conditions"][0]["after_ignition"]["OH"]
+    assert report["after_ignition_s"] == 1e-4
+    assert oh["cantera_y"] == cantera > 1e-4  # OH of the burning mixture
+    assert oh["y"] == ours > 0 and oh["rel"] == rel < 0.5  # the surrogate ignited too
+    assert zero_d["after_ignition_max_rel"] == {"OH": oh["rel"]}
+    # h2o2.yaml has no CO or NO: the harvest grid's default tracks nothing
+    harvest = data["rounds"][0]["evaluation"]["harvest"]["zero_d"]
+    assert harvest["after_ignition_species"] == [] and harvest["after_ignition_max_rel"] == {}
+    assert all(r["after_ignition"] == {} for r in harvest["conditions"])
+    # judged: the error over its target, so a tight target alone would keep the loop going
+    name = f"0D {row['label']} OH after ignition"
+    figures = data["rounds"][0]["evaluation"]["validation"]
+    assert normalised_errors(figures, Targets())[name] == pytest.approx(oh["rel"] / 0.10)
+    assert normalised_errors(figures, Targets(after_ignition_rel=1e-9))[name] > 1.0
+    assert not any("after ignition" in k
+                   for k in normalised_errors(data["rounds"][0]["evaluation"]["harvest"],
+                                              Targets()))
+    summary = data["rounds"][0]["summary"]
+    assert summary["validation"]["after_ignition_max_rel"] == {"OH": oh["rel"]}
+    assert summary["harvest"]["after_ignition_rel"] is None
+    table = (work / "rounds.md").read_text()
+    assert "0D OH 0.1 ms after ignition within 1e+07 %" in table
+    assert "species after ignition (worst)" in table
+    line = next(x for x in table.splitlines() if x.startswith("| 0 | 0 | "))
+    assert f"| OH {100 * oh['rel']:.1f} % |" in line
+    assert f"OH {oh['y']:.3e} / {oh['cantera_y']:.3e}" in table
+
+
+def test_after_ignition_keys_resume_a_recipe_written_before_them(tmp_path):
+    """A work folder committed before the 0D grids had after_ignition_s and
+    after_ignition_species resumes (same stage digest) with both at their defaults, and with
+    the species turned off; another delay or species is another recipe."""
+    from mechanisms.errors import InputError
+    from refinement.config import load_refine_config
+    from refinement.workdir import WorkDir
+
+    def recipe(**zero_d) -> dict:
+        config = yaml.safe_load((TINY / "refine.yaml").read_text())
+        config["validation"]["zero_d"].update(zero_d)
+        return load_refine_config(_tiny_copy(tmp_path, config)).recipe()
+
+    new = recipe()
+    assert new["validation"]["zero_d"]["after_ignition_species"] is None
+    old = json.loads(json.dumps(new))
+    for name in ("harvest", "validation"):
+        assert "after_ignition_s" not in old[name]["zero_d"]  # left out at its default
+        del old[name]["zero_d"]["after_ignition_species"]
+    first = WorkDir(tmp_path / "w")
+    first.commit(old)
+    for same in (new, recipe(after_ignition_s=0.01), recipe(after_ignition_species=[])):
+        again = WorkDir(tmp_path / "w")
+        again.commit(same)
+        assert again.recipe_digest == first.recipe_digest
+    for key, value in (("after_ignition_s", 0.02), ("after_ignition_species", ["OH"])):
+        with pytest.raises(InputError, match=rf"validation\.zero_d\.{key} differs"):
+            WorkDir(tmp_path / "w").commit(recipe(**{key: value}))
+
+
+def test_a_species_the_model_lacks_is_refused_before_any_work(tmp_path):
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["harvest"]["zero_d"]["after_ignition_species"] = ["OH", "CO"]
+    proc = run_cli("refine", "h2-air-flame", "-c", str(_tiny_copy(tmp_path, config)), "--work",
+                   str(tmp_path / "work"), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: harvest.zero_d.after_ignition_species: CO is not one of the model's species"]
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """This process's torch on one thread for the test (two threads on a shared 2-core machine
+    step a one-cell batch ~20 times slower), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_cached_rollout_of_other_after_ignition_species_is_rolled_out_again(tmp_path,
+                                                                              one_torch_thread):
+    """A 0D part cached without the species now asked for (e.g. by a loop that tracked none)
+    is computed again rather than read: the shipped h2-air-flame's OH 50 µs after ignition
+    against Cantera's."""
+    import dataclasses
+
+    from kinetics.model.registry import resolve_model
+    from refinement.cases import run_zero_d
+    from refinement.config import ZeroDSet
+
+    model = resolve_model("h2-air-flame")
+    grid = ZeroDSet(temperature_k=(1300.0,), pressure_atm=(2.0,), phi=(1.0,), steps=200,
+                    ignition_search_s=0.002, after_ignition_species=())
+    out = tmp_path / "zero-d"
+    none = run_zero_d(model, "H2:1", "O2:1,N2:3.76", grid, out, None, progress=False)
+    assert none["conditions"][0]["after_ignition"] == {}
+    asked = dataclasses.replace(grid, after_ignition_species=("OH",), after_ignition_s=5e-5)
+    oh = run_zero_d(model, "H2:1", "O2:1,N2:3.76", asked, out, None, progress=False)
+    assert oh["after_ignition"] == {"species": ["OH"], "delay_s": 5e-5, "tracked": ["OH"]}
+    cantera, ours, rel = oh["conditions"][0]["after_ignition"]["OH"]
+    assert cantera > 0 and ours > 0 and rel == pytest.approx(abs(ours - cantera) / cantera)
+    part = json.loads((out / "1300K-2atm" / "result.json").read_text())
+    assert part["after_ignition"]["tracked"] == ["OH"]
+    # asked again: read from the cache
+    assert run_zero_d(model, "H2:1", "O2:1,N2:3.76", asked, out, None, progress=False) == oh

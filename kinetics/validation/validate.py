@@ -264,7 +264,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     gas = solution_from_yaml(integrator.mechanism_yaml, integrator.meta.phase,
                              integrator.meta.mechanism_sha256)
     check_grid(integrator, gas, temperatures_k, pressures_atm, phis)
-    tracked = _tracked_species(integrator.species, after_ignition_species)
+    tracked = tracked_species(integrator.species, after_ignition_species)
     if not (math.isfinite(after_ignition_s) and after_ignition_s >= 0):
         raise InputError(f"after-ignition-s: must be a number >= 0 (s), got {after_ignition_s!r}")
     if out_dir is not None:
@@ -475,7 +475,7 @@ class _IgnitionCapture:
         self.previous = tracked.copy()
 
 
-def _tracked_species(species: list[str], names: list[str] | None) -> list[str]:
+def tracked_species(species: list[str], names: list[str] | None) -> list[str]:
     """The species read after ignition: ``names`` (InputError for one the model lacks), or
     those of :data:`AFTER_IGNITION_SPECIES` the model has."""
     if names is None:
