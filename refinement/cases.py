@@ -23,6 +23,7 @@ import numpy as np
 from couplers.openfoam.foam import FoamError
 from mechanisms.atomic_io import atomic_write_text
 from mechanisms.errors import InputError
+from mechanisms.processes import die_with_parent
 from refinement.config import FlameCase, Targets, ZeroDSet
 
 RESULT_FILE = "result.json"
@@ -146,8 +147,8 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
 
-            with ProcessPoolExecutor(min(workers, len(parts)),
-                                     mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(min(workers, len(parts)), mp_context=get_context("spawn"),
+                                     initializer=die_with_parent) as pool:
                 futures = {i: pool.submit(_zero_d_part, *args[i]) for i in order}
                 for i in order:
                     results[i] = futures[i].result()

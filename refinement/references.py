@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mechanisms.atomic_io import atomic_write_text
+from mechanisms.processes import die_with_parent
 from refinement.config import FlameCase
 
 
@@ -109,7 +110,8 @@ def flame_references(root: Path, cases: list[FlameCase], model_path: Path, fuel:
                 bar.update()
             return
         # spawn: the parent may hold torch's thread pools, which a forked child can deadlock on
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
             pending = {pool.submit(_timed_reference, *a): a[1].label for a in args}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_EXCEPTION)

@@ -7,18 +7,16 @@ Debian installs the solvers in /usr/bin and the libraries in /usr/lib; they run 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from mechanisms.errors import DeepkinError, InputError
+from mechanisms.processes import die_with_parent
 
 DEBIAN_PROJECT_DIR = Path("/usr/share/openfoam")
 INSTALL_HINT = ("apt-get install -y --no-install-recommends openfoam (Debian/Ubuntu; "
@@ -81,15 +79,6 @@ def fatal_error(log: str) -> str:
     if not match:
         return ""
     return " ".join(match.group(1).split())
-
-
-def die_with_parent() -> None:
-    """For ``preexec_fn``: on Linux, the child gets SIGTERM when the process that started it
-    dies (``prctl(PR_SET_PDEATHSIG)``), so that a killed ``deepkin refine`` or ``deepkin openfoam
-    run`` leaves no solver writing on into a case that the next run resumes; elsewhere nothing."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def run_application(application: str, case: Path, *args: str, ranks: int = 1, log: Path | None = None,
