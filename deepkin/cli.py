@@ -305,6 +305,41 @@ def refine_cmd(model, config_path, work_dir, quiet) -> None:
                f"{summary.work_dir / 'rounds.md'}")
 
 
+@cli.command("refine-status")
+@click.argument("work_dir", required=False, metavar="[DIR]")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def refine_status_cmd(work_dir, as_json) -> None:
+    """Where the refinement run in work folder DIR stands, read from its files: whether a run
+    holds it now, the rounds evaluated with their headline errors, the stage running, its
+    progress, and an estimate of when the round ends. DIR may also be a plain name (a folder of
+    ~/.cache/deepkin/refine); without DIR, every work folder there.
+
+    Exit 2 with one line when DIR is not a refine work folder.
+    """
+    from mechanisms.errors import InputError
+    from refinement.config import default_work_dir
+    from refinement.status import format_status, read_status, work_folders
+
+    if work_dir is None:
+        parent = default_work_dir("x").parent
+        folders = work_folders(parent)
+        if not folders:
+            _fail(f"work: no refine work folders in {parent}", 2)
+    else:
+        named = Path(work_dir)
+        plain = not named.exists() and named.name == work_dir and not work_dir.startswith(".")
+        folders = [default_work_dir(work_dir) if plain else named]
+    try:
+        statuses = [read_status(folder) for folder in folders]
+    except InputError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        data = [s.as_dict() for s in statuses]
+        click.echo(json.dumps(data if work_dir is None else data[0], indent=1))
+    else:
+        click.echo("\n\n".join(format_status(s) for s in statuses))
+
+
 def _species_list(text: str | None) -> list[str] | None:
     """``--after-ignition``: None (the default species), [] for 'none', else the names."""
     if text is None:

@@ -5,13 +5,15 @@ every stage checkpointed in a work folder, the best round (chosen without the va
 copied to ``best.safetensors``.
 
 - ``refinement.config``: :class:`RefineConfig` from YAML (:func:`load_refine_config`);
-- ``refinement.workdir``: the work folder, the committed recipe, stage markers, progress.log;
+- ``refinement.workdir``: the work folder, the committed recipe, stage markers, progress.log,
+  the run's lock (one run per folder);
 - ``refinement.references``: the ODE references (OpenFOAM ODE runs, Cantera 0D), cached;
 - ``refinement.serving``: ``deepkin serve`` for a round's model;
 - ``refinement.cases``: a case run and its figures against its reference;
 - ``refinement.stages``: replay, harvest, training and evaluation stages;
 - ``refinement.report``: rounds.json, rounds.md, rounds.png;
-- ``refinement.loop``: :func:`run_refinement`.
+- ``refinement.loop``: :func:`run_refinement`;
+- ``refinement.status``: where a (background) run stands, from its files (``deepkin refine-status``).
 
 Names are imported on first use.
 """

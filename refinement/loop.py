@@ -11,6 +11,7 @@ references; its model is copied to ``DIR/best.safetensors``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from mechanisms.errors import InputError
 from refinement import stages
 from refinement.cases import normalised_errors
-from refinement.config import RefineConfig, default_work_dir
+from refinement.config import RefineConfig, Targets, default_work_dir
 from refinement.workdir import StageRecord, WorkDir, file_digest
 
 BEST_MODEL = "best.safetensors"
@@ -62,8 +63,9 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
                    progress: bool = True, echo: Callable[[str], None] | None = None
                    ) -> RefineSummary:
     """Run (or resume) the loop for ``model`` (a path or shipped name) in ``work_dir`` (default
-    ``~/.cache/deepkin/refine/<name>``); InputError before any work for a config, model or work
-    folder that cannot be used."""
+    ``~/.cache/deepkin/refine/<name>``), holding the folder's lock (``WorkDir.hold``) for the
+    whole run; InputError before any work for a config, model or work folder that cannot be
+    used, or a folder another run holds."""
     from kinetics.model.model_file import read_model_file
     from kinetics.model.registry import resolve_model
 
@@ -77,6 +79,15 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
     if config.harvest.flames or config.validation.flames:
         _check_openfoam()
     work = WorkDir(work_dir or default_work_dir(config.name), echo, config.reference_folder)
+    # the lock before the commit: a second run is refused before it reads or writes anything of
+    # the folder, and two runs started at once on a fresh folder cannot both commit a recipe
+    with work.hold({"rounds": config.rounds, "targets": dataclasses.asdict(config.targets)}):
+        return _run(model_path, config, work, meta, fuel, oxidizer, progress)
+
+
+def _run(model_path: Path, config: RefineConfig, work: WorkDir, meta: Any, fuel: str,
+         oxidizer: str, progress: bool) -> RefineSummary:
+    """The loop in ``work``, whose lock this process holds."""
     model_sha = file_digest(model_path)
     work.commit({**config.recipe(), "model_sha256": model_sha})
     if not work.model(0).is_file() or file_digest(work.model(0)) != model_sha:
@@ -151,13 +162,20 @@ def _round(ctx: stages.Context, k: int, base_id: str, base_record: StageRecord, 
 
 def _outcome(config: RefineConfig, k: int, model: Path, model_stamp: str,
              records: dict[str, StageRecord]) -> RoundOutcome:
-    figures = records["evaluate"].figures
-    harvest = normalised_errors(figures["harvest"], config.targets)
+    score, worst, met = judge(records["evaluate"].figures, config.targets)
+    return RoundOutcome(k, model, model_stamp, records, score, worst, met)
+
+
+def judge(figures: dict[str, Any], targets: Targets) -> tuple[float, str, bool | None]:
+    """A round's verdicts from its evaluate figures: the harvest score (the worst |error| over
+    its target; inf without a harvest figure), the figure that sets it, and whether the
+    validation cases meet the targets (None: there are none)."""
+    harvest = normalised_errors(figures["harvest"], targets)
     worst = max(harvest, key=harvest.get) if harvest else "no harvest figure"
     score = harvest[worst] if harvest else math.inf
-    validation = normalised_errors(figures["validation"], config.targets)
+    validation = normalised_errors(figures["validation"], targets)
     met = all(v <= 1.0 for v in validation.values()) if validation else None
-    return RoundOutcome(k, model, model_stamp, records, score, worst, met)
+    return score, worst, met
 
 
 def _check_recipes(config: RefineConfig, meta: Any) -> None:

@@ -4,6 +4,8 @@ the progress log.
 Layout (``DIR``)::
 
     recipe.json              the committed recipe (config, every file it names, the model's sha256)
+    run.lock                 locked (flock) by the run that uses the folder, holding its pid, host
+                             and start time (JSON); left behind when the run ends or is killed
     progress.log             one line per stage started, skipped or finished
     replay.h5, replay.json   the replay dataset and its stage marker
     references/              ODE references, computed once (refinement/references.py)
@@ -17,17 +19,26 @@ stage gets a fresh random stamp, so a stage computed again (its round folder was
 invalidates every stage that used it. ``<stage>.started.json`` records what a stage started from:
 a stage started from the same inputs resumes its partial work (a sampling journal, a training
 checkpoint, finished cases); one whose inputs changed starts afresh.
+
+One run at a time uses a folder: :meth:`WorkDir.hold` takes an exclusive ``flock`` on
+``run.lock`` for the run's lifetime. The kernel releases it when the process ends, however it
+ends (SIGKILL included), so the file a killed run leaves behind blocks nothing;
+:meth:`WorkDir.holder` probes it without taking it (``deepkin refine-status``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,32 @@ from mechanisms.errors import InputError, StorageError
 
 RECIPE_FILE = "recipe.json"
 PROGRESS_LOG = "progress.log"
+RUN_LOCK = "run.lock"
+LOCK_PATIENCE_S = 1.0  # how long hold() retries a held lock (a status probe holds it for µs)
+
+
+@dataclass
+class LockHolder:
+    """What ``run.lock`` says about the folder's run: ``state`` is ``held`` (a run holds the
+    lock now), ``free`` (the file is there, no process holds it: the last run ended or was
+    killed), ``absent`` (no run of a deepkin that takes the lock used the folder) or
+    ``unknown`` (the file cannot be read or the file system has no locks); ``pid``,
+    ``host`` and ``started`` (local time) are the last holder's, from the file; ``alive``:
+    whether that pid still exists (same host only; None when unknown); ``about``: the rest of
+    the file (the run's rounds and targets)."""
+
+    state: str
+    pid: int | None = None
+    host: str | None = None
+    started: str | None = None
+    alive: bool | None = None
+    about: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """``pid 1234, started 2026-12-06 21:38:46`` (the host named when it is another)."""
+        where = f" on host {self.host}" if self.host and self.host != socket.gethostname() else ""
+        pid = f"pid {self.pid}" if self.pid is not None else "pid unknown"
+        return f"{pid}{where}, started {self.started or 'at an unknown time'}"
 
 
 @dataclass
@@ -86,15 +123,19 @@ class WorkDir:
         return str(Path(path).resolve().relative_to(self.root))
 
     # -- the committed recipe -------------------------------------------------------------------
-    def commit(self, recipe: dict[str, Any]) -> None:
-        """Create the folder and commit ``recipe``; InputError when the folder holds another
-        recipe (the first key that differs is named)."""
+    def create(self) -> None:
+        """Create the folder; InputError when it cannot be created or written."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"work: cannot create {self.root} ({exc.strerror or exc})")
         if not os.access(self.root, os.W_OK):
             raise InputError(f"work: {self.root} is not writable")
+
+    def commit(self, recipe: dict[str, Any]) -> None:
+        """Create the folder and commit ``recipe``; InputError when the folder holds another
+        recipe (the first key that differs is named)."""
+        self.create()
         text = json.dumps(recipe, indent=1, sort_keys=True)
         path = self.root / RECIPE_FILE
         if path.is_file():
@@ -109,7 +150,91 @@ class WorkDir:
             text = json.dumps(committed, indent=1, sort_keys=True)
         else:
             self._write_text(path, text)
-        self.recipe_digest = hashlib.sha256(text.encode()).hexdigest()
+        self.recipe_digest = _digest(text)
+
+    def load(self) -> dict[str, Any]:
+        """The committed recipe, read without writing anything (its digest set as
+        :meth:`commit` sets it); InputError when the folder holds none."""
+        path = self.root / RECIPE_FILE
+        if not self.root.is_dir() or not path.is_file():
+            raise InputError(f"work: {self.root} is not a refine work folder (no {RECIPE_FILE})")
+        committed = _read_json(path)
+        if not isinstance(committed, dict):
+            raise InputError(f"work: {path} is not a recipe (not a JSON mapping)")
+        self.recipe_digest = _digest(json.dumps(committed, indent=1, sort_keys=True))
+        return committed
+
+    # -- the run's lock -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self, about: dict[str, Any] | None = None) -> Iterator[None]:
+        """Hold ``run.lock`` (exclusive ``flock``) while the block runs, the file holding this
+        process's pid, host and start time and ``about`` (what a status reader should know of
+        the run that the recipe leaves out: its rounds and targets); InputError naming the
+        holder when another process holds it (after retrying for ``LOCK_PATIENCE_S`` s: a
+        status probe holds it for microseconds). On a file system without locks the run goes
+        on unlocked, with a note in progress.log. The file is never removed: removing it would
+        let two runs lock two different files."""
+        self.create()
+        path = self.root / RUN_LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputError(f"work: cannot open {path} ({exc.strerror or exc})") from None
+        try:
+            if not self._lock(fd, path):
+                self.log(f"note: work: {self.root}'s file system has no locks; a second run on "
+                         "this folder would not be refused")
+            facts = {**(about or {}), "pid": os.getpid(), "host": socket.gethostname(),
+                     "started": _now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(facts).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _lock(self, fd: int, path: Path) -> bool:
+        """Take the exclusive lock on ``fd`` (the caller closes it): True once held, False on a
+        file system without locks; InputError naming the holder when another process keeps
+        it."""
+        deadline = time.monotonic() + LOCK_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = _holder_facts(path, "held")
+                raise InputError(f"work: {self.root} is in use by a running deepkin refine "
+                                 f"({holder.describe()}); wait for it to finish or stop it") \
+                    from None
+            except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    return False
+                raise InputError(f"work: cannot lock {path} ({exc.strerror or exc})") from None
+
+    def holder(self) -> LockHolder:
+        """Who holds ``run.lock`` now, probed without waiting and without creating the file
+        (a shared lock taken and dropped at once; :meth:`hold` retries past it)."""
+        path = self.root / RUN_LOCK
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return LockHolder("absent")
+        except OSError:
+            return _holder_facts(path, "unknown")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            state = "free"
+        except BlockingIOError:
+            state = "held"
+        except OSError:
+            state = "unknown"  # a file system without locks: nothing to probe
+        finally:
+            os.close(fd)
+        return _holder_facts(path, state)
 
     # -- markers --------------------------------------------------------------------------------
     def marker_path(self, stage_id: str) -> Path:
@@ -232,6 +357,31 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _holder_facts(path: Path, state: str) -> LockHolder:
+    """``state`` with the pid, host and start time ``path`` records (None where unreadable)
+    and, for a holder on this host, whether its pid still exists."""
+    facts = _read_json(path)
+    facts = facts if isinstance(facts, dict) else {}
+    pid = facts.get("pid") if isinstance(facts.get("pid"), int) else None
+    host = facts.get("host") if isinstance(facts.get("host"), str) else None
+    alive = None
+    if pid is not None and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    started = facts.get("started") if isinstance(facts.get("started"), str) else None
+    about = {k: v for k, v in facts.items() if k not in ("pid", "host", "started")}
+    return LockHolder(state, pid, host, started, alive, about)
 
 
 def _read_json(path: Path) -> dict | None:

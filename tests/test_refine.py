@@ -16,6 +16,7 @@ learns them, round after round. Real Cantera, real HDF5 files, the real CLI in s
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -590,3 +591,279 @@ def test_a_cached_rollout_of_other_after_ignition_species_is_rolled_out_again(tm
     assert part["after_ignition"]["tracked"] == ["OH"]
     # asked again: read from the cache
     assert run_zero_d(model, "H2:1", "O2:1,N2:3.76", asked, out, None, progress=False) == oh
+
+
+# -- one run per work folder, and `deepkin refine-status` ---------------------------------------
+HOLD_LOCK = """
+import json, sys, time
+from refinement.workdir import WorkDir
+with WorkDir(sys.argv[1]).hold(json.loads(sys.argv[2])):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """``start(work, about)``: a subprocess holding ``work``'s run.lock (``WorkDir.hold``) until
+    it is killed; every one started is killed after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(work: Path, about: dict | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(work),
+                                 json.dumps(about or {})], stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_run_on_a_work_folder_in_use_is_refused(lock_holder, tmp_path):
+    """A run that finds the folder's lock held stops with one line naming the holder, before it
+    writes anything there (no recipe, no progress.log)."""
+    from mechanisms.errors import InputError
+    from refinement.workdir import WorkDir
+
+    work = tmp_path / "work"
+    holder = lock_holder(work)
+    facts = json.loads((work / "run.lock").read_text())
+    assert facts["pid"] == holder.pid
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["targets"] = _loose_targets()
+    proc = run_cli("refine", "h2-air-flame", "-c", str(_tiny_copy(tmp_path, config)), "--work",
+                   str(work), "-q", timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: work: {work.resolve()} is in use by a running deepkin refine (pid {holder.pid}, "
+        f"started {facts['started']}); wait for it to finish or stop it"]
+    assert sorted(p.name for p in work.iterdir()) == ["run.lock"]
+    with pytest.raises(InputError, match=rf"is in use by a running deepkin refine \(pid "
+                                         rf"{holder.pid}, "):
+        with WorkDir(work).hold():
+            pass
+    assert holder.poll() is None  # the holder runs on, its lock untouched
+    assert WorkDir(work).holder().state == "held"
+
+
+def test_a_killed_run_leaves_a_lock_file_that_blocks_nothing(lock_holder, tmp_path):
+    """SIGKILL gives no chance to clean up: run.lock stays, naming the dead pid, but the kernel
+    released its flock, so the next run takes it at once."""
+    import signal
+
+    from refinement.workdir import WorkDir
+
+    work = tmp_path / "work"
+    holder = lock_holder(work, {"rounds": 2})
+    probed = WorkDir(work).holder()
+    assert (probed.state, probed.pid, probed.alive, probed.about) == \
+        ("held", holder.pid, True, {"rounds": 2})
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert (work / "run.lock").is_file()
+    stale = WorkDir(work).holder()
+    assert (stale.state, stale.pid, stale.alive) == ("free", holder.pid, False)
+    started = time.perf_counter()
+    with WorkDir(work).hold({"rounds": 3}):
+        assert time.perf_counter() - started < 0.5  # no waiting on a free lock
+        mine = WorkDir(work).holder()
+        assert (mine.state, mine.pid, mine.about) == ("held", os.getpid(), {"rounds": 3})
+    assert WorkDir(work).holder().state == "free"
+
+
+def test_refine_status_of_a_finished_run(resumed):
+    """The finished tiny loop: not running (its last run released the lock), both rounds with
+    their validation figures and harvest score, as text and as JSON, nothing written."""
+    from refinement.status import _evaluate_progress, read_status
+    from refinement.workdir import WorkDir
+
+    work = resumed["work"]
+    before = sorted((p, p.stat().st_mtime_ns) for p in work.rglob("*"))
+    proc = run_cli("refine-status", str(work), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    print(proc.stdout)
+    assert lines[0] == f"work     {work.resolve()} (refine-h2, up to 1 round(s))"
+    assert lines[1].startswith("run      not running; the last run ended ")
+    assert "best: round" in lines[1]
+    data = _rounds(work)
+    for r in data["rounds"]:
+        line = next(x for x in lines if x.startswith(f"round {r['round']}  "))
+        v = r["summary"]["validation"]
+        assert f"end T {v['end_t_error_k']:+.1f} K" in line
+        assert f"0D IDT max {100 * v['idt_max_rel']:.1f} %" in line
+        assert f"harvest score {r['score']:.3g} ({r['worst']})" in line
+    assert len(lines) == 2 + len(data["rounds"])  # no stage running, no estimate
+    as_json = run_cli("refine-status", str(work), "--json", timeout=60)
+    status = json.loads(as_json.stdout)
+    assert status["running"] is False and status["lock"]["state"] == "free"
+    assert status["lock"]["about"]["rounds"] == 1 and status["current"] is None
+    assert [r["round"] for r in status["rounds"]] == [0, 1]
+    assert status["rounds"][1]["score"] == pytest.approx(data["rounds"][1]["score"])
+    assert set(status["rounds"][1]["seconds"]) == set(data["rounds"][1]["seconds"])
+    # the part folders the status counts are the ones the 0D rollouts wrote (one per T0 and P)
+    w = WorkDir(work)
+    recipe = w.load()
+    assert _evaluate_progress(w, recipe, 1) == {"zero_d_parts": 2, "zero_d_parts_done": 2}
+    assert read_status(work).ended == status["ended"]
+    assert sorted((p, p.stat().st_mtime_ns) for p in work.rglob("*")) == before
+
+
+def _hand_made_folder(tmp_path: Path) -> tuple[Path, str]:
+    """A work folder as a run leaves it in round 2: rounds 0 and 1 evaluated, round 2's harvest
+    and main network done; the recipe's two networks (tail: 3 epochs by its override), three
+    flames and two 0D grids of two parts each. Its recipe digest."""
+    from refinement.workdir import StageRecord, WorkDir
+
+    def flame(phi: float) -> dict:
+        return {"kind": "flame1d", "end_time_s": 0.01, "phi": phi}
+
+    recipe = {"name": "hand",
+              "harvest": {"flames": [flame(0.85)],
+                          "zero_d": {"temperature_k": [1100, 1300], "pressure_atm": [2],
+                                     "phi": [1]}},
+              "validation": {"flames": [flame(0.7), flame(1.3)],
+                             "zero_d": {"temperature_k": [1200], "pressure_atm": [1, 5],
+                                        "phi": [1]}},
+              "train": {"main": {"file": "main.yaml", "text": "epochs: 40\n"},
+                        "tail": {"file": "tail.yaml", "text": "epochs: 40\ntail_of: x\n"},
+                        "induction": None, "overrides": {"epochs": 6},
+                        "network_overrides": {"tail": {"epochs": 3}}}}
+    work = WorkDir(tmp_path / "work")
+    work.commit(recipe)
+    figures = {"harvest": {"flames": [{"case": "flame1d-phi0.85-1atm-300K", "speed_rel": 0.06,
+                                       "peak_error_k": 2.0}]},
+               "validation": {"flames": [{"case": "flame1d-phi0.7-1atm-300K",
+                                          "speed_rel": -0.031, "peak_error_k": -4.0},
+                                         {"case": "flame1d-phi1.3-1atm-300K",
+                                          "failed": "OpenFOAM stopped"}]}}
+    seconds = {"r0/evaluate": 600.0, "r1/harvest": 120.0, "r1/train-main": 300.0,
+               "r1/train-tail": 200.0, "r1/evaluate": 900.0, "r2/harvest": 100.0,
+               "r2/train-main": 280.0}
+    for stage, s in seconds.items():
+        record = StageRecord(stage, "stamp", work.recipe_digest, {}, [],
+                             figures if stage.endswith("evaluate") else {}, s,
+                             "2026-12-06 10:00:00")
+        path = work.marker_path(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record.__dict__))
+    return work.root, work.recipe_digest
+
+
+def _log(work: Path, now: float, *lines: tuple[float, str]) -> None:
+    """Append ``(seconds before now, text)`` lines to progress.log as a run writes them."""
+    with open(work / "progress.log", "a") as fh:
+        for ago, text in lines:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now - ago))} {text}\n")
+
+
+def test_refine_status_of_a_running_stage_counts_its_files(lock_holder, tmp_path):
+    """A run in round 2 (hand-made files, the lock held by a subprocess): its training stage's
+    epochs from the CSV log out of the configured ones, then its evaluate stage's flames and 0D
+    parts with a result out of the recipe's, each with an estimate of the round's end from
+    round 1's stage times; the run killed, the stage shown as stopped, with no estimate."""
+    import signal
+
+    from refinement.status import format_status, read_status
+
+    work, _ = _hand_made_folder(tmp_path)
+    targets = {"flame_speed_rel": 0.03, "peak_temperature_k": 10.0}
+    holder = lock_holder(work, {"rounds": 3, "targets": targets})
+    now = int(time.time())
+    _log(work, now, (3000, f"refine m.safetensors (hand): up to 3 round(s) in {work}"),
+         (2000, "r2/harvest: started"), (1900, "r2/harvest: finished in 100.0 s"),
+         (1900, "r2/train-main: started"), (1620, "r2/train-main: finished in 280.0 s"),
+         (1620, "r2/train-tail: started"))
+    (work / "round-2" / "model.log.csv").write_text(  # tail: the last network, the model
+        "epoch,train_loss,val_loss,learning_rate,seconds\n1,0.9,0.7,0.001,10\n2,0.6,0.5,0.001,20\n")
+    _log(work, now, (1500, "killed: nothing more written"), (60, "refine m.safetensors (hand): "
+                                                                 f"up to 3 round(s) in {work}"),
+         (60, "r2/train-tail: resumed"))
+    status = read_status(work, now=now)
+    text = format_status(status)
+    print(text)
+    assert status.running is True and status.lock.pid == holder.pid
+    assert [r.round for r in status.rounds] == [0, 1]
+    assert status.rounds[1].flame_speed_rel == {"flame1d-phi0.7-1atm-300K": -0.031,
+                                                "flame1d-phi1.3-1atm-300K": None}
+    assert status.rounds[1].targets_met is False and status.rounds[1].worst == \
+        "flame1d-phi0.85-1atm-300K flame speed" and status.rounds[1].score == pytest.approx(2.0)
+    c = status.current
+    assert (c.stage, c.resumed, c.elapsed_s) == ("r2/train-tail", True, 60)
+    assert c.progress == {"epochs": 3, "epochs_done": 2, "best_val_loss": 0.5}
+    e = status.estimate
+    assert (e.round, e.from_round, e.left_out) == (2, 1, [])
+    assert e.remaining_s == pytest.approx(200 - 60 + 900)
+    lines = text.splitlines()
+    assert lines[1] == f"run      running (pid {holder.pid}, started {status.lock.started})"
+    assert lines[2].startswith("round 0  (evaluated 2026-12-06 10:00:00) validation flame speed "
+                               "phi0.7 -3.10 %, phi1.3 failed; peak T -4.0 K; harvest score 2 "
+                               "(flame1d-phi0.85-1atm-300K flame speed); targets missed")
+    assert lines[4].startswith("now      r2/train-tail (resumed ") and \
+        lines[4].endswith(", 60 s ago): epoch 2/3 (best val. loss 0.5)")
+    assert lines[5] == f"estimate round 2 ends around {e.end} (in 17 min; an estimate from " \
+                       "round 1's stage times)"
+
+    # the evaluate stage: 1 of 3 flames and 3 of 4 grid parts have a result
+    _log(work, now, (30, "r2/train-tail: finished in 30.0 s"), (30, "r2/evaluate: started"),
+         (20, "r2/evaluate: running flame1d-phi0.7-1atm-300K"))
+    evaluate = work / "round-2" / "evaluate"
+    for part in ("harvest/flame1d-phi0.85-1atm-300K", "harvest-zero-d/1100K-2atm",
+                 "harvest-zero-d/1300K-2atm", "validation-zero-d/1200K-5atm",
+                 "validation/flame1d-phi0.7-1atm-300K/0.001"):
+        (evaluate / part).mkdir(parents=True)
+        if not part.endswith("0.001"):  # a flame still running has no result yet
+            (evaluate / part / "result.json").write_text("{}")
+    proc = run_cli("refine-status", str(work), "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["running"] is True and data["current"]["stage"] == "r2/evaluate"
+    assert data["current"]["progress"] == {"flames": 3, "flames_done": 1, "zero_d_parts": 4,
+                                           "zero_d_parts_done": 3}
+    assert data["current"]["last_line"] == "r2/evaluate: running flame1d-phi0.7-1atm-300K"
+    assert 900 - 30 - 60 < data["estimate"]["remaining_s"] <= 900 - 30
+    text = run_cli("refine-status", str(work), timeout=60).stdout
+    print(text)
+    assert ": flames 1/3 done, 0D parts 3/4 done" in text
+    assert "last logged " in text and ": r2/evaluate: running flame1d-phi0.7-1atm-300K" in text
+
+    # the run killed mid-stage: not running, the stage it stopped in, no estimate
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    status = read_status(work, now=now)
+    assert status.running is False and status.estimate is None
+    assert status.current.stage == "r2/evaluate"
+    lines = format_status(status).splitlines()
+    assert lines[1] == ("run      not running: stopped before its stage finished (killed or "
+                        "failed); the same deepkin refine command resumes it")
+    assert lines[4].startswith("stopped  r2/evaluate (started ")
+
+
+def test_refine_status_of_a_folder_that_is_no_work_folder(tmp_path):
+    """One line, exit 2, and nothing imported that a status does not need (torch)."""
+    for folder in (tmp_path, tmp_path / "missing"):
+        proc = run_cli("refine-status", str(folder), timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"error: work: {folder.resolve()} is not a refine work folder (no recipe.json)"]
+        assert proc.stdout == ""
+    work, _ = _hand_made_folder(tmp_path)
+    script = ("import sys\nfrom deepkin.cli import cli\n"
+              "cli.main(['refine-status', sys.argv[1]], standalone_mode=False)\n"
+              "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(work)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "no torch"
+    assert "run      unknown: no run.lock" in proc.stdout  # a run of a deepkin before the lock
+
+
+def test_status_knows_the_default_epochs_of_a_training_config():
+    from kinetics.training.train import TrainConfig
+    from refinement.status import TRAIN_EPOCHS_DEFAULT
+
+    assert TRAIN_EPOCHS_DEFAULT == TrainConfig().epochs
