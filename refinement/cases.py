@@ -42,10 +42,11 @@ def run_flame(case: FlameCase, folder: Path, model_path: Path, chemistry: str, u
               oxidizer: str | None = None, keep_failure: bool = True,
               resume: bool = False) -> dict[str, Any]:
     """Run ``case`` in ``folder`` once (cached in ``folder``/result.json) with ``chemistry``
-    (``deepkin``: the model served at ``url`` as ``model_path``'s stem, bearer ``token``; ``ode``:
-    OpenFOAM's own); the run as a dict. With ``keep_failure``, an OpenFOAM failure is recorded
-    as ``{"chemistry", "failed"}`` instead of raised. ``resume`` (ODE runs): a run stopped in
-    ``folder`` goes on from its last complete written time."""
+    (``deepkin``: the model served at ``url`` as ``model_path``'s stem, bearer ``token``;
+    ``deepkin-inprocess``: ``model_path``'s step exported into the case, stepped inside the
+    solver; ``ode``: OpenFOAM's own); the run as a dict. With ``keep_failure``, an OpenFOAM
+    failure is recorded as ``{"chemistry", "failed"}`` instead of raised. ``resume`` (ODE
+    runs): a run stopped in ``folder`` goes on from its last complete written time."""
     from couplers.openfoam.flame_runs import (
         CounterflowRun,
         PremixedRun,

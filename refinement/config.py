@@ -23,6 +23,9 @@ FLAME_KINDS = ("flame1d", "counterflow")
 NETWORKS = ("main", "tail", "induction")
 AFTER_IGNITION_S = 0.01  # ZeroDSet.after_ignition_s's default (s)
 AFTER_IGNITION_MAX_S = 1.0  # the longest after_ignition_s accepted (s)
+# evaluate.chemistry: the round's flames through ``deepkin serve`` (the default) or the model
+# exported into each case and stepped in the solver's own process
+EVALUATE_CHEMISTRIES = ("deepkin", "deepkin-inprocess")
 
 
 @dataclass(frozen=True)
@@ -159,18 +162,26 @@ class RefineConfig:
     reference_workers: int | None = None  # ODE reference flames run at once (None: one a core)
     reference_folder: Path | None = None  # where the ODE references are cached (None: DIR/references)
     zero_d_workers: int | None = None  # 0D rollout parts run at once (None: one a core)
+    evaluate_chemistry: str = "deepkin"  # the round's flames: the service or in-process
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the round's flames step the model in the solver's process (no server)."""
+        return self.evaluate_chemistry == "deepkin-inprocess"
 
     def recipe(self) -> dict[str, Any]:
         """What the rounds compute from (paths, settings and every named file's text), as the
         work folder commits it; ``rounds`` and ``targets`` are left out: they only decide when
-        the loop stops."""
+        the loop stops. ``evaluate_chemistry`` is there only when it is not the default
+        (``deepkin``), so that a work folder committed before the key existed still resumes
+        (``first_difference`` only forgives a missing key whose value is empty)."""
         def text(path: Path | None) -> str | None:
             return None if path is None else path.read_text(encoding="utf-8")
 
         train = _plain(self.train)
         for network, path in self.train.paths().items():
             train[network] = {"file": path.name, "text": text(path)}
-        return {
+        recipe = {
             "name": self.name,
             "retrain": self.retrain,
             "replay_recipes": [{"file": p.name, "text": text(p)} for p in self.replay_recipes],
@@ -184,6 +195,9 @@ class RefineConfig:
             "serve_threads": self.serve_threads,
             "heat_release_band_k": self.heat_release_band_k,
         }
+        if self.evaluate_chemistry != "deepkin":
+            recipe["evaluate_chemistry"] = self.evaluate_chemistry
+        return recipe
 
 
 def _plain(value: Any) -> Any:
@@ -261,14 +275,28 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     band = _number(report.get("heat_release_band_k", 300.0), "report.heat_release_band_k")
     threads = _count_setting(data, "serve", "threads")
     reference_workers, reference_folder = _references(data.get("references"), folder)
-    zero_d_workers = _count_setting(data, "evaluate", "workers")
+    zero_d_workers, chemistry = _evaluate(data.get("evaluate"))
     return RefineConfig(name=name, source=path.resolve(), replay_recipes=recipes,
                         replay_dataset=dataset, harvest_recipe=harvest_recipe,
                         harvest=harvest_cases, validation=validation_cases, train=train,
                         rounds=rounds, retrain=retrain, targets=targets, harvest_workers=workers,
                         serve_threads=threads, heat_release_band_k=band,
                         reference_workers=reference_workers, reference_folder=reference_folder,
-                        zero_d_workers=zero_d_workers)
+                        zero_d_workers=zero_d_workers, evaluate_chemistry=chemistry)
+
+
+def _evaluate(value: Any) -> tuple[int | None, str]:
+    """``evaluate.workers`` (a whole number >= 1, None when absent) and ``evaluate.chemistry``
+    (one of :data:`EVALUATE_CHEMISTRIES`, default ``deepkin``)."""
+    mapping = _mapping(value, "evaluate")
+    check_keys(mapping, ("workers", "chemistry"), "evaluate.", list_known=True)
+    workers = mapping.get("workers")
+    workers = None if workers is None else _whole(workers, "evaluate.workers", 1)
+    chemistry = mapping.get("chemistry", "deepkin")
+    if chemistry not in EVALUATE_CHEMISTRIES:
+        raise InputError(f"evaluate.chemistry: must be one of {', '.join(EVALUATE_CHEMISTRIES)}, "
+                         f"got {chemistry!r}")
+    return workers, chemistry
 
 
 def _references(value: Any, folder: Path) -> tuple[int | None, Path | None]:

@@ -25,6 +25,7 @@ from refinement.config import RefineConfig, Targets, default_work_dir
 from refinement.workdir import StageRecord, WorkDir, file_digest
 
 BEST_MODEL = "best.safetensors"
+IN_PROCESS_SYMBOL = b"deepkin_local_open"  # in the chemistry library built with its libtorch backend
 CRITERION = ("the worst error, over its target, of the harvest cases against their ODE "
              "references (flame speed and peak T of the harvest flames, end T, ignition delay and "
              "the tracked species after ignition of the harvest 0D rollouts, their mean "
@@ -77,7 +78,7 @@ def run_refinement(model: str | Path, config: RefineConfig, work_dir: str | Path
     _check_recipes(config, meta)
     _check_after_ignition_species(config, meta.species)
     if config.harvest.flames or config.validation.flames:
-        _check_openfoam()
+        _check_openfoam(config.in_process)
     work = WorkDir(work_dir or default_work_dir(config.name), echo, config.reference_folder)
     # the lock before the commit: a second run is refused before it reads or writes anything of
     # the folder, and two runs started at once on a fresh folder cannot both commit a recipe
@@ -205,12 +206,18 @@ def _check_after_ignition_species(config: RefineConfig, species: list[str]) -> N
                                  "model's species")
 
 
-def _check_openfoam() -> None:
-    """InputError when OpenFOAM or the deepkin chemistry library is missing (flames need both)."""
-    from couplers.openfoam.build import library_problem
+def _check_openfoam(in_process: bool = False) -> None:
+    """InputError when OpenFOAM or the deepkin chemistry library is missing (flames need both),
+    or, for ``evaluate.chemistry: deepkin-inprocess``, when the library has no in-process
+    backend (a library built before it existed: no ``deepkin_local_open`` in it)."""
+    from couplers.openfoam.build import library_path, library_problem
     from couplers.openfoam.foam import require_installed
 
     require_installed()
     problem = library_problem()
     if problem:
         raise InputError(f"OpenFOAM: {problem}; run `deepkin openfoam build` first")
+    if in_process and IN_PROCESS_SYMBOL not in library_path().read_bytes():
+        raise InputError(f"evaluate.chemistry: the deepkin chemistry library {library_path()} "
+                         "has no in-process backend (built before it existed); run `deepkin "
+                         "openfoam build` again, or use evaluate.chemistry: deepkin")

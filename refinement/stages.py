@@ -208,7 +208,8 @@ def train_network(ctx: Context, k: int, network: str, dataset: Path, previous: P
 
 # -- evaluation -------------------------------------------------------------------------------
 class _LazyServer:
-    """A ``deepkin serve`` of the round's model, started on first use."""
+    """A ``deepkin serve`` of the round's model, started on first use (only by a flame that runs
+    with the service: ``evaluate.chemistry: deepkin``)."""
 
     def __init__(self, ctx: Context, k: int, model: Path):
         self.ctx, self.k, self.model = ctx, k, model
@@ -265,13 +266,14 @@ def evaluate(ctx: Context, k: int, model: Path, fresh: bool) -> tuple[list[Path]
     figures: dict[str, Any] = {"harvest": {"flames": []}, "validation": {"flames": []}}
     states: list[Path] = []
     server = _LazyServer(ctx, k, model)
-    _flame_references(ctx, server.served_model())
+    # in-process: the round's own model file is what each case exports (no served copy)
+    _flame_references(ctx, model if cfg.in_process else server.served_model())
     try:
         for which, item in tqdm(items, desc=f"round {k} cases", unit="case",
                                 disable=not ctx.progress):
             if isinstance(item, FlameCase):
                 case_dir = folder / which / item.label
-                figures[which]["flames"].append(_flame(ctx, k, item, case_dir, server))
+                figures[which]["flames"].append(_flame(ctx, k, item, case_dir, server, model))
                 harvested = states_dir / f"{item.label}.states.h5"
                 if which == "harvest" and not harvested.is_file():
                     flame_states(case_dir, item.from_time_s, harvested)
@@ -297,9 +299,13 @@ def _flame_references(ctx: Context, served: Path) -> None:
                      progress=ctx.progress, log=ctx.work.log)
 
 
-def _flame(ctx: Context, k: int, case: FlameCase, case_dir: Path, server: _LazyServer
-           ) -> dict[str, Any]:
-    """One flame of the round's model and its ODE reference, compared."""
+def _flame(ctx: Context, k: int, case: FlameCase, case_dir: Path, server: _LazyServer,
+           model: Path) -> dict[str, Any]:
+    """One flame of the round's model and its ODE reference, compared. With
+    ``evaluate.chemistry: deepkin`` the flame calls ``server`` (started here when the flame is
+    not cached); with ``deepkin-inprocess`` ``model`` is exported into the case
+    (``constant/deepkin-model.pt``, precision ``auto`` as the service resolves it, one libtorch
+    thread) and no server is started."""
     from couplers.openfoam.flame_runs import RESULT_FILE
     from refinement.cases import flame_figures, run_flame
     from refinement.references import flame_reference
@@ -307,17 +313,19 @@ def _flame(ctx: Context, k: int, case: FlameCase, case_dir: Path, server: _LazyS
     fuel = case.fuel or ctx.fuel
     oxidizer = case.oxidizer or ctx.oxidizer
     band = ctx.config.heat_release_band_k
-    served = server.served_model()
-    reference = flame_reference(ctx.work.references, case, served, fuel, oxidizer,
+    in_process = ctx.config.in_process
+    stepped = model if in_process else server.served_model()
+    reference = flame_reference(ctx.work.references, case, stepped, fuel, oxidizer,
                                 ctx.mechanism_sha256, ctx.dt_s, band, RUN_TIMEOUT_S)
-    if (case_dir / RESULT_FILE).is_file():
-        url = token = None  # cached: no server needed
-    else:
-        live = server.start()
-        url, token = live.url, live.token
-        ctx.work.log(f"r{k}/evaluate: running {case.label}")
-    run = run_flame(case, case_dir, served, "deepkin", url, token, band, RUN_TIMEOUT_S,
-                    fuel=fuel, oxidizer=oxidizer)
+    url = token = None  # cached or in-process: no server needed
+    if not (case_dir / RESULT_FILE).is_file():
+        if not in_process:
+            live = server.start()
+            url, token = live.url, live.token
+        ctx.work.log(f"r{k}/evaluate: running {case.label}"
+                     + (" (in-process)" if in_process else ""))
+    run = run_flame(case, case_dir, stepped, ctx.config.evaluate_chemistry, url, token, band,
+                    RUN_TIMEOUT_S, fuel=fuel, oxidizer=oxidizer)
     return flame_figures(case, run, reference)
 
 

@@ -10,7 +10,10 @@ learns them, round after round. Real Cantera, real HDF5 files, the real CLI in s
   default), judged and tabled, and a work folder committed before those keys existed resumed;
 - the shipped ch4-air loop's config reads and keeps its validation cases held out;
 - (slow) a round with a real OpenFOAM 1D flame harvested and judged against OpenFOAM's ODE
-  chemistry.
+  chemistry;
+- ``evaluate.chemistry``: read, refused with one line, left out of a recipe at its default (an
+  older work folder resumes), a library without the in-process backend refused, and (slow) round
+  0 of a flame stepped in-process, with no server started.
 """
 
 from __future__ import annotations
@@ -867,3 +870,141 @@ def test_status_knows_the_default_epochs_of_a_training_config():
     from refinement.status import TRAIN_EPOCHS_DEFAULT
 
     assert TRAIN_EPOCHS_DEFAULT == TrainConfig().epochs
+
+
+# -- evaluate.chemistry: the round's flames through the service or in-process ---------------
+def test_evaluate_chemistry_is_read_and_a_bad_value_refused_with_one_line(tmp_path):
+    """``evaluate.chemistry`` defaults to the service (``deepkin``) and takes
+    ``deepkin-inprocess`` beside ``evaluate.workers``; another value, or a misspelt key, is
+    refused with one line naming it, before any work."""
+    from refinement.config import load_refine_config
+
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    default = load_refine_config(_tiny_copy(tmp_path, config))
+    assert default.evaluate_chemistry == "deepkin" and not default.in_process
+    config["evaluate"] = {"chemistry": "deepkin-inprocess", "workers": 2}
+    chosen = load_refine_config(_tiny_copy(tmp_path, config))
+    assert chosen.evaluate_chemistry == "deepkin-inprocess" and chosen.in_process
+    assert chosen.zero_d_workers == 2
+    for evaluate, line in (
+            ({"chemistry": "ode"}, "error: evaluate.chemistry: must be one of deepkin, "
+                                   "deepkin-inprocess, got 'ode'"),
+            ({"chemistri": "deepkin"}, "error: evaluate.chemistri: unknown key (did you mean "
+                                       "'chemistry'?)")):
+        config["evaluate"] = evaluate
+        path = _tiny_copy(tmp_path, config)
+        proc = run_cli("refine", "h2-air", "-c", str(path), "--work", str(tmp_path / "work"),
+                       timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(line), \
+            proc.stderr
+        assert not (tmp_path / "work").exists()  # refused before any work
+
+
+def test_evaluate_chemistry_resumes_a_recipe_written_before_it(tmp_path):
+    """A work folder committed before ``evaluate.chemistry`` existed resumes (same stage digest)
+    with the key at its default, given or not; ``deepkin-inprocess`` is another recipe (its
+    figures are another solver's)."""
+    from mechanisms.errors import InputError
+    from refinement.config import load_refine_config
+    from refinement.workdir import WorkDir
+
+    def recipe(**evaluate) -> dict:
+        config = yaml.safe_load((TINY / "refine.yaml").read_text())
+        if evaluate:
+            config["evaluate"] = evaluate
+        return load_refine_config(_tiny_copy(tmp_path, config)).recipe()
+
+    old = recipe()
+    assert "evaluate_chemistry" not in old  # left out at its default: what an old folder holds
+    first = WorkDir(tmp_path / "w")
+    first.commit(old)
+    for same in (recipe(chemistry="deepkin"), recipe(chemistry="deepkin", workers=1)):
+        again = WorkDir(tmp_path / "w")
+        again.commit(same)
+        assert again.recipe_digest == first.recipe_digest
+    in_process = recipe(chemistry="deepkin-inprocess")
+    assert in_process["evaluate_chemistry"] == "deepkin-inprocess"
+    with pytest.raises(InputError, match=r"\(evaluate_chemistry differs from its recipe\.json\)"):
+        WorkDir(tmp_path / "w").commit(in_process)
+
+
+def test_in_process_flames_need_the_library_s_in_process_backend(tmp_path, monkeypatch):
+    """``evaluate.chemistry: deepkin-inprocess`` with a chemistry library that has no in-process
+    backend (a file without ``deepkin_local_open``, standing in for a library built before the
+    backend existed) is refused with one line before any work."""
+    from couplers.openfoam.build import LIBRARY_NAME
+    from tests.helpers.openfoam import require_openfoam
+
+    require_openfoam()
+    home = tmp_path / "openfoam"
+    (home / "lib").mkdir(parents=True)
+    (home / "lib" / LIBRARY_NAME).write_bytes(b"\x7fELF not a library with the backend")
+    monkeypatch.setenv("DEEPKIN_OPENFOAM_HOME", str(home))
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["validation"]["flames"] = [{"kind": "flame1d", "phi": 1.0, "end_time_s": 2e-4}]
+    config["evaluate"] = {"chemistry": "deepkin-inprocess"}
+    proc = run_cli("refine", "h2-air-flame", "-c", str(_tiny_copy(tmp_path, config)), "--work",
+                   str(tmp_path / "work"), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: evaluate.chemistry: the deepkin chemistry library "
+                               f"{home / 'lib' / LIBRARY_NAME} has no in-process backend")
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_round_zero_flame_in_process_starts_no_server(tmp_path):
+    """``evaluate.chemistry: deepkin-inprocess``: round 0 of the shipped h2-air-flame on one
+    harvest flame (phi 0.7, 0.2 ms, 400 cells) runs with the model exported into the case and
+    stepped in reactingFoam's own process: no ``deepkin serve`` (no serve.log, no served copy),
+    the figures of a service run (speed, peak T, heat release by band, served share) against the
+    ODE reference, the flame's states harvested. Loose targets on the tiny 0D validation
+    condition stop the loop after round 0."""
+    from couplers.openfoam.build import library_path, library_problem
+    from couplers.openfoam.export import MODEL_FILE
+    from refinement.loop import IN_PROCESS_SYMBOL
+    from tests.helpers.openfoam import REQUIRED, require_openfoam
+
+    require_openfoam()
+    problem = library_problem()
+    if problem is None and IN_PROCESS_SYMBOL not in library_path().read_bytes():
+        problem = f"{library_path()} has no in-process backend (built before it existed)"
+    if problem:
+        (pytest.fail if REQUIRED else pytest.skip)(
+            f"the in-process OpenFOAM chemistry is not usable here: {problem}; run `deepkin "
+            "openfoam build`")
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["harvest"] = {"recipe": str(TINY / "harvest.yaml"), "workers": 0,
+                         "flames": [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}]}
+    config["replay"]["recipes"] = [str(TINY / "replay.yaml")]
+    config["train"] = {n: str(TINY / f"{n}.yaml") for n in ("main", "tail", "induction")}
+    config["targets"] = _loose_targets()
+    config["evaluate"] = {"chemistry": "deepkin-inprocess", "workers": 1}
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    started = time.perf_counter()
+    proc = run_cli("refine", "h2-air-flame", "-c", str(path), "--work", str(work), timeout=1500)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _rounds(work)
+    assert [r["round"] for r in data["rounds"]] == [0]
+    flame = data["rounds"][0]["evaluation"]["harvest"]["flames"][0]
+    assert flame["case"] == "flame1d-phi0.7-1atm-300K" and "failed" not in flame, flame
+    assert flame["ode_speed_m_s"] > 0.3 and abs(flame["speed_rel"]) < 0.5
+    assert abs(flame["peak_error_k"]) < 200 and flame["heat_release_ratio"]
+    assert flame["served"] > 0.9  # step_counts read the in-process solver's log
+    evaluate = work / "round-0" / "evaluate"
+    case = evaluate / "harvest" / flame["case"]
+    assert (case / "constant" / MODEL_FILE).is_file()
+    assert "modelFile" in (case / "constant" / "chemistryProperties").read_text()
+    assert "(in-process; fallback cells by ode" in (case / "log.reactingFoam").read_text()
+    assert not (evaluate / "serve.log").exists() and not (work / "round-0" / "serve").exists()
+    log = (work / "progress.log").read_text()
+    assert "serving refine-r" not in log and "running flame1d-phi0.7-1atm-300K (in-process)" in log
+    assert (work / "round-0" / "states" / f"{flame['case']}.states.h5").is_file()
+    print(f"in-process round 0 in {seconds:.0f} s: speed {flame['speed_m_s']:.4f} vs ODE "
+          f"{flame['ode_speed_m_s']:.4f} m/s ({100 * flame['speed_rel']:+.2f} %), peak T "
+          f"{flame['peak_error_k']:+.1f} K, served {100 * flame['served']:.1f} %")
