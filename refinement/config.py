@@ -163,6 +163,8 @@ class RefineConfig:
     reference_folder: Path | None = None  # where the ODE references are cached (None: DIR/references)
     zero_d_workers: int | None = None  # 0D rollout parts run at once (None: one a core)
     evaluate_chemistry: str = "deepkin"  # the round's flames: the service or in-process
+    # harvest the harvest flames' ODE reference runs too (the states the true flame visits)
+    harvest_reference_states: bool = False
 
     @property
     def in_process(self) -> bool:
@@ -172,9 +174,10 @@ class RefineConfig:
     def recipe(self) -> dict[str, Any]:
         """What the rounds compute from (paths, settings and every named file's text), as the
         work folder commits it; ``rounds`` and ``targets`` are left out: they only decide when
-        the loop stops. ``evaluate_chemistry`` is there only when it is not the default
-        (``deepkin``), so that a work folder committed before the key existed still resumes
-        (``first_difference`` only forgives a missing key whose value is empty)."""
+        the loop stops. ``evaluate_chemistry`` and ``harvest_reference_states`` are there only
+        when they are not the defaults (``deepkin``, false), so that a work folder committed
+        before the key existed still resumes (``first_difference`` only forgives a missing key
+        whose value is empty)."""
         def text(path: Path | None) -> str | None:
             return None if path is None else path.read_text(encoding="utf-8")
 
@@ -197,6 +200,8 @@ class RefineConfig:
         }
         if self.evaluate_chemistry != "deepkin":
             recipe["evaluate_chemistry"] = self.evaluate_chemistry
+        if self.harvest_reference_states:
+            recipe["harvest_reference_states"] = True
         return recipe
 
 
@@ -248,7 +253,8 @@ def load_refine_config(path: str | Path) -> RefineConfig:
         _sampling_config(recipe, f"replay.recipes[{i}]")
 
     harvest = _mapping(data.get("harvest"), "harvest", required=True)
-    check_keys(harvest, ("recipe", "workers", "flames", "zero_d"), "harvest.", list_known=True)
+    check_keys(harvest, ("recipe", "workers", "flames", "zero_d", "reference_states"), "harvest.",
+               list_known=True)
     if "recipe" not in harvest:
         raise InputError("harvest.recipe: missing; name the `deepkin sample` recipe that labels "
                          "the harvested states (rows.solver_states > 0)")
@@ -263,6 +269,13 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     harvest_cases = _case_set(harvest, "harvest")
     if harvest_cases.empty:
         raise InputError("harvest: needs flames or zero_d to harvest states from")
+    reference_states = harvest.get("reference_states", False)
+    if not isinstance(reference_states, bool):
+        raise InputError("harvest.reference_states: must be true or false (harvest the harvest "
+                         f"flames' ODE reference runs too), got {reference_states!r}")
+    if reference_states and not harvest_cases.flames:
+        raise InputError("harvest.reference_states: true needs harvest flames (their ODE "
+                         "reference runs are what it harvests)")
     validation = _mapping(data.get("validation"), "validation")
     check_keys(validation, ("flames", "zero_d"), "validation.", list_known=True)
     validation_cases = _case_set(validation, "validation")
@@ -282,7 +295,8 @@ def load_refine_config(path: str | Path) -> RefineConfig:
                         rounds=rounds, retrain=retrain, targets=targets, harvest_workers=workers,
                         serve_threads=threads, heat_release_band_k=band,
                         reference_workers=reference_workers, reference_folder=reference_folder,
-                        zero_d_workers=zero_d_workers, evaluate_chemistry=chemistry)
+                        zero_d_workers=zero_d_workers, evaluate_chemistry=chemistry,
+                        harvest_reference_states=reference_states)
 
 
 def _evaluate(value: Any) -> tuple[int | None, str]:

@@ -142,6 +142,8 @@ def _round(ctx: stages.Context, k: int, base_id: str, base_record: StageRecord, 
     work = ctx.work
     states = [work.root / p for p in previous.records["evaluate"].outputs
               if p.endswith(".states.h5")]
+    if ctx.config.harvest_reference_states:
+        states += stages.reference_states(ctx)
     records: dict[str, StageRecord] = {}
     records["harvest"] = work.run_stage(
         f"r{k}/harvest", {base_id: base_record.stamp,

@@ -160,6 +160,34 @@ def harvest(ctx: Context, k: int, base: Path, states_files: list[Path], fresh: b
                    "states_files": [ctx.work.relative(p) for p in states_files]}
 
 
+def reference_states(ctx: Context) -> list[Path]:
+    """The states of the harvest flames' ODE reference runs (``harvest.reference_states``), one
+    states file per flame in ``DIR/reference-states/`` (extracted once, named by the reference's
+    cache key; the times after the case's ``from_time_s``): the states the true flame visits,
+    which the surrogate's own runs may never reach (docs/training.md, "The ch4-air loop, run").
+    InputError when a reference has not been computed (round 0's evaluation computes them)."""
+    from couplers.openfoam.flame_runs import RESULT_FILE
+    from refinement.cases import flame_states
+    from refinement.references import flame_reference_folder
+
+    out_dir = ctx.work.root / "reference-states"
+    files = []
+    for case in ctx.config.harvest.flames:
+        folder = flame_reference_folder(ctx.work.references, case, case.fuel or ctx.fuel,
+                                        case.oxidizer or ctx.oxidizer, ctx.mechanism_sha256,
+                                        ctx.dt_s, ctx.config.heat_release_band_k)
+        if not (folder / RESULT_FILE).is_file():
+            raise InputError(f"harvest.reference_states: the ODE reference of {case.label} is not "
+                             f"computed ({folder}); round 0's evaluation computes it")
+        out = out_dir / f"{folder.name}.states.h5"
+        if not out.is_file():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if flame_states(folder, case.from_time_s, out) is None:
+                continue
+        files.append(out)
+    return files
+
+
 # -- training ---------------------------------------------------------------------------------
 def network_outputs(ctx: Context, k: int) -> dict[str, Path]:
     """``{network: its file}`` of round ``k``, in training order; the last is the round's

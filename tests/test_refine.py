@@ -1008,3 +1008,78 @@ def test_round_zero_flame_in_process_starts_no_server(tmp_path):
     print(f"in-process round 0 in {seconds:.0f} s: speed {flame['speed_m_s']:.4f} vs ODE "
           f"{flame['ode_speed_m_s']:.4f} m/s ({100 * flame['speed_rel']:+.2f} %), peak T "
           f"{flame['peak_error_k']:+.1f} K, served {100 * flame['served']:.1f} %")
+
+
+def test_reference_states_key_is_checked_and_resumes_a_recipe_written_before_it(tmp_path):
+    """``harvest.reference_states``: true or false only, true only with harvest flames (their ODE
+    references are what it harvests); left out of the recipe when false, so that a work folder
+    committed before the key existed resumes, and true is another recipe."""
+    from mechanisms.errors import InputError
+    from refinement.config import load_refine_config
+    from refinement.workdir import WorkDir
+
+    def config(**harvest) -> dict:
+        data = yaml.safe_load((TINY / "refine.yaml").read_text())
+        data["harvest"].update(harvest)
+        return data
+
+    for value in ("yes", 1):
+        with pytest.raises(InputError, match=r"^harvest\.reference_states: must be true or false"):
+            load_refine_config(_tiny_copy(tmp_path, config(reference_states=value)))
+    with pytest.raises(InputError, match=r"^harvest\.reference_states: true needs harvest flames"):
+        load_refine_config(_tiny_copy(tmp_path, config(reference_states=True)))
+    old = load_refine_config(_tiny_copy(tmp_path, config())).recipe()
+    assert "harvest_reference_states" not in old
+    first = WorkDir(tmp_path / "w")
+    first.commit(old)
+    again = WorkDir(tmp_path / "w")
+    again.commit(load_refine_config(_tiny_copy(tmp_path, config(reference_states=False))).recipe())
+    assert again.recipe_digest == first.recipe_digest
+    flames = [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}]
+    with_flames = load_refine_config(_tiny_copy(tmp_path, config(flames=flames)))
+    assert with_flames.harvest_reference_states is False
+    chosen = load_refine_config(_tiny_copy(tmp_path, config(flames=flames, reference_states=True)))
+    assert chosen.harvest_reference_states is True
+    assert chosen.recipe()["harvest_reference_states"] is True
+
+
+@pytest.mark.slow
+def test_a_round_harvests_the_reference_flames_states_when_asked(tmp_path):
+    """``harvest.reference_states: true``: round 1's harvest labels the states of the harvest
+    flame's ODE reference run as well as the model's own (extracted once into
+    ``DIR/reference-states/``), and the round's dataset grows by the harvest recipe's rows."""
+    from couplers.openfoam.build import library_path, library_problem
+    from mechanisms.states_file import read_states
+    from refinement.loop import IN_PROCESS_SYMBOL
+    from tests.helpers.openfoam import REQUIRED, require_openfoam
+
+    require_openfoam()
+    problem = library_problem()
+    if problem is None and IN_PROCESS_SYMBOL not in library_path().read_bytes():
+        problem = f"{library_path()} has no in-process backend (built before it existed)"
+    if problem:
+        (pytest.fail if REQUIRED else pytest.skip)(
+            f"the in-process OpenFOAM chemistry is not usable here: {problem}; run `deepkin "
+            "openfoam build`")
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["harvest"] = {"recipe": str(TINY / "harvest.yaml"), "workers": 0,
+                         "flames": [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}],
+                         "reference_states": True}
+    config["replay"]["recipes"] = [str(TINY / "replay.yaml")]
+    config["train"] = {n: str(TINY / f"{n}.yaml") for n in ("main", "tail", "induction")}
+    config["evaluate"] = {"chemistry": "deepkin-inprocess", "workers": 1}
+    config["rounds"] = 1
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    proc = run_cli("refine", "h2-air-flame", "-c", str(path), "--work", str(work), timeout=2400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    extracted = sorted((work / "reference-states").glob("*.states.h5"))
+    assert len(extracted) == 1 and extracted[0].name.startswith("flame1d-phi0.7-1atm-300K-")
+    states, species, _ = read_states(extracted[0])
+    assert len(states) > 0 and "H2" in species
+    harvest = json.loads((work / "round-1" / "harvest.json").read_text())
+    files = harvest["figures"]["states_files"]
+    assert f"reference-states/{extracted[0].name}" in files
+    assert any(f.startswith("round-0/states/") for f in files)  # the model's own states too
+    assert sum(harvest["figures"]["rows_added"].values()) > 0
