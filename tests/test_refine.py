@@ -953,17 +953,10 @@ def test_in_process_flames_need_the_library_s_in_process_backend(tmp_path, monke
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_round_zero_flame_in_process_starts_no_server(tmp_path):
-    """``evaluate.chemistry: deepkin-inprocess``: round 0 of the shipped h2-air-flame on one
-    harvest flame (phi 0.7, 0.2 ms, 400 cells) runs with the model exported into the case and
-    stepped in reactingFoam's own process: no ``deepkin serve`` (no serve.log, no served copy),
-    the figures of a service run (speed, peak T, heat release by band, served share) against the
-    ODE reference, the flame's states harvested. Loose targets on the tiny 0D validation
-    condition stop the loop after round 0."""
+def _require_in_process_openfoam() -> None:
+    """Skip (fail under DEEPKIN_REQUIRE_OPENFOAM) where OpenFOAM or the chemistry library with
+    its in-process backend is missing."""
     from couplers.openfoam.build import library_path, library_problem
-    from couplers.openfoam.export import MODEL_FILE
     from refinement.loop import IN_PROCESS_SYMBOL
     from tests.helpers.openfoam import REQUIRED, require_openfoam
 
@@ -975,6 +968,20 @@ def test_round_zero_flame_in_process_starts_no_server(tmp_path):
         (pytest.fail if REQUIRED else pytest.skip)(
             f"the in-process OpenFOAM chemistry is not usable here: {problem}; run `deepkin "
             "openfoam build`")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_round_zero_flame_in_process_starts_no_server(tmp_path):
+    """``evaluate.chemistry: deepkin-inprocess``: round 0 of the shipped h2-air-flame on one
+    harvest flame (phi 0.7, 0.2 ms, 400 cells) runs with the model exported into the case and
+    stepped in reactingFoam's own process: no ``deepkin serve`` (no serve.log, no served copy),
+    the figures of a service run (speed, peak T, heat release by band, served share) against the
+    ODE reference, the flame's states harvested. Loose targets on the tiny 0D validation
+    condition stop the loop after round 0."""
+    from couplers.openfoam.export import MODEL_FILE
+
+    _require_in_process_openfoam()
     config = yaml.safe_load((TINY / "refine.yaml").read_text())
     config["harvest"] = {"recipe": str(TINY / "harvest.yaml"), "workers": 0,
                          "flames": [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}]}
@@ -1048,19 +1055,9 @@ def test_a_round_harvests_the_reference_flames_states_when_asked(tmp_path):
     """``harvest.reference_states: true``: round 1's harvest labels the states of the harvest
     flame's ODE reference run as well as the model's own (extracted once into
     ``DIR/reference-states/``), and the round's dataset grows by the harvest recipe's rows."""
-    from couplers.openfoam.build import library_path, library_problem
     from mechanisms.states_file import read_states
-    from refinement.loop import IN_PROCESS_SYMBOL
-    from tests.helpers.openfoam import REQUIRED, require_openfoam
 
-    require_openfoam()
-    problem = library_problem()
-    if problem is None and IN_PROCESS_SYMBOL not in library_path().read_bytes():
-        problem = f"{library_path()} has no in-process backend (built before it existed)"
-    if problem:
-        (pytest.fail if REQUIRED else pytest.skip)(
-            f"the in-process OpenFOAM chemistry is not usable here: {problem}; run `deepkin "
-            "openfoam build`")
+    _require_in_process_openfoam()
     config = yaml.safe_load((TINY / "refine.yaml").read_text())
     config["harvest"] = {"recipe": str(TINY / "harvest.yaml"), "workers": 0,
                          "flames": [{"kind": "flame1d", "phi": 0.7, "end_time_s": 2e-4}],
