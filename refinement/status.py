@@ -8,8 +8,8 @@ is imported (no torch), so it answers in a fraction of a second while the run go
 - :func:`work_folders`: the work folders under a folder (the default ``refine`` cache).
 
 The estimate of when the current round ends sums the previous round's stage times (``seconds``
-in its markers: a resumed stage's counts only its last session) over the stages still to run,
-less the time the running stage has already taken.
+in its markers: a resumed stage's counts its earlier runs up to the last line each wrote) over
+the stages still to run, less the time the running stage has already taken.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -49,6 +50,8 @@ from mechanisms.errors import InputError, StorageError
 RECIPE_FILE = "recipe.json"
 PROGRESS_LOG = "progress.log"
 RUN_LOCK = "run.lock"
+# the first line a run writes to progress.log (refinement.loop)
+RUN_HEADER = re.compile(r"^refine .* up to \d+ round\(s\) in ")
 LOCK_PATIENCE_S = 1.0  # how long hold() retries a held lock (a status probe holds it for µs)
 
 
@@ -273,6 +276,8 @@ class WorkDir:
         started = _read_json(started_path)
         fresh = not (started and started.get("recipe") == self.recipe_digest
                      and started.get("after") == after)
+        # a resumed stage's time counts its earlier runs' too (from progress.log)
+        spent_before = 0.0 if fresh else self.logged_seconds(stage_id)
         self.log(f"{stage_id}: {'started' if fresh else 'resumed'}")
         self._write_text(started_path, json.dumps({"recipe": self.recipe_digest, "after": after,
                                                    "started": _now()}))
@@ -280,10 +285,39 @@ class WorkDir:
         outputs, figures = work(fresh)
         record = StageRecord(stage_id, uuid.uuid4().hex, self.recipe_digest, after,
                              [self.relative(p) for p in outputs], figures,
-                             time.perf_counter() - begin, _now())
+                             spent_before + time.perf_counter() - begin, _now())
         self._write_text(marker, json.dumps(record.__dict__, indent=1))
         self.log(f"{stage_id}: finished in {record.seconds:.1f} s")
         return record
+
+    def logged_seconds(self, stage_id: str) -> float:
+        """The wall time (s) ``stage_id`` has run so far by progress.log, over every run that
+        started or resumed it without finishing: each from its ``started``/``resumed`` line to
+        the last line that run wrote (a run ends where the next run's first line, ``refine …
+        up to N round(s) in …``, begins; the time after a run's last line until it was killed
+        is not known and not counted)."""
+        try:
+            lines = (self.root / PROGRESS_LOG).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return 0.0
+        total, start, last = 0.0, None, None
+        for line in lines:
+            when = _seconds_of(line[:19])
+            if when is None:
+                continue
+            text = line[20:]
+            if start is not None and last is not None and RUN_HEADER.match(text):
+                total += last - start  # the run that had the stage open ended here
+                start = None
+            if text.startswith((f"{stage_id}: started", f"{stage_id}: resumed")):
+                start = when
+            elif start is not None and text.startswith(f"{stage_id}: finished"):
+                total += when - start
+                start = None
+            last = when
+        if start is not None and last is not None:
+            total += last - start  # the last run left it open (it was killed)
+        return total
 
     def record(self, stage_id: str) -> StageRecord | None:
         """The stage's marker as it is (done or not), or None."""
@@ -388,6 +422,14 @@ def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
+        return None
+
+
+def _seconds_of(stamp: str) -> float | None:
+    """A progress.log time (``YYYY-MM-DD HH:MM:SS``, local) as seconds since the epoch, or None."""
+    try:
+        return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+    except ValueError:
         return None
 
 

@@ -1082,3 +1082,40 @@ def test_a_round_harvests_the_reference_flames_states_when_asked(tmp_path):
     assert f"reference-states/{extracted[0].name}" in files
     assert any(f.startswith("round-0/states/") for f in files)  # the model's own states too
     assert sum(harvest["figures"]["rows_added"].values()) > 0
+
+
+def test_a_resumed_stage_counts_the_time_of_its_earlier_runs(tmp_path):
+    """A stage resumed after its run was killed records (``seconds``, in rounds.md and the
+    status's estimate) the time it had run before, by progress.log: from its ``started`` line to
+    the last line that run wrote, plus this run's; a stage started afresh counts this run's only."""
+    from refinement.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "w")
+    work.commit({"name": "t"})
+    begin = time.time() - 3600
+    stamp = lambda offset: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(begin + offset))  # noqa: E731
+    (work.root / "progress.log").write_text("\n".join([
+        f"{stamp(0)} refine m.safetensors (t): up to 1 round(s) in {work.root}",
+        f"{stamp(10)} r0/evaluate: started",
+        f"{stamp(70)} r0/evaluate: running a case",
+        f"{stamp(130)} r0/evaluate: running another case",  # then killed, at an unknown time
+        f"{stamp(900)} refine m.safetensors (t): up to 1 round(s) in {work.root}",
+        f"{stamp(900)} r0/evaluate: resumed",
+        f"{stamp(960)} r0/evaluate: running the last case",  # killed again
+        f"{stamp(1500)} refine m.safetensors (t): up to 1 round(s) in {work.root}", ""]))
+    assert work.logged_seconds("r0/evaluate") == pytest.approx(120 + 60)
+    assert work.logged_seconds("r1/harvest") == 0.0
+    # the same inputs as the start its started.json records: resumed, the earlier time counted
+    marker = work.marker_path("r0/evaluate")
+    marker.parent.mkdir()
+    marker.with_name(marker.stem + ".started.json").write_text(json.dumps(
+        {"recipe": work.recipe_digest, "after": {"model": "m"}}))
+    (work.root / "out.txt").write_text("x")
+    record = work.run_stage("r0/evaluate", {"model": "m"},
+                            lambda fresh: ([work.root / "out.txt"], {"fresh": fresh}))
+    assert record.figures == {"fresh": False}
+    assert 180 <= record.seconds < 190
+    # other inputs: started afresh, only this run's time
+    record = work.run_stage("r0/evaluate", {"model": "other"},
+                            lambda fresh: ([work.root / "out.txt"], {"fresh": fresh}))
+    assert record.figures == {"fresh": True} and record.seconds < 10
