@@ -31,6 +31,10 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # progress.log's and the markers' local times
 # without importing torch; tests/test_refine.py checks the two agree)
 TRAIN_EPOCHS_DEFAULT = 50
 SETS = ("harvest", "validation")
+# A folder without run.lock (a run of a deepkin older than the lock) whose progress.log has not
+# been written for this long is taken as stopped, not running (a live run writes at every stage
+# and case; its longest silence, a 0D part, is under an hour on 2 cores).
+STALE_AFTER_S = 3 * 3600.0
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
 _EVENT = re.compile(r"^(replay|r\d+/[a-z-]+): (started|resumed|finished in|done already)\b")
@@ -135,6 +139,9 @@ def read_status(root: str | Path, now: float | None = None) -> WorkStatus:
     running = {"held": True, "free": False}.get(lock.state)
     if running is None and log.ended is not None:
         running = False  # the last run logged its end and no later run started
+    if running is None and log.last_written is not None \
+            and now - _epoch(log.last_written) > STALE_AFTER_S:
+        running = False  # no lock to ask, and nothing written for hours: not a live run
     targets = _targets(work.root, lock)
     rounds = [_round(work, k, targets) for k in _evaluated_rounds(work)]
     current = _stage_progress(work, recipe, log, now) if log.open is not None else None
@@ -399,8 +406,10 @@ def _run_line(status: WorkStatus) -> str:
         return ("unknown: no run.lock (a run started by a deepkin older than the lock cannot be "
                 f"probed){written}")
     if status.current is not None:
-        return ("not running: stopped before its stage finished (killed or failed); the same "
-                "deepkin refine command resumes it")
+        why = (f" (no run.lock to ask; progress.log unwritten since {status.log_written})"
+               if lock.state in ("absent", "unknown") else "")
+        return (f"not running{why}: stopped before its stage finished (killed or failed); the "
+                "same deepkin refine command resumes it")
     if status.ended:
         return f"not running; the last run ended {status.ended[:19]}: {status.ended[20:]}"
     return "not running"

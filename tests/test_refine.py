@@ -1119,3 +1119,26 @@ def test_a_resumed_stage_counts_the_time_of_its_earlier_runs(tmp_path):
     record = work.run_stage("r0/evaluate", {"model": "other"},
                             lambda fresh: ([work.root / "out.txt"], {"fresh": fresh}))
     assert record.figures == {"fresh": True} and record.seconds < 10
+
+
+def test_refine_status_of_an_old_folder_without_lock(tmp_path):
+    """A folder of a deepkin older than the lock (no run.lock): while progress.log is recent the
+    run may be live (unknown, the stage shown with an estimate); once it has been unwritten for
+    hours the stage is shown as stopped, saying why, with no estimate."""
+    from refinement.status import STALE_AFTER_S, format_status, read_status
+
+    work, _ = _hand_made_folder(tmp_path)
+    assert not (work / "run.lock").exists()
+    now = int(time.time())
+    _log(work, now, (3000, f"refine m.safetensors (hand): up to 3 round(s) in {work}"),
+         (2000, "r2/harvest: started"), (1900, "r2/harvest: finished in 100.0 s"),
+         (1900, "r2/train-main: started"))
+    recent = read_status(work, now=now)
+    assert recent.running is None and recent.current.stage == "r2/train-main"
+    assert "unknown: no run.lock" in format_status(recent)
+    later = now + STALE_AFTER_S + 2000
+    stale = read_status(work, now=later)
+    text = format_status(stale)
+    assert stale.running is False and stale.estimate is None
+    assert "not running (no run.lock to ask; progress.log unwritten since" in text
+    assert "\nstopped  r2/train-main" in text and "estimate" not in text
