@@ -126,7 +126,7 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
         return cached
     parts = [dataclasses.replace(grid, temperature_k=(t,), pressure_atm=(p,))
              for t in grid.temperature_k for p in grid.pressure_atm]
-    folders = [out_dir / f"{part.temperature_k[0]:g}K-{part.pressure_atm[0]:g}atm"
+    folders = [out_dir / zero_d_part_name(part.temperature_k[0], part.pressure_atm[0])
                for part in parts]
     out_dir.mkdir(parents=True, exist_ok=True)
     part_states = [None if states_out is None else f.with_name(f.name + ".states.h5")
@@ -167,6 +167,11 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
               "fallback_fraction": float(np.mean([r["fallback_fraction"] for r in results]))}
     atomic_write_text(saved, json.dumps(result, indent=1))
     return result
+
+
+def zero_d_part_name(temperature_k: float, pressure_atm: float) -> str:
+    """The folder of one (T0, P) part of a 0D grid under the grid's folder, e.g. ``1000K-1atm``."""
+    return f"{temperature_k:g}K-{pressure_atm:g}atm"
 
 
 def _zero_d_part(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,

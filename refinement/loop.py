@@ -25,7 +25,6 @@ from refinement.config import RefineConfig, Targets, default_work_dir
 from refinement.workdir import StageRecord, WorkDir, file_digest
 
 BEST_MODEL = "best.safetensors"
-IN_PROCESS_SYMBOL = b"deepkin_local_open"  # in the chemistry library built with its libtorch backend
 CRITERION = ("the worst error, over its target, of the harvest cases against their ODE "
              "references (flame speed and peak T of the harvest flames, end T, ignition delay and "
              "the tracked species after ignition of the harvest 0D rollouts, their mean "
@@ -212,14 +211,14 @@ def _check_openfoam(in_process: bool = False) -> None:
     """InputError when OpenFOAM or the deepkin chemistry library is missing (flames need both),
     or, for ``evaluate.chemistry: deepkin-inprocess``, when the library has no in-process
     backend (a library built before it existed: no ``deepkin_local_open`` in it)."""
-    from couplers.openfoam.build import library_path, library_problem
+    from couplers.openfoam.build import has_in_process_backend, library_path, library_problem
     from couplers.openfoam.foam import require_installed
 
     require_installed()
     problem = library_problem()
     if problem:
         raise InputError(f"OpenFOAM: {problem}; run `deepkin openfoam build` first")
-    if in_process and IN_PROCESS_SYMBOL not in library_path().read_bytes():
+    if in_process and not has_in_process_backend():
         raise InputError(f"evaluate.chemistry: the deepkin chemistry library {library_path()} "
                          "has no in-process backend (built before it existed); run `deepkin "
                          "openfoam build` again, or use evaluate.chemistry: deepkin")

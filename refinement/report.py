@@ -72,18 +72,18 @@ def write_report(summary: RefineSummary, config: RefineConfig, criterion: str) -
     data = {"name": config.name, "work_dir": str(root), "criterion": criterion,
             "targets": config.targets.__dict__, "best_round": summary.best_round,
             "best_model": str(summary.best_model), "stopped": summary.stopped, "rounds": entries}
-    data = _finite(data)
+    data = finite(data)
     atomic_write_text(root / "rounds.json", json.dumps(data, indent=1, allow_nan=False))
     atomic_write_text(root / "rounds.md", markdown(data))
     atomic_write(root / "rounds.png", lambda tmp: plot(data, tmp), suffix=".png")
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """``value`` with every non-finite float (a failed run's error) replaced by None."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

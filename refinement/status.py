@@ -24,9 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from refinement.config import NETWORKS, FlameCase, Targets
-from refinement.workdir import PROGRESS_LOG, RECIPE_FILE, LockHolder, StageRecord, WorkDir
+from refinement.workdir import (
+    LOG_TIME_FORMAT,
+    PROGRESS_LOG,
+    RECIPE_FILE,
+    RUN_HEADER,
+    LockHolder,
+    StageRecord,
+    WorkDir,
+    log_time,
+)
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # progress.log's and the markers' local times
 # kinetics.training.train.TrainConfig.epochs, for a training config that sets none (read here
 # without importing torch; tests/test_refine.py checks the two agree)
 TRAIN_EPOCHS_DEFAULT = 50
@@ -38,7 +46,6 @@ STALE_AFTER_S = 3 * 3600.0
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
 _EVENT = re.compile(r"^(replay|r\d+/[a-z-]+): (started|resumed|finished in|done already)\b")
-_HEADER = re.compile(r"^refine .*: up to (\d+) round\(s\) in ")
 
 
 @dataclass
@@ -123,9 +130,9 @@ class WorkStatus:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers as None)."""
-        from refinement.report import _finite
+        from refinement.report import finite
 
-        return _finite(dataclasses.asdict(self))
+        return finite(dataclasses.asdict(self))
 
 
 def read_status(root: str | Path, now: float | None = None) -> WorkStatus:
@@ -140,7 +147,7 @@ def read_status(root: str | Path, now: float | None = None) -> WorkStatus:
     if running is None and log.ended is not None:
         running = False  # the last run logged its end and no later run started
     if running is None and log.last_written is not None \
-            and now - _epoch(log.last_written) > STALE_AFTER_S:
+            and now - log_time(log.last_written) > STALE_AFTER_S:
         running = False  # no lock to ask, and nothing written for hours: not a live run
     targets = _targets(work.root, lock)
     rounds = [_round(work, k, targets) for k in _evaluated_rounds(work)]
@@ -173,7 +180,7 @@ def read_log(path: Path) -> LogState:
             continue
         when, line = match.groups()
         state.last_written = when
-        header = _HEADER.match(line)
+        header = RUN_HEADER.match(line)
         event = _EVENT.match(line)
         if header:  # a new run: whatever the last one left open, it abandoned
             state = LogState(run_started=when, rounds=int(header.group(1)), last_written=when)
@@ -247,7 +254,7 @@ def _targets(root: Path, lock: LockHolder) -> Targets | None:
 def _stage_progress(work: WorkDir, recipe: dict[str, Any], log: LogState,
                     now: float) -> StageProgress:
     stage, since, resumed = log.open
-    current = StageProgress(stage, since, max(now - _epoch(since), 0.0), resumed)
+    current = StageProgress(stage, since, max(now - log_time(since), 0.0), resumed)
     if log.detail is not None:
         current.last_line_at, current.last_line = log.detail
     kind = stage.split("/", 1)[-1]
@@ -268,7 +275,7 @@ def _evaluate_progress(work: WorkDir, recipe: dict[str, Any], k: int) -> dict[st
     """The flames with a result out of the recipe's, and the 0D grid parts (one per T0 and P)
     with a result out of the grids'; the layout of ``refinement.stages.evaluate`` and
     ``refinement.cases.run_zero_d``."""
-    from refinement.cases import RESULT_FILE
+    from refinement.cases import RESULT_FILE, zero_d_part_name
 
     folder = work.round_dir(k) / "evaluate"
     known = {f.name for f in dataclasses.fields(FlameCase)}
@@ -285,7 +292,8 @@ def _evaluate_progress(work: WorkDir, recipe: dict[str, Any], k: int) -> dict[st
         if not grid:
             continue
         grid_dir = folder / f"{which}-zero-d"
-        names = [f"{t:g}K-{p:g}atm" for t in grid["temperature_k"] for p in grid["pressure_atm"]]
+        names = [zero_d_part_name(t, p) for t in grid["temperature_k"]
+                 for p in grid["pressure_atm"]]
         parts += len(names)
         whole = (grid_dir / RESULT_FILE).is_file()
         done += sum(whole or (grid_dir / name / RESULT_FILE).is_file() for name in names)
@@ -363,7 +371,7 @@ def _estimate(work: WorkDir, recipe: dict[str, Any], current: StageProgress,
             if stage == current.stage else before.seconds
     if not known:
         return None
-    return Estimate(k, time.strftime(TIME_FORMAT, time.localtime(now + remaining)), remaining,
+    return Estimate(k, time.strftime(LOG_TIME_FORMAT, time.localtime(now + remaining)), remaining,
                     k - 1, left_out)
 
 
@@ -482,6 +490,3 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _epoch(when: str) -> float:
-    """A local ``YYYY-MM-DD HH:MM:SS`` time as seconds since the epoch."""
-    return time.mktime(time.strptime(when, TIME_FORMAT))

@@ -50,8 +50,9 @@ from mechanisms.errors import InputError, StorageError
 RECIPE_FILE = "recipe.json"
 PROGRESS_LOG = "progress.log"
 RUN_LOCK = "run.lock"
-# the first line a run writes to progress.log (refinement.loop)
-RUN_HEADER = re.compile(r"^refine .* up to \d+ round\(s\) in ")
+LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # progress.log's and the markers' local times
+# the first line a run writes to progress.log (refinement.loop), with its rounds
+RUN_HEADER = re.compile(r"^refine .*: up to (\d+) round\(s\) in ")
 LOCK_PATIENCE_S = 1.0  # how long hold() retries a held lock (a status probe holds it for µs)
 
 
@@ -302,7 +303,7 @@ class WorkDir:
             return 0.0
         total, start, last = 0.0, None, None
         for line in lines:
-            when = _seconds_of(line[:19])
+            when = log_time(line[:19])
             if when is None:
                 continue
             text = line[20:]
@@ -425,13 +426,14 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _seconds_of(stamp: str) -> float | None:
-    """A progress.log time (``YYYY-MM-DD HH:MM:SS``, local) as seconds since the epoch, or None."""
+def log_time(stamp: str) -> float | None:
+    """A progress.log time (:data:`LOG_TIME_FORMAT`, local) as seconds since the epoch, or None
+    for text that is not one."""
     try:
-        return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        return time.mktime(time.strptime(stamp, LOG_TIME_FORMAT))
     except ValueError:
         return None
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime(LOG_TIME_FORMAT)

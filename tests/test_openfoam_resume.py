@@ -68,37 +68,16 @@ def test_a_stopped_ode_run_goes_on_from_its_last_complete_time(tmp_path):
 def test_a_solver_dies_with_the_run_that_started_it(tmp_path):
     """A killed ``deepkin refine`` leaves no OpenFOAM solver writing on into the case its next
     run resumes: the applications run with ``die_with_parent`` (PR_SET_PDEATHSIG)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from tests.helpers.processes import kill_parent_and_wait, start_parent
 
     pid_file = tmp_path / "child.pid"
-    parent = subprocess.Popen([sys.executable, "-c", (
+    parent, child = start_parent(
         "import subprocess, sys, time\n"
         "from couplers.openfoam.foam import die_with_parent\n"
         "child = subprocess.Popen(['sleep', '120'], preexec_fn=die_with_parent)\n"
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-        "time.sleep(120)\n")], cwd=str(ROOT))
-    deadline = time.monotonic() + 30
-    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        # a zombie (killed, not yet reaped by init) counts as gone
-        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
+        "time.sleep(120)\n", pid_file, wait_s=30)
+    if not kill_parent_and_wait(parent, child):
         pytest.fail("the child outlived its parent by 10 s")
 
 

@@ -1,27 +1,11 @@
 """Worker processes that do not outlive the run that started them (mechanisms/processes.py)."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie not yet reaped by init counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
+from tests.helpers.processes import ROOT, gone, kill_parent_and_wait, start_parent
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -29,7 +13,7 @@ def test_a_pool_worker_dies_with_the_run_that_started_it(tmp_path):
     """A killed ``deepkin refine`` leaves no 0D rollout or ODE reference worker computing on: the
     loop's process pools start their workers with ``die_with_parent``."""
     pid_file = tmp_path / "worker.pid"
-    parent = subprocess.Popen([sys.executable, "-c", (
+    parent, worker = start_parent(
         "import os, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "from multiprocessing import get_context\n"
@@ -38,21 +22,10 @@ def test_a_pool_worker_dies_with_the_run_that_started_it(tmp_path):
         "pid = pool.submit(os.getpid).result()\n"
         "pool.submit(time.sleep, 120)\n"
         f"open({str(pid_file)!r}, 'w').write(str(pid))\n"
-        "time.sleep(120)\n")], cwd=str(ROOT))
-    deadline = time.monotonic() + 60
-    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker = int(pid_file.read_text())
-    assert not _gone(worker)
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if _gone(worker):
-            return
-        time.sleep(0.05)
-    os.kill(worker, signal.SIGKILL)
-    pytest.fail("the pool worker outlived its parent by 10 s")
+        "time.sleep(120)\n", pid_file)
+    assert not gone(worker)
+    if not kill_parent_and_wait(parent, worker):
+        pytest.fail("the pool worker outlived its parent by 10 s")
 
 
 def test_die_with_parent_is_harmless_in_a_process_that_outlives_nothing():

@@ -956,13 +956,12 @@ def test_in_process_flames_need_the_library_s_in_process_backend(tmp_path, monke
 def _require_in_process_openfoam() -> None:
     """Skip (fail under DEEPKIN_REQUIRE_OPENFOAM) where OpenFOAM or the chemistry library with
     its in-process backend is missing."""
-    from couplers.openfoam.build import library_path, library_problem
-    from refinement.loop import IN_PROCESS_SYMBOL
+    from couplers.openfoam.build import has_in_process_backend, library_path, library_problem
     from tests.helpers.openfoam import REQUIRED, require_openfoam
 
     require_openfoam()
     problem = library_problem()
-    if problem is None and IN_PROCESS_SYMBOL not in library_path().read_bytes():
+    if problem is None and not has_in_process_backend():
         problem = f"{library_path()} has no in-process backend (built before it existed)"
     if problem:
         (pytest.fail if REQUIRED else pytest.skip)(

@@ -36,6 +36,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCES = PACKAGE_DIR / "src"
 CLIENT_SOURCES = PACKAGE_DIR.parent / "c"
 LIBRARY_NAME = "libdeepkinChemistry.so"
+IN_PROCESS_SYMBOL = b"deepkin_local_open"  # the in-process backend's entry point
 TIMER_NAME = "deepkinChemistryTime"
 # Folders of the OpenFOAM source tree whose headers the two targets include
 INCLUDE_DIRS = ("OpenFOAM", "OSspecific/POSIX", "finiteVolume", "meshTools", "ODE",
@@ -79,6 +80,14 @@ def library_problem(root: Path | None = None) -> str | None:
         return (f"the deepkin chemistry library {library} does not load: {', '.join(missing)} "
                 "not found (built against another torch install)")
     return None
+
+
+def has_in_process_backend(root: Path | None = None) -> bool:
+    """Whether the built library carries the C client's in-process backend (its
+    ``deepkin_local_open``; a library built before the backend existed has none). A byte
+    search of the file, so that no binutils are needed."""
+    library = library_path(root)
+    return library.is_file() and IN_PROCESS_SYMBOL in library.read_bytes()
 
 
 def timer_path(root: Path | None = None) -> Path:
