@@ -27,6 +27,14 @@ A ``dt`` that is a whole multiple of the model's dt runs that many model steps. 
 optional ``stop`` callable, asked before every model step and every Cantera fallback cell: when it
 returns True the call ends with :class:`StepInterrupted` (how a caller bounds the time of one call).
 
+Small calls can run an ahead-of-time compiled copy of the step instead
+(``Integrator.load(path, small_calls="aot")``; :mod:`kinetics.step.small_step`): a call of up to
+:data:`~kinetics.step.small_step.SMALL_CALL_MAX_CELLS` cells on CPU, one model step, without
+``stop``, runs an AOTInductor package of the same arithmetic (compiled at load, or read from the
+cache); the cells it holds for the fallback are stepped again by the TorchScript step (whose
+Newton iterates further) and those it holds too go to Cantera, so the fallback and its counts are
+as without it.
+
 In a rollout (the same cells fed back step after step: 0D validation, a refine round's 0D cases),
 ``with integrator.following_cells():`` lets a fallback cell that the fallback stepped last call go
 on from its own reactor instead of restarting one (:class:`mechanisms.reactor.FollowedCells`).
@@ -61,6 +69,7 @@ from kinetics.step.compiled_step import (
 )
 from kinetics.step.device import resolve_device
 from kinetics.step.forward import network_dtype
+from kinetics.step.small_step import SMALL_CALL_MAX_CELLS, SmallStep, load_small_step, model_sha256
 from kinetics.step.thermo import Nasa7
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
@@ -81,6 +90,7 @@ SUM_TOLERANCE = 1e-4  # |ΣY − 1| up to this is renormalised silently
 __all__ = ["DOMAIN_MARGIN", "NOTHING_TO_BURN", "ROUTE_INDUCTION", "ROUTE_MAIN", "ROUTE_TAIL",
            "ROUTE_UNRESOLVED", "Integrator", "StepInterrupted", "StepResult"]
 SMALL_BATCH_ROWS = 8  # up to this many rows the input check runs on Python floats (no numpy calls)
+SMALL_CALLS = ("torchscript", "aot")  # what runs a small call (Integrator's ``small_calls``)
 
 
 class StepInterrupted(DeepkinError):
@@ -173,11 +183,22 @@ class Integrator:
     model has none). The routing and domain settings (``route_below``,
     ``induction_route_below``, ``induction_progress_below``, ``induction_fallback_below``,
     ``domain_check``, ``grid``) read and write the module's, so a changed setting steps at once.
+
+    ``small_calls``: ``torchscript`` (default) or ``aot``: calls of up to
+    :attr:`small_call_max_cells` cells (one model step, no ``stop``, CPU) run the step compiled
+    by AOTInductor (:mod:`kinetics.step.small_step`; compiled when the Integrator is made, 35-75 s
+    a model on one core and a C++ compiler, then read from the cache ``<cache>/aot``). It takes
+    the routing settings as they are set; after a change of ``domain_check`` or ``grid`` to what
+    it was not compiled for, calls go to the TorchScript step (:attr:`small_calls` says which
+    runs them). Change the settings through these properties, not on ``step_module``: the
+    compiled step reads its copy. The cells it holds for the fallback are stepped again by the
+    TorchScript step, and those it holds too go to Cantera.
     """
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], mechanism_yaml: str,
                  device: str | torch.device | None = "auto",
-                 dtype: torch.dtype | str | None = None, path: str | None = None):
+                 dtype: torch.dtype | str | None = None, path: str | None = None,
+                 small_calls: str = "torchscript"):
         self.meta = meta
         self.path = path
         self.device = resolve_device(device)
@@ -225,6 +246,23 @@ class Integrator:
         self.inert = module.inert
         self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
         self._followed: FollowedCells | None = None
+        if small_calls not in SMALL_CALLS:
+            raise InputError(f"small_calls: must be torchscript or aot, got {small_calls!r}")
+        if small_calls == "aot" and self.device.type != "cpu":
+            raise InputError(f"small_calls: aot runs on CPU only, not {self.device}")
+        # The AOTInductor step of small calls (None: TorchScript only), whether it matches the
+        # domain settings now (_small_ready), and its routing settings [4] (kept current by the
+        # setters: reading the module's attributes costs ~10 µs a call).
+        self._small: SmallStep | None = None
+        self._small_ready = False
+        self._small_settings = torch.zeros(4, dtype=torch.float64)
+        self._small_max_cells = SMALL_CALL_MAX_CELLS
+        if small_calls == "aot":
+            self._small = load_small_step(meta, tensors, self.gas, dtype, module.domain_check,
+                                          module.use_grid,
+                                          model_sha256(meta, tensors, mechanism_yaml))
+            self.small_call_max_cells = SMALL_CALL_MAX_CELLS
+        self._settings_changed()
 
     # -- the step's settings (the compiled module's attributes) ----------------------------------
     @property
@@ -235,6 +273,7 @@ class Integrator:
     @route_below.setter
     def route_below(self, value: float) -> None:
         self.step_module.route_below = float(value)
+        self._settings_changed()
 
     @property
     def induction_route_below(self) -> float:
@@ -243,6 +282,7 @@ class Integrator:
     @induction_route_below.setter
     def induction_route_below(self, value: float) -> None:
         self.step_module.induction_route_below = float(value)
+        self._settings_changed()
 
     @property
     def induction_progress_below(self) -> float:
@@ -251,6 +291,7 @@ class Integrator:
     @induction_progress_below.setter
     def induction_progress_below(self, value: float) -> None:
         self.step_module.induction_progress_below = float(value)
+        self._settings_changed()
 
     @property
     def induction_fallback_below(self) -> float:
@@ -259,6 +300,7 @@ class Integrator:
     @induction_fallback_below.setter
     def induction_fallback_below(self, value: float) -> None:
         self.step_module.induction_fallback_below = float(value)
+        self._settings_changed()
 
     @property
     def domain_check(self) -> str:
@@ -268,6 +310,7 @@ class Integrator:
     @domain_check.setter
     def domain_check(self, value: str) -> None:
         self.step_module.domain_check = str(value)
+        self._settings_changed()
 
     @property
     def grid(self) -> OccupancyGrid | None:
@@ -280,22 +323,57 @@ class Integrator:
             raise ValueError("grid: only None (no grid check) or the model's own grid")
         self._grid = value
         self.step_module.use_grid = value is not None
+        self._settings_changed()
+
+    @property
+    def small_call_max_cells(self) -> int:
+        """The most cells a call may have to run the AOTInductor step (the cut-over, default
+        :data:`~kinetics.step.small_step.SMALL_CALL_MAX_CELLS`; set it to move the cut-over,
+        up to what the package takes)."""
+        return self._small_max_cells
+
+    @small_call_max_cells.setter
+    def small_call_max_cells(self, value: int) -> None:
+        limit = self._small.max_cells if self._small is not None else SMALL_CALL_MAX_CELLS
+        self._small_max_cells = max(0, min(int(value), limit))
+
+    @property
+    def small_calls(self) -> str:
+        """``aot`` when small calls run the AOTInductor step (with the present domain
+        settings), else ``torchscript``."""
+        return "aot" if self._small_ready else "torchscript"
+
+    def _settings_changed(self) -> None:
+        """The AOTInductor step's view of the settings: its routing thresholds, and whether it
+        was compiled for the domain check in force."""
+        small = self._small
+        if small is None:
+            return
+        module = self.step_module
+        self._small_settings = torch.tensor(
+            [module.route_below, module.induction_route_below, module.induction_progress_below,
+             module.induction_fallback_below], dtype=torch.float64)
+        self._small_ready = small.domain == (module.domain_check, bool(module.use_grid))
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = "auto",
              dtype: torch.dtype | str | None = None,
-             expect_mechanism_sha256: str | None = None) -> Integrator:
+             expect_mechanism_sha256: str | None = None,
+             small_calls: str = "torchscript") -> Integrator:
         """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism.
 
         ``dtype``: the networks' dtype, or a precision name (``auto``, ``float32``,
-        ``bfloat16``); None is ``auto`` (:func:`kinetics.step.forward.network_dtype`)."""
+        ``bfloat16``); None is ``auto`` (:func:`kinetics.step.forward.network_dtype`).
+        ``small_calls``: ``torchscript`` or ``aot`` (see the class; DeepkinError in one line
+        when the AOTInductor step cannot be compiled)."""
         meta, tensors, yaml_text = read_model_file(path)
         if expect_mechanism_sha256 and expect_mechanism_sha256 != meta.mechanism_sha256:
             raise InputError(f"model: {path} was trained on mechanism sha256 "
                              f"{meta.mechanism_sha256[:12]}… ({meta.mechanism_source}), not "
                              f"{expect_mechanism_sha256[:12]}…")
-        return cls(meta, tensors, yaml_text, device=device, dtype=dtype, path=str(path))
+        return cls(meta, tensors, yaml_text, device=device, dtype=dtype, path=str(path),
+                   small_calls=small_calls)
 
     # -- facts -----------------------------------------------------------------------------------
     @property
@@ -472,11 +550,38 @@ class Integrator:
         """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
         fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
         fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back])`` (flags and
-        masks on the host)."""
+        masks on the host). A small call takes the AOTInductor step when there is one; the
+        cells it holds for the fallback are stepped again by the TorchScript step (which iterates
+        Newton further), and those it holds too go to Cantera."""
+        has_regimes = self.tail is not None or self.induction is not None
+        if self._small_ready and n_sub == 1 and 0 < len(x) <= self._small_max_cells:
+            out, flag_t, counts_t = self._small(x.contiguous(), self._small_settings)
+            flag = flag_t.numpy()
+            fell_back = flag == FLAG_FALLBACK
+            counts = counts_t.tolist() if has_regimes else [0, 0, 0]
+            if not fell_back.any():
+                return out, flag, fell_back, counts + [False]
+            # Only held cells are counted unresolved (an unresolved cell is never stepped): the
+            # TorchScript step counts them again.
+            counts[2] = 0
+            held = np.flatnonzero(fell_back)
+            index = torch.as_tensor(held, device=out.device)
+            sub, sub_flag_t, done_t, sub_counts = self.step_module.advance(x[index], 1, None,
+                                                                           True)
+            out[index] = sub
+            if has_regimes:
+                counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
+            flag[held] = sub_flag_t.numpy()
+            fell_back[held] = flag[held] == FLAG_FALLBACK
+            if not fell_back.any():
+                return out, flag, fell_back, counts + [False]
+            for j in np.flatnonzero(fell_back).tolist():
+                self._fallback_cell(out, j)  # one model step: nothing left after it
+            return out, flag, fell_back, counts + [True]
         out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)
         flag = flag_t.numpy() if flag_t.device.type == "cpu" else flag_t.cpu().numpy()
         fell_back = flag == FLAG_FALLBACK
-        counts = counts_t.tolist() if self.tail is not None or self.induction is not None else [0, 0, 0]
+        counts = counts_t.tolist() if has_regimes else [0, 0, 0]
         if not fell_back.any():
             return out, flag, fell_back, counts + [False]
         left = n_sub - done_t.cpu().numpy()  # model steps each cell has still to take

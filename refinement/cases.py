@@ -105,7 +105,8 @@ def flame_states(case_dir: Path, from_time_s: float | None, out: Path) -> Path |
 
 
 def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,
-               states_out: Path | None, progress: bool, workers: int = 1) -> dict[str, Any]:
+               states_out: Path | None, progress: bool, workers: int = 1,
+               small_calls: str = "torchscript") -> dict[str, Any]:
     """The surrogate's 0D rollouts over ``grid``, cached as ``out_dir``/result.json: per
     condition the end temperature (K), the ignition delay (s) and the rollout's end time (s).
 
@@ -114,7 +115,8 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
     time, the slowest (lowest T0 and P) first. A part rolls out for twice its own slowest
     ignition delay, so a fast condition is no longer stepped as long as the grid's slowest, and
     the slow-induction conditions, whose cells Cantera steps, are shared among the cores:
-    ``states_out`` gets every part's states.
+    ``states_out`` gets every part's states. ``small_calls``: the Integrator's (``aot``: the
+    AOTInductor step, compiled here once before the parts start, read from its cache by each).
 
     Per condition it also holds ``after_ignition``: ``{species: [Cantera, surrogate,
     relative error]}``, each side's mass fraction ``grid.after_ignition_s`` s after its own
@@ -131,7 +133,10 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     part_states = [None if states_out is None else f.with_name(f.name + ".states.h5")
                    for f in folders]
-    args = [(model_path, fuel, oxidizer, part, folder, st, workers)
+    if small_calls != "torchscript" and not all(
+            _cached_result(f / RESULT_FILE, p, st) for f, p, st in zip(folders, parts, part_states)):
+        _integrator(model_path, small_calls)  # compiled (or found in the cache) once, here
+    args = [(model_path, fuel, oxidizer, part, folder, st, workers, small_calls)
             for part, folder, st in zip(parts, folders, part_states)]
     order = sorted(range(len(parts)), key=lambda i: (parts[i].temperature_k[0],
                                                      parts[i].pressure_atm[0]))
@@ -174,8 +179,20 @@ def zero_d_part_name(temperature_k: float, pressure_atm: float) -> str:
     return f"{temperature_k:g}K-{pressure_atm:g}atm"
 
 
+def _integrator(model_path: Path, small_calls: str):
+    """The model's Integrator on the default device; ``small_calls`` as asked where that is the
+    CPU (the AOTInductor step runs on CPU only), else TorchScript."""
+    from kinetics.integrator import Integrator
+    from kinetics.step.device import resolve_device
+
+    on_cpu = resolve_device("auto").type == "cpu"
+    return Integrator.load(model_path, device="auto",
+                           small_calls=small_calls if on_cpu else "torchscript")
+
+
 def _zero_d_part(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_dir: Path,
-                 states_out: Path | None, workers: int) -> dict[str, Any]:
+                 states_out: Path | None, workers: int, small_calls: str = "torchscript"
+                 ) -> dict[str, Any]:
     """One part of :func:`run_zero_d` (one torch thread when parts run side by side)."""
     saved = out_dir / RESULT_FILE
     cached = _cached_result(saved, grid, states_out)
@@ -183,12 +200,11 @@ def _zero_d_part(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out
         return cached
     import torch
 
-    from kinetics.integrator import Integrator
     from kinetics.validation.validate import tracked_species, validate
 
     if workers > 1:
         torch.set_num_threads(1)
-    integrator = Integrator.load(model_path, device="auto")
+    integrator = _integrator(model_path, small_calls)
     request = _after_ignition_request(grid)
     report = validate(integrator, fuel, oxidizer, list(grid.temperature_k),
                       list(grid.pressure_atm), list(grid.phi), rollout_steps=grid.steps,

@@ -163,6 +163,8 @@ class RefineConfig:
     reference_folder: Path | None = None  # where the ODE references are cached (None: DIR/references)
     zero_d_workers: int | None = None  # 0D rollout parts run at once (None: one a core)
     evaluate_chemistry: str = "deepkin"  # the round's flames: the service or in-process
+    # the 0D rollouts' step: TorchScript or AOTInductor (a speed setting: not in the recipe)
+    zero_d_small_calls: str = "torchscript"
     # harvest the harvest flames' ODE reference runs too (the states the true flame visits)
     harvest_reference_states: bool = False
 
@@ -288,7 +290,7 @@ def load_refine_config(path: str | Path) -> RefineConfig:
     band = _number(report.get("heat_release_band_k", 300.0), "report.heat_release_band_k")
     threads = _count_setting(data, "serve", "threads")
     reference_workers, reference_folder = _references(data.get("references"), folder)
-    zero_d_workers, chemistry = _evaluate(data.get("evaluate"))
+    zero_d_workers, chemistry, small_calls = _evaluate(data.get("evaluate"))
     return RefineConfig(name=name, source=path.resolve(), replay_recipes=recipes,
                         replay_dataset=dataset, harvest_recipe=harvest_recipe,
                         harvest=harvest_cases, validation=validation_cases, train=train,
@@ -296,21 +298,31 @@ def load_refine_config(path: str | Path) -> RefineConfig:
                         serve_threads=threads, heat_release_band_k=band,
                         reference_workers=reference_workers, reference_folder=reference_folder,
                         zero_d_workers=zero_d_workers, evaluate_chemistry=chemistry,
+                        zero_d_small_calls=small_calls,
                         harvest_reference_states=reference_states)
 
 
-def _evaluate(value: Any) -> tuple[int | None, str]:
-    """``evaluate.workers`` (a whole number >= 1, None when absent) and ``evaluate.chemistry``
-    (one of :data:`EVALUATE_CHEMISTRIES`, default ``deepkin``)."""
+def _evaluate(value: Any) -> tuple[int | None, str, str]:
+    """``evaluate.workers`` (a whole number >= 1, None when absent), ``evaluate.chemistry``
+    (one of :data:`EVALUATE_CHEMISTRIES`, default ``deepkin``) and ``evaluate.small_calls`` (one
+    of :data:`SMALL_CALLS`, default ``torchscript``)."""
     mapping = _mapping(value, "evaluate")
-    check_keys(mapping, ("workers", "chemistry"), "evaluate.", list_known=True)
+    check_keys(mapping, ("workers", "chemistry", "small_calls"), "evaluate.", list_known=True)
     workers = mapping.get("workers")
     workers = None if workers is None else _whole(workers, "evaluate.workers", 1)
     chemistry = mapping.get("chemistry", "deepkin")
     if chemistry not in EVALUATE_CHEMISTRIES:
         raise InputError(f"evaluate.chemistry: must be one of {', '.join(EVALUATE_CHEMISTRIES)}, "
                          f"got {chemistry!r}")
-    return workers, chemistry
+    # what steps the 0D rollouts' calls (a few cells each): the TorchScript step or the
+    # AOTInductor-compiled one (kinetics.step.small_step; the same states within 1e-10 K)
+    from kinetics.integrator import SMALL_CALLS
+
+    small_calls = mapping.get("small_calls", "torchscript")
+    if small_calls not in SMALL_CALLS:
+        raise InputError(f"evaluate.small_calls: must be one of {', '.join(SMALL_CALLS)}, "
+                         f"got {small_calls!r}")
+    return workers, chemistry, small_calls
 
 
 def _references(value: Any, folder: Path) -> tuple[int | None, Path | None]:

@@ -367,7 +367,7 @@ def _zero_d(ctx: Context, grid: ZeroDSet, model: Path, out_dir: Path, states_out
 
     workers = ctx.config.zero_d_workers or os.cpu_count() or 1
     result = run_zero_d(model, ctx.fuel, ctx.oxidizer, grid, out_dir, states_out, ctx.progress,
-                        workers=workers)
+                        workers=workers, small_calls=ctx.config.zero_d_small_calls)
     meta, _, yaml_text = read_model_file(model)
     gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
     references = [zero_d_reference(ctx.work.references, gas, ctx.fuel, ctx.oxidizer,

@@ -161,6 +161,25 @@ def test_zero_d_grid_parts_side_by_side_equal_one_after_the_other(start_model, t
     assert set(np.round(states[:, 0][:1], 6)) == {1100.0}  # the parts in grid order
 
 
+@pytest.mark.slow
+def test_zero_d_rollouts_on_the_aot_step_equal_torchscript(start_model, tmp_path, monkeypatch):
+    """``evaluate.small_calls: aot``: the parts (two processes) step on the AOTInductor package,
+    compiled once into the cache before they start, and give the TorchScript rollouts' figures
+    (T within 1e-6 K after 300 steps). ~1-2 min: the compile."""
+    from refinement.cases import run_zero_d
+    from refinement.config import ZeroDSet
+
+    monkeypatch.setenv("DEEPKIN_CACHE_DIR", str(tmp_path / "cache"))
+    grid = ZeroDSet(temperature_k=(1100.0, 1300.0), pressure_atm=(2.0,), phi=(1.0,), steps=300,
+                    ignition_search_s=0.05)
+    results = {mode: run_zero_d(start_model, "H2:1", "O2:1,N2:3.76", grid, tmp_path / mode, None,
+                                progress=False, workers=2, small_calls=mode)
+               for mode in ("torchscript", "aot")}
+    assert len(list((tmp_path / "cache" / "aot").glob("*.pt2"))) == 1  # compiled once
+    for a, b in zip(results["aot"]["conditions"], results["torchscript"]["conditions"]):
+        assert abs(a["t_end_k"] - b["t_end_k"]) <= 1e-6 and a["idt_s"] == pytest.approx(b["idt_s"])
+
+
 def test_killed_run_resumes_without_redoing_finished_stages(resumed):
     work, before = resumed["work"], resumed["before"]
     assert (work / "round-1" / "harvest.json").read_text() == before["marker"]
@@ -882,13 +901,19 @@ def test_evaluate_chemistry_is_read_and_a_bad_value_refused_with_one_line(tmp_pa
     config = yaml.safe_load((TINY / "refine.yaml").read_text())
     default = load_refine_config(_tiny_copy(tmp_path, config))
     assert default.evaluate_chemistry == "deepkin" and not default.in_process
-    config["evaluate"] = {"chemistry": "deepkin-inprocess", "workers": 2}
+    assert default.zero_d_small_calls == "torchscript"
+    config["evaluate"] = {"chemistry": "deepkin-inprocess", "workers": 2, "small_calls": "aot"}
     chosen = load_refine_config(_tiny_copy(tmp_path, config))
     assert chosen.evaluate_chemistry == "deepkin-inprocess" and chosen.in_process
-    assert chosen.zero_d_workers == 2
+    assert chosen.zero_d_workers == 2 and chosen.zero_d_small_calls == "aot"
+    # a speed setting: the recipe (what the finished stages are judged by) does not hold it
+    assert chosen.recipe() == load_refine_config(_tiny_copy(tmp_path, {
+        **config, "evaluate": {"chemistry": "deepkin-inprocess", "workers": 2}})).recipe()
     for evaluate, line in (
             ({"chemistry": "ode"}, "error: evaluate.chemistry: must be one of deepkin, "
                                    "deepkin-inprocess, got 'ode'"),
+            ({"small_calls": "fast"}, "error: evaluate.small_calls: must be one of torchscript, "
+                                      "aot, got 'fast'"),
             ({"chemistri": "deepkin"}, "error: evaluate.chemistri: unknown key (did you mean "
                                        "'chemistry'?)")):
         config["evaluate"] = evaluate
