@@ -69,7 +69,13 @@ from kinetics.step.compiled_step import (
 )
 from kinetics.step.device import resolve_device
 from kinetics.step.forward import network_dtype
-from kinetics.step.small_step import SMALL_CALL_MAX_CELLS, SmallStep, load_small_step, model_sha256
+from kinetics.step.small_step import (
+    SETTINGS,
+    SMALL_CALL_MAX_CELLS,
+    SmallStep,
+    load_small_step,
+    model_sha256,
+)
 from kinetics.step.thermo import Nasa7
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
@@ -350,9 +356,8 @@ class Integrator:
         if small is None:
             return
         module = self.step_module
-        self._small_settings = torch.tensor(
-            [module.route_below, module.induction_route_below, module.induction_progress_below,
-             module.induction_fallback_below], dtype=torch.float64)
+        self._small_settings = torch.tensor([getattr(module, name) for name in SETTINGS],
+                                            dtype=torch.float64)
         self._small_ready = small.domain == (module.domain_check, bool(module.use_grid))
 
     # -- construction ----------------------------------------------------------------------------

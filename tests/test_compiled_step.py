@@ -29,6 +29,7 @@ from kinetics.step.compiled_step import (
 from kinetics.step.thermo import Nasa7
 from mechanisms.loading import solution_from_yaml
 from tests.conftest import run_cli
+from tests.helpers.step_cells import edge_cells
 
 # How far the compiled step may lie from the Python engine it replaced (deepkin at BASELINE_REV):
 # the networks and the routing are the same kernels in the same order (the same bits); the
@@ -70,13 +71,7 @@ def _cells(model: str) -> np.ndarray:
     parts = [autoignition(gas, fuel, n=400)]
     if fuel.startswith("H2"):
         parts.append(premixed(gas, fuel, 1.0, spacing_m=40e-6))
-    gas.set_equivalence_ratio(1.0, fuel, AIR)
-    gas.TP = 300.0, ct.one_atm
-    cold = np.r_[gas.T, gas.P, gas.Y]
-    thin, warm = parts[0][len(parts[0]) // 2].copy(), parts[0][0].copy()
-    thin[1] = meta.pressure_pa[0] / 100
-    warm[0] = 1100.0
-    return np.vstack(parts + [cold[None], thin[None], warm[None]])
+    return np.vstack(parts + [edge_cells(gas, fuel, parts[0], meta.pressure_pa[0])])
 
 
 @pytest.mark.parametrize("model, precision", [("h2-air", "float32"), ("h2-air-flame", "float32"),

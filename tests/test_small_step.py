@@ -34,6 +34,7 @@ from kinetics.step.small_step import (
 from mechanisms.errors import DeepkinError, InputError
 from mechanisms.loading import solution_from_yaml
 from tests.helpers.models import write_test_model
+from tests.helpers.step_cells import edge_cells
 
 # DenseStep against CompiledStep: the networks are the same oneDNN kernels on the same packed
 # weights (the same bits); the projection's Cholesky is unrolled (LAPACK's rounds otherwise) and a
@@ -77,13 +78,7 @@ def _cells_of(meta, gas: ct.Solution, n_ignition: int) -> np.ndarray:
             rows.append(np.r_[gas.T, gas.P, gas.Y][None])
             gas.equilibrate("HP")
             rows.append(np.r_[gas.T, gas.P, gas.Y][None])
-    gas.set_equivalence_ratio(1.0, fuel, AIR)
-    gas.TP = 300.0, ct.one_atm
-    cold = np.r_[gas.T, gas.P, gas.Y]
-    thin, warm = rows[0][len(rows[0]) // 2].copy(), rows[0][0].copy()
-    thin[1] = meta.pressure_pa[0] / 100
-    warm[0] = 1100.0
-    return np.vstack(rows + [cold[None], thin[None], warm[None]])
+    return np.vstack(rows + [edge_cells(gas, fuel, rows[0], meta.pressure_pa[0])])
 
 
 def _settings(step, dense: DenseStep, changes: dict[str, float]) -> torch.Tensor:

@@ -109,6 +109,62 @@ def _scriptable(network: nn.Module, n_in: int, dtype: torch.dtype, device: torch
             return torch.jit.trace(network, torch.zeros(2, n_in, dtype=dtype, device=device))
 
 
+def network_rates(out: torch.Tensor, output_lambda: float, y_std: torch.Tensor,
+                  y_std_quarter: torch.Tensor, y_mean: torch.Tensor) -> torch.Tensor:
+    """A network's outputs ``[n, ns]`` → rates d BCT(Y)/dt (1/s, float64): the signed-power
+    output transform (λ = ``output_lambda``; 0: none) and the target scaling. λ = 1/2:
+    sign(u)·(|u|/2)² = u·|u|/4, and u·|u|·(y_std/4) rounds as (u·|u|/4)·y_std (scaling by 1/4
+    is exact): the same bits as the general form in two operations."""
+    out = out.to(torch.float64)
+    if output_lambda == 0.5:
+        return out * out.abs() * y_std_quarter + y_mean
+    if output_lambda > 0.0:
+        out = signed_power_inverse(out, output_lambda)
+    return out * y_std + y_mean
+
+
+def mixture_products(mix: torch.Tensor, has_coordinates: bool, w_h2o: float, w_co2: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(complete [n], progress [n])`` from the mixture rows' products ``mix`` ``[n, 6]``:
+    the products' (H2O, CO2) mass fraction complete combustion would reach (0 where nothing
+    can burn; ``w_h2o``, ``w_co2``: their weights) and the progress c in [0, 1]
+    (kinetics/model/domain.py); zeros without coordinates."""
+    if not has_coordinates:
+        empty = torch.zeros(mix.shape[0], dtype=mix.dtype, device=mix.device)
+        return empty, empty
+    o = mix.select(1, 5)
+    if w_h2o != 0.0:
+        h2o = torch.minimum(mix.select(1, 3) / 2.0, o)
+        o = torch.clamp(o - h2o, min=0.0)
+        complete = w_h2o * h2o
+    else:
+        complete = torch.zeros_like(o)
+    if w_co2 != 0.0:
+        complete = complete + w_co2 * torch.minimum(mix.select(1, 4), o / 2.0)
+    c = torch.where(complete > 1e-12, mix.select(1, 2) / torch.clamp(complete, min=1e-300), 0.0)
+    return complete, torch.clamp(c, 0.0, 1.0)
+
+
+def box_cox_inverse_squaring(b: torch.Tensor, lam: float, whole_exponent: int) -> torch.Tensor:
+    """``Y = max(λ·b + 1, 0)^(1/λ)`` (:func:`kinetics.networks.transforms.box_cox_inverse`), by
+    repeated squaring when ``whole_exponent`` = 1/λ is whole (0: it is not)."""
+    base = torch.clamp(lam * b + 1.0, min=0.0)
+    k = whole_exponent
+    if k == 0:
+        return base ** (1.0 / lam)
+    result: torch.Tensor | None = None
+    x = base
+    while True:
+        if k & 1:
+            result = x if result is None else result * x
+        k = k >> 1
+        if k == 0:
+            break
+        x = x * x
+    assert result is not None
+    return result
+
+
 class RateNetwork(nn.Module):
     """One network with its feature and target scaling: features ``[n, 2+ns]``
     ``[T (K), ln(P/1 atm), BCT(Y)]`` (float64) → d BCT(Y)/dt ``[n, ns]`` (1/s, float64).
@@ -132,18 +188,12 @@ class RateNetwork(nn.Module):
         # The signed-power output's λ (0: the network predicts the scaled target itself).
         signed = bool(output_transform) and output_transform.get("type") == "signed_power"
         self.output_lambda = float(output_transform["lambda"]) if signed else 0.0
-        # λ = 1/2: sign(u)·(|u|/2)² = u·|u|/4, and u·|u|·(y_std/4) rounds as (u·|u|/4)·y_std
-        # (scaling by 1/4 is exact): the same bits as the general form in two operations.
-        self.register_buffer("y_std_quarter", self.y_std * 0.25)
+        self.register_buffer("y_std_quarter", self.y_std * 0.25)  # λ = 1/2 (network_rates)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = ((features - self.x_mean) / self.x_std).to(self.dtype)
-        out = self.network(z).to(torch.float64)
-        if self.output_lambda == 0.5:
-            return out * out.abs() * self.y_std_quarter + self.y_mean
-        if self.output_lambda > 0.0:
-            out = signed_power_inverse(out, self.output_lambda)
-        return out * self.y_std + self.y_mean
+        return network_rates(self.network(z), self.output_lambda, self.y_std,
+                             self.y_std_quarter, self.y_mean)
 
 
 class CompiledStep(nn.Module):
@@ -544,43 +594,14 @@ class CompiledStep(nn.Module):
         return inside
 
     def _products(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(complete [n], progress [n])`` from the mixture rows' products ``mix`` ``[n, 6]``:
-        the products' (H2O, CO2) mass fraction complete combustion would reach (0 where nothing
-        can burn) and the progress c in [0, 1] (kinetics/model/domain.py); empty without coordinates."""
-        if not self.has_coordinates:
-            empty = torch.zeros(mix.shape[0], dtype=mix.dtype, device=mix.device)
-            return empty, empty
-        o = mix.select(1, 5)
-        if self.w_h2o != 0.0:
-            h2o = torch.minimum(mix.select(1, 3) / 2.0, o)
-            o = torch.clamp(o - h2o, min=0.0)
-            complete = self.w_h2o * h2o
-        else:
-            complete = torch.zeros_like(o)
-        if self.w_co2 != 0.0:
-            complete = complete + self.w_co2 * torch.minimum(mix.select(1, 4), o / 2.0)
-        c = torch.where(complete > 1e-12, mix.select(1, 2) / torch.clamp(complete, min=1e-300), 0.0)
-        return complete, torch.clamp(c, 0.0, 1.0)
+        """``(complete [n], progress [n])`` of the mixture rows' products ``mix``
+        (:func:`mixture_products`)."""
+        return mixture_products(mix, self.has_coordinates, self.w_h2o, self.w_co2)
 
     # -- species arithmetic --------------------------------------------------------------------
     def box_cox_inverse(self, b: torch.Tensor) -> torch.Tensor:
-        """``Y = max(λ·b + 1, 0)^(1/λ)`` (:func:`kinetics.networks.transforms.box_cox_inverse`: by repeated
-        squaring when 1/λ is whole)."""
-        base = torch.clamp(self.lam * b + 1.0, min=0.0)
-        k = self.whole_exponent
-        if k == 0:
-            return base ** (1.0 / self.lam)
-        result: torch.Tensor | None = None
-        x = base
-        while True:
-            if k & 1:
-                result = x if result is None else result * x
-            k = k >> 1
-            if k == 0:
-                break
-            x = x * x
-        assert result is not None
-        return result
+        """``Y = max(λ·b + 1, 0)^(1/λ)`` (:func:`box_cox_inverse_squaring`)."""
+        return box_cox_inverse_squaring(b, self.lam, self.whole_exponent)
 
     def conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
         """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``: weighted least
@@ -733,4 +754,5 @@ def export_model(model_path: str | Path, out: str | Path, precision: str = "floa
 
 __all__ = ["DOMAIN_MARGIN", "EXPORT_FORMAT", "FEW_CELLS", "FLAG_FALLBACK", "FLAG_FROZEN", "FLAG_NETWORK",
            "NOTHING_TO_BURN", "ROUTE_INDUCTION", "ROUTE_MAIN", "ROUTE_TAIL", "ROUTE_UNRESOLVED",
-           "CompiledStep", "RateNetwork", "export_model", "export_step", "quiet_jit", "script_step"]
+           "CompiledStep", "RateNetwork", "box_cox_inverse_squaring", "export_model", "export_step",
+           "mixture_products", "network_rates", "quiet_jit", "script_step"]

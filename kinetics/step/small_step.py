@@ -69,6 +69,9 @@ from kinetics.step.compiled_step import (
     ROUTE_UNRESOLVED,
     CompiledStep,
     RateNetwork,
+    box_cox_inverse_squaring,
+    mixture_products,
+    network_rates,
 )
 from kinetics.step.forward import PACK_BATCH_ROWS, FusedMLP, fusable
 from mechanisms.atomic_io import atomic_write
@@ -158,14 +161,8 @@ class DenseRates(nn.Module):
         return h
 
     def _outputs(self, out: torch.Tensor) -> torch.Tensor:
-        """Network outputs → rates (float64): the output transform and the target scaling."""
-        out = out.to(torch.float64)
-        if self.output_lambda == 0.5:
-            return out * out.abs() * self.y_std_quarter + self.y_mean
-        if self.output_lambda > 0.0:
-            lam = self.output_lambda
-            out = torch.sign(out) * (lam * torch.abs(out)) ** (1.0 / lam)  # signed_power_inverse
-        return out * self.y_std + self.y_mean
+        """Network outputs → rates (float64): :func:`network_rates`."""
+        return network_rates(out, self.output_lambda, self.y_std, self.y_std_quarter, self.y_mean)
 
 
 class DenseStep(nn.Module):
@@ -232,11 +229,11 @@ class DenseStep(nn.Module):
         features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
                              dim=1)
         mix = _product(y, self.mixture_rows) if self.has_coordinates else features
-        complete, progress = self._products(mix)
+        complete, progress = mixture_products(mix, self.has_coordinates, self.w_h2o, self.w_co2)
         inside = self._inside(features, mix, progress)
         stepped = inside & ~frozen
         rate, route = self._rates(features, complete, progress, settings, stepped)
-        y_new = self._box_cox_inverse(bct + self.dt_s * rate)
+        y_new = box_cox_inverse_squaring(bct + self.dt_s * rate, self.lam, self.whole_exponent)
         if self.has_inert:
             y_new = torch.where(self.inert, y, y_new)
         y_new = self._conserve_elements(y, y_new)
@@ -307,41 +304,6 @@ class DenseStep(nn.Module):
             flat = torch.clamp((bins * self.grid_strides).sum(dim=0), 0, self.n_bins - 1)
             inside = inside & self.occupancy.index_select(0, flat)
         return inside
-
-    def _products(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`CompiledStep._products`: ``(complete [n], progress [n])``."""
-        if not self.has_coordinates:
-            empty = torch.zeros_like(mix.select(1, 0))
-            return empty, empty
-        o = mix.select(1, 5)
-        if self.w_h2o != 0.0:
-            h2o = torch.minimum(mix.select(1, 3) / 2.0, o)
-            o = torch.clamp(o - h2o, min=0.0)
-            complete = self.w_h2o * h2o
-        else:
-            complete = torch.zeros_like(o)
-        if self.w_co2 != 0.0:
-            complete = complete + self.w_co2 * torch.minimum(mix.select(1, 4), o / 2.0)
-        c = torch.where(complete > 1e-12, mix.select(1, 2) / torch.clamp(complete, min=1e-300), 0.0)
-        return complete, torch.clamp(c, 0.0, 1.0)
-
-    def _box_cox_inverse(self, b: torch.Tensor) -> torch.Tensor:
-        """``max(λ·b + 1, 0)^(1/λ)``, by repeated squaring when 1/λ is whole."""
-        base = torch.clamp(self.lam * b + 1.0, min=0.0)
-        k = self.whole_exponent
-        if k == 0:
-            return base ** (1.0 / self.lam)
-        result: torch.Tensor | None = None
-        x = base
-        while True:
-            if k & 1:
-                result = x if result is None else result * x
-            k >>= 1
-            if k == 0:
-                break
-            x = x * x
-        assert result is not None
-        return result
 
     def _conserve_elements(self, y: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:
         """:meth:`CompiledStep.conserve_elements` with the ne×ne Cholesky solve unrolled over
