@@ -70,6 +70,7 @@ from kinetics.step.compiled_step import (
 from kinetics.step.device import resolve_device
 from kinetics.step.forward import network_dtype
 from kinetics.step.small_step import (
+    FLAG_NEWTON_SHORT,
     SETTINGS,
     SMALL_CALL_MAX_CELLS,
     SmallStep,
@@ -555,32 +556,36 @@ class Integrator:
         """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
         fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
         fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back])`` (flags and
-        masks on the host). A small call takes the AOTInductor step when there is one; the
-        cells it holds for the fallback are stepped again by the TorchScript step (which iterates
-        Newton further), and those it holds too go to Cantera."""
+        masks on the host). A small call takes the AOTInductor step when there is one: the cells
+        it holds for the fallback go to Cantera, but those whose T' it has not converged
+        (:data:`~kinetics.step.small_step.FLAG_NEWTON_SHORT`) are stepped again by the
+        TorchScript step first (which iterates Newton further), and those it holds too go to
+        Cantera."""
         has_regimes = self.tail is not None or self.induction is not None
         if self._small_ready and n_sub == 1 and 0 < len(x) <= self._small_max_cells:
             out, flag_t, counts_t = self._small(x.contiguous(), self._small_settings)
             flag = flag_t.numpy()
-            fell_back = flag == FLAG_FALLBACK
             counts = counts_t.tolist() if has_regimes else [0, 0, 0]
+            short = flag == FLAG_NEWTON_SHORT
+            if short.any():
+                # The same cells, routes and rates in the TorchScript step: only T' differs.
+                retry = np.flatnonzero(short)
+                index = torch.as_tensor(retry, device=out.device)
+                sub, sub_flag_t, done_t, sub_counts = self.step_module.advance(x[index], 1, None,
+                                                                               True)
+                out[index] = sub
+                if has_regimes:
+                    counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
+                flag[retry] = sub_flag_t.numpy()
+            fell_back = flag == FLAG_FALLBACK
             if not fell_back.any():
                 return out, flag, fell_back, counts + [False]
-            # Only held cells are counted unresolved (an unresolved cell is never stepped): the
-            # TorchScript step counts them again.
-            counts[2] = 0
             held = np.flatnonzero(fell_back)
-            index = torch.as_tensor(held, device=out.device)
-            sub, sub_flag_t, done_t, sub_counts = self.step_module.advance(x[index], 1, None,
-                                                                           True)
-            out[index] = sub
-            if has_regimes:
-                counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
-            flag[held] = sub_flag_t.numpy()
-            fell_back[held] = flag[held] == FLAG_FALLBACK
-            if not fell_back.any():
-                return out, flag, fell_back, counts + [False]
-            for j in np.flatnonzero(fell_back).tolist():
+            # Cantera starts from Y clipped and normalised as the TorchScript step returns a held
+            # cell (the same bits: the same row-wise operations), not from the caller's Y.
+            y = torch.clamp(x[torch.as_tensor(held, device=out.device), 2:], min=0.0)
+            out[held, 2:] = y / y.sum(dim=1, keepdim=True)
+            for j in held.tolist():
                 self._fallback_cell(out, j)  # one model step: nothing left after it
             return out, flag, fell_back, counts + [True]
         out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)

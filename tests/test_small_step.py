@@ -19,7 +19,6 @@ from kinetics.integrator import Integrator
 from kinetics.model.model_file import read_model_file
 from kinetics.model.registry import resolve_model
 from kinetics.step.compiled_step import (
-    FLAG_FALLBACK,
     FLAG_NETWORK,
     CompiledStep,
     script_step,
@@ -27,6 +26,7 @@ from kinetics.step.compiled_step import (
 from kinetics.step.forward import PRECISIONS
 from kinetics.step.small_step import (
     EXPORT_MAX_CELLS,
+    FLAG_NEWTON_SHORT,
     SMALL_CALL_MAX_CELLS,
     DenseStep,
     compile_small_step,
@@ -157,9 +157,10 @@ def test_the_dense_step_of_a_tiny_model_with_the_box_domain(tmp_path, precision)
     _compare(step, none, x, none.settings(0.0, 0.0, 0.0, 0.0))
 
 
-def test_newton_short_of_convergence_hands_the_cell_to_the_fallback():
+def test_newton_short_of_convergence_hands_the_cell_to_the_torchscript_step():
     """A cell whose enthalpy inversion has not converged within the fixed iterations comes back
-    as given, flagged for the fallback (the Integrator then runs the call by TorchScript)."""
+    as given, flagged FLAG_NEWTON_SHORT (the Integrator steps it again by TorchScript), not
+    FLAG_FALLBACK (which goes straight to Cantera)."""
     meta, tensors, gas = _model("h2-air-flame")
     dense = DenseStep(meta, tensors, gas, torch.float32).eval()
     x = torch.as_tensor(_cells("h2-air-flame", n_ignition=40))
@@ -170,7 +171,7 @@ def test_newton_short_of_convergence_hands_the_cell_to_the_fallback():
         out, short, _ = dense(x, settings)
     stepped = flag == FLAG_NETWORK
     assert int(stepped.sum()) > 10
-    assert bool((short[stepped] == FLAG_FALLBACK).all())
+    assert bool((short[stepped] == FLAG_NEWTON_SHORT).all())
     assert torch.equal(short[~stepped], flag[~stepped]) and torch.equal(out[stepped], x[stepped])
 
 

@@ -22,8 +22,11 @@ it whole (no ``.item()``, no branch on a tensor's value) and AOTInductor
 - T' by :data:`NEWTON_ITERATIONS` Newton iterations on each cell's mixture polynomials (Horner's
   rule, the interval picked per iteration as the TorchScript step does; a cell stops moving once
   converged, as the few-cells float path does); a cell that has not converged by then is flagged
-  :data:`~kinetics.step.compiled_step.FLAG_FALLBACK`, and the Integrator steps that cell again by
-  the TorchScript step (whose Newton goes on to 50 iterations).
+  :data:`FLAG_NEWTON_SHORT`, and the Integrator steps that cell again by the TorchScript step
+  (whose Newton goes on to 50 iterations). A cell held for any other reason (outside the domain,
+  below the induction network's resolution: the same test, the same bits, as the TorchScript
+  step's) is flagged :data:`~kinetics.step.compiled_step.FLAG_FALLBACK` and goes straight to
+  Cantera.
 
 ``DenseStep(states [n, 2+ns], settings [4]) → (states' [n, 2+ns], flag [n] int8, counts [3] int64)``
 is ``CompiledStep.forward(states, 1)`` with its counts (tail, induction and unresolved
@@ -83,6 +86,10 @@ from mechanisms.errors import DeepkinError, InputError
 # at ±500 K a step included); a cell that needs more than this is flagged for the fallback, and
 # the Integrator runs that call by the TorchScript step (up to 50 iterations).
 NEWTON_ITERATIONS = 10
+# DenseStep's flag of a cell stepped by a network whose T' has not converged within
+# NEWTON_ITERATIONS: the Integrator steps it again by the TorchScript step (beside FLAG_NETWORK,
+# FLAG_FROZEN and FLAG_FALLBACK; never returned by the Integrator)
+FLAG_NEWTON_SHORT = 3
 # The compiled package takes 1 to EXPORT_MAX_CELLS cells; the Integrator uses it up to
 # SMALL_CALL_MAX_CELLS. On one core of the shared AMD EPYC it still beats the TorchScript step at
 # 1,024 cells (1.2×), but the TorchScript step runs again on a call's fallback cells (and a large
@@ -217,7 +224,8 @@ class DenseStep(nn.Module):
         of ``states`` ``[n, 2+ns]`` (T in K, P in Pa, Y; float64, contiguous) with the routing
         ``settings`` ``[4]`` (:data:`SETTINGS`): Y clipped at 0 and rescaled to ΣY = 1 first;
         frozen cells (:data:`FLAG_FROZEN`) and cells outside the domain, unresolved or not
-        inverted (:data:`FLAG_FALLBACK`) come back as given. ``counts``: cell-steps from the
+        inverted (:data:`FLAG_FALLBACK`; :data:`FLAG_NEWTON_SHORT` for a cell whose T' has
+        not converged within :data:`NEWTON_ITERATIONS`) come back as given. ``counts``: cell-steps from the
         near-equilibrium network, from the induction network, and below the induction network's
         resolution."""
         t = states.select(1, 0).contiguous()
@@ -245,10 +253,12 @@ class DenseStep(nn.Module):
         else:
             y_new = y_new * torch.reciprocal(torch.clamp(y_new.sum(dim=1, keepdim=True), min=1e-300))
         t_new, converged = self._temperature(t, y, y_new, stepped)
-        ok = stepped & converged & (route != ROUTE_UNRESOLVED)
+        resolved = stepped & (route != ROUTE_UNRESOLVED)
+        ok = resolved & converged
         out = torch.where(ok.unsqueeze(1),
                           torch.cat([t_new.unsqueeze(1), p.unsqueeze(1), y_new], dim=1), states)
-        flag = torch.where(frozen, FLAG_FROZEN, torch.where(ok, FLAG_NETWORK, FLAG_FALLBACK))
+        held = torch.where(resolved, FLAG_NEWTON_SHORT, FLAG_FALLBACK)
+        flag = torch.where(frozen, FLAG_FROZEN, torch.where(ok, FLAG_NETWORK, held))
         counts = torch.stack([(ok & (route == ROUTE_TAIL)).sum(),
                               (ok & (route == ROUTE_INDUCTION)).sum(),
                               (stepped & (route == ROUTE_UNRESOLVED)).sum()]).to(torch.int64)
