@@ -31,9 +31,9 @@ Small calls can run an ahead-of-time compiled copy of the step instead
 (``Integrator.load(path, small_calls="aot")``; :mod:`kinetics.step.small_step`): a call of up to
 :data:`~kinetics.step.small_step.SMALL_CALL_MAX_CELLS` cells on CPU, one model step, without
 ``stop``, runs an AOTInductor package of the same arithmetic (compiled at load, or read from the
-cache); the cells it holds for the fallback are stepped again by the TorchScript step (whose
-Newton iterates further) and those it holds too go to Cantera, so the fallback and its counts are
-as without it.
+cache); the cells it holds for the fallback go to Cantera, those whose T' it has not converged
+after a step by the TorchScript step (whose Newton iterates further), so the fallback and its
+counts are as without it.
 
 In a rollout (the same cells fed back step after step: 0D validation, a refine round's 0D cases),
 ``with integrator.following_cells():`` lets a fallback cell that the fallback stepped last call go
@@ -198,8 +198,8 @@ class Integrator:
     the routing settings as they are set; after a change of ``domain_check`` or ``grid`` to what
     it was not compiled for, calls go to the TorchScript step (:attr:`small_calls` says which
     runs them). Change the settings through these properties, not on ``step_module``: the
-    compiled step reads its copy. The cells it holds for the fallback are stepped again by the
-    TorchScript step, and those it holds too go to Cantera.
+    compiled step reads its copy. The cells it holds for the fallback go to Cantera; those it
+    holds because T' has not converged are stepped by the TorchScript step first.
     """
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], mechanism_yaml: str,

@@ -83,8 +83,8 @@ from mechanisms.errors import DeepkinError, InputError
 
 # Newton iterations for T' (fixed: the compiled loop has no early exit). From the old T, Newton
 # takes 3-6 iterations on the shipped models' ignition and flame cells (a step of up to 1,200 K
-# at ±500 K a step included); a cell that needs more than this is flagged for the fallback, and
-# the Integrator runs that call by the TorchScript step (up to 50 iterations).
+# at ±500 K a step included); a cell that needs more than this is flagged FLAG_NEWTON_SHORT, and
+# the Integrator steps it again by the TorchScript step (up to 50 iterations).
 NEWTON_ITERATIONS = 10
 # DenseStep's flag of a cell stepped by a network whose T' has not converged within
 # NEWTON_ITERATIONS: the Integrator steps it again by the TorchScript step (beside FLAG_NETWORK,
@@ -92,9 +92,8 @@ NEWTON_ITERATIONS = 10
 FLAG_NEWTON_SHORT = 3
 # The compiled package takes 1 to EXPORT_MAX_CELLS cells; the Integrator uses it up to
 # SMALL_CALL_MAX_CELLS. On one core of the shared AMD EPYC it still beats the TorchScript step at
-# 1,024 cells (1.2×), but the TorchScript step runs again on a call's fallback cells (and a large
-# call holds some more often): the cut-over keeps that to small calls (docs/training.md, "The
-# compiled step").
+# 1,024 cells (1.1-1.2×), where the networks' GEMMs dominate either way: the cut-over keeps the
+# package to the calls it speeds up (docs/training.md, "The compiled step").
 EXPORT_MAX_CELLS = 1024
 SMALL_CALL_MAX_CELLS = 128
 SETTINGS = ("route_below", "induction_route_below", "induction_progress_below",
