@@ -30,6 +30,7 @@ frozen_temperature_k: 400.0
 output_transform: {type: signed_power, lambda: 0.5}
 """
 AIR = "O2:1,N2:3.76"
+NEXT_TO_NO_N2 = "H2:2,O2:1,N2:0.001"  # hot H2/O2 with next to no diluent: in the box, out of the grid
 
 
 def _train(dataset: Path, folder: Path, name: str, text: str) -> Path:
@@ -90,13 +91,16 @@ def test_the_trainer_records_what_it_covered(models, small_dataset):
 
 
 def test_states_the_data_never_held_are_out_though_the_box_holds_them(models):
-    """Hot H2/O2 without nitrogen and a hot unburnt stoichiometric mixture lie inside every
-    species' trained range (the formats 1-3 check), but in bins no training row came near."""
+    """Hot H2/O2 with next to no nitrogen and a hot unburnt stoichiometric mixture lie inside
+    every species' trained range (the formats 1-3 check), but in bins no training row came near.
+    (0.1 % N2 by mole, not none: whether a row of the tiny dataset holds N2 at exactly 0, where
+    Box-Cox is -10, or at ~1e-16 hangs on round-off: the fresh machine of 2026-12-07 gave
+    1.9e-16 at the least, and the box no longer took N2 = 0.)"""
     it = Integrator.load(models["main"], device="cpu")
     gas = ct.Solution("h2o2.yaml")
     gas.set_equivalence_ratio(1.0, "H2:1", AIR)
     stoich = gas.Y.copy()
-    never = np.array([_state(gas, 1500.0, 1.0, "H2:2,O2:1"),   # no diluent at all
+    never = np.array([_state(gas, 1500.0, 1.0, NEXT_TO_NO_N2),  # next to no diluent
                       _state(gas, 2600.0, 5.0, stoich)])       # unburnt at 2600 K
     x = torch.as_tensor(never)
     y = x[:, 2:]
@@ -237,7 +241,7 @@ def test_older_formats_keep_their_box_check(models, tmp_path):
     assert it.domain_check == "box" and it.grid is None
     new = Integrator.load(models["main"], device="cpu")
     gas = ct.Solution("h2o2.yaml")
-    states = np.array([_state(gas, 1500.0, 1.0, "H2:2,O2:1")])
+    states = np.array([_state(gas, 1500.0, 1.0, NEXT_TO_NO_N2)])
     assert it.advance(states).n_fallback == 0 and new.advance(states).n_fallback == 1
     upgraded = dataclasses.replace(meta, format_version=4)
     assert upgraded.domain is None  # a format-4 file may still hold the box alone
