@@ -440,6 +440,47 @@ def test_heat_release_weights_grow_with_the_steps_temperature_change():
     torch.testing.assert_close(weights, torch.tensor([1.0, 2.0, 4.0, 10.0], dtype=torch.float64))
 
 
+def test_output_weights_scale_a_species_loss_and_name_what_is_wrong(small_dataset, tmp_path):
+    """``output_weights``: one species' output counts more in the L1 loss (weights scaled to a
+    mean of 1, recorded in the model); a species the mechanism lacks or a bad weight is refused
+    with one line naming it."""
+    from kinetics.training.train import TrainConfig, species_output_weights, train
+    from mechanisms.dataset_check import verified_facts
+
+    facts = verified_facts(small_dataset)
+    weights = species_output_weights({"HO2": 10.0, "H2O2": 4.0}, facts)
+    ns = len(facts.species)
+    assert weights.shape == (ns,) and abs(float(weights.mean()) - 1.0) < 1e-6
+    ho2, h2o2, h2 = (facts.species.index(s) for s in ("HO2", "H2O2", "H2"))
+    assert abs(float(weights[ho2] / weights[h2]) - 10.0) < 1e-5
+    assert abs(float(weights[h2o2] / weights[h2]) - 4.0) < 1e-5
+    assert species_output_weights(None, facts) is None
+    with pytest.raises(InputError, match=r"output_weights: NO is not a species of the dataset's "
+                                         r"mechanism \(.*h2o2.yaml"):
+        species_output_weights({"NO": 10.0}, facts)
+    for bad in ({"HO2": 0}, {"HO2": "x"}, [10.0], {}):
+        with pytest.raises(InputError, match="output_weights: must map species names to "
+                                             "numbers > 0"):
+            TrainConfig.from_dict({"output_weights": bad})
+    with pytest.raises(InputError, match="output_weights: a species name was read as true/false; "
+                                         "quote it"):
+        TrainConfig.from_dict({"output_weights": {False: 10.0}})  # YAML's unquoted NO
+
+    base = {"model": {"type": "mlp", "hidden": [16]}, "epochs": 1, "batch_size": 512,
+            "block_rows": 4096, "seed": 3}
+    plain = train(small_dataset, tmp_path / "a.safetensors", TrainConfig.from_dict(base),
+                  device="cpu", progress=False)
+    weighted = train(small_dataset, tmp_path / "b.safetensors", TrainConfig.from_dict(
+        {**base, "output_weights": {"HO2": 10.0}}), device="cpu", progress=False)
+    assert np.isfinite(weighted.best_val_loss) and weighted.best_val_loss != plain.best_val_loss
+    meta, _, _ = read_model_file(tmp_path / "b.safetensors")
+    assert meta.training["config"]["output_weights"] == {"HO2": 10.0}
+    with pytest.raises(InputError, match="output_weights: NO is not a species"):
+        train(small_dataset, tmp_path / "c.safetensors", TrainConfig.from_dict(
+            {**base, "output_weights": {"NO": 2.0}}), device="cpu", progress=False)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
 def test_near_equilibrium_network_is_trained_routed_and_counted(tiny_model, small_dataset, tmp_path):
     """``tail_of``: a second network for the slow cells of an existing model, in one file."""
     cfg = tmp_path / "tail.yaml"

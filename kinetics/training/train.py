@@ -94,6 +94,11 @@ class TrainConfig:
     # serve. null: every row alike.
     heat_release_weight_k: float | None = None
     heat_release_weight_max: float = 10.0
+    # Weight of a species' output in the L1 loss ({"NO": 10}: quoted, or YAML reads false;
+    # every other output 1), the weights scaled to a mean of 1 over the outputs: a species whose
+    # error adds up over a rollout (NO in burnt gas, which nothing pulls back) made to count more
+    # than its share. null: every output alike.
+    output_weights: dict[str, float] | None = None
     frozen_temperature_k: float = 500.0
     # Cells colder than this are stepped by Cantera, not the network (a regime it cannot serve,
     # such as slow induction near the second explosion limit); null: the training data's minimum.
@@ -198,6 +203,15 @@ class TrainConfig:
         if self.inference_precision not in (None, "float32", "bfloat16"):
             raise InputError(f"inference_precision: must be float32, bfloat16 or null, got "
                              f"{self.inference_precision!r}")
+        weights = self.output_weights
+        if isinstance(weights, dict) and any(isinstance(k, bool) for k in weights):
+            # YAML 1.1 reads an unquoted NO, YES, ON or OFF as true/false
+            raise InputError("output_weights: a species name was read as true/false; quote "
+                             "it, e.g. {\"NO\": 10}")
+        if weights is not None and not (isinstance(weights, dict) and weights and all(
+                isinstance(k, str) and is_number(v) and v > 0 for k, v in weights.items())):
+            raise InputError(f"output_weights: must map species names to numbers > 0, got "
+                             f"{weights!r}")
         if self.domain is not None and not isinstance(self.domain, dict):
             raise InputError(f"domain: must be a mapping (check, min_rows, …), got {self.domain!r}")
         DomainSettings.from_dict(self.domain)
@@ -271,6 +285,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
                          f"{facts.n_rows} rows); rerun its `deepkin sample` command to finish "
                          "it, or pass --allow-incomplete to train on the rows it holds")
     verify_rows(facts)  # every rank, before the process group: all refuse alike
+    output_weights = species_output_weights(config.output_weights, facts)
     rank, world, dev = _start_processes(device)
     torch.manual_seed(config.seed)
 
@@ -291,7 +306,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     net = _distributed_network(model, dev, world)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
-    objective = _Objective(config, facts, norm, dev)
+    objective = _Objective(config, facts, norm, dev, output_weights)
     best = _BestModel(out, config, arch, facts, norm, main, rows,
                       init if config.init_scales else None) if rank == 0 else None
     blocks = rows.reader.blocks_of_rank(rank, world)
@@ -549,13 +564,31 @@ class _Batch:
         return _Batch(self.x[rows], self.r[rows], self.inputs[rows], self.targets[rows])
 
 
+def species_output_weights(weights: dict[str, float] | None, facts: DatasetFacts
+                           ) -> torch.Tensor | None:
+    """``[ns]`` float32 loss weights of the outputs, ``weights``' species (1 for the others)
+    scaled to a mean of 1, or None without ``weights``; InputError naming a species the
+    dataset's mechanism lacks."""
+    if not weights:
+        return None
+    index = {name: k for k, name in enumerate(facts.species)}
+    vector = torch.ones(len(facts.species), dtype=torch.float64)
+    for name, weight in weights.items():
+        if name not in index:
+            raise InputError(f"output_weights: {name} is not a species of the dataset's "
+                             f"mechanism ({facts.mechanism_source}, {len(index)} species)")
+        vector[index[name]] = float(weight)
+    return (vector / vector.mean()).float()
+
+
 class _Objective:
     """State rows → a :class:`_Batch` on the device, and the loss of a prediction for it: L1 on
-    the encoded targets (weighted by each row's heat release with ``heat_release_weight_k``)
-    plus the optional ΣY and enthalpy penalties."""
+    the encoded targets (each output weighted by ``output_weights``, each row by its heat
+    release with ``heat_release_weight_k``) plus the optional ΣY and enthalpy penalties."""
 
     def __init__(self, config: TrainConfig, facts: DatasetFacts, norm: Normalisation,
-                 dev: torch.device):
+                 dev: torch.device, output_weights: torch.Tensor | None = None):
+        self.output_weights = None if output_weights is None else output_weights.to(dev)
         self.lam = config.box_cox_lambda
         self.dt_s = facts.dt_s
         self.dev = dev
@@ -581,13 +614,15 @@ class _Objective:
                       torch.as_tensor(targets, dtype=torch.float64, device=self.dev))
 
     def loss(self, pred: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        error = (pred - batch.r).abs()
+        if self.output_weights is not None:
+            error = error * self.output_weights
         if self.heat_weight_k is None:
-            loss = torch.nn.functional.l1_loss(pred, batch.r)
+            loss = error.mean()
         else:
             weight = heat_release_weights(batch.inputs, batch.targets, self.heat_weight_k,
                                           self.heat_weight_max).float()
-            per_row = (pred - batch.r).abs().mean(dim=1)
-            loss = (weight * per_row).sum() / weight.sum()
+            loss = (weight * error.mean(dim=1)).sum() / weight.sum()
         if self.mass_weight > 0 or self.thermo is not None:
             rate = decode_output(pred.double(), self.transform) * self.r_std + self.r_mean
             y0 = mass_fractions(batch.inputs)
