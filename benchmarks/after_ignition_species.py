@@ -9,7 +9,7 @@ For each condition ``T0_K:P_ATM:PHI`` of the model's fuel and oxidizer:
 - **rollout**: the surrogate's 0D rollout (``Integrator.advance``, one model step a call, the
   Cantera fallback included, as ``deepkin validate`` rolls out) against Cantera's adaptive
   solution (rtol 1e-10, atol 1e-20), each read at its own ignition (T0 + 400 K) plus 0.5, 1, 2, 5
-  and 10 ms: the relative error of each tracked species;
+  and 10 ms: the relative error of each tracked species and the temperature error (K);
 - beside it, **Cantera from the surrogate's ignition**: the same mechanism integrated on from the
   surrogate's first state past its ignition, read at the same times. Near zero while the
   rollout's error is not: the error is made by the model's steps after ignition, not carried in
@@ -81,7 +81,7 @@ def rollout(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list[
     reference = []
     for after in READ_AFTER_S:
         net.advance(ignition_s + after)
-        reference.append(reactor.phase.Y[columns].copy())
+        reference.append((reactor.phase.Y[columns].copy(), reactor.T))
     dt, level = integrator.dt_s, x0[0] + IGNITION_RISE_K
     x, k, ignition, read = x0[None, :].copy(), 0, None, {}
     with integrator.following_cells():
@@ -95,17 +95,18 @@ def rollout(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list[
             if ignition is not None:
                 for after in READ_AFTER_S:
                     if after not in read and k * dt >= ignition + after:
-                        read[after] = x[0, 2:][columns].copy()
+                        read[after] = (x[0, 2:][columns].copy(), x[0, 0])
     started_s, state = start
     reactor, net = _reactor(integrator, state[0], state[1], state[2:])
     lines = [f"  ignition: Cantera {ignition_s * 1e3:.3f} ms, surrogate {ignition * 1e3:.3f} ms"]
-    for after, ref in zip(READ_AFTER_S, reference):
+    for after, (ref, ref_t) in zip(READ_AFTER_S, reference):
         net.advance(ignition + after - started_s)
-        ours = (read[after] - ref) / ref
+        ours_y, ours_t = read[after]
+        ours = (ours_y - ref) / ref
         theirs = (reactor.phase.Y[columns] - ref) / ref
         lines.append(f"  +{after * 1e3:4.1f} ms  rollout " + " ".join(f"{v:+7.3f}" for v in ours)
-                     + "   Cantera from the surrogate's ignition "
-                     + " ".join(f"{v:+7.3f}" for v in theirs))
+                     + f"  T {ours_t - ref_t:+6.2f} K   Cantera from the surrogate's ignition "
+                     + " ".join(f"{v:+7.3f}" for v in theirs) + f"  T {reactor.T - ref_t:+6.2f} K")
     return lines
 
 
