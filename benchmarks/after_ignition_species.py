@@ -16,7 +16,11 @@ For each condition ``T0_K:P_ATM:PHI`` of the model's fuel and oxidizer:
   from the induction;
 - ``--one-step``: on Cantera's own burnt gas 1, 2, 5 and 10 ms after ignition, one model step's
   change of each tracked species over Cantera's change in the same dt (1 = exact; which network
-  stepped the cell is printed).
+  stepped the cell is printed);
+- ``--own-state``: on the rollout's own states at the same times, each species' distance from
+  that state's HP equilibrium and one model step's change over Cantera's from it: a model that
+  does not move a species Cantera moves back toward equilibrium has stopped at a false fixed
+  point.
 
 One thread; a diagnosis, not a speed figure.
 """
@@ -75,8 +79,10 @@ def _cantera_ignition(integrator: Integrator, x0: np.ndarray
     return reactor, net, when
 
 
-def rollout(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list[str]:
-    """The rollout's relative error and Cantera-from-the-surrogate's, per read time (lines)."""
+def rollout(integrator: Integrator, x0: np.ndarray, columns: list[int]
+            ) -> tuple[list[str], dict[float, np.ndarray]]:
+    """The rollout's relative error and Cantera-from-the-surrogate's, per read time (lines), and
+    the rollout's own state ``[2+ns]`` at each read time."""
     reactor, net, ignition_s = _cantera_ignition(integrator, x0)
     reference = []
     for after in READ_AFTER_S:
@@ -95,18 +101,45 @@ def rollout(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list[
             if ignition is not None:
                 for after in READ_AFTER_S:
                     if after not in read and k * dt >= ignition + after:
-                        read[after] = (x[0, 2:][columns].copy(), x[0, 0])
+                        read[after] = (x[0, 2:][columns].copy(), x[0, 0], x[0].copy())
     started_s, state = start
     reactor, net = _reactor(integrator, state[0], state[1], state[2:])
     lines = [f"  ignition: Cantera {ignition_s * 1e3:.3f} ms, surrogate {ignition * 1e3:.3f} ms"]
     for after, (ref, ref_t) in zip(READ_AFTER_S, reference):
         net.advance(ignition + after - started_s)
-        ours_y, ours_t = read[after]
+        ours_y, ours_t, _ = read[after]
         ours = (ours_y - ref) / ref
         theirs = (reactor.phase.Y[columns] - ref) / ref
         lines.append(f"  +{after * 1e3:4.1f} ms  rollout " + " ".join(f"{v:+7.3f}" for v in ours)
                      + f"  T {ours_t - ref_t:+6.2f} K   Cantera from the surrogate's ignition "
                      + " ".join(f"{v:+7.3f}" for v in theirs) + f"  T {reactor.T - ref_t:+6.2f} K")
+    return lines, {after: state for after, (_, _, state) in read.items()}
+
+
+def own_state_step(integrator: Integrator, states: dict[float, np.ndarray], columns: list[int]
+                   ) -> list[str]:
+    """On the rollout's own states: each tracked species' distance from the state's HP
+    equilibrium (relative), and one model step's change over Cantera's from the same state: where
+    Cantera moves the state toward equilibrium and the model does not, the rollout has stopped at
+    a false fixed point."""
+    lines = []
+    gas = ct.Solution(yaml=integrator.mechanism_yaml, name=integrator.meta.phase)
+    for after, x in sorted(states.items()):
+        gas.TPY = x[0], x[1], x[2:]
+        gas.equilibrate("HP")
+        y_eq = gas.Y[columns]
+        off = np.divide(x[2:][columns] - y_eq, y_eq, out=np.full(len(columns), np.nan),
+                        where=y_eq > 0)
+        result = integrator.advance(x[None, :].copy())
+        exact, exact_net = _reactor(integrator, x[0], x[1], x[2:])
+        exact_net.advance(integrator.dt_s)
+        true = exact.phase.Y[columns] - x[2:][columns]
+        model = result.states[0, 2:][columns] - x[2:][columns]
+        ratio = np.divide(model, true, out=np.full_like(true, np.nan), where=true != 0)
+        lines.append(f"  +{after * 1e3:4.1f} ms  own state, off equilibrium "
+                     + " ".join(f"{v:+7.3f}" for v in off) + "   model/Cantera step "
+                     + " ".join(f"{v:+8.2f}" for v in ratio) + f"  ({_network(result)}; Cantera's "
+                     + "step " + " ".join(f"{v:+.1e}" for v in true) + ")")
     return lines
 
 
@@ -122,12 +155,17 @@ def one_step(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list
         exact_net.advance(integrator.dt_s)
         true = exact.phase.Y[columns] - x[2:][columns]
         model = result.states[0, 2:][columns] - x[2:][columns]
-        network = ("Cantera" if result.n_fallback else "near-equilibrium" if result.n_tail_steps
-                   else "induction" if result.n_induction_steps else "main")
+        network = _network(result)
         ratio = np.divide(model, true, out=np.full_like(true, np.nan), where=true != 0)
         lines.append(f"  +{after * 1e3:4.1f} ms  T {x[0]:7.1f} K  model/Cantera "
                      + " ".join(f"{v:+9.2f}" for v in ratio) + f"  ({network})")
     return lines
+
+
+def _network(result) -> str:
+    """Which stepped the one cell of ``result``: Cantera or which network."""
+    return ("Cantera" if result.n_fallback else "near-equilibrium" if result.n_tail_steps
+            else "induction" if result.n_induction_steps else "main")
 
 
 def main() -> None:
@@ -139,6 +177,9 @@ def main() -> None:
     parser.add_argument("--species", nargs="+", default=["NO", "CO", "N2O", "NO2", "OH"])
     parser.add_argument("--one-step", action="store_true",
                         help="also one model step against Cantera on Cantera's burnt gas")
+    parser.add_argument("--own-state", action="store_true",
+                        help="also, on the rollout's own states: how far each species is from "
+                             "equilibrium, and one model step against Cantera's from there")
     args = parser.parse_args()
     torch.set_num_threads(1)
     integrator = Integrator.load(resolve_model(args.model), device="cpu")
@@ -155,8 +196,12 @@ def main() -> None:
             parser.error(f"--conditions: {text!r} is not T0_K:P_ATM:PHI")
         x0 = _fresh(integrator, t0_k, p_atm, phi)
         print(f"{t0_k:g} K, {p_atm:g} atm, phi {phi:g}")
-        for line in rollout(integrator, x0, columns):
+        lines, states = rollout(integrator, x0, columns)
+        for line in lines:
             print(line, flush=True)
+        if args.own_state:
+            for line in own_state_step(integrator, states, columns):
+                print(line, flush=True)
         if args.one_step:
             for line in one_step(integrator, x0, columns):
                 print(line, flush=True)
