@@ -403,7 +403,8 @@ def test_shipped_ch4_air_loop_keeps_its_validation_cases_held_out():
     validation = {(f.phi, f.pressure_atm) for f in config.validation.flames}
     assert validation == {(0.7, 1.0), (1.0, 1.0), (1.3, 1.0)}
     harvest = {(f.phi, f.pressure_atm) for f in config.harvest.flames}
-    assert harvest == {(0.85, 1.0), (1.15, 1.0), (1.0, 2.0), (1.45, 1.0), (0.6, 1.0)}
+    assert harvest == {(0.85, 1.0), (1.15, 1.0), (1.0, 2.0), (1.45, 1.0), (0.6, 1.0), (1.25, 1.0),
+                       (1.3, 2.0)}
     assert not harvest & validation
     grid = set(config.validation.zero_d.conditions())
     assert len(grid) == 36 and {c[0] for c in grid} == {1000, 1200, 1400, 1600}
@@ -412,6 +413,7 @@ def test_shipped_ch4_air_loop_keeps_its_validation_cases_held_out():
     assert (t.flame_speed_rel, t.peak_temperature_k, t.equilibrium_temperature_k) == (0.03, 10, 10)
     assert (t.ignition_delay_max_rel, t.ignition_delay_mean_rel) == (0.10, 0.03)
     assert list(config.train.paths()) == ["main", "tail", "induction"]
+    assert config.train.network_overrides == {"tail": {"output_weights": {"NO": 30.0}}}
 
 
 @pytest.mark.slow
