@@ -168,6 +168,20 @@ def _network(result) -> str:
             else "induction" if result.n_induction_steps else "main")
 
 
+def parse_conditions(parser: argparse.ArgumentParser, texts: list[str]
+                     ) -> list[tuple[float, float, float]]:
+    """``(T0 (K), P (atm), φ)`` of each ``T0_K:P_ATM:PHI`` in ``texts``; a bad one ends the
+    script with one line naming it."""
+    conditions = []
+    for text in texts:
+        try:
+            t0_k, p_atm, phi = (float(v) for v in text.split(":"))
+        except ValueError:
+            parser.error(f"--conditions: {text!r} is not T0_K:P_ATM:PHI")
+        conditions.append((t0_k, p_atm, phi))
+    return conditions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a shipped model's name or a model file")
@@ -189,11 +203,7 @@ def main() -> None:
         parser.error(f"--species: {unknown[0]} is not one of the model's species")
     columns = [names.index(s) for s in args.species]
     print(f"model {args.model}; species {' '.join(args.species)} (relative errors, in this order)")
-    for text in args.conditions:
-        try:
-            t0_k, p_atm, phi = (float(v) for v in text.split(":"))
-        except ValueError:
-            parser.error(f"--conditions: {text!r} is not T0_K:P_ATM:PHI")
+    for t0_k, p_atm, phi in parse_conditions(parser, args.conditions):
         x0 = _fresh(integrator, t0_k, p_atm, phi)
         print(f"{t0_k:g} K, {p_atm:g} atm, phi {phi:g}")
         lines, states = rollout(integrator, x0, columns)

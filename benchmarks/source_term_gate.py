@@ -22,7 +22,7 @@ import time
 import cantera as ct
 import numpy as np
 import torch
-from after_ignition_species import _cantera_ignition, _fresh, _reactor
+from after_ignition_species import _cantera_ignition, _fresh, _reactor, parse_conditions
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, Integrator
 from kinetics.model.registry import resolve_model
@@ -85,11 +85,7 @@ def main() -> None:
     torch.set_num_threads(1)
     it = Integrator.load(resolve_model(args.model), device="cpu")
     columns = [it.gas.species_names.index(s) for s in SPECIES]
-    for text in args.conditions:
-        try:
-            t0_k, p_atm, phi = (float(v) for v in text.split(":"))
-        except ValueError:
-            parser.error(f"--conditions: {text!r} is not T0_K:P_ATM:PHI")
+    for t0_k, p_atm, phi in parse_conditions(parser, args.conditions):
         x0 = _fresh(it, t0_k, p_atm, phi)
         reactor, net, ignition_s = _cantera_ignition(it, x0)
         net.advance(ignition_s + AFTER_S)

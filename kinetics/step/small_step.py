@@ -222,11 +222,11 @@ class DenseStep(nn.Module):
         """``(states' [n, 2+ns] float64, flag [n] int8, counts [3] int64)`` after one model step
         of ``states`` ``[n, 2+ns]`` (T in K, P in Pa, Y; float64, contiguous) with the routing
         ``settings`` ``[4]`` (:data:`SETTINGS`): Y clipped at 0 and rescaled to ΣY = 1 first;
-        frozen cells (:data:`FLAG_FROZEN`) and cells outside the domain, unresolved or not
-        inverted (:data:`FLAG_FALLBACK`; :data:`FLAG_NEWTON_SHORT` for a cell whose T' has
-        not converged within :data:`NEWTON_ITERATIONS`) come back as given. ``counts``: cell-steps from the
-        near-equilibrium network, from the induction network, and below the induction network's
-        resolution."""
+        frozen cells (:data:`FLAG_FROZEN`), cells outside the domain or unresolved
+        (:data:`FLAG_FALLBACK`) and cells whose T' has not converged within
+        :data:`NEWTON_ITERATIONS` (:data:`FLAG_NEWTON_SHORT`) come back as given. ``counts``:
+        cell-steps from the near-equilibrium network, from the induction network, and below the
+        induction network's resolution."""
         t = states.select(1, 0).contiguous()
         p = states.select(1, 1)
         frozen = t < self.frozen_temperature_k
