@@ -6,6 +6,7 @@ same case, same deltaT, same number of cores::
     python benchmarks/openfoam_chemistry.py --models h2-air-flame --cells 1000 --cores 1,2
     python benchmarks/openfoam_chemistry.py --cores 2 --variants inprocess   # 2 ranks, in-process only
     python benchmarks/openfoam_chemistry.py --device cuda --cores 1,16        # on a GPU machine
+    python benchmarks/openfoam_chemistry.py --variants inprocess --malloc-baseline --repeat 30
 
 The cells are a real flame: Cantera's freely propagating stoichiometric flame of the model's fuel
 in air (300 K, 1 atm, the model's mechanism; shipped ``h2-air-flame`` (H2) and ``ch4-air`` (CH4,
@@ -19,7 +20,10 @@ work on a shared machine; the means are printed beside them.
 
 Variants, per core (C cores = C MPI ranks, each with one thread):
 - in-process: `deepkinCoeffs { modelFile ...; threads 1; }` (the file of `deepkin export`, its
-  precision as the service would choose it here), C ranks each stepping its own cells;
+  precision as the service would choose it here), C ranks each stepping its own cells; with
+  --malloc-baseline also with ``DEEPKIN_MALLOC=system`` (glibc's allocator thresholds left as
+  they are, so the step's temporaries are mapped and faulted in afresh each call: the backend
+  before it raised them), alternately, twice each, with the ratio;
 - service: `deepkin serve --threads C` and C MPI ranks sending the requests, on the same machine;
 - OpenFOAM's own chemistry on the same mechanism: ode with seulex at relTol 1e-4 (what export
   writes) and 0.1 (the chemFoam tutorial's), absTol 1e-12, and EulerImplicit with cTauChem 1 (the
@@ -69,11 +73,15 @@ BASELINES = {"ode seulex relTol 1e-4 (export)": ("ode", "seulex", "1e-4"),
              "EulerImplicit cTauChem 1 (reactingFoam tut.)": ("EulerImplicit", "seulex", "1e-4")}
 
 
-def time_chemistry(case: Path, ranks: int, repeat: int, label: str, solver: str) -> dict:
-    """One deepkinChemistryTime run; mean and min wall time (s) per step and the log's counts."""
+def time_chemistry(case: Path, ranks: int, repeat: int, label: str, solver: str,
+                   env: dict[str, str] | None = None) -> dict:
+    """One deepkinChemistryTime run; mean and min wall time (s) per step and the log's counts.
+    A deepkin case gets two untimed calls first (libtorch optimises the model's graph on the
+    second, ~0.3 s), OpenFOAM's own chemistry one; ``env`` adds to the run's environment."""
     log = case / f"log.time.{label}.{ranks}"
-    run_application(str(timer_path()), case, "-time", "0", "-repeat", str(repeat), ranks=ranks, log=log,
-                    env={"DEEPKIN_TOKEN": TOKEN})
+    warmup = "2" if solver == "deepkin" else "1"
+    run_application(str(timer_path()), case, "-time", "0", "-repeat", str(repeat), "-warmup", warmup,
+                    ranks=ranks, log=log, env={"DEEPKIN_TOKEN": TOKEN, **(env or {})})
     text = log.read_text()
     match = TIMING.findall(text)
     if not match:
@@ -173,6 +181,10 @@ def main() -> None:
     parser.add_argument("--models", default="h2-air-flame,ch4-air",
                         help="Shipped model names or model files (comma-separated).")
     parser.add_argument("--fuel", help="Fuel of the flame (mole basis; default: each model's).")
+    parser.add_argument("--malloc-baseline", action="store_true",
+                        help="Time the in-process step also with DEEPKIN_MALLOC=system (glibc's "
+                             "own allocator thresholds, as before the backend raised them), "
+                             "alternately, and print the ratio.")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"Which of {', '.join(VARIANTS)} to time (comma-separated).")
     args = parser.parse_args()
@@ -232,7 +244,20 @@ def main() -> None:
                     if "inprocess" in variants:
                         case = by_variant["inprocess"]
                         use_decomposition(case, cores)
-                        row["inprocess"] = time_chemistry(case, cores, args.repeat, "inprocess", "deepkin")
+                        if args.malloc_baseline:
+                            # alternately, twice each: the fastest of either is compared
+                            runs: dict[str, list[dict]] = {"inprocess_system_malloc": [], "inprocess": []}
+                            for _ in range(2):
+                                runs["inprocess_system_malloc"].append(time_chemistry(
+                                    case, cores, args.repeat, "inprocess-system-malloc", "deepkin",
+                                    env={"DEEPKIN_MALLOC": "system"}))
+                                runs["inprocess"].append(time_chemistry(case, cores, args.repeat,
+                                                                        "inprocess", "deepkin"))
+                            for key, timed in runs.items():
+                                row[key] = min(timed, key=lambda r: r["min_s"])
+                        else:
+                            row["inprocess"] = time_chemistry(case, cores, args.repeat, "inprocess",
+                                                              "deepkin")
                     if "ode" in variants:
                         case = by_variant["ode"]
                         use_decomposition(case, cores)
@@ -270,6 +295,11 @@ def _print_row(row: dict) -> None:
               f"network {100 * dk['network_fraction']:.1f} % of cells "
               f"({100 * dk['reacting_network_fraction']:.1f} % of the non-frozen), fallback "
               f"{100 * dk['fallback_fraction']:.2f} %{ratio}")
+    if "inprocess_system_malloc" in row:
+        dk = row["inprocess_system_malloc"]
+        print(f"  {'deepkin in-process, DEEPKIN_MALLOC=system':<51}{dk['mean_s'] * 1e3:10.2f} ms/step "
+              f"(min {dk['min_s'] * 1e3:.2f}); / in-process = "
+              f"{dk['min_s'] / row['inprocess']['min_s']:.2f}")
     for name, ode in row.get("ode", {}).items():
         scaled = (f" [timed on {ode['timed_cells']} cells, x{row['cells'] / ode['timed_cells']:g}]"
                   if ode["timed_cells"] != row["cells"] else "")

@@ -82,6 +82,31 @@ int main(int argc, char **argv) {
 }
 """
 
+# Opens the model file argv[1] in-process, then allocates a 16 MiB block and prints whether glibc
+# mapped it afresh from the kernel (mallinfo2's count of mapped blocks), as it does above its mmap
+# threshold (128 kB until the process frees a larger mapped block); freed, a mapped block goes
+# straight back, and the next call's faults it in again.
+PROBE = r"""
+#include "deepkin_client.h"
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    deepkin_client *c = NULL;
+    if (deepkin_open(argv[1], NULL, NULL, NULL, 30.0, &c) != DEEPKIN_OK) return 3;
+    const struct mallinfo2 before = mallinfo2();
+    char *block = malloc((size_t)16 << 20);
+    if (!block) return 4;
+    const struct mallinfo2 after = mallinfo2();
+    printf("mapped %d\n", (int)(after.hblks - before.hblks));
+    free(block);
+    deepkin_close(c);
+    return 0;
+}
+"""
+
 
 def build_libtorch_client(d: Path) -> tuple[list[str], list[str]]:
     """The client library with its in-process backend built in ``d`` against the wheel's
@@ -111,9 +136,12 @@ def programs(tmp_path_factory) -> dict[str, Path]:
     (d / "step_file.c").write_text(PROGRAM)
     build([cc, "-std=c99", *C_FLAGS, "-I", str(CLIENT), "-c", "step_file.c", "-o", "step_file.o"], d)
     build([cxx, "step_file.o", *objects, "-o", "step_local", *link], d)
+    (d / "probe.c").write_text(PROBE)
+    build([cc, "-std=gnu99", *C_FLAGS, "-I", str(CLIENT), "-c", "probe.c", "-o", "probe.o"], d)
+    build([cxx, "probe.o", *objects, "-o", "probe_local", *link], d)
     build([cc, "-std=c99", *C_FLAGS, "-I", str(CLIENT), "step_file.c",
               str(CLIENT / "deepkin_client.c"), "-o", "step_http", "-lcurl", "-lm"], d)
-    return {"local": d / "step_local", "http": d / "step_http"}
+    return {"local": d / "step_local", "http": d / "step_http", "probe": d / "probe_local"}
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +242,24 @@ def test_bad_input_and_bad_files_are_one_line(programs, exported, tmp_path):
         run, _, _ = _run(program, path, cells, tmp_path, dt=dt, sha=sha)
         assert run.returncode == 1, run.stdout + run.stderr
         assert re.fullmatch(expected + r"\n", run.stdout), (expected, run.stdout)
+
+
+def test_an_in_process_open_keeps_freed_memory_for_the_next_call_unless_told_not_to(programs,
+                                                                                      exported):
+    """The in-process backend raises glibc's mmap and trim thresholds once (deepkin_local.cpp,
+    keep_step_memory), so that a step's temporaries come from the heap and stay there between
+    calls instead of being mapped and faulted in afresh each call. DEEPKIN_MALLOC=system, or the
+    process's own glibc settings, leave the allocator as it is."""
+    def mapped(**env: str) -> int:
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("DEEPKIN_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                             "GLIBC_TUNABLES")}
+        run = subprocess.run([str(programs["probe"]), str(exported["h2-air-flame"])],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(base, OMP_NUM_THREADS="1", **env))
+        assert run.returncode == 0, run.stdout + run.stderr
+        return int(re.fullmatch(r"mapped (-?\d+)\n", run.stdout).group(1))
+
+    assert mapped() == 0
+    assert mapped(DEEPKIN_MALLOC="system") == 1
+    assert mapped(MALLOC_TRIM_THRESHOLD_="268435456") == 1  # the process's own choice stands

@@ -22,7 +22,11 @@
  * Build deepkin_client.c with -DDEEPKIN_WITH_LIBTORCH and link deepkin_local.cpp against the
  * libtorch of the torch wheel (see deepkin_local.cpp). Cells outside the model's training domain
  * are not stepped there (the service steps them with Cantera): they come back as given and
- * deepkin_last_flags marks them.
+ * deepkin_last_flags marks them. The first in-process open raises glibc's mmap and trim
+ * thresholds of the process (32 MiB, 1 GiB), so that the step's temporaries are reused from call
+ * to call instead of mapped and faulted in afresh (7-20 % of a 1,000-cell step); not when the
+ * process set MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES itself, nor with
+ * DEEPKIN_MALLOC=system.
  */
 #ifndef DEEPKIN_CLIENT_H
 #define DEEPKIN_CLIENT_H

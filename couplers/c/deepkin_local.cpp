@@ -34,7 +34,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 struct deepkin_local {
     torch::jit::script::Module module;
@@ -79,6 +84,30 @@ char *dup(const std::string &s) {
     return d;
 }
 
+/* A step allocates its temporaries afresh each call (tens of kB to MB a tensor at 10^3 cells).
+ * glibc hands a freed block above its mmap threshold back to the kernel and trims the heap's top
+ * above its trim threshold, so in a solver's process those blocks were mapped and faulted in
+ * again every call: page faults, malloc and free were 15-20 % of a 1,000-cell step
+ * (benchmarks/openfoam_chemistry.py --malloc-baseline). Once per process, raise both thresholds
+ * so that freed blocks stay in the heap for the next call (what the process holds is the step's
+ * own working set, which every call needs again), unless the process chose its allocator settings
+ * itself (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES set) or
+ * DEEPKIN_MALLOC=system asks to leave them as they are. */
+void keep_step_memory() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+#if defined(__GLIBC__)
+        const char *choice = std::getenv("DEEPKIN_MALLOC");
+        if (choice && std::strcmp(choice, "system") == 0) return;
+        if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+            std::getenv("GLIBC_TUNABLES"))
+            return;
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest on 64-bit (32 MiB)
+        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+    });
+}
+
 }  // namespace
 
 extern "C" int deepkin_local_open(const char *path, deepkin_local **local, char ***species, int *ns,
@@ -87,6 +116,7 @@ extern "C" int deepkin_local_open(const char *path, deepkin_local **local, char 
     *local = nullptr;
     *species = nullptr;
     FpHold hold;
+    keep_step_memory();
     deepkin_local *l = nullptr;
     try {
         l = new deepkin_local();

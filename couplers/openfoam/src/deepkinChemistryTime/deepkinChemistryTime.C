@@ -9,12 +9,13 @@ Description
     builds the chemistry that constant/chemistryProperties selects (deepkin, ode, ...) and
     times chemistry.solve(deltaT) on those fields, which is what a solver pays per time step
     (solve computes the reaction rates; it does not change the fields, so every call sees the
-    same cells). One untimed call first, then -repeat timed calls; in parallel every rank
-    starts together and the slowest rank's time is reported.
+    same cells). -warmup untimed calls first (default 1; a deepkin model file wants 2, since
+    libtorch optimises its graph on the second call, which takes ~0.3 s), then -repeat timed
+    calls; in parallel every rank starts together and the slowest rank's time is reported.
 
 Usage
     deepkinChemistryTime -case CASE [-time 0.001 | -latestTime] [-deltaT 1e-6] [-repeat 5]
-        [-parallel]
+        [-warmup 1] [-parallel]
 
     Prints, last line:
         chemistry time: cells N, ranks R, deltaT D s, repeat K, mean M s, min m s per step
@@ -39,7 +40,8 @@ int main(int argc, char *argv[])
     );
     timeSelector::addOptions(true, false);
     argList::addOption("deltaT", "s", "Chemistry step (default: controlDict deltaT)");
-    argList::addOption("repeat", "N", "Timed calls after one untimed call (default 5)");
+    argList::addOption("repeat", "N", "Timed calls after the untimed ones (default 5)");
+    argList::addOption("warmup", "N", "Untimed calls first (default 1)");
 
     #include "setRootCase.H"
     #include "createTime.H"
@@ -52,10 +54,11 @@ int main(int argc, char *argv[])
     const scalar deltaT =
         args.lookupOrDefault<scalar>("deltaT", runTime.deltaTValue());
     const label repeat = args.lookupOrDefault<label>("repeat", 5);
-    if (repeat < 1 || !(deltaT > 0))
+    const label warmup = args.lookupOrDefault<label>("warmup", 1);
+    if (repeat < 1 || warmup < 0 || !(deltaT > 0))
     {
         FatalErrorInFunction
-            << "deepkinChemistryTime: -repeat must be >= 1 and -deltaT > 0"
+            << "deepkinChemistryTime: -repeat must be >= 1, -warmup >= 0 and -deltaT > 0"
             << exit(FatalError);
     }
 
@@ -70,7 +73,10 @@ int main(int argc, char *argv[])
     );
     BasicChemistryModel<psiReactionThermo>& chemistry = pChemistry();
 
-    chemistry.solve(deltaT);
+    for (label i = 0; i < warmup; ++i)
+    {
+        chemistry.solve(deltaT);
+    }
 
     scalar total = 0;
     scalar fastest = GREAT;
