@@ -3,6 +3,7 @@
     python benchmarks/small_call_step.py                     # ch4-air and h2-air-flame, 1, 3, 36, 128 cells
     python benchmarks/small_call_step.py --models ch4-air --cells 1 64 128 1024
     python benchmarks/small_call_step.py --models ch4-air --rollout 1200 5      # a 0D validation part
+    python benchmarks/small_call_step.py --models ch4-air --rollout 1000 1 --steps 20000 --holds 0 32
 
 The real call users make, ``Integrator.advance(states)`` (numpy in and out, the input check, the
 flags and counts), of two Integrators of the same model at their default precision:
@@ -22,9 +23,12 @@ difference between the two Integrators' states is printed with it.
 
 ``--rollout T0_K P_ATM`` times instead one part of a 0D validation grid (``deepkin validate``'s
 rollout of φ 0.5, 1 and 2 from T0 at P: three cells a call, ``--steps`` steps), the Cantera
-fallback included, each way twice, alternately: process CPU time (which includes validate's own
-Cantera run of the conditions) and the rollout's own wall time, with the two rollouts' ignition
-delays and end temperatures.
+fallback included, each variant twice, alternately: the TorchScript step asked every step (the
+rollout before the compiled step and the hold), and the AOTInductor step with each of
+``--holds`` (a cell the model hands to Cantera is held there that many steps before the model is
+asked again: ``Integrator.following_cells``; validate's default ``ROLLOUT_HOLD_STEPS``): process
+CPU time (which includes validate's own Cantera run of the conditions) and the rollout's own wall
+time, with the rollouts' ignition delays and end temperatures.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from benchmarks.state_mixes import AIR  # noqa: E402
 from benchmarks.step_throughput import cpu_name, load_text  # noqa: E402
 from kinetics.integrator import Integrator  # noqa: E402
 from kinetics.model.registry import resolve_model  # noqa: E402
+from kinetics.validation.validate import ROLLOUT_HOLD_STEPS  # noqa: E402
 from mechanisms.state import ONE_ATM_PA  # noqa: E402
 
 
@@ -59,39 +64,47 @@ def cells(integrator: Integrator, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack([fresh if i % 2 == 0 else burnt for i in range(n)]))
 
 
-def rollout(name: str, temperature_k: float, pressure_atm: float, steps: int) -> None:
-    """One 0D validation part of model ``name`` rolled out on either step (see the docstring)."""
+def rollout(name: str, temperature_k: float, pressure_atm: float, steps: int,
+            holds: list[int]) -> None:
+    """One 0D validation part of model ``name`` rolled out by each variant: the TorchScript step
+    asked every step (the baseline), and the AOTInductor step with each of ``holds`` (a cell the
+    model hands to Cantera stays there that many steps before it is asked again; 0: asked every
+    step); see the docstring."""
     import tempfile
 
     from kinetics.validation.validate import validate
 
     path = resolve_model(name)
-    seconds: dict[str, list[float]] = {"torchscript": [], "aot": []}
-    rollout_s: dict[str, list[float]] = {"torchscript": [], "aot": []}
+    variants = [("torchscript", 0)] + [("aot", h) for h in holds]
+    seconds: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    rollout_s: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(2):
-            for mode in seconds:
+            for mode, hold in variants:
                 integrator = Integrator.load(path, device="cpu", small_calls=mode)
                 training = integrator.meta.training
                 started = time.process_time()
                 report = validate(integrator, training["fuel"], training["oxidizer"],
                                   [temperature_k], [pressure_atm], [0.5, 1.0, 2.0],
-                                  rollout_steps=steps, out_dir=f"{tmp}/{mode}", progress=False)
+                                  rollout_steps=steps, out_dir=f"{tmp}/{mode}-{hold}",
+                                  progress=False, hold_steps=hold)
                 cpu_s = time.process_time() - started
-                seconds[mode].append(cpu_s)
-                rollout_s[mode].append(report.seconds_surrogate)
+                seconds[mode, hold].append(cpu_s)
+                rollout_s[mode, hold].append(report.seconds_surrogate)
                 figures = ", ".join(
                     f"IDT {'none' if c.idt_surrogate_s is None else f'{c.idt_surrogate_s:.6g} s'}, "
                     f"end T {c.final_t_surrogate_k:.6f} K" for c in report.conditions)
                 print(f"{name} {temperature_k:g} K, {pressure_atm:g} atm, {report.rollout_steps} steps, "
-                      f"{mode}: process CPU {cpu_s:.2f} s (rollout wall {report.seconds_surrogate:.2f} s, "
-                      f"fallback {100 * report.fallback_fraction:.1f} %); {figures} | {load_text()}",
+                      f"{mode}, hold {hold}: process CPU {cpu_s:.2f} s (rollout wall "
+                      f"{report.seconds_surrogate:.2f} s, fallback {100 * report.fallback_fraction:.1f} %, "
+                      f"held {100 * report.held_fraction:.1f} %); {figures} | {load_text()}",
                       flush=True)
     for what, times in (("process CPU (Cantera's reference run included)", seconds),
                         ("the rollout's wall time", rollout_s)):
-        ts, aot = min(times["torchscript"]), min(times["aot"])
-        print(f"best of two, {what}: TorchScript {ts:.2f} s, AOTInductor {aot:.2f} s: "
-              f"{ts / aot:.2f}x")
+        base = min(times["torchscript", 0])
+        others = ", ".join(f"AOTInductor, hold {hold} {min(times['aot', hold]):.2f} s "
+                           f"({base / min(times['aot', hold]):.2f}x)" for hold in holds)
+        print(f"best of two, {what}: TorchScript asked every step {base:.2f} s; {others}")
 
 
 def main() -> None:
@@ -102,12 +115,15 @@ def main() -> None:
     parser.add_argument("--rollout", nargs=2, type=float, metavar=("T0_K", "P_ATM"),
                         help="time a 0D validation part from T0 (K) at P (atm) instead")
     parser.add_argument("--steps", type=int, default=3000, help="the rollout's steps (--rollout)")
+    parser.add_argument("--holds", nargs="+", type=int, default=[0, ROLLOUT_HOLD_STEPS],
+                        help="the AOTInductor rollouts' hold_steps (--rollout; default: 0 and "
+                             "validate's own)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{cpu_name()}, 1 thread; torch {torch.__version__}; {load_text()}", flush=True)
     if args.rollout:
         for name in args.models:
-            rollout(name, args.rollout[0], args.rollout[1], args.steps)
+            rollout(name, args.rollout[0], args.rollout[1], args.steps, args.holds)
         return
     for name in args.models:
         path = resolve_model(name)

@@ -126,6 +126,9 @@ class StepResult:
     # cell-steps below the induction network's resolution, stepped by Cantera (counted in
     # n_fallback's cells too)
     n_unresolved_steps: int = 0
+    # cells stepped by Cantera without asking the step, held there after an earlier call handed
+    # them over (Integrator.following_cells' hold_steps; counted in n_fallback's cells too)
+    n_held: int = 0
 
 
 def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
@@ -253,6 +256,12 @@ class Integrator:
         self.inert = module.inert
         self._fallback = ReactorStep(self.gas, meta.dt_s, FALLBACK_TOLERANCES)
         self._followed: FollowedCells | None = None
+        # following_cells' hold: steps each row has still to stay on Cantera, and how many a
+        # row that falls back is held for (0: none)
+        self._held: dict[int, int] = {}
+        self._hold_steps = 0
+        # the caller's row of each row of a call on some of its cells (None: the same rows)
+        self._row_keys: np.ndarray | None = None
         if small_calls not in SMALL_CALLS:
             raise InputError(f"small_calls: must be torchscript or aot, got {small_calls!r}")
         if small_calls == "aot" and self.device.type != "cpu":
@@ -534,7 +543,9 @@ class Integrator:
                 x = x.to(self.device, torch.float64)
             if check:
                 self.check_states(x)
-            if stop is None:
+            if stop is None and self._hold_steps and n_sub == 1:
+                out, flag, fell_back, counts = self._advance_holding(x)
+            elif stop is None:
                 out, flag, fell_back, counts = self._advance_all(x, n_sub)
             else:
                 out, flag, fell_back, counts = self._advance_stepwise(x, n_sub, stop)
@@ -549,7 +560,58 @@ class Integrator:
         if is_numpy:
             result = result.numpy()
         n_fallback = int(np.count_nonzero(fell_back)) if counts[3] else 0
-        return StepResult(result, n, n_frozen, n_fallback, n_sub, frozen, fell_back, *counts[:3])
+        return StepResult(result, n, n_frozen, n_fallback, n_sub, frozen, fell_back, *counts[:3],
+                          n_held=counts[4] if len(counts) > 4 else 0)
+
+    def _advance_holding(self, x: torch.Tensor
+                         ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
+        """One model step as :meth:`_advance_all`, inside :meth:`following_cells` with a hold:
+        the rows handed to Cantera in one of the last ``hold_steps`` calls go straight to their
+        reactors without the compiled step; a row the step hands over now is held for the next
+        ``hold_steps`` calls. Counts as :meth:`_advance_all`'s, plus the held rows."""
+        n = len(x)
+        held = np.array(sorted(j for j in self._held if j < n), dtype=np.int64)
+        if not len(held):
+            out, flag, fell_back, counts = self._advance_all(x, 1)
+            counts = counts + [0]
+        else:
+            stepped = np.ones(n, dtype=bool)
+            stepped[held] = False
+            free = np.flatnonzero(stepped)
+            out = x.clone()
+            flag = np.full(n, FLAG_FALLBACK, dtype=np.int8)
+            fell_back = np.zeros(n, dtype=bool)
+            fell_back[held] = True
+            counts = [0, 0, 0, True]
+            if len(free):
+                index = torch.as_tensor(free, device=x.device)
+                self._row_keys = free
+                try:
+                    sub, sub_flag, sub_fell_back, sub_counts = self._advance_all(x[index], 1)
+                finally:
+                    self._row_keys = None
+                out[index] = sub
+                flag[free] = sub_flag
+                fell_back[free] = sub_fell_back
+                counts = sub_counts[:3] + [True]
+            # Y clipped and normalised as the step returns a cell it holds (_advance_all)
+            index = torch.as_tensor(held, device=x.device)
+            y = torch.clamp(x[index, 2:], min=0.0)
+            out[index, 2:] = y / y.sum(dim=1, keepdim=True)
+            for j in held.tolist():
+                self._fallback_cell(out, j)
+            counts = counts + [len(held)]
+        for j in held.tolist():
+            if self._held[j] <= 1:
+                del self._held[j]
+            else:
+                self._held[j] -= 1
+        if counts[3]:
+            handed_over = fell_back.copy()
+            handed_over[held] = False  # held this call: asked afresh once their hold ends
+            for j in np.flatnonzero(handed_over).tolist():
+                self._held[j] = self._hold_steps
+        return out, flag, fell_back, counts
 
     def _advance_all(self, x: torch.Tensor, n_sub: int
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
@@ -650,30 +712,43 @@ class Integrator:
         return out, flag, fell_back, counts + [True]
 
     @contextlib.contextmanager
-    def following_cells(self, max_cells: int = 64) -> Iterator[FollowedCells]:
+    def following_cells(self, max_cells: int = 64, hold_steps: int = 0
+                        ) -> Iterator[FollowedCells]:
         """Within the block, the Cantera fallback follows cells by their row index: a cell it
         stepped in the last call and got back unchanged goes on from its own reactor (CVODES not
         restarted) instead of a fresh one; up to ``max_cells`` rows are followed (the others as
         outside the block). For rollouts, where the same cells come back step after step; a CFD
         code's cells change between calls and would only be restarted. Yields the
         :class:`~mechanisms.reactor.FollowedCells` (its ``n_continued`` and ``n_restarted``
-        count the steps)."""
+        count the steps).
+
+        ``hold_steps`` > 0 (one-step calls without ``stop``): a row the step hands to Cantera
+        stays there for the next ``hold_steps`` calls without the compiled step being asked
+        again (counted in :attr:`StepResult.n_held`), then the step decides afresh. A 0D
+        rollout's slow induction, below the induction network's resolution for 10^4-10^5 steps
+        in a row, otherwise pays the networks every step only to hand the cells over again.
+        The held steps are Cantera's (the reference chemistry), each row's at most
+        ``hold_steps`` more than the step would have asked for at a hand-back."""
+        if isinstance(hold_steps, bool) or not isinstance(hold_steps, int) or hold_steps < 0:
+            raise InputError(f"hold_steps: must be a whole number >= 0, got {hold_steps!r}")
         followed = FollowedCells(
             lambda: ct.Solution(yaml=self.mechanism_yaml, name=self.meta.phase),
             self.meta.dt_s, FALLBACK_TOLERANCES, max_cells)
-        before, self._followed = self._followed, followed
+        before = self._followed, self._held, self._hold_steps
+        self._followed, self._held, self._hold_steps = followed, {}, hold_steps
         try:
             yield followed
         finally:
-            self._followed = before
+            self._followed, self._held, self._hold_steps = before
 
     def _fallback_cell(self, states: torch.Tensor, j: int) -> None:
         """Row ``j`` of ``states`` (float64) advanced by one Cantera step, in place."""
         row = states[j]
         if self._followed is not None:
             state = row.cpu().numpy()
+            key = j if self._row_keys is None else int(self._row_keys[j])
             try:
-                end = self._followed.advance(j, state)
+                end = self._followed.advance(key, state)
             except ct.CanteraError:
                 return  # Cantera cannot advance it either: leave the cell unchanged
             if end is not None:

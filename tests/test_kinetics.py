@@ -21,7 +21,7 @@ from kinetics.model.synthetic import write_random_model
 from kinetics.networks.transforms import box_cox, box_cox_inverse, signed_power, signed_power_inverse
 from mechanisms import InputError, load_mechanism
 from mechanisms.dataset_file import read_dataset
-from mechanisms.reactor import FALLBACK_TOLERANCES, ReactorStep
+from mechanisms.reactor import FALLBACK_TOLERANCES, FollowedCells, ReactorStep
 from tests.conftest import run_cli
 
 TRAIN_YAML = """name: tiny-h2
@@ -250,6 +250,46 @@ def test_followed_fallback_cells_go_on_from_their_own_reactor(tiny_model):
     net.rtol, net.atol = 1e-10, 1e-20
     net.advance(30 * it.dt_s)
     assert abs(followed_x[0, 0] - gas.T) < 1e-3 * abs(gas.T - states[0, 0]) + 1e-6
+
+
+def test_held_cells_stay_on_their_reactor_without_asking_the_step(tiny_model, small_dataset):
+    """``following_cells(hold_steps=N)``: a cell the step hands to Cantera is stepped there for
+    the next N calls without the step (``n_held``), then asked again; every state is the one the
+    same rollout gives without the hold (the Cantera rows to the bit); a row that falls back in
+    a call on some of the cells keeps its own reactor (followed by the caller's row)."""
+    it = Integrator.load(tiny_model, device="cpu")
+    inputs, _, _ = read_dataset(small_dataset)  # the training rows: inside the domain
+    candidates = np.ascontiguousarray(inputs[inputs[:, 0] > 1200.0][::97][:64])
+    res = it.advance(candidates)
+    inside = candidates[~(res.fallback | res.frozen)]
+    assert len(inside) >= 4
+    states = inside[:4].copy()
+    states[:2, 1] = 60 * ct.one_atm  # above the training data: rows 0 and 1 are Cantera's
+
+    def rollout(hold_steps: int) -> tuple[list, np.ndarray, FollowedCells]:
+        x, seen = states.copy(), []
+        with it.following_cells(hold_steps=hold_steps) as followed:
+            for k in range(6):
+                if k == 1:
+                    x[3, 1] = 60 * ct.one_atm  # row 3 leaves the domain too
+                res = it.advance(x)
+                seen.append((res.n_held, res.n_fallback, res.fallback.tolist()))
+                x = res.states
+        return seen, x, followed
+
+    held, x_held, followed = rollout(3)
+    asked, x_asked, _ = rollout(0)
+    assert [n for n, _, _ in held] == [0, 2, 3, 3, 1, 2]
+    assert [n for n, _, _ in asked] == [0] * 6
+    assert [f for _, _, f in held] == [f for _, _, f in asked]  # the same cells on Cantera
+    assert held[1][2] == [True, True, False, True]
+    assert followed.n_restarted == 3 and followed.n_continued == 14  # rows 0, 1, 3: own reactors
+    np.testing.assert_array_equal(x_held[[0, 1, 3]], x_asked[[0, 1, 3]])
+    np.testing.assert_allclose(x_held[2], x_asked[2], rtol=1e-12, atol=1e-15)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="hold_steps: must be a whole number >= 0"):
+            with it.following_cells(hold_steps=bad):
+                pass
 
 
 def test_followed_cells_beyond_the_cap_are_stepped_as_before():

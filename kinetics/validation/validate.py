@@ -38,6 +38,11 @@ TARGETS = {"idt_max_rel": 0.10, "idt_mean_rel": 0.03, "equilibrium_k": 10.0, "su
            "enthalpy_rel": 1e-6, "after_ignition_rel": 0.10}
 # Species read after ignition by default, those of them the mechanism has (pollutants).
 AFTER_IGNITION_SPECIES = ("CO", "NO")
+# A rollout's cell that the model hands to Cantera stays there this many steps before the model
+# is asked again (Integrator.following_cells): slow induction below the induction network's
+# resolution lasts 10^4-10^5 steps, each of which paid the networks only to be handed over again.
+ROLLOUT_HOLD_STEPS = 32
+CONSERVATION_BLOCK = 256  # rollout steps whose ΣY and enthalpy are checked in one call
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ValidationReport:
     induction_fraction: float = 0.0  # cell-steps whose rates came from the induction network
     # cell-steps below the induction network's resolution, stepped by Cantera (in fallback too)
     unresolved_fraction: float = 0.0
+    held_fraction: float = 0.0  # of the fallback: held on Cantera without asking the model
     idt_max_rel_continuous: float = 0.0  # against Cantera's adaptive solution
     idt_mean_rel_continuous: float = 0.0
     grid_idt_max_rel: float = 0.0  # Cantera on the step grid against itself adaptive
@@ -164,6 +170,8 @@ class ValidationReport:
             f"| cell-steps that fell back to Cantera | {100 * self.fallback_fraction:.2f} % | | |",
             f"| of which below the induction network's resolution | "
             f"{100 * self.unresolved_fraction:.2f} % | | |",
+            f"| of which held on Cantera after a hand-over, the model not asked | "
+            f"{100 * self.held_fraction:.2f} % | | |",
             f"| cell-steps served by the near-equilibrium network | {100 * self.tail_fraction:.2f} % "
             "| | |",
             f"| cell-steps served by the induction network | {100 * self.induction_fraction:.2f} % "
@@ -243,7 +251,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
              progress: bool = True, ignition_search_s: float = 0.2,
              flames: bool = False, after_ignition_s: float = 0.01,
              after_ignition_species: list[str] | None = None,
-             states_out: str | Path | None = None) -> ValidationReport:
+             states_out: str | Path | None = None,
+             hold_steps: int = ROLLOUT_HOLD_STEPS) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
@@ -256,6 +265,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     ``after_ignition_s`` (s) after each side's own ignition; the rollout is made long enough.
     ``states_out``: also write the surrogate's own states (every recorded step of every
     condition, see :func:`rollout_states`) as a states file, for the ``solver_states`` source.
+    ``hold_steps``: a cell the model hands to Cantera stays there for that many more steps
+    before the model is asked again (:meth:`Integrator.following_cells`; 0: asked every step).
     """
     if states_out is not None:
         reason = why_not_writable(states_out)
@@ -282,7 +293,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     if tracked:  # room for the later of the two ignitions plus the delay
         n_steps = max(n_steps, int(math.ceil((1.25 * slowest_idt + after_ignition_s) / dt)))
     columns = [integrator.species.index(name) for name in tracked]
-    rollout = _surrogate_rollout(integrator, conditions, n_steps, progress,
+    rollout = _surrogate_rollout(integrator, conditions, n_steps, progress, hold_steps,
                                  (columns, after_ignition_s))
     results = [_condition_result(gas, c, ref, rollout, i)
                for i, (c, ref) in enumerate(zip(conditions, refs))]
@@ -383,6 +394,7 @@ class _Rollout:
     # [n_cond] of [n_tracked] mass fractions after_ignition_s after the surrogate's ignition
     # (None: not reached within the rollout)
     after_ignition_y: list[np.ndarray | None] = field(default_factory=list)
+    n_held_steps: int = 0  # cell-steps held on Cantera without asking the model (hold_steps)
 
     @property
     def n_steps(self) -> int:
@@ -390,7 +402,7 @@ class _Rollout:
 
 
 def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_steps: int,
-                       progress: bool,
+                       progress: bool, hold_steps: int,
                        after_ignition: tuple[list[int], float] = ([], 0.0)) -> _Rollout:
     """``n_steps`` model steps from every condition's fresh mixture at once; ``after_ignition``:
     the species columns to read, and when (s) after each condition's own ignition."""
@@ -406,10 +418,24 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
     temps[0] = temperature(state)
     record_every = max(1, n_steps // 2000)
     y_hist, t_hist = [mass_fractions(state).copy()], [0.0]
-    sum_dev = 0.0
-    h_dev = 0.0
+    # ΣY and enthalpy drift of every step, checked CONSERVATION_BLOCK steps at a time (one call
+    # on all their cells instead of two a step)
+    deviations = [0.0, 0.0]  # max |ΣY − 1|, max relative enthalpy drift
+    pending: list[torch.Tensor] = []
+
+    def check_conservation() -> None:
+        if not pending:
+            return
+        block = torch.cat(pending)
+        pending.clear()
+        y = mass_fractions(block)
+        deviations[0] = max(deviations[0], float(torch.abs(y.sum(dim=1) - 1.0).max()))
+        h = thermo.enthalpy(temperature(block), y).view(-1, len(conditions))
+        deviations[1] = max(deviations[1], float((torch.abs(h - h0) / torch.clamp(
+            torch.abs(h0), min=1e3)).max()))
+
     fallback = 0
-    tail_steps = induction_steps = unresolved_steps = 0
+    tail_steps = induction_steps = unresolved_steps = held_steps = 0
     network_steps = np.zeros(len(conditions), dtype=np.int64)
     active_steps = np.zeros(len(conditions), dtype=np.int64)
     x = torch.as_tensor(state, device=device)
@@ -417,8 +443,10 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
                                mass_fractions(state))
     started = time.perf_counter()
     # the same cells come back every step: a slow-induction cell the Cantera fallback steps goes
-    # on from its own reactor instead of restarting CVODES each step (Integrator.following_cells)
-    with integrator.following_cells():  # up to 64 conditions followed (~4 MiB each on GRI-3.0)
+    # on from its own reactor instead of restarting CVODES each step, and stays with it for
+    # hold_steps steps before the model is asked again (Integrator.following_cells); up to 64
+    # conditions are followed (~4 MiB each on GRI-3.0)
+    with integrator.following_cells(hold_steps=hold_steps):
         for k in tqdm(range(1, n_steps + 1), desc="surrogate rollout", unit="step",
                       disable=not progress, mininterval=1.0):
             res = integrator.advance(x)
@@ -427,23 +455,24 @@ def _surrogate_rollout(integrator: Integrator, conditions: list[_Condition], n_s
             tail_steps += res.n_tail_steps
             induction_steps += res.n_induction_steps
             unresolved_steps += res.n_unresolved_steps
+            held_steps += res.n_held
             network_steps += ~(res.frozen | res.fallback)
             active_steps += ~res.frozen
             temps[k] = temperature(x).cpu().numpy()
             y = mass_fractions(x)
             if capture.columns:
                 capture.step(k, temps, y[:, capture.columns].cpu().numpy())
-            sum_dev = max(sum_dev, float(torch.abs(y.sum(dim=1) - 1.0).max()))
-            h = thermo.enthalpy(temperature(x), y)
-            h_dev = max(h_dev, float((torch.abs(h - h0) / torch.clamp(torch.abs(h0),
-                                                                      min=1e3)).max()))
+            pending.append(x)
+            if len(pending) == CONSERVATION_BLOCK:
+                check_conservation()
             if k % record_every == 0:
                 y_hist.append(y.cpu().numpy())
                 t_hist.append(k * integrator.dt_s)
+        check_conservation()
     return _Rollout(np.arange(n_steps + 1) * integrator.dt_s, temps, np.asarray(t_hist),
-                    np.asarray(y_hist), sum_dev, h_dev, fallback, tail_steps, network_steps,
+                    np.asarray(y_hist), deviations[0], deviations[1], fallback, tail_steps, network_steps,
                     time.perf_counter() - started, active_steps, induction_steps,
-                    unresolved_steps, capture.values)
+                    unresolved_steps, capture.values, held_steps)
 
 
 class _IgnitionCapture:
@@ -548,6 +577,7 @@ def _report(model: str, results: list[ConditionResult], rollout: _Rollout,
         seconds_cantera=seconds_cantera, tail_fraction=rollout.n_tail_steps / cell_steps,
         induction_fraction=rollout.n_induction_steps / cell_steps,
         unresolved_fraction=rollout.n_unresolved_steps / cell_steps,
+        held_fraction=rollout.n_held_steps / cell_steps,
         idt_max_rel_continuous=max(errors_cont, default=0.0),
         idt_mean_rel_continuous=float(np.mean(errors_cont)) if errors_cont else 0.0,
         grid_idt_max_rel=max(grid_errors, default=0.0),
