@@ -229,6 +229,10 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
               help="What steps the rollout's calls (a few cells each): the TorchScript step, or "
                    "the same step compiled by AOTInductor (~2x faster a call; compiled once, "
                    "~1 min and a C++ compiler, then cached; CPU only).")
+@click.option("--hold-steps", type=int, default=None,
+              help="A cell the model hands to Cantera stays there this many steps before the "
+                   "model is asked again (default 32; 0: asked every step). The held steps are "
+                   "Cantera's and are reported as such.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when a target is missed.")
 @click.option("--flames", is_flag=True,
               help="Also report the share of the cells of Cantera's premixed (1 and 5 atm; H2: "
@@ -241,16 +245,20 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps, ignition_search_s,
-                 after_ignition, after_ignition_s, out_dir, device, precision, small_calls, check,
-                 flames, states_out, threads, quiet) -> None:
+                 after_ignition, after_ignition_s, out_dir, device, precision, small_calls,
+                 hold_steps, check, flames, states_out, threads, quiet) -> None:
     """Validate MODEL (a path or a shipped name) against Cantera: 0D autoignition over a grid
     (and, with --flames, the cells of flames it serves)."""
     _set_threads(threads)
     from kinetics.integrator import Integrator
     from kinetics.model.registry import resolve_model
-    from kinetics.validation.validate import validate
+    from kinetics.validation.validate import ROLLOUT_HOLD_STEPS, validate
     from sampling.config import parse_values
 
+    if hold_steps is None:
+        hold_steps = ROLLOUT_HOLD_STEPS
+    elif hold_steps < 0:
+        raise DeepkinError(f"hold-steps: must be a whole number >= 0, got {hold_steps}")
     integrator = Integrator.load(resolve_model(model), device=device, dtype=precision,
                                  small_calls=small_calls)
     training = integrator.meta.training
@@ -267,7 +275,7 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                       rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames,
                       ignition_search_s=ignition_search_s, after_ignition_s=after_ignition_s,
                       after_ignition_species=_species_list(after_ignition),
-                      states_out=states_out)
+                      states_out=states_out, hold_steps=hold_steps)
     for label in report.outside_domain:
         click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
                    "left out of the figures", err=True)

@@ -93,6 +93,7 @@ def test_train_refuses_an_interrupted_dataset_unless_allowed(small_dataset, tmp_
     (["--pressure-atm", "100"], "pressure_atm: 100 atm lies outside the model's domain"),
     (["--ignition-search-s", "0"], "ignition-search-s: must be in (0, 10] s, got 0"),
     (["--ignition-search-s", "nan"], "ignition-search-s: must be in (0, 10] s, got nan"),
+    (["--hold-steps", "-1"], "hold-steps: must be a whole number >= 0, got -1"),
 ])
 def test_validate_refuses_a_grid_it_cannot_run_or_that_tests_nothing(tmp_path, args, message):
     out = tmp_path / "report"
