@@ -45,6 +45,7 @@ SETS = ("harvest", "validation")
 STALE_AFTER_S = 3 * 3600.0
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
+_TIME_NAME = re.compile(r"^\d+(\.\d+)?(e-?\d+)?$")  # an OpenFOAM time folder (not 0)
 _EVENT = re.compile(r"^(replay|r\d+/[a-z-]+): (started|resumed|finished in|done already)\b")
 
 
@@ -274,14 +275,16 @@ def _round_of(stage: str) -> int:
 def _evaluate_progress(work: WorkDir, recipe: dict[str, Any], k: int) -> dict[str, Any]:
     """The flames with a result out of the recipe's, and the 0D grid parts (one per T0 and P)
     with a result out of the grids'; the layout of ``refinement.stages.evaluate`` and
-    ``refinement.cases.run_zero_d``."""
+    ``refinement.cases.run_zero_d``. Before those, while the flames' ODE references in
+    ``DIR/references`` are not all computed (the first evaluate: hours of CPU), how many are,
+    and how far each one begun has got (:func:`_reference_progress`)."""
     from refinement.cases import RESULT_FILE, zero_d_part_name
 
     folder = work.round_dir(k) / "evaluate"
     known = {f.name for f in dataclasses.fields(FlameCase)}
     flames = [(which, FlameCase(**{k: v for k, v in case.items() if k in known}))
               for which in SETS for case in (recipe.get(which) or {}).get("flames") or []]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = _reference_progress(work.root / "references", [c for _, c in flames])
     if flames:
         out["flames"] = len(flames)
         out["flames_done"] = sum((folder / which / case.label / RESULT_FILE).is_file()
@@ -300,6 +303,35 @@ def _evaluate_progress(work: WorkDir, recipe: dict[str, Any], k: int) -> dict[st
     if parts:
         out["zero_d_parts"], out["zero_d_parts_done"] = parts, done
     return out
+
+
+def _reference_progress(root: Path, cases: list[FlameCase]) -> dict[str, Any]:
+    """``{references, references_done, references_running}`` for the flame ``cases`` whose ODE
+    reference folders (``root/openfoam/<case label>-<key>``: :mod:`refinement.references`) hold
+    a ``result.json``, and, for those begun but not done, the last time written out of the
+    case's end time (s); ``{}`` when every reference is computed or none has a folder yet under
+    ``root`` (a ``references.folder`` elsewhere is not looked at). The key is not recomputed
+    (that needs the model): a folder of the case's label with any key counts."""
+    from refinement.cases import RESULT_FILE
+
+    base = root / "openfoam"
+    if not cases or not base.is_dir():
+        return {}
+    done, running = 0, []
+    for case in cases:
+        pattern = re.compile(rf"^{re.escape(case.label)}-[0-9a-f]{{16}}$")
+        folders = [d for d in base.iterdir() if d.is_dir() and pattern.match(d.name)]
+        if any((d / RESULT_FILE).is_file() for d in folders):
+            done += 1
+            continue
+        times = [float(t.name) for d in folders for t in d.iterdir()
+                 if t.is_dir() and _TIME_NAME.match(t.name)]
+        if times:
+            running.append({"case": case.label, "time_s": max(times),
+                            "end_time_s": case.end_time_s})
+    if done == len(cases):
+        return {}
+    return {"references": len(cases), "references_done": done, "references_running": running}
 
 
 def _train_progress(work: WorkDir, recipe: dict[str, Any], k: int,
@@ -461,6 +493,11 @@ def _short_names(cases: list[str]) -> dict[str, str]:
 
 def _progress_text(progress: dict[str, Any]) -> str:
     parts = []
+    if "references" in progress:
+        begun = ", ".join(f"{r['case']} {_num(1e3 * r['time_s'])}/{_num(1e3 * r['end_time_s'])} ms"
+                          for r in progress["references_running"])
+        parts.append(f"ODE references {progress['references_done']}/{progress['references']} "
+                     f"computed" + (f" ({begun})" if begun else ""))
     if "flames" in progress:
         parts.append(f"flames {progress['flames_done']}/{progress['flames']} done")
     if "zero_d_parts" in progress:

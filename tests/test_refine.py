@@ -868,6 +868,38 @@ def test_refine_status_of_a_running_stage_counts_its_files(lock_holder, tmp_path
     assert lines[4].startswith("stopped  r2/evaluate (started ")
 
 
+def test_refine_status_counts_the_ode_references_while_they_run(tmp_path):
+    """Before an evaluate stage's flames, its ODE references (hours of CPU the first time): how
+    many of the recipe's flames have one, and how far each one begun has got; nothing once all
+    are computed. A folder of another case (another pressure) does not count."""
+    from refinement.status import _evaluate_progress, _progress_text
+    from refinement.workdir import WorkDir
+
+    work, _ = _hand_made_folder(tmp_path)
+    w = WorkDir(work)
+    recipe = w.load()
+    base = work / "references" / "openfoam"
+    assert _evaluate_progress(w, recipe, 0) == {"flames": 3, "flames_done": 0,
+                                                "zero_d_parts": 4, "zero_d_parts_done": 0}
+    done = base / "flame1d-phi0.85-1atm-300K-0123456789abcdef"
+    done.mkdir(parents=True)
+    (done / "result.json").write_text("{}")
+    for when in ("0", "0.002", "0.004"):
+        (base / "flame1d-phi0.7-1atm-300K-fedcba9876543210" / when).mkdir(parents=True)
+    (base / "flame1d-phi1.3-2atm-300K-0123456789abcdef" / "0.009").mkdir(parents=True)
+    progress = _evaluate_progress(w, recipe, 0)
+    assert progress["references"] == 3 and progress["references_done"] == 1
+    assert progress["references_running"] == [{"case": "flame1d-phi0.7-1atm-300K",
+                                               "time_s": 0.004, "end_time_s": 0.01}]
+    assert _progress_text(progress) == ("ODE references 1/3 computed (flame1d-phi0.7-1atm-300K "
+                                        "4/10 ms), flames 0/3 done, 0D parts 0/4 done")
+    for folder in ("flame1d-phi0.7-1atm-300K-fedcba9876543210",
+                   "flame1d-phi1.3-1atm-300K-1111111111111111"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        (base / folder / "result.json").write_text("{}")
+    assert "references" not in _evaluate_progress(w, recipe, 0)
+
+
 def test_refine_status_of_a_folder_that_is_no_work_folder(tmp_path):
     """One line, exit 2, and nothing imported that a status does not need (torch)."""
     for folder in (tmp_path, tmp_path / "missing"):
