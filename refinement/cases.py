@@ -23,7 +23,7 @@ import numpy as np
 from couplers.openfoam.foam import FoamError
 from mechanisms.atomic_io import atomic_write_text
 from mechanisms.errors import InputError
-from mechanisms.processes import die_with_parent
+from mechanisms.processes import each_in_processes
 from refinement.config import FlameCase, Targets, ZeroDSet
 
 RESULT_FILE = "result.json"
@@ -145,20 +145,10 @@ def run_zero_d(model_path: Path, fuel: str, oxidizer: str, grid: ZeroDSet, out_d
 
     bar = tqdm(total=len(parts), desc="0D rollouts", unit="part", disable=not progress)
     try:
-        if workers <= 1 or len(parts) == 1:
-            for i in order:
-                results[i] = _zero_d_part(*args[i])
-                bar.update()
-        else:
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
-
-            with ProcessPoolExecutor(min(workers, len(parts)), mp_context=get_context("spawn"),
-                                     initializer=die_with_parent) as pool:
-                futures = {i: pool.submit(_zero_d_part, *args[i]) for i in order}
-                for i in order:
-                    results[i] = futures[i].result()
-                    bar.update()
+        # started in order of T0 and P, each part counted as it ends
+        for j, result in each_in_processes(_zero_d_part, [args[i] for i in order], workers):
+            results[order[j]] = result
+            bar.update()
     finally:
         bar.close()
     conditions = [c for r in results for c in r["conditions"]]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mechanisms.atomic_io import atomic_write_text
-from mechanisms.processes import die_with_parent
+from mechanisms.processes import each_in_processes
 from refinement.config import FlameCase
 
 
@@ -84,9 +84,6 @@ def flame_references(root: Path, cases: list[FlameCase], model_path: Path, fuel:
     process). A GRI-3.0 reference costs 20-40 CPU minutes per 10 ms of flame, so round 0's
     six flames take hours one after the other; two at a time halve that on 2 cores. FoamError
     (naming the case) when a run fails; the references already computed stay cached."""
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    from multiprocessing import get_context
-
     from tqdm import tqdm
 
     from couplers.openfoam.flame_runs import RESULT_FILE
@@ -102,27 +99,13 @@ def flame_references(root: Path, cases: list[FlameCase], model_path: Path, fuel:
             + ", ".join(c.label for c in missing))
     args = [(root, c, model_path, c.fuel or fuel, c.oxidizer or oxidizer, mechanism_sha256,
              model_dt_s, band_k, timeout_s) for c in missing]
-    bar = tqdm(total=len(missing), desc="ODE references", unit="flame", disable=not progress)
-    try:
-        if workers == 1:
-            for a in args:
-                _timed_reference(*a)
-                bar.update()
-            return
-        # spawn: the parent may hold torch's thread pools, which a forked child can deadlock on
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=die_with_parent) as pool:
-            pending = {pool.submit(_timed_reference, *a): a[1].label for a in args}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    label = pending.pop(future)
-                    seconds = future.result()  # re-raises a failed run's FoamError
-                    bar.update()
-                    if log is not None:
-                        log(f"references: {label} computed in {seconds / 60:.1f} min")
-    finally:
-        bar.close()
+    with tqdm(total=len(missing), desc="ODE references", unit="flame",
+              disable=not progress) as bar:
+        # each reference reported as it is computed (a failed run's FoamError re-raised)
+        for i, seconds in each_in_processes(_timed_reference, args, workers):
+            bar.update()
+            if log is not None:
+                log(f"references: {missing[i].label} computed in {seconds / 60:.1f} min")
 
 
 def _timed_reference(*args: Any) -> float:
