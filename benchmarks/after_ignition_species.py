@@ -130,15 +130,10 @@ def own_state_step(integrator: Integrator, states: dict[float, np.ndarray], colu
         y_eq = gas.Y[columns]
         off = np.divide(x[2:][columns] - y_eq, y_eq, out=np.full(len(columns), np.nan),
                         where=y_eq > 0)
-        result = integrator.advance(x[None, :].copy())
-        exact, exact_net = _reactor(integrator, x[0], x[1], x[2:])
-        exact_net.advance(integrator.dt_s)
-        true = exact.phase.Y[columns] - x[2:][columns]
-        model = result.states[0, 2:][columns] - x[2:][columns]
-        ratio = np.divide(model, true, out=np.full_like(true, np.nan), where=true != 0)
+        ratio, true, network = _step_against_cantera(integrator, x, columns)
         lines.append(f"  +{after * 1e3:4.1f} ms  own state, off equilibrium "
                      + " ".join(f"{v:+7.3f}" for v in off) + "   model/Cantera step "
-                     + " ".join(f"{v:+8.2f}" for v in ratio) + f"  ({_network(result)}; Cantera's "
+                     + " ".join(f"{v:+8.2f}" for v in ratio) + f"  ({network}; Cantera's "
                      + "step " + " ".join(f"{v:+.1e}" for v in true) + ")")
     return lines
 
@@ -150,16 +145,24 @@ def one_step(integrator: Integrator, x0: np.ndarray, columns: list[int]) -> list
     for after in ONE_STEP_AFTER_S:
         net.advance(ignition_s + after)
         x = np.r_[reactor.T, reactor.phase.P, reactor.phase.Y]
-        result = integrator.advance(x[None, :].copy())
-        exact, exact_net = _reactor(integrator, x[0], x[1], x[2:])
-        exact_net.advance(integrator.dt_s)
-        true = exact.phase.Y[columns] - x[2:][columns]
-        model = result.states[0, 2:][columns] - x[2:][columns]
-        network = _network(result)
-        ratio = np.divide(model, true, out=np.full_like(true, np.nan), where=true != 0)
+        ratio, _, network = _step_against_cantera(integrator, x, columns)
         lines.append(f"  +{after * 1e3:4.1f} ms  T {x[0]:7.1f} K  model/Cantera "
                      + " ".join(f"{v:+9.2f}" for v in ratio) + f"  ({network})")
     return lines
+
+
+def _step_against_cantera(integrator: Integrator, x: np.ndarray, columns: list[int]
+                          ) -> tuple[np.ndarray, np.ndarray, str]:
+    """One model step of the state ``x`` ``[2+ns]`` against one Cantera step of the same dt:
+    ``(model change / Cantera's change of each column (NaN where Cantera's is 0), Cantera's
+    change, which stepped the cell)``."""
+    result = integrator.advance(x[None, :].copy())
+    exact, exact_net = _reactor(integrator, x[0], x[1], x[2:])
+    exact_net.advance(integrator.dt_s)
+    true = exact.phase.Y[columns] - x[2:][columns]
+    model = result.states[0, 2:][columns] - x[2:][columns]
+    ratio = np.divide(model, true, out=np.full_like(true, np.nan), where=true != 0)
+    return ratio, true, _network(result)
 
 
 def _network(result) -> str:

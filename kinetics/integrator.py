@@ -131,6 +131,15 @@ class StepResult:
     n_held: int = 0
 
 
+def _as_held(out: torch.Tensor, x: torch.Tensor, rows: np.ndarray) -> None:
+    """``out``'s ``rows`` get the Y of ``x``'s clipped at 0 and normalised, as the TorchScript
+    step returns a cell it holds (the same bits: the same row-wise operations): Cantera starts
+    from that, not from the caller's Y."""
+    index = torch.as_tensor(rows, device=out.device)
+    y = torch.clamp(x[index, 2:], min=0.0)
+    out[index, 2:] = y / y.sum(dim=1, keepdim=True)
+
+
 def _at_step(stop: Callable[[], bool] | None, done: int, n_substeps: int
              ) -> Callable[[], None] | None:
     """What the fallback loop of model step ``done`` calls: raises StepInterrupted once ``stop``
@@ -594,10 +603,7 @@ class Integrator:
                 flag[free] = sub_flag
                 fell_back[free] = sub_fell_back
                 counts = sub_counts[:3] + [True]
-            # Y clipped and normalised as the step returns a cell it holds (_advance_all)
-            index = torch.as_tensor(held, device=x.device)
-            y = torch.clamp(x[index, 2:], min=0.0)
-            out[index, 2:] = y / y.sum(dim=1, keepdim=True)
+            _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)
             counts = counts + [len(held)]
@@ -643,10 +649,7 @@ class Integrator:
             if not fell_back.any():
                 return out, flag, fell_back, counts + [False]
             held = np.flatnonzero(fell_back)
-            # Cantera starts from Y clipped and normalised as the TorchScript step returns a held
-            # cell (the same bits: the same row-wise operations), not from the caller's Y.
-            y = torch.clamp(x[torch.as_tensor(held, device=out.device), 2:], min=0.0)
-            out[held, 2:] = y / y.sum(dim=1, keepdim=True)
+            _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)  # one model step: nothing left after it
             return out, flag, fell_back, counts + [True]

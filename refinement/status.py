@@ -45,7 +45,6 @@ SETS = ("harvest", "validation")
 STALE_AFTER_S = 3 * 3600.0
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
-_TIME_NAME = re.compile(r"^\d+(\.\d+)?(e-?\d+)?$")  # an OpenFOAM time folder (not 0)
 _EVENT = re.compile(r"^(replay|r\d+/[a-z-]+): (started|resumed|finished in|done already)\b")
 
 
@@ -312,20 +311,21 @@ def _reference_progress(root: Path, cases: list[FlameCase]) -> dict[str, Any]:
     case's end time (s); ``{}`` when every reference is computed or none has a folder yet under
     ``root`` (a ``references.folder`` elsewhere is not looked at). The key is not recomputed
     (that needs the model): a folder of the case's label with any key counts."""
+    from couplers.openfoam.foam import time_directories
     from refinement.cases import RESULT_FILE
 
     base = root / "openfoam"
     if not cases or not base.is_dir():
         return {}
+    listed = [d for d in base.iterdir() if d.is_dir()]
     done, running = 0, []
     for case in cases:
         pattern = re.compile(rf"^{re.escape(case.label)}-[0-9a-f]{{16}}$")
-        folders = [d for d in base.iterdir() if d.is_dir() and pattern.match(d.name)]
+        folders = [d for d in listed if pattern.match(d.name)]
         if any((d / RESULT_FILE).is_file() for d in folders):
             done += 1
             continue
-        times = [float(t.name) for d in folders for t in d.iterdir()
-                 if t.is_dir() and _TIME_NAME.match(t.name)]
+        times = [t for d in folders for t, _ in time_directories(d) if t > 0]
         if times:
             running.append({"case": case.label, "time_s": max(times),
                             "end_time_s": case.end_time_s})
