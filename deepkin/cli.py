@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -47,10 +48,14 @@ def cli() -> None:
 @click.option("--pressure-atm", help="Pressures in atm: '1,5,20' or 'start:stop:count'.")
 @click.option("--rows", "rows", multiple=True, metavar="SOURCE=N",
               help="Rows of one source (autoignition, free_flame, counterflow, solver_states, "
-                   "multiscale, perturbed, emcs, equilibrium); repeat the option for several.")
+                   "multiscale, perturbed, emcs, equilibrium, rollout); repeat the option for "
+                   "several.")
 @click.option("--solver-states", "solver_states", multiple=True, type=click.Path(dir_okay=False),
               help="A states file of a flow solver's run (deepkin openfoam states) for the "
                    "solver_states rows; repeat for several (replaces solver_states.files).")
+@click.option("--rollout-steps", type=int,
+              help="Consecutive labelled steps per trajectory of the rollout rows (rollout.steps, "
+                   "default 8).")
 @click.option("--dt", type=float, help="Label step in s (default 1e-6).")
 @click.option("--seed", type=int, help="Random seed; the same seed gives identical arrays.")
 @click.option("--task-rows", type=int, help="Rows per parallel task of the sampled sources.")
@@ -62,10 +67,11 @@ def cli() -> None:
               help="Add a new run to an existing dataset of the same mechanism and dt.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperature_k, pressure_atm,
-           rows, solver_states, dt, seed, task_rows, workers, scheduler, overwrite, append,
-           quiet) -> None:
+           rows, solver_states, rollout_steps, dt, seed, task_rows, workers, scheduler, overwrite,
+           append, quiet) -> None:
     """Generate a labelled dataset: manifold cases, a solver's own states, multi-scale,
-    perturbed, EMCS and equilibrium-approach samples.
+    perturbed, EMCS and equilibrium-approach samples, and trajectories of consecutive steps
+    (rollout rows, for the training's rollout loss).
 
     Each state is advanced by dt in an adiabatic constant-pressure Cantera reactor. A run that is
     interrupted resumes when the same command is run again.
@@ -91,6 +97,8 @@ def sample(config_path, output, mechanism, phase, fuel, oxidizer, phi, temperatu
     if solver_states:
         overrides["solver_states"] = {**base.to_dict()["solver_states"],
                                       "files": list(solver_states)}
+    if rollout_steps is not None:
+        overrides["rollout"] = {**dataclasses.asdict(base.rollout), "steps": rollout_steps}
     config = base.with_overrides(overrides) if overrides else base
     if workers is None and not scheduler:
         workers = os.cpu_count() or 1

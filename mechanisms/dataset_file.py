@@ -38,7 +38,7 @@ SCHEMA_VERSION = 1
 # A row's source code (the ``source`` dataset) is the index of its source here: codes are only
 # ever appended, never reordered, so that a code keeps its meaning in every file written.
 SOURCE_NAMES = ("autoignition", "free_flame", "counterflow", "multiscale", "perturbed", "emcs",
-                "equilibrium", "solver_states")
+                "equilibrium", "solver_states", "rollout")
 ROW_DATASETS = ("inputs", "targets", "source")  # one entry per row, resized together
 TASK_DATASETS = ("tasks/id", "tasks/rows", "tasks/status")  # one entry per finished task
 # What every reader relies on (the writer also records reactor, tolerances and provenance).

@@ -21,10 +21,12 @@ from mechanisms.state import ONE_ATM_PA, PRESSURE_RANGE_PA
 
 # The sources of rows are the dataset file's SOURCE_NAMES; these split them into the two stages.
 MANIFOLD_SOURCES = ("autoignition", "free_flame", "counterflow", "solver_states")
-SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium")  # drawn from manifold rows
+# drawn from manifold rows
+SCATTER_SOURCES = ("multiscale", "perturbed", "emcs", "equilibrium", "rollout")
 DEFAULT_ROWS = {"autoignition": 4000, "free_flame": 1000, "counterflow": 1000,
                 "multiscale": 4000, "perturbed": 4000, "emcs": 2000, "equilibrium": 2000,
                 "solver_states": 0}
+MAX_ROLLOUT_STEPS = 1000
 COMMON_DILUENTS = ("N2", "AR", "Ar", "HE", "He", "n2", "ar", "he")
 
 
@@ -113,6 +115,19 @@ class EquilibriumOptions:
 
 
 @dataclass
+class RolloutOptions:
+    """Trajectories of ``steps`` consecutive labelled steps from manifold states (the states a
+    solver visited, with ``solver_states``): rows (s_j, s_j+1), j = 0 … steps − 1, one
+    trajectory after another, each row's target the next row's input. The training's rollout
+    loss (``rollout_steps``, kinetics/training/rollout.py) follows a network's own steps along
+    them; every row is a labelled step like any other. ``alpha`` > 0 perturbs the start states
+    as ``perturbed`` does (0: the manifold states themselves)."""
+
+    steps: int = 8
+    alpha: float = 0.0
+
+
+@dataclass
 class SolverStatesOptions:
     """States a flow solver visited, from states files (``mechanisms/states_file.py``; ``deepkin
     openfoam states`` writes one from a case): ``rows.solver_states`` of them, drawn uniformly
@@ -160,9 +175,16 @@ class SamplingConfig:
     equilibrium: EquilibriumOptions = field(default_factory=EquilibriumOptions)
     solver_states: SolverStatesOptions = field(default_factory=SolverStatesOptions)
     filter: FilterOptions = field(default_factory=FilterOptions)
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as plain data. ``rollout`` (added after datasets were made without it) is
+        left out while it has no rows and its default options, so that such a dataset's runs and
+        journals still match their config (resume, ``--append``)."""
+        data = dataclasses.asdict(self)
+        if not self.rows.get("rollout", 0) and self.rollout == RolloutOptions():
+            del data["rollout"]
+        return data
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): equal configs give equal strings."""
@@ -255,6 +277,13 @@ class SamplingConfig:
                              f"deviation), got {self.equilibrium.spread!r}")
         if self.filter.rate_factor is not None:
             _positive("filter.rate_factor", self.filter.rate_factor)
+        steps = self.rollout.steps
+        if not 1 <= steps <= MAX_ROLLOUT_STEPS:
+            raise InputError(f"rollout.steps: must be a whole number in 1..{MAX_ROLLOUT_STEPS}, "
+                             f"got {steps!r}")
+        if not 0.0 <= self.rollout.alpha <= 1.0:
+            raise InputError(f"rollout.alpha: must lie in [0, 1] (0: the manifold states "
+                             f"themselves), got {self.rollout.alpha!r}")
         for i, name in enumerate(self.solver_states.files):
             if not isinstance(name, str) or not name:
                 raise InputError(f"solver_states.files[{i}]: must be a file path, got {name!r}")

@@ -170,7 +170,8 @@ def _draw_per_band(bands: np.ndarray, rows: int, rng: np.random.Generator) -> np
 
 def plan_scatter(config: SamplingConfig, run: int, first_index: int,
                  manifold_states: np.ndarray) -> list[TaskSpec]:
-    """Tasks of the second stage: multi-scale, perturbed, EMCS and equilibrium-approach draws."""
+    """Tasks of the second stage: multi-scale, perturbed, EMCS, equilibrium-approach and rollout
+    draws."""
     specs: list[TaskSpec] = []
     for kind in SCATTER_SOURCES:
         rows = config.rows.get(kind, 0)
@@ -182,10 +183,15 @@ def plan_scatter(config: SamplingConfig, run: int, first_index: int,
             params: dict = {}
             if kind == "multiscale":
                 params = {"level_start": i / n_tasks, "level_stop": (i + 1) / n_tasks}
-            elif kind in ("perturbed", "equilibrium"):
+            elif kind in ("perturbed", "equilibrium", "rollout"):
+                # a rollout task's rows are trajectories of rollout.steps rows, one start each
                 pick = np.random.default_rng(np.random.SeedSequence([*seed, 1]))
-                params = {"base_states": manifold_states[
-                    pick.integers(0, len(manifold_states), min(n, len(manifold_states)))]}
+                if kind == "rollout":  # distinct start states, one per trajectory
+                    starts = min(-(-n // config.rollout.steps), len(manifold_states))
+                    chosen = pick.choice(len(manifold_states), starts, replace=False)
+                else:
+                    chosen = pick.integers(0, len(manifold_states), min(n, len(manifold_states)))
+                params = {"base_states": manifold_states[chosen]}
             specs.append(TaskSpec(first_index + len(specs), f"r{run}/{kind}/{i:04d}", kind, n,
                                   seed, params))
     return specs

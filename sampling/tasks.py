@@ -87,15 +87,18 @@ def execute_task(spec: TaskSpec, ctx: TaskContext) -> TaskResult:
     rng = np.random.default_rng(np.random.SeedSequence(list(spec.seed)))
     width = state_width(gas.n_species)
     empty = np.empty((0, width))
-    try:
-        states, note = _DRAW[spec.kind](spec, ctx, gas, rng)
-    except ct.CanteraError as exc:
-        return TaskResult(spec.task_id, empty, empty.copy(), source_code(spec.kind),
-                          f"failed: {cantera_message(exc)}", time.perf_counter() - started)
     # One reactor per task, restarted per state: a task's rows depend only on its own states
     # (in their fixed order), so a dataset still comes out the same whatever worker labels it.
     stepper = ReactorStep(gas, ctx.dt_s, Tolerances(ctx.rtol, ctx.atol), reuse=True)
-    inputs, targets, n_failed = stepper.advance_all(states)
+    try:
+        if spec.kind == "rollout":
+            inputs, targets, n_failed, note = _label_rollouts(spec, ctx, gas, rng, stepper)
+        else:
+            states, note = _DRAW[spec.kind](spec, ctx, gas, rng)
+            inputs, targets, n_failed = stepper.advance_all(states)
+    except ct.CanteraError as exc:
+        return TaskResult(spec.task_id, empty, empty.copy(), source_code(spec.kind),
+                          f"failed: {cantera_message(exc)}", time.perf_counter() - started)
     status = "ok"
     notes = [n for n in (note, f"{n_failed} state(s) failed to label" if n_failed else "") if n]
     if notes:
@@ -249,6 +252,56 @@ def _draw_equilibrium(spec, ctx, gas, rng):
 
 def _draw_solver_states(spec, ctx, gas, rng):
     return np.asarray(spec.params["states"], dtype=np.float64), ""
+
+
+def _label_rollouts(spec: TaskSpec, ctx: TaskContext, gas: ct.Solution,
+                    rng: np.random.Generator, stepper: ReactorStep
+                    ) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """``(inputs, targets, n_failed, note)`` of ``spec.rows`` rows along trajectories of
+    ``rollout.steps`` consecutive labelled steps, one trajectory after another (a row's target
+    is the next row's input, up to Cantera's renormalisation of Y: ~1 ulp), from the task's base
+    states (perturbed as ``perturbed`` does when ``rollout.alpha`` > 0). A step that fails ends
+    its trajectory there (counted in ``n_failed``); the last trajectory is cut at ``spec.rows``."""
+    opts = ctx.options["rollout"]
+    steps = int(opts["steps"])
+    base = np.asarray(spec.params["base_states"])
+    wanted = -(-spec.rows // steps)
+    note = ""
+    if opts["alpha"] > 0:
+        ranges = ManifoldRanges.from_dict(ctx.ranges)
+        span = ranges.temperature_k[1] - ranges.temperature_k[0]
+        bounds = (gas.min_temp + 1.0, gas.max_temp - 1.0)
+        starts, note = _filtered(
+            lambda k: perturb(base[rng.integers(0, len(base), k)], opts["alpha"], span, rng,
+                              bounds), wanted, ctx, gas)
+    else:
+        starts = base[:wanted]
+        if len(starts) < wanted:
+            note = (f"rollout: {len(starts)} start states for {wanted} trajectories (the "
+                    "manifold holds fewer)")
+    inputs: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    failed = 0
+    for start in starts:
+        state = start
+        for _ in range(steps):
+            if len(inputs) == spec.rows:
+                break
+            try:
+                row_in, row_out = stepper.advance(state)
+            except ct.CanteraError:
+                failed += 1
+                break
+            if not (np.all(np.isfinite(row_in)) and np.all(np.isfinite(row_out))):
+                failed += 1
+                break
+            inputs.append(row_in)
+            targets.append(row_out)
+            state = row_out
+    width = state_width(gas.n_species)
+    if not inputs:
+        return np.empty((0, width)), np.empty((0, width)), failed, note
+    return np.asarray(inputs), np.asarray(targets), failed, note
 
 
 _DRAW = {

@@ -110,7 +110,7 @@ ATTACKS = [
     ("tasks/rows 1e9", set_value("tasks/rows", (1,), 10**9), "tasks/rows: the tasks record 10000", True),
     ("dt = -1", set_attr("dt", -1.0), "dt: must be a finite number > 0 s, got -1", True),
     ("dt = nan", set_attr("dt", np.nan), "dt: must be a finite number > 0 s, got nan", True),
-    ("source = 99", set_value("source", (9,), 99), "source: row 9 has code 99, outside source_names (0–7)",
+    ("source = 99", set_value("source", (9,), 99), "source: row 9 has code 99, outside source_names (0–8)",
      False),
     ("source of another task", set_value("source", (0,), 3),
      "source: row 0 has code 3 (multiscale), its task is of ", False),  # the first task: a flame

@@ -123,6 +123,50 @@ def network_rates(out: torch.Tensor, output_lambda: float, y_std: torch.Tensor,
     return out * y_std + y_mean
 
 
+def project_elements(y: torch.Tensor, y_new: torch.Tensor, element_matrix: torch.Tensor,
+                     element_matrix_t: torch.Tensor, element_products: torch.Tensor,
+                     reactive: torch.Tensor, has_inert: bool) -> torch.Tensor:
+    """``y_new`` ``[n, ns]`` projected onto the element mass fractions of ``y``: weighted least
+    squares with weights ∝ Y' (trace species barely move), inert species (``reactive`` 0.0)
+    fixed, clipped at 0; ``element_matrix`` ``[ne, ns]`` and ``element_products`` ``[ns, ne²]``
+    as :func:`kinetics.step.tables.element_tables` gives them (see ``kinetics/integrator.py``).
+    A cell whose system cannot be factorised gets NaN (its step is not ok)."""
+    ne = element_matrix.shape[0]
+    w = y_new + 1e-30
+    if has_inert:
+        w = w * reactive
+    resid = (y_new - y) @ element_matrix_t  # [n, ne]
+    m = (w @ element_products).view(-1, ne, ne)
+    # Ridge term: two elements carried by the same species only (H and C in fresh CH4/air)
+    # make m singular; the part of the residual no species can absorb stays.
+    diagonal = m.diagonal(dim1=1, dim2=2)
+    ridge = diagonal.amax(dim=1, keepdim=True) * 1e-9 + 1e-300
+    if m.requires_grad:  # the training's rollout differentiates the step: no in-place add
+        m = m + torch.diag_embed(ridge.expand(-1, ne))
+    else:
+        diagonal += ridge
+    # m is symmetric positive definite (a Gram matrix with positive weights, plus the ridge):
+    # Cholesky solves it at a third of LU's cost for a few cells. A factorisation that fails
+    # leaves NaN, and the cell is not ok (the fallback takes it).
+    factor, info = torch.linalg.cholesky_ex(m)
+    lam = torch.cholesky_solve(resid.unsqueeze(2), factor).squeeze(2)
+    if bool(info.any()):
+        lam = torch.where((info != 0).unsqueeze(1), float("nan"), lam)
+    return torch.clamp(y_new - w * (lam @ element_matrix), min=0.0)
+
+
+def renormalise(y: torch.Tensor, y_new: torch.Tensor, inert: torch.Tensor, reactive: torch.Tensor,
+                has_inert: bool) -> torch.Tensor:
+    """``y_new`` ``[n, ns]`` scaled to ΣY' = 1, the inert species (``inert`` True) held at their
+    Y in ``y`` and the reactive ones scaled to fill the rest."""
+    if has_inert:
+        inert_total = (y * inert).sum(dim=1, keepdim=True)
+        active_total = (y_new * reactive).sum(dim=1, keepdim=True)
+        scale = torch.rsub(inert_total, 1.0) / torch.clamp(active_total, min=1e-300)
+        return torch.where(inert, y, y_new * scale)
+    return y_new * torch.reciprocal(torch.clamp(y_new.sum(dim=1, keepdim=True), min=1e-300))
+
+
 def mixture_products(mix: torch.Tensor, has_coordinates: bool, w_h2o: float, w_co2: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(complete [n], progress [n])`` from the mixture rows' products ``mix`` ``[n, 6]``:
@@ -490,14 +534,8 @@ class CompiledStep(nn.Module):
         y_new = self.box_cox_inverse(bct + self.dt_s * rate)
         if self.has_inert:
             y_new = torch.where(self.inert, y, y_new)
-        y_new = self.conserve_elements(y, y_new)
-        if self.has_inert:
-            inert_total = (y * self.inert).sum(dim=1, keepdim=True)
-            active_total = (y_new * self.reactive).sum(dim=1, keepdim=True)
-            scale = torch.rsub(inert_total, 1.0) / torch.clamp(active_total, min=1e-300)
-            y_new = torch.where(self.inert, y, y_new * scale)
-        else:
-            y_new = y_new * torch.reciprocal(torch.clamp(y_new.sum(dim=1, keepdim=True), min=1e-300))
+        y_new = renormalise(y, self.conserve_elements(y, y_new), self.inert, self.reactive,
+                            self.has_inert)
         # A non-finite Y' makes its mixture polynomial NaN, so Newton does not converge: a cell
         # that converged has a finite T' and Y'.
         t_new, ok = self.temperature(t, y, y_new)
@@ -607,24 +645,8 @@ class CompiledStep(nn.Module):
         """Project ``y_new`` ``[n, ns]`` onto the element mass fractions of ``y``: weighted least
         squares with weights ∝ Y' (trace species barely move), inert species fixed, clipped at 0
         (see ``kinetics/integrator.py``)."""
-        ne = self.n_elements
-        w = y_new + 1e-30
-        if self.has_inert:
-            w = w * self.reactive
-        resid = (y_new - y) @ self.element_matrix_t  # [n, ne]
-        m = (w @ self.element_products).view(-1, ne, ne)
-        # Ridge term: two elements carried by the same species only (H and C in fresh CH4/air)
-        # make m singular; the part of the residual no species can absorb stays.
-        diagonal = m.diagonal(dim1=1, dim2=2)
-        diagonal += diagonal.amax(dim=1, keepdim=True).mul_(1e-9).add_(1e-300)
-        # m is symmetric positive definite (a Gram matrix with positive weights, plus the ridge):
-        # Cholesky solves it at a third of LU's cost for a few cells. A factorisation that fails
-        # leaves NaN, and the cell is not ok (the fallback takes it).
-        factor, info = torch.linalg.cholesky_ex(m)
-        lam = torch.cholesky_solve(resid.unsqueeze(2), factor).squeeze(2)
-        if bool(info.any()):
-            lam = torch.where((info != 0).unsqueeze(1), float("nan"), lam)
-        return torch.clamp(y_new - w * (lam @ self.element_matrix), min=0.0)
+        return project_elements(y, y_new, self.element_matrix, self.element_matrix_t,
+                                self.element_products, self.reactive, self.has_inert)
 
     # -- thermo: NASA-7, float64 ---------------------------------------------------------------
     def temperature(self, t: torch.Tensor, y: torch.Tensor, y_new: torch.Tensor

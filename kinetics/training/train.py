@@ -52,6 +52,7 @@ from kinetics.networks.transforms import box_cox, box_cox_inverse, decode_output
 from kinetics.step.device import resolve_device
 from kinetics.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from kinetics.training.data import Normalisation, TrainingRows, compute_normalisation, features_and_targets
+from kinetics.training.rollout import ModelStep, RolloutTerm, read_windows
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.config_file import check_keys, is_number, read_yaml_mapping
 from mechanisms.dataset_check import verified_facts, verify_rows
@@ -140,6 +141,17 @@ class TrainConfig:
     # species box, the occupancy domain) are then the union of init_from's and this run's rows,
     # so a round never narrows what the model accepts.
     init_scales: bool = False
+    # The rollout loss (kinetics/training/rollout.py): from the first state of each window of
+    # this many consecutive steps along the dataset's rollout rows (sampled with rows.rollout),
+    # the network steps its own state, and each step's output is scored against the rate back
+    # onto Cantera's trajectory, so that drift and false fixed points cost loss. 0: off. A
+    # regime network (tail_of) follows the windows whose first state the main network routes
+    # to it.
+    rollout_steps: int = 0
+    rollout_loss_weight: float = 1.0  # the rollout term's weight beside the one-step loss
+    # Windows per optimiser step (each costs rollout_steps network evaluations); null:
+    # batch_size // rollout_steps, so the rollout term costs about what the one-step batch does.
+    rollout_batch_windows: int | None = None
     max_minutes: float | None = None  # stop after this much training time
     seed: int = 0
     description: str = ""
@@ -212,6 +224,12 @@ class TrainConfig:
                 isinstance(k, str) and is_number(v) and v > 0 for k, v in weights.items())):
             raise InputError(f"output_weights: must map species names to numbers > 0, got "
                              f"{weights!r}")
+        if self.rollout_batch_windows is not None and (
+                isinstance(self.rollout_batch_windows, bool)
+                or not isinstance(self.rollout_batch_windows, int)
+                or self.rollout_batch_windows < 1):
+            raise InputError(f"rollout_batch_windows: must be a whole number >= 1 or null, got "
+                             f"{self.rollout_batch_windows!r}")
         if self.domain is not None and not isinstance(self.domain, dict):
             raise InputError(f"domain: must be a mapping (check, min_rows, …), got {self.domain!r}")
         DomainSettings.from_dict(self.domain)
@@ -226,7 +244,7 @@ class TrainConfig:
 
 # The whole-number settings and their least value; the other numbers, their rule and its test.
 _WHOLE_NUMBERS = {"epochs": 1, "batch_size": 1, "block_rows": 1, "shuffle_blocks": 1,
-                  "lr_decay_every": 1, "seed": 0}
+                  "lr_decay_every": 1, "seed": 0, "rollout_steps": 0}
 _NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "learning_rate": ("> 0", lambda v: v > 0),
     "lr_decay_factor": ("in (0, 1]", lambda v: 0 < v <= 1),
@@ -244,6 +262,7 @@ _NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "max_minutes": ("> 0 or null", lambda v: v > 0),
     "heat_release_weight_k": ("> 0 (K) or null", lambda v: v > 0),
     "heat_release_weight_max": (">= 1", lambda v: v >= 1),
+    "rollout_loss_weight": ("> 0", lambda v: v > 0),
 }
 _OPTIONAL_NUMBERS = ("network_min_temperature_k", "max_minutes", "heat_release_weight_k")
 
@@ -286,6 +305,9 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
                          "it, or pass --allow-incomplete to train on the rows it holds")
     verify_rows(facts)  # every rank, before the process group: all refuse alike
     output_weights = species_output_weights(config.output_weights, facts)
+    if config.rollout_steps and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("rollout_steps: the rollout loss runs in one training process; train "
+                         "without torchrun, or with rollout_steps: 0")
     rank, world, dev = _start_processes(device)
     torch.manual_seed(config.seed)
 
@@ -307,6 +329,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, schedule = _resume(ckpt_path, model, opt, config) if resume else _start(opt, config)
     objective = _Objective(config, facts, norm, dev, output_weights)
+    rollout = _rollout_term(config, facts, main, dev) if config.rollout_steps else None
     best = _BestModel(out, config, arch, facts, norm, main, rows,
                       init if config.init_scales else None) if rank == 0 else None
     blocks = rows.reader.blocks_of_rank(rank, world)
@@ -321,9 +344,9 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, device: str
             epoch_start = time.perf_counter()
             rng = np.random.default_rng([config.seed, state["epoch"]])
             train_loss = _train_epoch(net, opt, rows, blocks, objective, config, rng, bar,
-                                      uneven=world > 1)
+                                      uneven=world > 1, rollout=rollout)
             schedule.step()
-            val = _validation_loss(model, rows, blocks, objective, config.batch_size)
+            val = _validation_loss(model, rows, blocks, objective, config.batch_size, rollout)
             val = _mean_over_ranks(val, world, dev)
             mean_train = _mean_over_ranks(train_loss, world, dev)
             _check_losses(mean_train, val, norm.n_val, state["epoch"] + 1, out)
@@ -649,9 +672,11 @@ def heat_release_weights(inputs: torch.Tensor, targets: torch.Tensor, scale_k: f
 # -- one epoch, validation ------------------------------------------------------------------------
 def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, rows: TrainingRows,
                  blocks: list[int], objective: _Objective, config: TrainConfig,
-                 rng: np.random.Generator, bar: tqdm, uneven: bool) -> float:
+                 rng: np.random.Generator, bar: tqdm, uneven: bool,
+                 rollout: RolloutTerm | None = None) -> float:
     """One pass over the training rows of ``blocks`` in a shuffled order, ``shuffle_blocks``
-    blocks mixed at a time; returns the mean training loss."""
+    blocks mixed at a time, each optimiser step's loss with ``rollout``'s term on a batch of its
+    windows added; returns the mean training loss."""
     order = list(rng.permutation(blocks))
     net.train()
     total, count = 0.0, 0
@@ -669,6 +694,9 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, rows: Trainin
             for i in range(0, len(batch), config.batch_size):
                 part = batch[i:i + config.batch_size]
                 loss = objective.loss(net(part.x), part)
+                extra = rollout.training_loss(net, objective, rng) if rollout else None
+                if extra is not None:
+                    loss = loss + extra
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -680,8 +708,10 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, rows: Trainin
 
 @torch.no_grad()
 def _validation_loss(model: torch.nn.Module, rows: TrainingRows, blocks: list[int],
-                     objective: _Objective, batch_size: int) -> float:
-    """Mean loss over the validation rows of ``blocks`` (NaN when there are none)."""
+                     objective: _Objective, batch_size: int,
+                     rollout: RolloutTerm | None = None) -> float:
+    """Mean loss over the validation rows of ``blocks`` (NaN when there are none), plus
+    ``rollout``'s weighted term over its validation windows."""
     model.eval()
     total, count = 0.0, 0
     for b in blocks:
@@ -693,7 +723,28 @@ def _validation_loss(model: torch.nn.Module, rows: TrainingRows, blocks: list[in
             part = batch[i:i + 8 * batch_size]
             total += float(objective.loss(model(part.x), part)) * len(part)
             count += len(part)
-    return total / count if count else float("nan")
+    loss = total / count if count else float("nan")
+    extra = rollout.validation_loss(model, objective) if rollout else None
+    return loss + extra if extra is not None else loss
+
+
+def _rollout_term(config: TrainConfig, facts: DatasetFacts, main: _MainModel | None,
+                  dev: torch.device) -> RolloutTerm:
+    """The rollout loss of ``config`` on the dataset's rollout windows (InputError when it holds
+    none); a regime network's (``main`` given) only on the windows whose first state the main
+    network routes to it."""
+    windows = read_windows(facts, config.rollout_steps, config.block_rows, config.val_fraction,
+                           config.seed, _source_rows_mask(facts, config.source_rows, config.seed))
+    if main is not None:
+        windows = windows.select(main.routes_here(windows.states[windows.starts],
+                                                  config.route_below, config.progress_below))
+        if len(windows) == 0:
+            raise InputError(f"rollout_steps: the main network ({config.tail_of}) routes no "
+                             f"rollout window of {facts.path} to this {config.regime} network")
+    gas = solution_from_yaml(facts.mechanism_yaml, facts.phase, facts.mechanism_sha256)
+    step = ModelStep(gas, config.box_cox_lambda, facts.dt_s, dev)
+    per_step = config.rollout_batch_windows or max(config.batch_size // config.rollout_steps, 1)
+    return RolloutTerm(windows, step, config.rollout_loss_weight, per_step)
 
 
 def _mean_over_ranks(value: float, world: int, dev: torch.device) -> float:
@@ -857,6 +908,36 @@ class _MainModel:
         if self.coordinates is not None:
             y = mass_fractions(torch.as_tensor(inputs, dtype=torch.float64))
             keep &= self.coordinates.progress(y) < self.progress_limit
+        return keep.numpy()
+
+    def routes_here(self, states: np.ndarray, route_below: float, progress_below: float
+                    ) -> np.ndarray:
+        """[n] bool: the states ``[n, 2+ns]`` the main network routes to this regime network at
+        inference, as :class:`~kinetics.step.compiled_step.CompiledStep` routes a cell: its
+        rates, in its target scale, all below ``route_below`` over the active species; for an
+        induction network, progress below ``progress_below`` too; for a near-equilibrium
+        network, not those that the model's induction network (if it has one) takes first."""
+        if len(states) == 0:
+            return np.zeros(0, dtype=bool)
+        x, _ = features_and_targets(states, states, self.lam, self.dt_s)
+        xz = ((x - self.tensors[X_MEAN]) / self.tensors[X_STD]).float()
+        self.network.eval()
+        with torch.no_grad():
+            out = torch.cat([self.network(xz[i:i + 65536]) for i in range(0, len(xz), 65536)])
+        rate = decode_output(out.double(), self.meta.output_transform) * self.y_std \
+            + self.tensors[Y_MEAN]
+        largest = (rate / self.y_std)[:, self.active].abs().amax(dim=1)
+        keep = largest < route_below
+        y = mass_fractions(torch.as_tensor(states, dtype=torch.float64))
+        if self.regime == "induction":
+            keep &= self.coordinates.progress(y) < progress_below
+        elif self.meta.induction:
+            induction = self.meta.induction
+            gas = solution_from_yaml(self.mechanism_yaml, self.meta.phase,
+                                     self.meta.mechanism_sha256)
+            fresh = DomainCoordinates(gas, *self.meta.streams).progress(y) \
+                < float(induction["progress_below"])
+            keep &= ~(fresh & (largest < float(induction["route_below"])))
         return keep.numpy()
 
     def write_with_tail(self, out: Path, tail, config: TrainConfig, arch, norm: Normalisation,
