@@ -46,6 +46,7 @@ STALE_AFTER_S = 3 * 3600.0
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
 _EVENT = re.compile(r"^(replay|r\d+/[a-z-]+): (started|resumed|finished in|done already)\b")
+_REFERENCES_TO_COMPUTE = re.compile(r"^references: \d+ ODE flame\(s\) to compute")
 
 
 @dataclass
@@ -99,13 +100,16 @@ class StageProgress:
 @dataclass
 class Estimate:
     """When round ``round`` should end (local time), ``remaining_s`` from now, from round
-    ``from_round``'s stage times; ``left_out``: stages still to run that round did not run."""
+    ``from_round``'s stage times; ``left_out``: stages still to run that round did not run;
+    ``with_references``: stages still to run whose counterpart in that round also computed the
+    flames' ODE references (hours, once per work folder: not a round's time)."""
 
     round: int
     end: str
     remaining_s: float
     from_round: int
     left_out: list[str]
+    with_references: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -392,11 +396,16 @@ def _estimate(work: WorkDir, recipe: dict[str, Any], current: StageProgress,
     stages = _round_stages(recipe, k)
     if k == 0 or current.stage not in stages:
         return None
-    remaining, left_out, known = 0.0, [], 0
+    remaining, left_out, with_references, known = 0.0, [], [], 0
+    computed_references = _stages_computing_references(work.root / PROGRESS_LOG)
     for stage in stages[stages.index(current.stage):]:
-        before = None if stage == "replay" else _done(work, f"r{k - 1}/{stage.split('/', 1)[1]}")
+        counterpart = None if stage == "replay" else f"r{k - 1}/{stage.split('/', 1)[1]}"
+        before = None if counterpart is None else _done(work, counterpart)
         if before is None:
             left_out.append(stage)
+            continue
+        if counterpart in computed_references:
+            with_references.append(stage)
             continue
         known += 1
         remaining += max(before.seconds - current.elapsed_s, 0.0) \
@@ -404,7 +413,32 @@ def _estimate(work: WorkDir, recipe: dict[str, Any], current: StageProgress,
     if not known:
         return None
     return Estimate(k, time.strftime(LOG_TIME_FORMAT, time.localtime(now + remaining)), remaining,
-                    k - 1, left_out)
+                    k - 1, left_out, with_references)
+
+
+def _stages_computing_references(path: Path) -> set[str]:
+    """The stages during which progress.log says ODE references were computed (a
+    ``references: N ODE flame(s) to compute`` line while the stage was open)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    found: set[str] = set()
+    open_stage = None
+    for raw in text.splitlines():
+        match = _LINE.match(raw)
+        if not match:
+            continue
+        line = match.group(2)
+        event = _EVENT.match(line)
+        if RUN_HEADER.match(line):
+            open_stage = None
+        elif event:
+            stage, what = event.groups()
+            open_stage = stage if what in ("started", "resumed") else None
+        elif open_stage and _REFERENCES_TO_COMPUTE.match(line):
+            found.add(open_stage)
+    return found
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -430,6 +464,9 @@ def format_status(status: WorkStatus) -> str:
     if e is not None:
         left = f"; not counting {', '.join(e.left_out)} (round {e.from_round} ran none)" \
             if e.left_out else ""
+        if e.with_references:
+            left += (f"; not counting {', '.join(e.with_references)} (round {e.from_round}'s "
+                     "also computed the ODE references)")
         lines.append(f"estimate round {e.round} ends around {e.end} (in {_duration(e.remaining_s)}; "
                      f"an estimate from round {e.from_round}'s stage times{left})")
     return "\n".join(lines)

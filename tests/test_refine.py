@@ -1201,3 +1201,26 @@ def test_refine_status_of_an_old_folder_without_lock(tmp_path):
     assert stale.running is False and stale.estimate is None
     assert "not running (no run.lock to ask; progress.log unwritten since" in text
     assert "\nstopped  r2/train-main" in text and "estimate" not in text
+
+
+def test_refine_status_estimate_leaves_out_a_stage_that_computed_the_references(tmp_path):
+    """Round 1's evaluation that also computed the flames' ODE references (hours, once per work
+    folder) is not taken as what round 2's evaluation will cost; the line says so."""
+    from refinement.status import format_status, read_status
+
+    work, _ = _hand_made_folder(tmp_path)
+    now = int(time.time())
+    _log(work, now, (9000, f"refine m.safetensors (hand): up to 3 round(s) in {work}"),
+         (8000, "r1/evaluate: started"),
+         (8000, "references: 2 ODE flame(s) to compute, 2 at a time: a, b"),
+         (7100, "r1/evaluate: finished in 900.0 s"),
+         (2000, "r2/harvest: started"), (1900, "r2/harvest: finished in 100.0 s"),
+         (1900, "r2/train-main: started"), (1620, "r2/train-main: finished in 280.0 s"),
+         (60, "r2/train-tail: started"))
+    e = read_status(work, now=now).estimate
+    assert (e.left_out, e.with_references) == ([], ["r2/evaluate"])
+    assert e.remaining_s == pytest.approx(200 - 60)
+    text = format_status(read_status(work, now=now))
+    assert text.splitlines()[-1].endswith("an estimate from round 1's stage times; not counting "
+                                          "r2/evaluate (round 1's also computed the ODE "
+                                          "references))")
