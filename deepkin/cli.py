@@ -310,13 +310,20 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                    "docs/training.md, \"The refinement loop\".")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False),
               help="Work folder; a killed run resumes there (default ~/.cache/deepkin/refine/NAME).")
+@click.option("--rounds", type=int, default=None,
+              help="Rounds to run at most, instead of the config's (not part of the recipe: "
+                   "raise it to go on with a finished run).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress lines.")
-def refine_cmd(model, config_path, work_dir, quiet) -> None:
+def refine_cmd(model, config_path, work_dir, rounds, quiet) -> None:
     """Refine MODEL (a path or shipped name) on the states its own runs visit: run the cases,
     harvest and label their states, fine-tune the networks, repeat; every stage resumable."""
     from refinement import load_refine_config, run_refinement
 
+    if rounds is not None and rounds < 1:
+        raise DeepkinError(f"rounds: must be a whole number >= 1, got {rounds}")
     config = load_refine_config(config_path)
+    if rounds is not None:
+        config = dataclasses.replace(config, rounds=rounds)
     summary = run_refinement(model, config, work_dir, progress=not quiet,
                              echo=None if quiet else (lambda line: click.echo(line, err=True)))
     last = summary.last

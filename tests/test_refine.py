@@ -229,6 +229,29 @@ def test_round_table_and_plot(resumed):
     print(f"tiny h2 round, seconds per stage: {seconds}")
 
 
+def test_rounds_flag_overrides_the_config(resumed, tmp_path):
+    """``--rounds N`` takes the place of the config's ``rounds`` (which is not part of the
+    recipe): a finished one-round folder with a config asking for 3 rounds computes nothing more
+    under ``--rounds 1``; ``--rounds 0`` is refused in one line."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(resumed["work"], work)
+    config = yaml.safe_load((TINY / "refine.yaml").read_text())
+    config["rounds"] = 3
+    path = _tiny_copy(tmp_path, config)
+    proc = run_cli("refine", str(resumed["model"]), "-c", str(path), "--work", str(work),
+                   "--rounds", "1", "-q", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "the targets are not met after 1 round(s)" in proc.stdout
+    assert [r["round"] for r in _rounds(work)["rounds"]] == [0, 1]
+    assert not (work / "round-2").exists()
+    bad = run_cli("refine", str(resumed["model"]), "-c", str(path), "--work", str(work),
+                  "--rounds", "0", timeout=60)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode != 0 and len(lines) == 1 and "rounds: must be" in lines[0], bad.stderr
+
+
 def test_loop_stops_once_the_validation_targets_hold(resumed, tmp_path):
     """Targets are not part of the recipe: the same work folder judged with targets round 0
     meets stops there, computes nothing and keeps round 0 as the best."""
