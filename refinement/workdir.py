@@ -146,9 +146,13 @@ class WorkDir:
             committed = json.loads(path.read_text())
             where = first_difference(committed, recipe)
             if where is not None:
+                start = self.root / "round-0" / "model.safetensors"
+                hint = (f"; to go on with its own starting model (a shipped model since replaced), "
+                        f"pass {start} as MODEL" if where == "model_sha256" and start.is_file()
+                        else "")
                 raise InputError(f"work: {self.root} holds a run of another recipe ({where} "
                                  f"differs from its {RECIPE_FILE}); use another --work, or delete "
-                                 "that folder to start again")
+                                 f"that folder to start again{hint}")
             # the committed text names the run: a key a later deepkin added at its empty default
             # does not make the finished stages stale
             text = json.dumps(committed, indent=1, sort_keys=True)

@@ -295,6 +295,32 @@ def test_work_folder_of_another_recipe_is_refused(resumed, tmp_path):
         "recipe.json); use another --work, or delete that folder to start again"]
 
 
+def test_a_replaced_starting_model_is_named_and_the_folders_own_goes_on(resumed, tmp_path):
+    """A work folder started from a model whose file has since changed (a shipped model
+    replaced by a newer one) is refused with a hint: its own starting model, kept as
+    round-0/model.safetensors, goes on with it and recomputes nothing."""
+    import shutil
+
+    from tests.helpers.models import rewrite_model_file
+
+    work = tmp_path / "work"
+    shutil.copytree(resumed["work"], work)
+    newer = rewrite_model_file(resumed["model"], tmp_path / "newer.safetensors",
+                               meta_edit=lambda raw: raw.update(description="a newer model"))
+    proc = run_cli("refine", str(newer), "-c", str(TINY / "refine.yaml"), "--work", str(work),
+                   timeout=120)
+    start = work / "round-0" / "model.safetensors"
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: work: {work} holds a run of another recipe (model_sha256 differs from its "
+        "recipe.json); use another --work, or delete that folder to start again; to go on with "
+        f"its own starting model (a shipped model since replaced), pass {start} as MODEL"]
+    again = run_cli("refine", str(start), "-c", str(TINY / "refine.yaml"), "--work", str(work),
+                    "-q", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "r1/evaluate: done already" in (work / "progress.log").read_text()
+
+
 def test_a_replay_dataset_sampled_by_hand_is_kept(resumed, tmp_path):
     """A fresh replay stage keeps a DIR/replay.h5 holding exactly the recipes' finished runs (one
     sampled beside round 0), and samples again anything else."""
