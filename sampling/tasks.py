@@ -186,9 +186,15 @@ def _draw_multiscale(spec, ctx, gas, rng):
 
 
 def _draw_perturbed(spec, ctx, gas, rng):
+    return _perturbed_states(np.asarray(spec.params["base_states"]),
+                             ctx.options["perturbed"]["alpha"], spec.rows, ctx, gas, rng)
+
+
+def _perturbed_states(base: np.ndarray, alpha: float, n: int, ctx: TaskContext,
+                      gas: ct.Solution, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """``n`` states drawn from ``base`` and perturbed by ``alpha`` (:func:`perturb`, the
+    manifold's T span), kept by the rate filter."""
     ranges = ManifoldRanges.from_dict(ctx.ranges)
-    base = np.asarray(spec.params["base_states"])
-    alpha = ctx.options["perturbed"]["alpha"]
     span = ranges.temperature_k[1] - ranges.temperature_k[0]
     bounds = (gas.min_temp + 1.0, gas.max_temp - 1.0)
 
@@ -196,7 +202,7 @@ def _draw_perturbed(spec, ctx, gas, rng):
         picks = base[rng.integers(0, len(base), k)]
         return perturb(picks, alpha, span, rng, bounds)
 
-    return _filtered(draw, spec.rows, ctx, gas)
+    return _filtered(draw, n, ctx, gas)
 
 
 def _draw_emcs(spec, ctx, gas, rng):
@@ -268,12 +274,7 @@ def _label_rollouts(spec: TaskSpec, ctx: TaskContext, gas: ct.Solution,
     wanted = -(-spec.rows // steps)
     note = ""
     if opts["alpha"] > 0:
-        ranges = ManifoldRanges.from_dict(ctx.ranges)
-        span = ranges.temperature_k[1] - ranges.temperature_k[0]
-        bounds = (gas.min_temp + 1.0, gas.max_temp - 1.0)
-        starts, note = _filtered(
-            lambda k: perturb(base[rng.integers(0, len(base), k)], opts["alpha"], span, rng,
-                              bounds), wanted, ctx, gas)
+        starts, note = _perturbed_states(base, opts["alpha"], wanted, ctx, gas, rng)
     else:
         starts = base[:wanted]
         if len(starts) < wanted:
