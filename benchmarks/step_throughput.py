@@ -6,6 +6,7 @@
     python benchmarks/step_throughput.py --device cuda --cells 65536 1048576 --dtypes float32 tf32 bfloat16
     python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --sizes 3200-1600-800-400
     python benchmarks/step_throughput.py --mechanism gri30.yaml --fuel CH4:1 --dt 5e-6 --sizes 400-400-400
+    python benchmarks/step_throughput.py --model routed.safetensors --sizes --router both
 
 Per core, as a CFD user measures it: the surrogate (``Integrator.advance``: the input check, frozen
 cells, Cantera fallback cells, both networks, the element projection, the enthalpy inversion) runs
@@ -27,7 +28,10 @@ each figure, with the machine's load average before and after.
 Models: the one named by ``--model`` (shipped ``h2-air`` by default), then random-weight networks
 of each of ``--sizes`` (``kinetics.model.synthetic``) on its mechanism (or ``--mechanism``'s) with its
 frozen temperature and a domain that takes every other cell (no fallback, one network): what a
-model that serves the whole flame would cost at that size.
+model that serves the whole flame would cost at that size. A model with a router (``deepkin
+router``) runs as it is set (``--router on``, on where bfloat16 multiplies natively), without it
+(``off``: ``skip_main_below`` 0, the main network on every cell), or both, each against Cantera
+in the same run (``both``).
 """
 
 from __future__ import annotations
@@ -178,6 +182,8 @@ def main() -> None:
     parser.add_argument("--fuel", help="with --mechanism: the fuel of the mixes, e.g. CH4:1")
     parser.add_argument("--dt", type=float, help="with --mechanism: the random networks' and "
                         "Cantera's step (s; default the model's dt)")
+    parser.add_argument("--router", choices=["on", "off", "both"], default="on",
+                        help="a model with a router: as set (on), without it (off), or both")
     args = parser.parse_args()
     if args.mechanism and not args.fuel:
         parser.error("--mechanism needs --fuel")
@@ -214,8 +220,15 @@ def main() -> None:
                 for precision in args.dtypes:
                     integrator = Integrator.load(model_path, device=args.device,
                                                  dtype=_network_dtype(precision))
-                    _measure(label, integrator, integrator.precision if precision == "auto"
-                             else precision, mixes, cantera, args)
+                    name = integrator.precision if precision == "auto" else precision
+                    skip = integrator.skip_main_below
+                    if not skip:  # no router, or off on this device: measured as it is
+                        _measure(label, integrator, name, mixes, cantera, args)
+                        continue
+                    for router in (["on", "off"] if args.router == "both" else [args.router]):
+                        integrator.skip_main_below = skip if router == "on" else 0.0
+                        _measure(f"{label} router {router}", integrator, name, mixes, cantera,
+                                 args)
     finally:
         cantera.close()
     print(load_text())
@@ -245,7 +258,7 @@ def _measure(label: str, integrator: Integrator, precision: str, mixes: list[Sta
             cpu = (n / ours.cpu_s, len(mix.states) / theirs.cpu_s)
             res = integrator.advance(cells)
             network = 1.0 - (res.n_frozen + res.n_fallback) / n
-            print(f"{label:<19} {precision:<8} {mix.name:<18} {n:>7} cells | wall: surrogate "
+            print(f"{label:<22} {precision:<8} {mix.name:<18} {n:>7} cells | wall: surrogate "
                   f"{wall[0]:>9,.0f}, Cantera {wall[1]:>7,.0f} cells/s/core: {wall[0] / wall[1]:5.1f}x"
                   f" | CPU time: {cpu[0]:>9,.0f} vs {cpu[1]:>7,.0f} cells/s: {cpu[0] / cpu[1]:5.1f}x"
                   f" | frozen {res.n_frozen / n:.1%}, fallback {res.n_fallback / n:.1%}, network "

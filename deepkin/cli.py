@@ -417,6 +417,44 @@ def export_cmd(model, output, precision, device) -> None:
                f"{device})")
 
 
+@cli.command("router")
+@click.argument("model")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write: MODEL with its router set (or removed).")
+@click.option("--skip-main-below", type=float,
+              help="Cells whose rates, by the main network in bfloat16, are all below this × the "
+                   "main target scale skip the float32 main network (at most tail.route_below; "
+                   "default half of it).")
+@click.option("-d", "--data", "datasets", multiple=True, type=click.Path(dir_okay=False),
+              help="Dataset (HDF5) of the model's mechanism to check the router on first; repeat "
+                   "for several.")
+@click.option("--max-rows", type=int, default=200_000, show_default=True,
+              help="Rows drawn from each dataset for the check.")
+@click.option("--off", is_flag=True, help="Remove the router instead.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+def router_cmd(model, out, skip_main_below, datasets, max_rows, off, threads) -> None:
+    """Set MODEL's router (a path or shipped name with a near-equilibrium network): the main
+    network runs first in bfloat16, and the cells it finds near equilibrium take the
+    near-equilibrium network's rates without the float32 main network. No rate comes from
+    bfloat16, only the route. On where bfloat16 multiplies natively (AVX512-BF16, AMX, CUDA);
+    check the model in its flames before use (docs/training.md, "The router")."""
+    from kinetics.training.router import set_router
+
+    _set_threads(threads)
+    if max_rows < 1:
+        raise DeepkinError(f"max-rows: must be >= 1, got {max_rows}")
+    if off and (skip_main_below is not None or datasets):
+        raise DeepkinError("off: removes the router; give no --skip-main-below or --data with it")
+    meta, checks = set_router(model, out, skip_main_below, datasets, max_rows, off)
+    for check in checks:
+        click.echo(check.summary(float(meta.tail["route_below"])))
+    if off:
+        click.echo(f"wrote {out} without a router")
+    else:
+        click.echo(f"wrote {out}: cells below {meta.router['skip_main_below']:g} × the main "
+                   f"scale by the bfloat16 main network skip the float32 one")
+
+
 @cli.command("reduce")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Reduction input file (pyMARS keys plus deepkin's simulation:/deepmr: blocks).")

@@ -201,7 +201,8 @@ class Integrator:
     that does the arithmetic; ``head``, ``tail`` and ``induction`` are its networks (None where the
     model has none). The routing and domain settings (``route_below``,
     ``induction_route_below``, ``induction_progress_below``, ``induction_fallback_below``,
-    ``domain_check``, ``grid``) read and write the module's, so a changed setting steps at once.
+    ``skip_main_below`` (the router's), ``domain_check``, ``grid``) read and write the
+    module's, so a changed setting steps at once.
 
     ``small_calls``: ``torchscript`` (default) or ``aot``: calls of up to
     :attr:`small_call_max_cells` cells (one model step, no ``stop``, CPU) run the step compiled
@@ -276,11 +277,11 @@ class Integrator:
         if small_calls == "aot" and self.device.type != "cpu":
             raise InputError(f"small_calls: aot runs on CPU only, not {self.device}")
         # The AOTInductor step of small calls (None: TorchScript only), whether it matches the
-        # domain settings now (_small_ready), and its routing settings [4] (kept current by the
+        # domain settings now (_small_ready), and its routing settings [5] (kept current by the
         # setters: reading the module's attributes costs ~10 µs a call).
         self._small: SmallStep | None = None
         self._small_ready = False
-        self._small_settings = torch.zeros(4, dtype=torch.float64)
+        self._small_settings = torch.zeros(len(SETTINGS), dtype=torch.float64)
         self._small_max_cells = SMALL_CALL_MAX_CELLS
         if small_calls == "aot":
             self._small = load_small_step(meta, tensors, self.gas, dtype, module.domain_check,
@@ -325,6 +326,17 @@ class Integrator:
     @induction_fallback_below.setter
     def induction_fallback_below(self, value: float) -> None:
         self.step_module.induction_fallback_below = float(value)
+        self._settings_changed()
+
+    @property
+    def skip_main_below(self) -> float:
+        """The router's threshold (× the main target scale): a cell it predicts below it skips
+        the main network and takes the near-equilibrium network's rates (0: off, or no router)."""
+        return self.step_module.skip_main_below
+
+    @skip_main_below.setter
+    def skip_main_below(self, value: float) -> None:
+        self.step_module.skip_main_below = float(value)
         self._settings_changed()
 
     @property

@@ -100,6 +100,11 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
     for prefix, architecture, transform in heads:
         _check_transform(transform, f"{prefix}output_transform", refuse)
         expected |= _check_head(prefix, architecture, tensors, ns, refuse)
+    router = getattr(meta, "router", None)
+    if router is not None:
+        if version < 6:
+            raise refuse("router", f"needs format 6, the file is format {version}")
+        _check_router(router, meta.tail, refuse)
     unexpected = sorted(set(tensors) - expected)
     if unexpected:
         raise refuse(f"tensor '{unexpected[0]}'", "is not part of the model its metadata declare")
@@ -215,6 +220,21 @@ def _check_vector(tensors: dict[str, torch.Tensor], name: str, size: int, refuse
         raise refuse(f"tensor '{name}'", "holds NaN or inf")
     if positive and not bool((t > 0).all()):
         raise refuse(f"tensor '{name}'", "must be > 0 everywhere (it divides)")
+
+
+def _check_router(router: Any, tail: Any, refuse: _Refusal) -> None:
+    """The router needs a near-equilibrium network to send cells to, a precision it can run the
+    main network's copy in, and a threshold within the near-equilibrium routing one."""
+    if not isinstance(router, dict):
+        raise refuse("router", f"must be null or a mapping, got {router!r}")
+    if tail is None:
+        raise refuse("router", "needs a near-equilibrium network (tail) to send cells to")
+    if router.get("precision") != "bfloat16":
+        raise refuse("router.precision", f"must be bfloat16, got {router.get('precision')!r}")
+    skip = router.get("skip_main_below")
+    if not (is_number(skip) and 0 < skip <= tail["route_below"]):
+        raise refuse("router.skip_main_below", f"must lie in (0, tail.route_below = "
+                                               f"{tail['route_below']!r}], got {skip!r}")
 
 
 def _check_head(prefix: str, architecture: Any, tensors: dict[str, torch.Tensor], ns: int,

@@ -35,7 +35,8 @@ from mechanisms.loading import mechanism_sha256
 # occupancy grid over mixture fraction, dilution, T, P and progress (``domain`` and the tensor
 # ``domain.occupancy``) and an induction network may follow (``induction``). Older files are read
 # with the checks of their format (and their per-species domain box), plus the consistency checks.
-FORMAT_VERSION = 5
+# 6: the main network's bfloat16 copy may route cells before the main network runs (``router``).
+FORMAT_VERSION = 6
 
 # The tensors of a model file. A network's tensors sit under its head's prefix: "" for the main
 # network, TAIL for the near-equilibrium one, INDUCTION for the induction one.
@@ -100,6 +101,14 @@ class ModelMeta:
     # The precision the model was validated in for fast inference (format >= 5): "float32", or
     # "bfloat16" (used on CPUs that multiply it natively; kinetics.step.forward.network_dtype).
     inference_precision: str = "float32"
+    # The router (format >= 6; kinetics/training/router.py): {"precision": "bfloat16",
+    # "skip_main_below", "checked"}. Where the main network runs in float32 on a device that
+    # multiplies bfloat16 natively, its bfloat16 copy runs first: a cell that is not fresh
+    # (progress at or above the induction network's ``progress_below``, when there is one) whose
+    # rates it predicts all below ``skip_main_below`` (<= tail.route_below) × the main target
+    # scale takes the near-equilibrium network's rates, and the float32 main network runs on the
+    # other cells only. No tensors: the copy is the main network's weights.
+    router: dict[str, Any] | None = None
 
     @property
     def n_species(self) -> int:

@@ -59,7 +59,7 @@ from kinetics.model.model_file import (
 from kinetics.networks.architectures import MLP, build_model
 from kinetics.networks.transforms import box_cox, signed_power_inverse
 from kinetics.step.device import resolve_device
-from kinetics.step.forward import PRECISIONS, BlockedForward
+from kinetics.step.forward import PRECISIONS, BlockedForward, native_bfloat16_cpu
 from kinetics.step.tables import element_tables, mixture_rows, occupancy_table, thermo_table
 from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
@@ -320,6 +320,18 @@ class CompiledStep(nn.Module):
             self.induction_route_below = float(meta.induction["route_below"])
             self.induction_progress_below = float(meta.induction["progress_below"])
             self.induction_fallback_below = float(meta.induction.get("fallback_below", 0.0))
+        # The router (format 6): the main network's bfloat16 copy, run first; a cell it finds
+        # slow skips the float32 main network (skip_main_below × the main target scale; 0: off).
+        # Built for a float32 main network; on by default where bfloat16 multiplies natively (a
+        # CUDA device, or a CPU with AVX512-BF16 or AMX), off elsewhere (emulated bfloat16 costs
+        # more than it saves), where a caller may still turn it on.
+        self.router = None
+        self.skip_main_below = 0.0
+        if meta.router and dtype == torch.float32:
+            self.router = RateNetwork(meta.architecture, meta.output_transform, tensors, "",
+                                      device, torch.bfloat16)
+            if device.type == "cuda" or (device.type == "cpu" and native_bfloat16_cpu()):
+                self.skip_main_below = float(meta.router["skip_main_below"])
 
     def _set_domain(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
                     device: torch.device) -> None:
@@ -386,11 +398,13 @@ class CompiledStep(nn.Module):
         :meth:`kinetics.step.forward.FusedMLP.prepack`): call it after loading, never before saving.
         The engine does at load; a C++ caller after ``torch::jit::load``."""
         self.head.network.prepack()
-        tail, induction = self.tail, self.induction
+        tail, induction, router = self.tail, self.induction, self.router
         if tail is not None:
             tail.network.prepack()
         if induction is not None:
             induction.network.prepack()
+        if router is not None:
+            router.network.prepack()
 
     def forward(self, states: torch.Tensor, n_substeps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """``(states' [n, 2+ns] float64, flag [n] int8)`` after ``n_substeps`` model steps;
@@ -549,8 +563,15 @@ class CompiledStep(nn.Module):
         cells routed to the regime networks (see :meth:`kinetics.integrator.Integrator.rates`);
         ``routed``: a regime network may have taken a cell (False: ``route`` is all
         :data:`ROUTE_MAIN`); ``unresolved``: a cell may be :data:`ROUTE_UNRESOLVED`."""
-        rate = self.head(features)
         n = features.shape[0]
+        skipped = self._skips_main(features, progress)
+        if skipped is None:
+            rate = self.head(features)
+        else:  # the main network on the other cells only; the skipped ones go to the tail
+            rate = torch.zeros(n, self.n_species, dtype=torch.float64, device=features.device)
+            keep = (~skipped).nonzero().squeeze(1)
+            if keep.shape[0] > 0:
+                rate.index_copy_(0, keep, self.head(features.index_select(0, keep)))
         route = torch.zeros(n, dtype=torch.int8, device=features.device)
         tail, induction = self.tail, self.induction
         if (tail is None and induction is None) or n == 0:
@@ -589,6 +610,23 @@ class CompiledStep(nn.Module):
                     route[i[(own < self.induction_fallback_below) & burnable]] = self.ROUTE_UNRESOLVED
                     unresolved = True
         return rate, route, True, unresolved
+
+    def _skips_main(self, features: torch.Tensor, progress: torch.Tensor
+                    ) -> torch.Tensor | None:
+        """The cells ``[n]`` bool the router sends to the near-equilibrium network without the
+        float32 main network: the main network's rates in bfloat16 all below
+        ``skip_main_below`` × the main target scale (inert species left out), never a fresh cell
+        when there is an induction network; None: no such cell, or no router."""
+        router, tail = self.router, self.tail
+        if router is None or tail is None or self.skip_main_below <= 0.0 or features.shape[0] == 0:
+            return None
+        largest = (router.forward(features) / self.head.y_std).abs()
+        if self.has_inert:
+            largest = torch.where(self.inert, 0.0, largest)
+        skip = largest.amax(dim=1) < self.skip_main_below
+        if self.induction is not None:
+            skip = skip & (progress >= self.induction_progress_below)
+        return skip if bool(skip.any()) else None
 
     @torch.jit.export
     def rates(self, t: torch.Tensor, p: torch.Tensor, bct: torch.Tensor,

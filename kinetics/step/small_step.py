@@ -6,7 +6,8 @@ the arithmetic. :class:`DenseStep` is the same model step written so that ``torc
 it whole (no ``.item()``, no branch on a tensor's value) and AOTInductor
 (``aoti_compile_and_package``) fuses its elementwise work into a few generated C++ loops:
 
-- the main network runs on every row; a regime network (near-equilibrium "tail", induction) on
+- the main network runs on every row (but those a router sends straight to the near-equilibrium
+  network, gathered as below); a regime network (near-equilibrium "tail", induction) on
   the rows routed to it, gathered by ``nonzero`` (a size known at run time only: no layer runs when
   no cell takes it; ``torch.cond`` cannot take the packed weights as a branch's operands), its rates
   put back with ``index_copy``; routing as :meth:`CompiledStep._rates` (``ROUTE_UNRESOLVED`` and
@@ -97,7 +98,7 @@ FLAG_NEWTON_SHORT = 3
 EXPORT_MAX_CELLS = 1024
 SMALL_CALL_MAX_CELLS = 128
 SETTINGS = ("route_below", "induction_route_below", "induction_progress_below",
-            "induction_fallback_below")  # the order of DenseStep's ``settings`` input
+            "induction_fallback_below", "skip_main_below")  # DenseStep's ``settings``, in order
 # What the cache key hashes besides the model: the sources whose arithmetic the package holds.
 _SOURCES = ("small_step.py", "compiled_step.py", "tables.py", "thermo.py")
 PACKAGE_SUFFIX = ".pt2"
@@ -208,20 +209,24 @@ class DenseStep(nn.Module):
                      if step.tail is not None else None)
         self.induction = (DenseRates(step.induction, meta.induction["architecture"], tensors,
                                      INDUCTION, dtype) if step.induction is not None else None)
+        # the router: the main network in bfloat16 (CompiledStep's, when it has one)
+        self.router = (DenseRates(step.router, meta.architecture, tensors, "", torch.bfloat16)
+                       if step.router is not None and step.tail is not None else None)
         self.newton_iterations = NEWTON_ITERATIONS
 
     def settings(self, route_below: float, induction_route_below: float,
-                 induction_progress_below: float, induction_fallback_below: float) -> torch.Tensor:
-        """The ``settings`` input ``[4]`` float64 (the routing thresholds, as the Integrator's
-        properties of those names)."""
+                 induction_progress_below: float, induction_fallback_below: float,
+                 skip_main_below: float = 0.0) -> torch.Tensor:
+        """The ``settings`` input ``[5]`` float64 (the routing thresholds, as the Integrator's
+        properties of those names; ``skip_main_below`` 0: the router sends no cell)."""
         return torch.tensor([route_below, induction_route_below, induction_progress_below,
-                             induction_fallback_below], dtype=torch.float64)
+                             induction_fallback_below, skip_main_below], dtype=torch.float64)
 
     def forward(self, states: torch.Tensor, settings: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(states' [n, 2+ns] float64, flag [n] int8, counts [3] int64)`` after one model step
         of ``states`` ``[n, 2+ns]`` (T in K, P in Pa, Y; float64, contiguous) with the routing
-        ``settings`` ``[4]`` (:data:`SETTINGS`): Y clipped at 0 and rescaled to ΣY = 1 first;
+        ``settings`` ``[5]`` (:data:`SETTINGS`): Y clipped at 0 and rescaled to ΣY = 1 first;
         frozen cells (:data:`FLAG_FROZEN`), cells outside the domain or unresolved
         (:data:`FLAG_FALLBACK`) and cells whose T' has not converged within
         :data:`NEWTON_ITERATIONS` (:data:`FLAG_NEWTON_SHORT`) come back as given. ``counts``:
@@ -267,10 +272,21 @@ class DenseStep(nn.Module):
     def _rates(self, features: torch.Tensor, complete: torch.Tensor, progress: torch.Tensor,
                settings: torch.Tensor, stepped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rates [n, ns] 1/s, route [n] int64)``: :meth:`CompiledStep._rates`, the main
-        network on every row, a regime network on the ``stepped`` cells routed to it."""
-        rate = self.head(features)
+        network on every row (but those the router sends to the near-equilibrium network), a
+        regime network on the ``stepped`` cells routed to it."""
+        tail, induction, router = self.tail, self.induction, self.router
+        if router is not None and tail is not None:
+            largest = (router(features) / self.head.y_std).abs()
+            if self.has_inert:
+                largest = torch.where(self.inert, 0.0, largest)
+            skip = (largest.amax(dim=1) < settings[4]) & stepped  # setting 0: none skips
+            if induction is not None:
+                skip = skip & (progress >= settings[2])
+            rate = self.head.rows(features, torch.zeros_like(features.narrow(1, 2, self.n_species)),
+                                  ~skip)
+        else:
+            rate = self.head(features)
         route = torch.zeros_like(progress, dtype=torch.int64)
-        tail, induction = self.tail, self.induction
         if tail is None and induction is None:
             return rate, route
         largest = (rate / self.head.y_std).abs()
