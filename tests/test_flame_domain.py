@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_TAIL, ROUTE_UNRESOLVED, Integrator
-from kinetics.model.model_file import read_model_file
+from kinetics.model.model_file import FORMAT_VERSION, read_model_file
 from kinetics.networks.transforms import box_cox
 from mechanisms import InputError
 from mechanisms.dataset_file import read_dataset
@@ -66,7 +66,7 @@ def _state(gas: ct.Solution, t: float, p_atm: float, y: np.ndarray | str) -> np.
 
 def test_the_trainer_records_what_it_covered(models, small_dataset):
     meta, tensors, _ = read_model_file(models["main"])
-    assert meta.format_version == 5
+    assert meta.format_version == FORMAT_VERSION
     domain = meta.domain
     assert domain["check"] == "occupancy" and domain["fuel"] == "H2:1" and domain["oxidizer"] == AIR
     assert domain["coordinates"] == ["mixture_fraction", "diluent", "temperature_k",
