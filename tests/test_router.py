@@ -184,3 +184,27 @@ def test_the_exported_step_carries_the_router(float32_model, tmp_path):
     assert network.sum() > len(cells) // 2
     assert np.array_equal(out.numpy()[network], expected.states[network])
     assert int(_skipped(module, torch.as_tensor(cells)).sum()) > 10
+
+
+@pytest.mark.slow
+def test_small_calls_compiled_ahead_of_time_route_as_torchscript(float32_model, tmp_path):
+    """One AOTInductor compile of the routed model (35-100 s on one core): its small calls step
+    as the TorchScript step's, the router on."""
+    routed = tmp_path / "routed.safetensors"
+    meta, _ = set_router(float32_model, routed)
+    aot = Integrator.load(routed, device="cpu", dtype="float32", small_calls="aot")
+    plain = Integrator.load(routed, device="cpu", dtype="float32")
+    assert aot.small_calls == "aot"
+    for integrator in (aot, plain):
+        integrator.skip_main_below = float(meta.tail["route_below"])
+    cells = _cells(plain.gas)
+    skipped = 0
+    for n in (1, 3, 36):
+        for start in range(0, len(cells) - n, max(n, len(cells) // 8)):
+            x = cells[start:start + n]
+            got, expected = aot.advance(x), plain.advance(x)
+            assert np.abs(got.states[:, 0] - expected.states[:, 0]).max() <= 1e-10
+            assert np.abs(got.states[:, 2:] - expected.states[:, 2:]).max() <= 1e-14
+            assert got.n_tail_steps == expected.n_tail_steps
+            skipped += int(_skipped(plain.step_module, torch.as_tensor(x)).sum())
+    assert skipped > 0
