@@ -123,6 +123,16 @@ def network_rates(out: torch.Tensor, output_lambda: float, y_std: torch.Tensor,
     return out * y_std + y_mean
 
 
+def largest_scaled_rate(rate: torch.Tensor, y_std: torch.Tensor, inert: torch.Tensor,
+                        has_inert: bool) -> torch.Tensor:
+    """The largest |rate| of each cell ``[n]``, × the target scale ``y_std``, inert species left
+    out: what the routing compares with its thresholds."""
+    largest = (rate / y_std).abs()
+    if has_inert:
+        largest = torch.where(inert, 0.0, largest)
+    return largest.amax(dim=1)
+
+
 def project_elements(y: torch.Tensor, y_new: torch.Tensor, element_matrix: torch.Tensor,
                      element_matrix_t: torch.Tensor, element_products: torch.Tensor,
                      reactive: torch.Tensor, has_inert: bool) -> torch.Tensor:
@@ -576,10 +586,7 @@ class CompiledStep(nn.Module):
         tail, induction = self.tail, self.induction
         if (tail is None and induction is None) or n == 0:
             return rate, route, False, False
-        largest = (rate / self.head.y_std).abs()
-        if self.has_inert:
-            largest = torch.where(self.inert, 0.0, largest)
-        largest = largest.amax(dim=1)
+        largest = largest_scaled_rate(rate, self.head.y_std, self.inert, self.has_inert)
         limit = max(self.route_below if tail is not None else 0.0,
                     self.induction_route_below if induction is not None else 0.0)
         if not bool((largest < limit).any()):
@@ -620,10 +627,9 @@ class CompiledStep(nn.Module):
         router, tail = self.router, self.tail
         if router is None or tail is None or self.skip_main_below <= 0.0 or features.shape[0] == 0:
             return None
-        largest = (router.forward(features) / self.head.y_std).abs()
-        if self.has_inert:
-            largest = torch.where(self.inert, 0.0, largest)
-        skip = largest.amax(dim=1) < self.skip_main_below
+        largest = largest_scaled_rate(router.forward(features), self.head.y_std, self.inert,
+                                      self.has_inert)
+        skip = largest < self.skip_main_below
         if self.induction is not None:
             skip = skip & (progress >= self.induction_progress_below)
         return skip if bool(skip.any()) else None
@@ -822,4 +828,4 @@ def export_model(model_path: str | Path, out: str | Path, precision: str = "floa
 __all__ = ["DOMAIN_MARGIN", "EXPORT_FORMAT", "FEW_CELLS", "FLAG_FALLBACK", "FLAG_FROZEN", "FLAG_NETWORK",
            "NOTHING_TO_BURN", "ROUTE_INDUCTION", "ROUTE_MAIN", "ROUTE_TAIL", "ROUTE_UNRESOLVED",
            "CompiledStep", "RateNetwork", "box_cox_inverse_squaring", "export_model", "export_step",
-           "mixture_products", "network_rates", "quiet_jit", "script_step"]
+           "largest_scaled_rate", "mixture_products", "network_rates", "quiet_jit", "script_step"]

@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from kinetics.model.domain import DomainCoordinates
-from kinetics.model.model_file import WEIGHTS, ModelMeta, non_network_tensors, read_model_file, save_model
+from kinetics.model.model_file import (
+    WEIGHTS,
+    ModelMeta,
+    network_state,
+    non_network_tensors,
+    read_model_file,
+    save_model,
+)
 from kinetics.networks.architectures import build_model
 from kinetics.networks.transforms import box_cox, log_pressure
 from mechanisms.dataset_check import verified_facts
@@ -94,7 +101,7 @@ def set_router(model: str | Path, out: str | Path, skip_main_below: float | None
             "precision": "bfloat16", "skip_main_below": skip,
             "checked": [dataclasses.asdict(c) for c in checks]})
     main = build_model(meta.architecture)
-    main.load_state_dict({k[len(WEIGHTS):]: v for k, v in tensors.items() if k.startswith(WEIGHTS)})
+    main.load_state_dict(network_state(tensors, WEIGHTS))
     save_model(out, main, meta, non_network_tensors(tensors), yaml_text)
     return meta, checks
 
@@ -157,11 +164,11 @@ def _features(states: np.ndarray, lam: float) -> torch.Tensor:
 def _largest(step, x: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
     """The largest |rate| ``[m]`` the step's main network predicts, × its target scale, inert
     species left out (what the step compares with ``route_below``)."""
+    from kinetics.step.compiled_step import largest_scaled_rate
+
     out = []
     with torch.no_grad():
         for i in range(0, len(x), chunk):
-            largest = (step.head(x[i:i + chunk]) / step.head.y_std).abs()
-            if step.has_inert:
-                largest = torch.where(step.inert, 0.0, largest)
-            out.append(largest.amax(dim=1))
+            out.append(largest_scaled_rate(step.head(x[i:i + chunk]), step.head.y_std,
+                                           step.inert, step.has_inert))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
