@@ -396,6 +396,26 @@ def models_list(model_dir) -> None:
         click.echo(entry.summary())
 
 
+@models_group.command("set")
+@click.argument("model")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write: MODEL with the setting changed.")
+@click.option("--fallback-below", type=float, required=True,
+              help="The induction network's resolution floor: its cells whose rates are all "
+                   "below this × its own target scale go to Cantera (0: none).")
+def models_set(model, out, fallback_below) -> None:
+    """Write MODEL (a path or shipped name) with a setting changed that needs no retraining:
+    the induction network's resolution floor. Validate the result on the slow induction you
+    care about and on your flames (their served share) before use (docs/training.md, "The
+    resolution floor, set after training")."""
+    from kinetics.model.settings import set_fallback_below
+
+    meta = set_fallback_below(model, out, fallback_below)
+    click.echo(f"wrote {out}: induction cells whose rates are all below "
+               f"{meta.induction['fallback_below']:g} × the induction network's scale go to "
+               "Cantera")
+
+
 @cli.command("export")
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),

@@ -143,12 +143,21 @@ def save_model(path: str | Path, network: torch.nn.Module, meta: ModelMeta,
                extra: dict[str, torch.Tensor], mechanism_yaml: str) -> None:
     """Write the model file (atomically: a temporary file renamed into place), in the newest
     format; InputError when the model fails the load-time checks (it could not be read back)."""
+    tensors = {WEIGHTS + k: v for k, v in network.state_dict().items()}
+    tensors.update(extra)
+    resave_model(path, meta, tensors, mechanism_yaml)
+
+
+def resave_model(path: str | Path, meta: ModelMeta, tensors: dict[str, torch.Tensor],
+                 mechanism_yaml: str) -> None:
+    """Write the tensors of a read model file (:func:`read_model_file`), unchanged, with
+    ``meta`` (a setting changed without retraining: the router, the resolution floor), in the
+    newest format, atomically; InputError when the result fails the load-time checks."""
     if mechanism_sha256(mechanism_yaml) != meta.mechanism_sha256:
         raise ValueError("mechanism_yaml does not match meta.mechanism_sha256")
     from kinetics.model.checks import check_model  # (which reads this module's tensor names)
 
-    tensors = {WEIGHTS + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = dataclasses.replace(meta, format_version=FORMAT_VERSION)
     check_model(meta, tensors, mechanism_yaml, path)
     metadata = {"deepkin_model": json.dumps(asdict(meta)), "mechanism_yaml": mechanism_yaml,

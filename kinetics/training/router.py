@@ -26,15 +26,7 @@ import numpy as np
 import torch
 
 from kinetics.model.domain import DomainCoordinates
-from kinetics.model.model_file import (
-    WEIGHTS,
-    ModelMeta,
-    network_state,
-    non_network_tensors,
-    read_model_file,
-    save_model,
-)
-from kinetics.networks.architectures import build_model
+from kinetics.model.model_file import ModelMeta, read_model_file, resave_model
 from kinetics.networks.transforms import box_cox, log_pressure
 from mechanisms.dataset_check import verified_facts
 from mechanisms.dataset_file import BlockReader
@@ -100,9 +92,7 @@ def set_router(model: str | Path, out: str | Path, skip_main_below: float | None
         meta = dataclasses.replace(meta, router={
             "precision": "bfloat16", "skip_main_below": skip,
             "checked": [dataclasses.asdict(c) for c in checks]})
-    main = build_model(meta.architecture)
-    main.load_state_dict(network_state(tensors, WEIGHTS))
-    save_model(out, main, meta, non_network_tensors(tensors), yaml_text)
+    resave_model(out, meta, tensors, yaml_text)
     return meta, checks
 
 
