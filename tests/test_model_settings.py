@@ -42,6 +42,8 @@ def test_models_set_writes_the_floor_and_the_step_follows_it(tmp_path):
     shipped_meta, shipped_tensors, shipped_yaml = read_model_file(resolve_model("h2-air-flame"))
     meta, tensors, yaml_text = read_model_file(out)
     assert meta.induction["fallback_below"] == 0.01
+    listed = run_cli("models", "list", "--model-dir", str(tmp_path))
+    assert listed.returncode == 0 and "+ induction network (floor 0.01)" in listed.stdout
     # Nothing else changed: the networks, their scales, the mechanism, every other field.
     assert yaml_text == shipped_yaml and sorted(tensors) == sorted(shipped_tensors)
     for name, value in shipped_tensors.items():

@@ -28,10 +28,20 @@ class ModelEntry:
                 f"T {m.temperature_k[0]:.0f}–{m.temperature_k[1]:.0f} K, "
                 f"P {m.pressure_pa[0] / ONE_ATM_PA:.3g}–{m.pressure_pa[1] / ONE_ATM_PA:.3g} atm, "
                 f"{'+ near-equilibrium network, ' if m.tail else ''}"
-                f"{'+ induction network, ' if m.induction else ''}"
+                f"{_induction(m.induction)}"
                 f"{'occupancy domain, ' if domain.get('check') == 'occupancy' else ''}"
                 f"{'bfloat16 where native, ' if m.inference_precision == 'bfloat16' else ''}"
+                f"{'router, ' if getattr(m, 'router', None) else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
+
+
+def _induction(induction: dict | None) -> str:
+    """The summary's words for an induction network and its resolution floor (``fallback_below``:
+    its cells below it go to Cantera)."""
+    if not induction:
+        return ""
+    floor = induction.get("fallback_below", 0.0)
+    return f"+ induction network (floor {floor:g}), " if floor else "+ induction network, "
 
 
 def list_models(model_dir: str | Path | None = None) -> list[ModelEntry]:
