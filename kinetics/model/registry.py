@@ -31,7 +31,7 @@ class ModelEntry:
                 f"{_induction(m.induction)}"
                 f"{'occupancy domain, ' if domain.get('check') == 'occupancy' else ''}"
                 f"{'bfloat16 where native, ' if m.inference_precision == 'bfloat16' else ''}"
-                f"{'router, ' if getattr(m, 'router', None) else ''}"
+                f"{'router, ' if m.router else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
 
 

@@ -37,18 +37,9 @@ def counterflow_run(folder: Path, url: str, model: str, chemistry: str, end_time
 
 def with_frozen_temperature(src: Path, dst: Path, frozen_k: float, name: str) -> Path:
     """A copy of model ``src`` whose frozen temperature is ``frozen_k`` (K), served as ``name``."""
-    from kinetics.model.model_file import (
-        network_state,
-        non_network_tensors,
-        read_model_file,
-        save_model,
-    )
-    from kinetics.networks.architectures import build_model
+    from kinetics.model.model_file import read_model_file, resave_model
 
     meta, tensors, yaml_text = read_model_file(src)
-    network = build_model(meta.architecture)
-    network.load_state_dict(network_state(tensors))
-    extra = non_network_tensors(tensors)
-    save_model(dst, network, dataclasses.replace(meta, frozen_temperature_k=frozen_k, name=name),
-               extra, yaml_text)
+    resave_model(dst, dataclasses.replace(meta, frozen_temperature_k=frozen_k, name=name),
+                 tensors, yaml_text)
     return dst
