@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--model", default="ch4-air")
     ap.add_argument("--sources", nargs="+", help="only rows of these sources (default: all)")
     ap.add_argument("--block-rows", type=int, default=65536)
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "bfloat16-hidden"])
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     if bool(args.datasets) == bool(args.cases):

@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("--model", default="h2-air-flame")
     ap.add_argument("--block-rows", type=int, default=65536)
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "bfloat16-hidden"])
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     size, error, temp = induction_errors(args.model, args.dataset, args.block_rows,

@@ -12,6 +12,10 @@ import click
 
 from mechanisms.errors import DeepkinError, StorageError
 
+# The networks' precisions (kinetics.step.forward.NETWORK_PRECISIONS; spelled out here so that the
+# command line starts without torch).
+PRECISION_NAMES = ["float32", "bfloat16", "bfloat16-hidden"]
+
 
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
@@ -229,7 +233,7 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("-o", "--out", "out_dir", default="validation", show_default=True, type=click.Path(),
               help="Directory for report.md, report.json and the PNG plots.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+@click.option("--precision", type=click.Choice(["auto", *PRECISION_NAMES]), default="auto",
               show_default=True, help="The networks' dtype; auto: the model's validated one where "
                                       "the CPU multiplies it natively, else float32.")
 @click.option("--small-calls", type=click.Choice(["torchscript", "aot"]), default="torchscript",
@@ -400,27 +404,35 @@ def models_list(model_dir) -> None:
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
               help="Model file to write: MODEL with the setting changed.")
-@click.option("--fallback-below", type=float, required=True,
+@click.option("--fallback-below", type=float,
               help="The induction network's resolution floor: its cells whose rates are all "
                    "below this × its own target scale go to Cantera (0: none).")
-def models_set(model, out, fallback_below) -> None:
+@click.option("--inference-precision", type=click.Choice(PRECISION_NAMES),
+              help="The precision the model is validated in: what --precision auto runs its "
+                   "networks in where the CPU multiplies bfloat16 natively (float32 elsewhere).")
+def models_set(model, out, fallback_below, inference_precision) -> None:
     """Write MODEL (a path or shipped name) with a setting changed that needs no retraining:
-    the induction network's resolution floor. Validate the result on the slow induction you
-    care about and on your flames (their served share) before use (docs/training.md, "The
-    resolution floor, set after training")."""
-    from kinetics.model.settings import set_fallback_below
+    the induction network's resolution floor, the precision it is validated in. Validate the
+    result on the slow induction you care about and on your flames (their served share, their
+    speed in the new precision) before use (docs/training.md, "The resolution floor, set after
+    training" and "bfloat16, validated after training")."""
+    from kinetics.model.settings import change_settings
 
-    meta = set_fallback_below(model, out, fallback_below)
-    click.echo(f"wrote {out}: induction cells whose rates are all below "
-               f"{meta.induction['fallback_below']:g} × the induction network's scale go to "
-               "Cantera")
+    meta = change_settings(model, out, fallback_below, inference_precision)
+    if fallback_below is not None:
+        click.echo(f"wrote {out}: induction cells whose rates are all below "
+                   f"{meta.induction['fallback_below']:g} × the induction network's scale go to "
+                   "Cantera")
+    if inference_precision is not None:
+        click.echo(f"wrote {out}: validated in {meta.inference_precision} (auto runs its networks "
+                   f"in {meta.inference_precision} where the CPU multiplies bfloat16 natively)")
 
 
 @cli.command("export")
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="TorchScript file to write (e.g. h2-air.pt).")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default="float32",
               show_default=True, help="The networks' dtype in the file (bfloat16 only for a model "
                                       "validated in it, on CPUs that multiply it natively).")
 @click.option("--device", default="cpu", show_default=True,
@@ -528,7 +540,7 @@ def reduce_cmd(input_path, method, out_dir, workers, scheduler, cache_dir, quiet
 @click.option("--port", type=int, help="TCP port (default 8000).")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default auto).")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core).")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]),
+@click.option("--precision", type=click.Choice(["auto", *PRECISION_NAMES]),
               help="The networks' dtype (default auto: a model's validated precision where the CPU "
                    "multiplies it natively, else float32).")
 @click.option("--token", "tokens", multiple=True, help="Accept this bearer token (repeat for several); "

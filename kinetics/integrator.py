@@ -11,7 +11,7 @@ of a dt into that number) and counts what happened to the cells. Per model step:
    and (format 4) in a bin of the occupancy grid over mixture fraction, dilution, T, P and progress
    that held no training rows (``kinetics/model/domain.py``);
 3. the network (float32, or bfloat16 for a model validated in it on a CPU that multiplies it
-   natively: :func:`kinetics.step.forward.network_dtype`; on CPU in cache-sized blocks on oneDNN's
+   natively: :func:`kinetics.step.forward.network_precision`; on CPU in cache-sized blocks on oneDNN's
    GEMM, see :mod:`kinetics.step.forward`) predicts d BCT(Y)/dt (slow cells take the rates of a
    regime network when the model has one: near equilibrium, or induction); Y' = BCT⁻¹(BCT(Y) +
    dt·rate), projected onto the element mass fractions of Y (atoms are conserved), clipped at 0
@@ -68,7 +68,7 @@ from kinetics.step.compiled_step import (
     script_step,
 )
 from kinetics.step.device import resolve_device
-from kinetics.step.forward import network_dtype
+from kinetics.step.forward import NETWORK_PRECISIONS, network_precision
 from kinetics.step.small_step import (
     FLAG_NEWTON_SHORT,
     SETTINGS,
@@ -223,14 +223,18 @@ class Integrator:
         self.path = path
         self.device = resolve_device(device)
         # The networks' dtype: given, or a precision name (None = "auto": the model's validated
-        # inference precision where the device runs it natively, else float32).
+        # inference precision where the device runs it natively, else float32); hidden_dtype:
+        # that of their hidden layers (bfloat16-hidden: bfloat16 between float32 first and last).
+        hidden_dtype: torch.dtype | None = None
         if not isinstance(dtype, torch.dtype):
-            dtype = network_dtype(dtype or "auto", meta.inference_precision, self.device)
+            dtype, hidden_dtype = NETWORK_PRECISIONS[network_precision(
+                dtype or "auto", meta.inference_precision, self.device)]
         self.dtype = dtype
+        self.hidden_dtype = hidden_dtype
         self.mechanism_yaml = mechanism_yaml
         self.gas = solution_from_yaml(mechanism_yaml, meta.phase, meta.mechanism_sha256)
         self.step_module = script_step(CompiledStep.from_model(meta, tensors, self.gas, self.device,
-                                                               dtype))
+                                                               dtype, hidden_dtype))
         self.step_module.prepack()
         module = self.step_module
         self.head = module.head
@@ -286,7 +290,8 @@ class Integrator:
         if small_calls == "aot":
             self._small = load_small_step(meta, tensors, self.gas, dtype, module.domain_check,
                                           module.use_grid,
-                                          model_sha256(meta, tensors, mechanism_yaml))
+                                          model_sha256(meta, tensors, mechanism_yaml),
+                                          hidden_dtype=hidden_dtype)
             self.small_call_max_cells = SMALL_CALL_MAX_CELLS
         self._settings_changed()
 
@@ -400,7 +405,8 @@ class Integrator:
         """Load a model file; refuse it when ``expect_mechanism_sha256`` names another mechanism.
 
         ``dtype``: the networks' dtype, or a precision name (``auto``, ``float32``,
-        ``bfloat16``); None is ``auto`` (:func:`kinetics.step.forward.network_dtype`).
+        ``bfloat16``, ``bfloat16-hidden``); None is ``auto``
+        (:func:`kinetics.step.forward.network_precision`).
         ``small_calls``: ``torchscript`` or ``aot`` (see the class; DeepkinError in one line
         when the AOTInductor step cannot be compiled)."""
         meta, tensors, yaml_text = read_model_file(path)
@@ -422,7 +428,9 @@ class Integrator:
 
     @property
     def precision(self) -> str:
-        """The networks' dtype by name (``float32``, ``bfloat16``, …)."""
+        """The networks' precision by name (``float32``, ``bfloat16``, ``bfloat16-hidden``, …)."""
+        if self.hidden_dtype is not None and self.hidden_dtype != self.dtype:
+            return str(self.hidden_dtype).removeprefix("torch.") + "-hidden"
         return str(self.dtype).removeprefix("torch.")
 
     @property

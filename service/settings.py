@@ -23,7 +23,7 @@ class ServiceSettings(BaseModel):
     model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Literal["auto", "float32", "bfloat16", "bfloat16-hidden"] = Field(
         "auto", description="The networks' dtype; auto: a model's validated inference precision "
                             "where the CPU multiplies it natively, else float32")
     host: str = "127.0.0.1"

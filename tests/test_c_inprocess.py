@@ -210,6 +210,23 @@ def test_the_c_library_steps_a_model_file_as_python_does(programs, exported, tmp
     assert counts.group(6, 7) == (integrator.species[0], integrator.meta.mechanism_sha256)
 
 
+def test_the_c_library_steps_a_bfloat16_hidden_file_as_python_does(programs, tmp_path):
+    """A file exported with bfloat16 in the hidden layers only (float32 first and last layers)
+    loads in C++ and steps the cells as the Integrator in that precision does, bit for bit."""
+    model_file = tmp_path / "hidden.pt"
+    proc = run_cli("export", "h2-air-flame", "-o", str(model_file), "--precision", "bfloat16-hidden")
+    assert proc.returncode == 0, proc.stderr
+    integrator = Integrator.load(resolve_model("h2-air-flame"), device="cpu",
+                                 dtype="bfloat16-hidden")
+    states = _cells("h2-air-flame")
+    run, advanced, flags = _run(programs["local"], model_file, states, tmp_path, dt=0.0)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = integrator.advance(states, 1)
+    stepped = flags == CELL_FLAGS["stepped"]
+    assert stepped.sum() > 300 and np.array_equal(flags == CELL_FLAGS["fallback"], result.fallback)
+    assert np.array_equal(advanced[stepped], result.states[stepped])
+
+
 def test_bad_input_and_bad_files_are_one_line(programs, exported, tmp_path):
     states = _cells("h2-air-flame")[:5].copy()
     model_file = exported["h2-air-flame"]

@@ -196,6 +196,63 @@ def test_an_exported_file_steps_as_the_integrator(tmp_path):
     assert np.array_equal(stepped.numpy()[~network], cells[~network])
 
 
+def test_bfloat16_in_the_hidden_layers_only(tmp_path):
+    """``bfloat16-hidden``: the first and last layers of every network in float32 (the scaled
+    features and the outputs), the layers between in bfloat16, the activations cast between
+    them; the step lies between the float32 and the bfloat16 ones, and an exported file of it
+    steps exactly as the Integrator does."""
+    from kinetics.step.forward import NETWORK_PRECISIONS
+
+    path = resolve_model("h2-air-flame")
+    hidden = Integrator.load(path, device="cpu", dtype="bfloat16-hidden")
+    assert hidden.precision == "bfloat16-hidden" and NETWORK_PRECISIONS["bfloat16-hidden"] == (
+        torch.float32, torch.bfloat16)
+    fused = hidden.step_module.head.network.fused
+    dtypes = [w.dtype for w in fused.weights]
+    assert dtypes[0] == dtypes[-1] == torch.float32 and len(dtypes) >= 3
+    assert all(d == torch.bfloat16 for d in dtypes[1:-1])
+    # the network's outputs are the layer-by-layer reference's: float32 in and out, bfloat16 between
+    meta, tensors, _ = read_model_file(path)
+    net = hidden.step_module.head
+    z = torch.randn(64, meta.architecture["n_in"])
+    weights = [tensors[f"{WEIGHTS}net.{2 * i}.weight"] for i in range(len(dtypes))]
+    biases = [tensors[f"{WEIGHTS}net.{2 * i}.bias"] for i in range(len(dtypes))]
+    h = z
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        if 0 < i < len(dtypes) - 1:
+            h = torch.nn.functional.linear(h.to(torch.bfloat16), w.to(torch.bfloat16),
+                                           b.to(torch.bfloat16)).float()
+        else:
+            h = torch.nn.functional.linear(h, w, b)
+        if i < len(dtypes) - 1:
+            h = torch.nn.functional.gelu(h)
+    with torch.no_grad():
+        got = net.network(z)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, h, rtol=0.02, atol=0.02)  # oneDNN's bfloat16 vs aten's
+    cells = _cells("h2-air-flame")
+    steps = {p: Integrator.load(path, device="cpu", dtype=p).advance(cells, 3).states[:, 0]
+             for p in ("float32", "bfloat16")}
+    mixed = hidden.advance(cells, 3)
+    # against float32 (ignition states, 3 steps; seen: median 5e-4 / 5e-3 K, max 10.7 / 22.0 K)
+    err_hidden = np.abs(mixed.states[:, 0] - steps["float32"])
+    err_bf16 = np.abs(steps["bfloat16"] - steps["float32"])
+    assert 0 < np.median(err_hidden) < np.median(err_bf16) / 3
+    assert err_hidden.max() < err_bf16.max()
+    out = tmp_path / "hidden.pt"
+    proc = run_cli("export", "h2-air-flame", "-o", str(out), "--precision", "bfloat16-hidden")
+    assert proc.returncode == 0 and "networks in bfloat16-hidden" in proc.stdout, proc.stderr
+    extra = {"deepkin_model.json": ""}
+    with quiet_jit():
+        module = torch.jit.load(str(out), _extra_files=extra)
+    record = json.loads(extra["deepkin_model.json"])
+    assert (record["network_dtype"], record["hidden_dtype"]) == ("float32", "bfloat16")
+    with torch.no_grad():
+        stepped, flag = module(torch.as_tensor(cells), 3)
+    network = flag.numpy() == FLAG_NETWORK
+    assert np.array_equal(stepped.numpy()[network], mixed.states[network])
+
+
 def test_export_refuses_what_it_cannot_write(tmp_path):
     proc = run_cli("export", "no-such-model", "-o", str(tmp_path / "x.pt"))
     assert proc.returncode == 1 and not (tmp_path / "x.pt").exists()

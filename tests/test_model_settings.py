@@ -1,5 +1,5 @@
-"""`deepkin models set`: a model's resolution floor changed without retraining (real CLI runs,
-the shipped h2-air-flame model, real Cantera states of a slow induction)."""
+"""`deepkin models set`: a model's resolution floor and validated precision changed without
+retraining (real CLI runs, the shipped models, real Cantera states of a slow induction)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def test_models_set_writes_the_floor_and_the_step_follows_it(tmp_path):
     (("h2-air", "--fallback-below", "0.1"), "model: "),  # no induction network
     (("h2-air-flame", "--fallback-below", "-0.5"), "fallback-below: must be a finite number"),
     (("h2-air-flame", "--fallback-below", "inf"), "fallback-below: must be a finite number"),
+    (("h2-air-flame",), "settings: give at least one of"),
 ])
 def test_models_set_refuses_in_one_line(args, field, tmp_path):
     out = tmp_path / "x.safetensors"
@@ -79,3 +80,37 @@ def test_models_set_refuses_in_one_line(args, field, tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], run.stderr
     assert "Traceback" not in run.stderr and not out.exists()
+
+
+def test_models_set_records_the_validated_precision_and_auto_follows_it(tmp_path):
+    """The precision a model is validated in is what ``auto`` runs where bfloat16 multiplies
+    natively; float32 elsewhere; nothing else in the file changes."""
+    from kinetics.step.forward import native_bfloat16_cpu
+
+    out = tmp_path / "h2-f32.safetensors"
+    run = run_cli("models", "set", "h2-air-flame", "-o", str(out), "--inference-precision",
+                  "float32")
+    assert run.returncode == 0, run.stderr
+    assert "validated in float32" in run.stdout
+    shipped_meta, shipped_tensors, _ = read_model_file(resolve_model("h2-air-flame"))
+    meta, tensors, _ = read_model_file(out)
+    assert shipped_meta.inference_precision == "bfloat16" and meta.inference_precision == "float32"
+    assert dataclasses.replace(meta, inference_precision="bfloat16",
+                               format_version=shipped_meta.format_version) == shipped_meta
+    assert all(torch.equal(tensors[k], v) for k, v in shipped_tensors.items())
+    listed = run_cli("models", "list", "--model-dir", str(tmp_path))
+    assert listed.returncode == 0 and "bfloat16 where native" not in listed.stdout
+    assert Integrator.load(out, device="cpu").dtype == torch.float32
+    bad = run_cli("models", "set", "h2-air", "-o", str(tmp_path / "x.safetensors"),
+                  "--inference-precision", "float16")
+    assert bad.returncode == 2 and "'float16' is not one of" in bad.stderr
+    native = torch.bfloat16 if native_bfloat16_cpu() else torch.float32
+    assert Integrator.load(resolve_model("h2-air-flame"), device="cpu").dtype == native
+    # bfloat16 in the hidden layers only: auto runs it so where bfloat16 is native
+    hidden = tmp_path / "h2-hidden.safetensors"
+    run = run_cli("models", "set", "h2-air-flame", "-o", str(hidden), "--inference-precision",
+                  "bfloat16-hidden")
+    assert run.returncode == 0 and "validated in bfloat16-hidden" in run.stdout, run.stderr
+    assert read_model_file(hidden)[0].inference_precision == "bfloat16-hidden"
+    assert Integrator.load(hidden, device="cpu").precision == (
+        "bfloat16-hidden" if native_bfloat16_cpu() else "float32")

@@ -13,7 +13,7 @@ import torch
 from kinetics.integrator import Integrator
 from kinetics.model.model_file import read_model_file
 from kinetics.model.synthetic import write_random_model
-from kinetics.step.forward import native_bfloat16_cpu, network_dtype
+from kinetics.step.forward import native_bfloat16_cpu, network_dtype, network_precision
 from mechanisms import InputError
 from service.live_server import LiveServer
 from tests.conftest import run_cli
@@ -39,8 +39,14 @@ def test_auto_takes_the_models_precision_only_where_the_cpu_does_it_natively():
     assert network_dtype("auto", "bfloat16", torch.device("cuda")) == torch.float32
     assert network_dtype("float32", "bfloat16", CPU) == torch.float32
     assert network_dtype("bfloat16", "float32", CPU) == torch.bfloat16
-    with pytest.raises(InputError, match="precision: must be auto, float32 or bfloat16, got 'fp8'"):
+    with pytest.raises(InputError, match="precision: must be auto, float32, bfloat16, "
+                                         "bfloat16-hidden, got 'fp8'"):
         network_dtype("fp8", "float32", CPU)
+    # bfloat16 in the hidden layers only: its first and last layers (and inputs) stay float32
+    assert network_precision("auto", "bfloat16-hidden", CPU) == (
+        "bfloat16-hidden" if native else "float32")
+    assert network_precision("auto", "bfloat16-hidden", torch.device("cuda")) == "float32"
+    assert network_dtype("bfloat16-hidden", "float32", CPU) == torch.float32
 
 
 def test_the_integrator_runs_the_precision_it_reports(models):
@@ -65,7 +71,7 @@ def test_the_integrator_runs_the_precision_it_reports(models):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda raw: raw.__setitem__("inference_precision", "float16"),
-     "inference_precision must be float32 or bfloat16, got 'float16'"),
+     "inference_precision must be float32, bfloat16, bfloat16-hidden, got 'float16'"),
     (lambda raw: raw.update(format_version=4, inference_precision="bfloat16"),
      "inference_precision needs format 5, the file is format 4"),
 ])

@@ -23,7 +23,7 @@ from kinetics.step.compiled_step import (
     CompiledStep,
     script_step,
 )
-from kinetics.step.forward import PRECISIONS
+from kinetics.step.forward import NETWORK_PRECISIONS
 from kinetics.step.small_step import (
     EXPORT_MAX_CELLS,
     FLAG_NEWTON_SHORT,
@@ -107,13 +107,16 @@ def _compare(step, dense: DenseStep, x: torch.Tensor, settings: torch.Tensor) ->
 
 
 @pytest.mark.parametrize("name, precision", [("h2-air-flame", "float32"),
-                                             ("h2-air-flame", "bfloat16"), ("ch4-air", "float32")])
+                                             ("h2-air-flame", "bfloat16"),
+                                             ("h2-air-flame", "bfloat16-hidden"),
+                                             ("ch4-air", "float32")])
 def test_the_dense_step_steps_as_the_compiled_step(name, precision):
     meta, tensors, gas = _model(name)
-    dtype = PRECISIONS[precision]
-    step = script_step(CompiledStep.from_model(meta, tensors, gas, "cpu", dtype))
+    dtype, hidden = NETWORK_PRECISIONS[precision]
+    step = script_step(CompiledStep.from_model(meta, tensors, gas, "cpu", dtype, hidden))
     step.prepack()
-    dense = DenseStep(meta, tensors, gas, dtype).eval()
+    dense = DenseStep(meta, tensors, gas, dtype, hidden_dtype=hidden).eval()
+    assert dense.head.mixed == (hidden is not None)
     x = torch.as_tensor(_cells(name))
     seen = {}
     for label, changes in SETTINGS.items():

@@ -125,16 +125,13 @@ def export_case(model: str | Path, case_dir: str | Path, chemistry: str = "deepk
 
 def _export_step(model: str | Path, out: Path, meta: ModelMeta, device: str, precision: str) -> Path:
     """``deepkin export`` of ``model`` to ``out``, ``auto`` precision resolved as the service
-    resolves it (:func:`kinetics.step.forward.network_dtype`)."""
-    import torch  # only for the in-process mode
-
+    resolves it (:func:`kinetics.step.forward.network_precision`)."""
     from kinetics.step.compiled_step import export_model
     from kinetics.step.device import resolve_device
-    from kinetics.step.forward import network_dtype
+    from kinetics.step.forward import network_precision
 
     if precision == "auto":
-        dtype = network_dtype("auto", meta.inference_precision, resolve_device(device))
-        precision = "bfloat16" if dtype == torch.bfloat16 else "float32"
+        precision = network_precision("auto", meta.inference_precision, resolve_device(device))
     return export_model(resolve_model(model), out, precision=precision, device=device)
 
 

@@ -16,8 +16,8 @@ From format 4: the occupancy domain (its coordinates, increasing finite bin edge
 ``domain.occupancy`` tensor of 0/1 bytes shaped by them, fuel and oxidiser streams of the
 mechanism's species and the stoichiometric mixture fraction they give) and the induction
 network (as the near-equilibrium one, plus ``progress_below`` in (0, 1] and, when present,
-``fallback_below`` ≥ 0, from format 5); from format 5 ``inference_precision`` (float32 or
-bfloat16); older formats may hold none of these.
+``fallback_below`` ≥ 0, from format 5); from format 5 ``inference_precision`` (float32,
+bfloat16 or bfloat16-hidden); older formats may hold none of these.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from kinetics.model.model_file import (
     BCT_MIN,
     DOMAIN_TENSORS,
     FEATURE_NORMS,
+    INFERENCE_PRECISIONS,
     OCCUPANCY_TENSOR,
     TARGET_NORMS,
     WEIGHTS,
@@ -74,8 +75,9 @@ def check_model(meta: Any, tensors: dict[str, torch.Tensor], mechanism_yaml: str
     if domain is not None:
         expected |= _check_domain(domain, tensors, gas, refuse)
     precision = getattr(meta, "inference_precision", "float32")
-    if precision not in ("float32", "bfloat16"):
-        raise refuse("inference_precision", f"must be float32 or bfloat16, got {precision!r}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise refuse("inference_precision", f"must be {', '.join(INFERENCE_PRECISIONS)}, got "
+                                            f"{precision!r}")
     floor = (induction or {}).get("fallback_below") if isinstance(induction, dict) else None
     if version < 5 and (precision != "float32" or floor is not None):
         raise refuse("inference_precision" if precision != "float32" else

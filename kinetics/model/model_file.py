@@ -37,6 +37,9 @@ from mechanisms.loading import mechanism_sha256
 # with the checks of their format (and their per-species domain box), plus the consistency checks.
 # 6: the main network's bfloat16 copy may route cells before the main network runs (``router``).
 FORMAT_VERSION = 6
+# The precisions a model may be validated in (inference_precision); the networks' dtypes of each
+# are kinetics.step.forward.NETWORK_PRECISIONS.
+INFERENCE_PRECISIONS = ("float32", "bfloat16", "bfloat16-hidden")
 
 # The tensors of a model file. A network's tensors sit under its head's prefix: "" for the main
 # network, TAIL for the near-equilibrium one, INDUCTION for the induction one.
@@ -99,7 +102,8 @@ class ModelMeta:
     # own scale, are all below ``fallback_below`` (its resolution floor) go to Cantera.
     induction: dict[str, Any] | None = None
     # The precision the model was validated in for fast inference (format >= 5): "float32", or
-    # "bfloat16" (used on CPUs that multiply it natively; kinetics.step.forward.network_dtype).
+    # "bfloat16" or "bfloat16-hidden" (only the hidden layers in bfloat16), used on CPUs that
+    # multiply bfloat16 natively (kinetics.step.forward.network_precision).
     inference_precision: str = "float32"
     # The router (format >= 6; kinetics/training/router.py): {"precision": "bfloat16",
     # "skip_main_below", "checked"}. Where the main network runs in float32 on a device that

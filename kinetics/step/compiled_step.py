@@ -59,7 +59,7 @@ from kinetics.model.model_file import (
 from kinetics.networks.architectures import MLP, build_model
 from kinetics.networks.transforms import box_cox, signed_power_inverse
 from kinetics.step.device import resolve_device
-from kinetics.step.forward import PRECISIONS, BlockedForward, native_bfloat16_cpu
+from kinetics.step.forward import NETWORK_PRECISIONS, BlockedForward, native_bfloat16_cpu
 from kinetics.step.tables import element_tables, mixture_rows, occupancy_table, thermo_table
 from mechanisms.atomic_io import atomic_write
 from mechanisms.errors import InputError
@@ -224,18 +224,20 @@ class RateNetwork(nn.Module):
     ``[T (K), ln(P/1 atm), BCT(Y)]`` (float64) → d BCT(Y)/dt ``[n, ns]`` (1/s, float64).
 
     ``network`` is the :class:`~kinetics.step.forward.BlockedForward` pass of the weights (its
-    ``parameters()`` are the weights, in the networks' dtype)."""
+    ``parameters()`` are the weights, in the networks' dtype); ``hidden_dtype``: its layers
+    between the first and the last run in this dtype instead (None: ``dtype``)."""
 
     def __init__(self, architecture: dict, output_transform: dict | None,
                  tensors: dict[str, torch.Tensor], prefix: str, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, hidden_dtype: torch.dtype | None = None):
         super().__init__()
         net = build_model(architecture)
         net.load_state_dict(network_state(tensors, prefix + WEIGHTS))
         net.to(device, dtype).eval().requires_grad_(False)
         self.network = BlockedForward(_scriptable(net, int(architecture["n_in"]), dtype, device),
-                                      device, dtype)
+                                      device, dtype, hidden_dtype)
         self.dtype = dtype
+        self.hidden_dtype = hidden_dtype if hidden_dtype is not None else dtype
         f64 = dict(device=device, dtype=torch.float64)
         for name, key in zip(("x_mean", "x_std", "y_mean", "y_std"), FEATURE_NORMS + TARGET_NORMS):
             self.register_buffer(name, tensors[prefix + key].to(**f64))
@@ -270,7 +272,7 @@ class CompiledStep(nn.Module):
     NOTHING_TO_BURN: Final[float] = NOTHING_TO_BURN
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, hidden_dtype: torch.dtype | None = None):
         super().__init__()
         self.n_species = meta.n_species
         self.species = list(meta.species)
@@ -285,7 +287,7 @@ class CompiledStep(nn.Module):
         self.frozen_temperature_k = float(meta.frozen_temperature_k)
         self.newton_rtol = NEWTON_RTOL
         self.newton_max_iter = NEWTON_MAX_ITER
-        self._set_networks(meta, tensors, device, dtype)
+        self._set_networks(meta, tensors, device, dtype, hidden_dtype)
         self._set_domain(meta, tensors, gas, device)
         self._set_species(meta, gas, device)
         t_bounds, table = thermo_table(gas, device)
@@ -304,21 +306,24 @@ class CompiledStep(nn.Module):
 
     @classmethod
     def from_model(cls, meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
-                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-                   ) -> "CompiledStep":
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   hidden_dtype: torch.dtype | None = None) -> "CompiledStep":
         """The step of a model file's contents (``read_model_file``), on ``device``, networks in
-        ``dtype``; ``gas``: the model's embedded mechanism (for its thermo and elements)."""
-        return cls(meta, tensors, gas, torch.device(device), dtype).eval()
+        ``dtype`` (their hidden layers in ``hidden_dtype``, None: ``dtype``); ``gas``: the model's
+        embedded mechanism (for its thermo and elements)."""
+        return cls(meta, tensors, gas, torch.device(device), dtype, hidden_dtype).eval()
 
     def _set_networks(self, meta: ModelMeta, tensors: dict[str, torch.Tensor],
-                      device: torch.device, dtype: torch.dtype) -> None:
+                      device: torch.device, dtype: torch.dtype,
+                      hidden_dtype: torch.dtype | None) -> None:
         """The main network and the regime networks with their routing thresholds."""
-        self.head = RateNetwork(meta.architecture, meta.output_transform, tensors, "", device, dtype)
+        self.head = RateNetwork(meta.architecture, meta.output_transform, tensors, "", device, dtype,
+                                hidden_dtype)
         self.tail = None
         self.route_below = 0.0
         if meta.tail:
             self.tail = RateNetwork(meta.tail["architecture"], meta.tail.get("output_transform"),
-                                    tensors, TAIL, device, dtype)
+                                    tensors, TAIL, device, dtype, hidden_dtype)
             self.route_below = float(meta.tail["route_below"])
         self.induction = None
         self.induction_route_below = self.induction_progress_below = 0.0
@@ -326,7 +331,7 @@ class CompiledStep(nn.Module):
         if meta.induction:
             self.induction = RateNetwork(meta.induction["architecture"],
                                          meta.induction.get("output_transform"), tensors,
-                                         INDUCTION, device, dtype)
+                                         INDUCTION, device, dtype, hidden_dtype)
             self.induction_route_below = float(meta.induction["route_below"])
             self.induction_progress_below = float(meta.induction["progress_below"])
             self.induction_fallback_below = float(meta.induction.get("fallback_below", 0.0))
@@ -337,7 +342,7 @@ class CompiledStep(nn.Module):
         # more than it saves), where a caller may still turn it on.
         self.router = None
         self.skip_main_below = 0.0
-        if meta.router and dtype == torch.float32:
+        if meta.router and dtype == torch.float32 and self.head.hidden_dtype == torch.float32:
             self.router = RateNetwork(meta.architecture, meta.output_transform, tensors, "",
                                       device, torch.bfloat16)
             if device.type == "cuda" or (device.type == "cpu" and native_bfloat16_cpu()):
@@ -802,7 +807,9 @@ def export_step(step: CompiledStep, meta: ModelMeta, path: str | Path) -> Path:
     path = Path(path)
     scripted = script_step(step)
     record = {"export_format": EXPORT_FORMAT, "torch": torch.__version__,
-              "network_dtype": str(step.head.dtype).removeprefix("torch."), "model": asdict(meta)}
+              "network_dtype": str(step.head.dtype).removeprefix("torch."),
+              "hidden_dtype": str(step.head.hidden_dtype).removeprefix("torch."),
+              "model": asdict(meta)}
 
     def write(tmp: Path) -> None:
         with quiet_jit():
@@ -815,13 +822,15 @@ def export_step(step: CompiledStep, meta: ModelMeta, path: str | Path) -> Path:
 def export_model(model_path: str | Path, out: str | Path, precision: str = "float32",
                  device: str = "cpu") -> Path:
     """Export the model file ``model_path`` (checked on reading) to the TorchScript file ``out``
-    with its networks in ``precision`` (``float32`` or ``bfloat16``) on ``device``; InputError
-    for a bad file, precision or device."""
+    with its networks in ``precision`` (a key of
+    :data:`~kinetics.step.forward.NETWORK_PRECISIONS`: ``float32``, ``bfloat16`` or
+    ``bfloat16-hidden``) on ``device``; InputError for a bad file, precision or device."""
     meta, tensors, yaml_text = read_model_file(model_path)
-    if precision not in PRECISIONS:
-        raise InputError(f"precision: must be float32 or bfloat16, got {precision!r}")
+    if precision not in NETWORK_PRECISIONS:
+        raise InputError(f"precision: must be {', '.join(NETWORK_PRECISIONS)}, got {precision!r}")
     gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-    step = CompiledStep.from_model(meta, tensors, gas, resolve_device(device), PRECISIONS[precision])
+    dtype, hidden_dtype = NETWORK_PRECISIONS[precision]
+    step = CompiledStep.from_model(meta, tensors, gas, resolve_device(device), dtype, hidden_dtype)
     return export_step(step, meta, out)
 
 

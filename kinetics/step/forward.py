@@ -36,6 +36,15 @@ _FUSED = {nn.GELU: "gelu", nn.SiLU: "swish", nn.Tanh: "tanh"}
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# The precisions a model's networks run in, by name: (the dtype of the first and last layers,
+# which see the scaled features and give the outputs; the dtype of the layers between, None: the
+# same). "bfloat16-hidden" keeps the features and outputs float32 and runs the hidden-to-hidden
+# layers (most of the arithmetic of a 3×400 network) in bfloat16: rounding a scaled temperature
+# to bfloat16's 8 bits moves it by up to ~2 K, which a rich ignition's delay feels
+# (docs/training.md, "bfloat16 in the hidden layers").
+NETWORK_PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
+    "float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
+    "bfloat16-hidden": (torch.float32, torch.bfloat16)}
 
 
 def native_bfloat16_cpu() -> bool:
@@ -48,21 +57,31 @@ def native_bfloat16_cpu() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16")) and _onednn_linear() is not None
 
 
-def network_dtype(precision: str, model_precision: str, device: torch.device) -> torch.dtype:
-    """The networks' dtype for ``precision`` (``auto``, ``float32`` or ``bfloat16``).
+def network_precision(precision: str, model_precision: str, device: torch.device) -> str:
+    """The networks' precision (a key of :data:`NETWORK_PRECISIONS`) for ``precision`` (``auto``
+    or one of those names).
 
-    ``auto``: the model's ``inference_precision`` when it is ``bfloat16`` and the device is a CPU
-    that multiplies bfloat16 natively (:func:`native_bfloat16_cpu`), float32 otherwise (GPUs
-    included: float32 is the GPU path). A model validated in bfloat16 records it; any other
-    model runs float32 unless asked. InputError for an unknown name.
+    ``auto``: the model's ``inference_precision`` when it uses bfloat16 (``bfloat16`` or
+    ``bfloat16-hidden``) and the device is a CPU that multiplies bfloat16 natively
+    (:func:`native_bfloat16_cpu`), float32 otherwise (GPUs included: float32 is the GPU path). A
+    model validated in a bfloat16 precision records it; any other model runs float32 unless
+    asked. InputError for an unknown name.
     """
     if precision == "auto":
-        if model_precision == "bfloat16" and device.type == "cpu" and native_bfloat16_cpu():
-            return torch.bfloat16
-        return torch.float32
-    if precision not in PRECISIONS:
-        raise InputError(f"precision: must be auto, float32 or bfloat16, got {precision!r}")
-    return PRECISIONS[precision]
+        if (model_precision in NETWORK_PRECISIONS and model_precision != "float32"
+                and device.type == "cpu" and native_bfloat16_cpu()):
+            return model_precision
+        return "float32"
+    if precision not in NETWORK_PRECISIONS:
+        raise InputError(f"precision: must be auto, {', '.join(NETWORK_PRECISIONS)}, got "
+                         f"{precision!r}")
+    return precision
+
+
+def network_dtype(precision: str, model_precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the networks' inputs and outputs for ``precision``
+    (:func:`network_precision`)."""
+    return NETWORK_PRECISIONS[network_precision(precision, model_precision, device)][0]
 
 
 def _onednn_linear():
@@ -78,9 +97,13 @@ def _onednn_linear():
 class FusedMLP(nn.Module):
     """An :class:`~kinetics.networks.architectures.MLP`'s layers on oneDNN's fused linear op,
     each activation fused into the linear layer before it; the weights are the network's own
-    tensors (no copy) until :meth:`prepack`. Scriptable (TorchScript)."""
+    tensors (no copy) until :meth:`prepack`. Scriptable (TorchScript).
 
-    def __init__(self, network: MLP):
+    ``hidden_dtype`` (with three or more layers): the layers between the first and the last run
+    in it (their weights are cast once; the activations are cast before the second layer and
+    back before the last), the first and last in the network's own dtype."""
+
+    def __init__(self, network: MLP, hidden_dtype: torch.dtype | None = None):
         super().__init__()
         layers = _fused_layers(list(network.net))
         self.weights = [layer.weight for layer, _ in layers]
@@ -88,6 +111,13 @@ class FusedMLP(nn.Module):
         self.activations = [fused for _, fused in layers]
         self.packed = False
         self.pack_rows = PACK_BATCH_ROWS
+        self.io_dtype = self.weights[0].dtype
+        self.hidden_dtype = hidden_dtype if hidden_dtype is not None else self.io_dtype
+        self.mixed = self.hidden_dtype != self.io_dtype and len(self.weights) >= 3
+        if self.mixed:
+            for i in range(1, len(self.weights) - 1):
+                self.weights[i] = self.weights[i].detach().to(self.hidden_dtype)
+                self.biases[i] = self.biases[i].detach().to(self.hidden_dtype)
 
     @torch.jit.export
     def prepack(self) -> None:
@@ -102,7 +132,12 @@ class FusedMLP(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Outputs ``[n, n_out]`` for inputs ``h`` ``[n, n_in]`` (the weights' dtype)."""
+        last = len(self.weights) - 1
         for i in range(len(self.weights)):
+            if self.mixed and i == 1:
+                h = h.to(self.hidden_dtype)
+            elif self.mixed and i == last:
+                h = h.to(self.io_dtype)
             h = torch.ops.mkldnn._linear_pointwise(h, self.weights[i], self.biases[i],
                                                    self.activations[i], [], "none")
         return h
@@ -121,13 +156,17 @@ class BlockedForward(nn.Module):
     one call on a GPU (whose throughput wants large batches). Scriptable (TorchScript) when
     ``network`` is; the compiled step (:mod:`kinetics.step.compiled_step`) holds one per network."""
 
-    def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype):
+    def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype,
+                 hidden_dtype: torch.dtype | None = None):
         super().__init__()
         self.network = network
         self.block_rows = block_rows(network) if device.type == "cpu" else 0  # 0: one call
         onednn = (device.type == "cpu" and dtype in _ONEDNN_DTYPES and _onednn_linear() is not None
                   and fusable(network))
-        self.fused = FusedMLP(network) if onednn else None
+        if hidden_dtype is not None and hidden_dtype != dtype and not onednn:
+            raise InputError("precision: bfloat16-hidden needs an MLP on oneDNN (a CPU with "
+                             "oneDNN); use float32 or bfloat16")
+        self.fused = FusedMLP(network, hidden_dtype) if onednn else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Network outputs ``[n, n_out]`` for inputs ``z`` ``[n, n_in]`` (the network's dtype)."""
@@ -177,4 +216,5 @@ def _fused_layers(layers: list[nn.Module]) -> list[tuple[nn.Module, str]]:
     return out
 
 
-__all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "BlockedForward", "FusedMLP", "block_rows", "fusable"]
+__all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "NETWORK_PRECISIONS", "BlockedForward", "FusedMLP",
+           "block_rows", "fusable", "network_dtype", "network_precision"]

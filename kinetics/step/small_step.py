@@ -100,7 +100,7 @@ SMALL_CALL_MAX_CELLS = 128
 SETTINGS = ("route_below", "induction_route_below", "induction_progress_below",
             "induction_fallback_below", "skip_main_below")  # DenseStep's ``settings``, in order
 # What the cache key hashes besides the model: the sources whose arithmetic the package holds.
-_SOURCES = ("small_step.py", "compiled_step.py", "tables.py", "thermo.py")
+_SOURCES = ("small_step.py", "compiled_step.py", "forward.py", "tables.py", "thermo.py")
 PACKAGE_SUFFIX = ".pt2"
 
 
@@ -127,9 +127,14 @@ class DenseRates(nn.Module):
             self.register_buffer(name, getattr(rates, name).detach().clone())
         self.output_lambda = float(rates.output_lambda)
         self.activations: list[str] = []  # oneDNN's fused activation per layer; [] : not fused
+        # the hidden layers' dtype (bfloat16-hidden: the activations cast before the second layer
+        # and back before the last, as FusedMLP does)
+        self.hidden_dtype = rates.hidden_dtype
+        self.mixed = False
         if (dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
                 and fusable(self.network)):
-            fused = FusedMLP(self.network)
+            fused = FusedMLP(self.network, self.hidden_dtype)
+            self.mixed = fused.mixed
             self.activations = list(fused.activations)
             for i, (weight, bias) in enumerate(zip(fused.weights, fused.biases)):
                 self.register_buffer(f"weight{i}", weight.detach())
@@ -160,7 +165,12 @@ class DenseRates(nn.Module):
         return ((features - self.x_mean) / self.x_std).to(self.dtype)
 
     def _fused(self, h: torch.Tensor) -> torch.Tensor:
+        last = len(self.activations) - 1
         for i, activation in enumerate(self.activations):
+            if self.mixed and i == 1:
+                h = h.to(self.hidden_dtype)
+            elif self.mixed and i == last:
+                h = h.to(self.dtype)
             weight = torch.ops.mkldnn._reorder_linear_weight(getattr(self, f"weight{i}"),
                                                              PACK_BATCH_ROWS)
             h = torch.ops.mkldnn._linear_pointwise(h, weight, getattr(self, f"bias{i}"),
@@ -180,9 +190,9 @@ class DenseStep(nn.Module):
 
     def __init__(self, meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
                  dtype: torch.dtype = torch.float32, domain_check: str | None = None,
-                 use_grid: bool | None = None):
+                 use_grid: bool | None = None, hidden_dtype: torch.dtype | None = None):
         super().__init__()
-        step = CompiledStep.from_model(meta, tensors, gas, "cpu", dtype)
+        step = CompiledStep.from_model(meta, tensors, gas, "cpu", dtype, hidden_dtype)
         self.dtype = dtype
         for name in ("n_species", "dt_s", "lam", "whole_exponent", "one_atm_pa",
                      "frozen_temperature_k", "has_inert", "n_elements", "has_coordinates",
@@ -491,14 +501,19 @@ def model_sha256(meta: ModelMeta, tensors: dict[str, torch.Tensor], yaml_text: s
 
 
 def small_step_key(model_digest: str, dtype: torch.dtype, domain_check: str, use_grid: bool,
-                   max_cells: int = EXPORT_MAX_CELLS) -> SmallStepKey:
-    """The cache key of a package for this machine and torch."""
+                   max_cells: int = EXPORT_MAX_CELLS, hidden_dtype: torch.dtype | None = None
+                   ) -> SmallStepKey:
+    """The cache key of a package for this machine and torch (networks in ``dtype``, their
+    hidden layers in ``hidden_dtype``)."""
+    name = str(dtype).removeprefix("torch.")
+    if hidden_dtype is not None and hidden_dtype != dtype:
+        name += "+hidden-" + str(hidden_dtype).removeprefix("torch.")
     try:
         capability = str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):
         capability = "unknown"
     return SmallStepKey(model_digest, torch.__version__, capability, platform.machine(),
-                        str(dtype).removeprefix("torch."), str(domain_check), bool(use_grid),
+                        name, str(domain_check), bool(use_grid),
                         int(max_cells), _sources_sha256())
 
 
@@ -609,20 +624,21 @@ class SmallStep:
 def load_small_step(meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
                     dtype: torch.dtype, domain_check: str, use_grid: bool,
                     model_digest: str, cache_dir: str | Path | None = None,
-                    max_cells: int = EXPORT_MAX_CELLS) -> SmallStep:
+                    max_cells: int = EXPORT_MAX_CELLS, hidden_dtype: torch.dtype | None = None
+                    ) -> SmallStep:
     """The compiled small-call step of a model (``model_digest``: :func:`model_sha256`), networks
-    in ``dtype``, with the domain check ``domain_check`` (grid: ``use_grid``), for 1 to
-    ``max_cells`` cells: from the cache (``cache_dir``, default :func:`small_step_cache_dir`) or
-    compiled into it (35-75 s on one core); DeepkinError in one line when it
-    cannot be compiled or loaded."""
-    key = small_step_key(model_digest, dtype, domain_check, use_grid, max_cells)
+    in ``dtype`` (hidden layers in ``hidden_dtype``, None: ``dtype``), with the domain check
+    ``domain_check`` (grid: ``use_grid``), for 1 to ``max_cells`` cells: from the cache
+    (``cache_dir``, default :func:`small_step_cache_dir`) or compiled into it (35-75 s on one
+    core); DeepkinError in one line when it cannot be compiled or loaded."""
+    key = small_step_key(model_digest, dtype, domain_check, use_grid, max_cells, hidden_dtype)
     folder = Path(cache_dir) if cache_dir is not None else small_step_cache_dir()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name)[:64] or "model"
     package = folder / f"{stem}-{key.digest()}{PACKAGE_SUFFIX}"
     compile_s = 0.0
     if not package.exists():
         started = time.perf_counter()
-        step = DenseStep(meta, tensors, gas, dtype, domain_check, use_grid).eval()
+        step = DenseStep(meta, tensors, gas, dtype, domain_check, use_grid, hidden_dtype).eval()
         compile_small_step(step, package, max_cells)
         compile_s = time.perf_counter() - started
     return SmallStep(package, key, compile_s)

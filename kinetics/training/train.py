@@ -34,6 +34,7 @@ from kinetics.model.model_file import (
     BCT_MAX,
     BCT_MIN,
     HEADS,
+    INFERENCE_PRECISIONS,
     OCCUPANCY_TENSOR,
     WEIGHTS,
     X_MEAN,
@@ -123,7 +124,8 @@ class TrainConfig:
     # large as the rates; benchmarks/regime_resolution.py measures where that lies). 0: none.
     fallback_below: float = 0.0
     # The precision the finished model is validated in and served at where the hardware
-    # multiplies it natively (kinetics.step.forward.network_dtype): float32 or bfloat16. null: the
+    # multiplies it natively (kinetics.step.forward.network_precision): float32, bfloat16 or
+    # bfloat16-hidden (only the hidden layers in bfloat16). null: the
     # main model's (with tail_of), float32 otherwise. Set it once validation has shown it.
     inference_precision: str | None = None
     # The training domain recorded in the model (kinetics/model/domain.py, DomainSettings): the
@@ -212,9 +214,10 @@ class TrainConfig:
         if self.fallback_below > 0 and (self.regime != "induction" or self.tail_of is None):
             raise InputError("fallback_below: only an induction network (regime: induction, "
                              f"with tail_of) has a resolution floor, got {self.fallback_below!r}")
-        if self.inference_precision not in (None, "float32", "bfloat16"):
-            raise InputError(f"inference_precision: must be float32, bfloat16 or null, got "
-                             f"{self.inference_precision!r}")
+        if self.inference_precision is not None and \
+                self.inference_precision not in INFERENCE_PRECISIONS:
+            raise InputError(f"inference_precision: must be {', '.join(INFERENCE_PRECISIONS)} or "
+                             f"null, got {self.inference_precision!r}")
         weights = self.output_weights
         if isinstance(weights, dict) and any(isinstance(k, bool) for k in weights):
             # YAML 1.1 reads an unquoted NO, YES, ON or OFF as true/false
