@@ -415,7 +415,7 @@ def models_set(model, out, fallback_below, inference_precision) -> None:
     the induction network's resolution floor, the precision it is validated in. Validate the
     result on the slow induction you care about and on your flames (their served share, their
     speed in the new precision) before use (docs/training.md, "The resolution floor, set after
-    training" and "bfloat16, validated after training")."""
+    training" and "bfloat16 in the hidden layers")."""
     from kinetics.model.settings import change_settings
 
     meta = change_settings(model, out, fallback_below, inference_precision)

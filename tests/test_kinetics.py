@@ -373,6 +373,7 @@ def test_models_list_and_validate_cli(tiny_model, tmp_path):
     assert "h2-air-flame" in shipped and "bfloat16 where native" in shipped
     methane = next(line for line in shipped.splitlines() if line.startswith("ch4-air "))
     assert "gri30.yaml (53 species), dt 5e-06 s, CH4:1 / O2:1,N2:3.76" in methane
+    assert "bfloat16-hidden where native" in methane
     out = tmp_path / "val"
     proc = run_cli("validate", str(tiny_model), "--T0", "1200", "--pressure-atm", "1", "--phi", "1",
                    "--steps", "200", "-o", str(out), "-q")

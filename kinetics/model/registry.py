@@ -30,9 +30,14 @@ class ModelEntry:
                 f"{'+ near-equilibrium network, ' if m.tail else ''}"
                 f"{_induction(m.induction)}"
                 f"{'occupancy domain, ' if domain.get('check') == 'occupancy' else ''}"
-                f"{'bfloat16 where native, ' if m.inference_precision == 'bfloat16' else ''}"
+                f"{_precision(m.inference_precision)}"
                 f"{'router, ' if m.router else ''}"
                 f"{self.path.stat().st_size / 2**20:.1f} MiB  {self.path}")
+
+
+def _precision(precision: str) -> str:
+    """The validated precision where it is not float32: ``bfloat16 where native, ``."""
+    return "" if precision == "float32" else f"{precision} where native, "
 
 
 def _induction(induction: dict | None) -> str:

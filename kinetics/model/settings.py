@@ -10,7 +10,7 @@
   ``bfloat16``): what ``auto`` runs the networks in where the CPU multiplies bfloat16 natively
   (:func:`kinetics.step.forward.network_dtype`; float32 elsewhere and on GPUs). Set it to
   bfloat16 only once the model's flames and 0D validation have been run in bfloat16
-  (docs/training.md, "bfloat16, validated after training").
+  (docs/training.md, "bfloat16 in the hidden layers").
 
 :func:`change_settings` writes a copy of a model with either changed; the networks, their
 scales and every other setting are unchanged.
