@@ -40,8 +40,8 @@ PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # which see the scaled features and give the outputs; the dtype of the layers between, None: the
 # same). "bfloat16-hidden" keeps the features and outputs float32 and runs the hidden-to-hidden
 # layers (most of the arithmetic of a 3×400 network) in bfloat16: rounding a scaled temperature
-# to bfloat16's 8 bits moves it by up to ~2 K, which a rich ignition's delay feels
-# (docs/training.md, "bfloat16 in the hidden layers").
+# to bfloat16's 8 bits moves it by up to 1.3 K at 1200 K (ch4-air's scales), which a rich
+# ignition's delay feels (docs/training.md, "bfloat16 in the hidden layers").
 NETWORK_PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
     "float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
     "bfloat16-hidden": (torch.float32, torch.bfloat16)}
