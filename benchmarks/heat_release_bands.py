@@ -32,6 +32,7 @@ import torch
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_MAIN, ROUTE_TAIL, ROUTE_UNRESOLVED, Integrator
 from kinetics.model.registry import resolve_model
+from kinetics.step.forward import NETWORK_PRECISIONS
 from kinetics.training.data import features_and_targets
 from mechanisms.dataset_file import BlockReader, open_dataset
 from mechanisms.state import mass_fractions, pressure, temperature
@@ -146,7 +147,7 @@ def main() -> None:
     ap.add_argument("--model", default="ch4-air")
     ap.add_argument("--sources", nargs="+", help="only rows of these sources (default: all)")
     ap.add_argument("--block-rows", type=int, default=65536)
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "bfloat16-hidden"])
+    ap.add_argument("--precision", default="auto", choices=["auto", *NETWORK_PRECISIONS])
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     if bool(args.datasets) == bool(args.cases):

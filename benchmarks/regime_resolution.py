@@ -22,6 +22,7 @@ import torch
 
 from kinetics.integrator import ROUTE_INDUCTION, ROUTE_UNRESOLVED, Integrator
 from kinetics.model.registry import resolve_model
+from kinetics.step.forward import NETWORK_PRECISIONS
 from kinetics.training.data import features_and_targets
 from mechanisms.dataset_file import BlockReader, open_dataset
 from mechanisms.state import mass_fractions, pressure
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("--model", default="h2-air-flame")
     ap.add_argument("--block-rows", type=int, default=65536)
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "bfloat16-hidden"])
+    ap.add_argument("--precision", default="auto", choices=["auto", *NETWORK_PRECISIONS])
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     size, error, temp = induction_errors(args.model, args.dataset, args.block_rows,

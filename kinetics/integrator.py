@@ -68,7 +68,7 @@ from kinetics.step.compiled_step import (
     script_step,
 )
 from kinetics.step.device import resolve_device
-from kinetics.step.forward import NETWORK_PRECISIONS, network_precision
+from kinetics.step.forward import NETWORK_PRECISIONS, network_precision, precision_name
 from kinetics.step.small_step import (
     FLAG_NEWTON_SHORT,
     SETTINGS,
@@ -429,9 +429,7 @@ class Integrator:
     @property
     def precision(self) -> str:
         """The networks' precision by name (``float32``, ``bfloat16``, ``bfloat16-hidden``, …)."""
-        if self.hidden_dtype is not None and self.hidden_dtype != self.dtype:
-            return str(self.hidden_dtype).removeprefix("torch.") + "-hidden"
-        return str(self.dtype).removeprefix("torch.")
+        return precision_name(self.dtype, self.hidden_dtype)
 
     @property
     def width(self) -> int:

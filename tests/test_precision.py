@@ -106,3 +106,24 @@ def test_the_service_serves_the_precision_it_is_told(models, tmp_path):
         with LiveServer(folder, *args, env=env) as srv:
             info = httpx.get(srv.url + "/v1/models/bf16", timeout=30).json()
         assert info["precision"] == expected, (args, env)
+
+
+def test_every_list_of_precision_names_is_the_engines():
+    """The names the command line, the service's settings, `deepkin openfoam export` and the model
+    file accept (spelled out there so that they load without torch) are the engine's."""
+    import typing
+
+    from couplers.openfoam.commands import export_cmd
+    from deepkin.cli import PRECISION_NAMES
+    from kinetics.model.model_file import INFERENCE_PRECISIONS
+    from kinetics.step.forward import NETWORK_PRECISIONS, precision_name
+    from service.settings import ServiceSettings
+
+    names = list(NETWORK_PRECISIONS)
+    assert PRECISION_NAMES == names and list(INFERENCE_PRECISIONS) == names
+    service = typing.get_args(ServiceSettings.model_fields["precision"].annotation)
+    assert list(service) == ["auto", *names]
+    option = next(p for p in export_cmd.params if p.name == "precision")
+    assert list(option.type.choices) == ["auto", *names]
+    assert [precision_name(*NETWORK_PRECISIONS[n]) for n in names] == names
+    assert precision_name(torch.float64) == "float64"

@@ -78,6 +78,16 @@ def network_precision(precision: str, model_precision: str, device: torch.device
     return precision
 
 
+def precision_name(dtype: torch.dtype, hidden_dtype: torch.dtype | None = None) -> str:
+    """The name of networks in ``dtype`` with hidden layers in ``hidden_dtype`` (None: ``dtype``):
+    a key of :data:`NETWORK_PRECISIONS`, or the dtype's own name (``float64``)."""
+    pair = (dtype, None if hidden_dtype in (None, dtype) else hidden_dtype)
+    for name, dtypes in NETWORK_PRECISIONS.items():
+        if dtypes == pair:
+            return name
+    return str(dtype).removeprefix("torch.")
+
+
 def network_dtype(precision: str, model_precision: str, device: torch.device) -> torch.dtype:
     """The dtype of the networks' inputs and outputs for ``precision``
     (:func:`network_precision`)."""
@@ -217,4 +227,4 @@ def _fused_layers(layers: list[nn.Module]) -> list[tuple[nn.Module, str]]:
 
 
 __all__ = ["BLOCK_ROWS_RANGE", "BLOCK_VALUES", "NETWORK_PRECISIONS", "BlockedForward", "FusedMLP",
-           "block_rows", "fusable", "network_dtype", "network_precision"]
+           "block_rows", "fusable", "network_dtype", "network_precision", "precision_name"]

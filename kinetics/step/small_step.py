@@ -77,7 +77,7 @@ from kinetics.step.compiled_step import (
     mixture_products,
     network_rates,
 )
-from kinetics.step.forward import PACK_BATCH_ROWS, FusedMLP, fusable
+from kinetics.step.forward import PACK_BATCH_ROWS, FusedMLP, fusable, precision_name
 from mechanisms.atomic_io import atomic_write
 from mechanisms.cache import cache_root
 from mechanisms.errors import DeepkinError, InputError
@@ -505,15 +505,12 @@ def small_step_key(model_digest: str, dtype: torch.dtype, domain_check: str, use
                    ) -> SmallStepKey:
     """The cache key of a package for this machine and torch (networks in ``dtype``, their
     hidden layers in ``hidden_dtype``)."""
-    name = str(dtype).removeprefix("torch.")
-    if hidden_dtype is not None and hidden_dtype != dtype:
-        name += "+hidden-" + str(hidden_dtype).removeprefix("torch.")
     try:
         capability = str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):
         capability = "unknown"
     return SmallStepKey(model_digest, torch.__version__, capability, platform.machine(),
-                        name, str(domain_check), bool(use_grid),
+                        precision_name(dtype, hidden_dtype), str(domain_check), bool(use_grid),
                         int(max_cells), _sources_sha256())
 
 
