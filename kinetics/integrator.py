@@ -47,6 +47,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cantera as ct
@@ -71,6 +72,7 @@ from kinetics.step.device import resolve_device
 from kinetics.step.forward import NETWORK_PRECISIONS, network_precision, precision_name
 from kinetics.step.small_step import (
     FLAG_NEWTON_SHORT,
+    ROUTING_SETTINGS,
     SETTINGS,
     SMALL_CALL_MAX_CELLS,
     SmallStep,
@@ -392,8 +394,11 @@ class Integrator:
         if small is None:
             return
         module = self.step_module
-        self._small_settings = torch.tensor([getattr(module, name) for name in SETTINGS],
-                                            dtype=torch.float64)
+        t_floor, t_ceiling = self._check_temperature_bounds()
+        check = [t_floor, t_ceiling, *PRESSURE_RANGE_PA, Y_TOLERANCE, SUM_TOLERANCE]
+        self._small_settings = torch.tensor(
+            [getattr(module, name) for name in SETTINGS[:ROUTING_SETTINGS]] + check,
+            dtype=torch.float64)
         self._small_ready = small.domain == (module.domain_check, bool(module.use_grid))
 
     # -- construction ----------------------------------------------------------------------------
@@ -452,6 +457,19 @@ class Integrator:
                              f"({self.dt_s:g} s)")
         return n
 
+    def _check_temperature_bounds(self) -> tuple[float, float]:
+        """The fast input check's T floor and ceiling (K): the thermo range, but a floor of 0
+        where the frozen temperature lies below the range (a batch whose coldest cell lies below
+        the range takes the row-by-row search, which lets frozen cells through)."""
+        t_lo, t_hi = self.thermo_range_k
+        return (t_lo if self.meta.frozen_temperature_k < t_lo else 0.0), t_hi
+
+    def _check_shape(self, states: torch.Tensor) -> None:
+        """InputError for states that are not ``[n, 2+ns]``."""
+        if states.ndim != 2 or states.shape[1] != self.width:
+            raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
+                             f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
+
     def check_states(self, states: np.ndarray | torch.Tensor) -> None:
         """InputError naming the row and the problem for a wrong width, NaN/inf, T or P ≤ 0,
         T outside the mechanism's thermo range (:attr:`thermo_range_k`, up to the model's hottest
@@ -460,9 +478,7 @@ class Integrator:
         array is checked in place (no copy)."""
         if isinstance(states, np.ndarray):
             states = torch.from_numpy(states)
-        if states.ndim != 2 or states.shape[1] != self.width:
-            raise InputError(f"states: expected shape [n, {self.width}] (T, P and "
-                             f"{self.meta.n_species} mass fractions), got {list(states.shape)}")
+        self._check_shape(states)
         if states.shape[0] == 0:
             return
         y = mass_fractions(states)
@@ -471,9 +487,7 @@ class Integrator:
         # non-finite; T and P are positive, so the global minimum is that of Y unless something
         # is wrong anyway.
         t_lo, t_hi = self.thermo_range_k
-        # Below the thermo range only frozen cells are allowed: a batch whose coldest cell lies
-        # there takes the row-by-row search below, which lets frozen cells through.
-        t_floor = t_lo if self.meta.frozen_temperature_k < t_lo else 0.0
+        t_floor, _ = self._check_temperature_bounds()
         if states.device.type == "cpu":
             host = states.detach().numpy()
             good = (_few_states_look_valid(host, t_floor, t_hi) if len(host) <= SMALL_BATCH_ROWS
@@ -568,18 +582,24 @@ class Integrator:
         with torch.inference_mode() if is_numpy else torch.no_grad():
             if not as_is:
                 x = x.to(self.device, torch.float64)
+            # A call the AOTInductor step takes whole has its values checked there, fused into
+            # its loops; the row-by-row check runs only when a row fails it (recheck).
+            recheck = None
             if check:
-                self.check_states(x)
+                if self._small_takes(x, n_sub) and stop is None:
+                    self._check_shape(x)
+                    recheck = partial(self.check_states, x)
+                else:
+                    self.check_states(x)
             if stop is None and self._hold_steps and n_sub == 1:
-                out, flag, fell_back, counts = self._advance_holding(x)
+                out, flag, fell_back, counts = self._advance_holding(x, recheck)
             elif stop is None:
-                out, flag, fell_back, counts = self._advance_all(x, n_sub)
+                out, flag, fell_back, counts = self._advance_all(x, n_sub, recheck)
             else:
                 out, flag, fell_back, counts = self._advance_stepwise(x, n_sub, stop)
             n = len(flag)
-            # cells per flag (network, frozen, fallback) in one pass over the flags
-            _, n_frozen, _ = np.bincount(flag, minlength=3).tolist()
             frozen = flag == FLAG_FROZEN
+            n_frozen = counts[5] if counts[5] >= 0 else int(np.count_nonzero(frozen))
             if n_frozen == n:
                 # Nothing was advanced: the input itself is the answer (no copy of a large batch).
                 return StepResult(states, n, n, 0, n_sub, frozen, np.zeros_like(frozen))
@@ -588,20 +608,22 @@ class Integrator:
             result = result.numpy()
         n_fallback = int(np.count_nonzero(fell_back)) if counts[3] else 0
         return StepResult(result, n, n_frozen, n_fallback, n_sub, frozen, fell_back, *counts[:3],
-                          n_held=counts[4] if len(counts) > 4 else 0)
+                          n_held=counts[4])
 
-    def _advance_holding(self, x: torch.Tensor
+    def _advance_holding(self, x: torch.Tensor, recheck: Callable[[], None] | None = None
                          ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
         """One model step as :meth:`_advance_all`, inside :meth:`following_cells` with a hold:
         the rows handed to Cantera in one of the last ``hold_steps`` calls go straight to their
         reactors without the compiled step; a row the step hands over now is held for the next
-        ``hold_steps`` calls. Counts as :meth:`_advance_all`'s, plus the held rows."""
+        ``hold_steps`` calls. Counts as :meth:`_advance_all`'s, the held rows among them.
+        ``recheck``: as :meth:`_advance_all`'s (the held rows get the fast check here)."""
         n = len(x)
         held = np.array(sorted(j for j in self._held if j < n), dtype=np.int64)
         if not len(held):
-            out, flag, fell_back, counts = self._advance_all(x, 1)
-            counts = counts + [0]
+            out, flag, fell_back, counts = self._advance_all(x, 1, recheck)
         else:
+            if recheck is not None and not self._rows_look_valid(x[held]):
+                recheck()  # InputError naming the row (a frozen cell below the range passes)
             stepped = np.ones(n, dtype=bool)
             stepped[held] = False
             free = np.flatnonzero(stepped)
@@ -609,22 +631,23 @@ class Integrator:
             flag = np.full(n, FLAG_FALLBACK, dtype=np.int8)
             fell_back = np.zeros(n, dtype=bool)
             fell_back[held] = True
-            counts = [0, 0, 0, True]
+            counts = [0, 0, 0, True, 0, 0]
             if len(free):
                 index = torch.as_tensor(free, device=x.device)
                 self._row_keys = free
                 try:
-                    sub, sub_flag, sub_fell_back, sub_counts = self._advance_all(x[index], 1)
+                    sub, sub_flag, sub_fell_back, sub_counts = self._advance_all(x[index], 1,
+                                                                                 recheck)
                 finally:
                     self._row_keys = None
                 out[index] = sub
                 flag[free] = sub_flag
                 fell_back[free] = sub_fell_back
-                counts = sub_counts[:3] + [True]
+                counts = sub_counts[:3] + [True, 0, sub_counts[5]]
             _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)
-            counts = counts + [len(held)]
+            counts[4] = len(held)
         for j in held.tolist():
             if self._held[j] <= 1:
                 del self._held[j]
@@ -637,25 +660,43 @@ class Integrator:
                 self._held[j] = self._hold_steps
         return out, flag, fell_back, counts
 
-    def _advance_all(self, x: torch.Tensor, n_sub: int
+    def _rows_look_valid(self, rows: torch.Tensor) -> bool:
+        """The fast input check (:meth:`check_states`' first test) of a few rows."""
+        t_floor, t_ceiling = self._check_temperature_bounds()
+        host = rows.detach().cpu().numpy()
+        return (_few_states_look_valid(host, t_floor, t_ceiling) if len(host) <= SMALL_BATCH_ROWS
+                else _host_states_look_valid(host, t_floor, t_ceiling))
+
+    def _small_takes(self, x: torch.Tensor, n_sub: int) -> bool:
+        """True when a call of ``x`` (float64, on the step's device) taking ``n_sub`` model steps
+        runs the AOTInductor step (without ``stop``)."""
+        return self._small_ready and n_sub == 1 and 0 < len(x) <= self._small_max_cells
+
+    def _advance_all(self, x: torch.Tensor, n_sub: int, recheck: Callable[[], None] | None = None
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
         """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
         fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
-        fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back])`` (flags and
-        masks on the host). A small call takes the AOTInductor step when there is one: the cells
-        it holds for the fallback go to Cantera, but those whose T' it has not converged
+        fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back, 0 (held),
+        frozen cells or -1: not counted])`` (flags and masks on the host).
+
+        A small call takes the AOTInductor step when there is one: the cells it holds for the
+        fallback go to Cantera, but those whose T' it has not converged
         (:data:`~kinetics.step.small_step.FLAG_NEWTON_SHORT`) are stepped again by the
         TorchScript step first (which iterates Newton further), and those it holds too go to
-        Cantera."""
+        Cantera. ``recheck``: the caller deferred the check of the values to the AOTInductor
+        step, and this runs the full check (InputError naming the row) when a row fails the
+        step's (before any Cantera work); with the TorchScript step it runs first."""
         has_regimes = self.tail is not None or self.induction is not None
-        if self._small_ready and n_sub == 1 and 0 < len(x) <= self._small_max_cells:
+        if self._small_takes(x, n_sub):
             out, flag_t, counts_t = self._small(x.contiguous(), self._small_settings)
+            tail, induction, unresolved, failed, frozen, fallback, short = counts_t.tolist()
+            if failed and recheck is not None:
+                recheck()  # InputError naming the row (a frozen cell below the range passes)
+            counts = [tail, induction, unresolved] if has_regimes else [0, 0, 0]
             flag = flag_t.numpy()
-            counts = counts_t.tolist() if has_regimes else [0, 0, 0]
-            short = flag == FLAG_NEWTON_SHORT
-            if short.any():
+            if short:
                 # The same cells, routes and rates in the TorchScript step: only T' differs.
-                retry = np.flatnonzero(short)
+                retry = np.flatnonzero(flag == FLAG_NEWTON_SHORT)
                 index = torch.as_tensor(retry, device=out.device)
                 sub, sub_flag_t, done_t, sub_counts = self.step_module.advance(x[index], 1, None,
                                                                                True)
@@ -663,20 +704,23 @@ class Integrator:
                 if has_regimes:
                     counts = [a + b for a, b in zip(counts, sub_counts.tolist())]
                 flag[retry] = sub_flag_t.numpy()
+                fallback = int(np.count_nonzero(flag == FLAG_FALLBACK))
+            if not fallback:
+                return out, flag, np.zeros(len(flag), dtype=bool), counts + [False, 0, frozen]
             fell_back = flag == FLAG_FALLBACK
-            if not fell_back.any():
-                return out, flag, fell_back, counts + [False]
             held = np.flatnonzero(fell_back)
             _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)  # one model step: nothing left after it
-            return out, flag, fell_back, counts + [True]
+            return out, flag, fell_back, counts + [True, 0, frozen]
+        if recheck is not None:
+            recheck()
         out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)
         flag = flag_t.numpy() if flag_t.device.type == "cpu" else flag_t.cpu().numpy()
         fell_back = flag == FLAG_FALLBACK
         counts = counts_t.tolist() if has_regimes else [0, 0, 0]
         if not fell_back.any():
-            return out, flag, fell_back, counts + [False]
+            return out, flag, fell_back, counts + [False, 0, -1]
         left = n_sub - done_t.cpu().numpy()  # model steps each cell has still to take
         held = np.flatnonzero(fell_back)
         while len(held):
@@ -695,7 +739,7 @@ class Integrator:
             sub_flag = sub_flag.cpu().numpy()
             left[again] -= sub_done.cpu().numpy()
             held = again[sub_flag == FLAG_FALLBACK]
-        return out, flag, fell_back, counts + [True]
+        return out, flag, fell_back, counts + [True, 0, -1]
 
     def _advance_stepwise(self, x: torch.Tensor, n_sub: int, stop: Callable[[], bool]
                           ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
@@ -730,7 +774,7 @@ class Integrator:
             for j in held.tolist():
                 interrupt()
                 self._fallback_cell(out, j)
-        return out, flag, fell_back, counts + [True]
+        return out, flag, fell_back, counts + [True, 0, -1]
 
     @contextlib.contextmanager
     def following_cells(self, max_cells: int = 64, hold_steps: int = 0

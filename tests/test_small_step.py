@@ -19,6 +19,8 @@ from kinetics.integrator import Integrator
 from kinetics.model.model_file import read_model_file
 from kinetics.model.registry import resolve_model
 from kinetics.step.compiled_step import (
+    FLAG_FALLBACK,
+    FLAG_FROZEN,
     FLAG_NETWORK,
     CompiledStep,
     script_step,
@@ -88,6 +90,12 @@ def _settings(step, dense: DenseStep, changes: dict[str, float]) -> torch.Tensor
                           step.induction_progress_below, step.induction_fallback_below)
 
 
+def _flag_counts(flag: torch.Tensor) -> list[int]:
+    """DenseStep's last four counts as its flags give them: rows failing the input check (none
+    with the default bounds), frozen, fallback and Newton-short rows."""
+    return [0] + [int((flag == f).sum()) for f in (FLAG_FROZEN, FLAG_FALLBACK, FLAG_NEWTON_SHORT)]
+
+
 def _compare(step, dense: DenseStep, x: torch.Tensor, settings: torch.Tensor) -> list[int]:
     """DenseStep's step of ``x`` against the scripted CompiledStep's (``forward(x, 1)`` and the
     counts of ``advance``); the counts."""
@@ -97,7 +105,8 @@ def _compare(step, dense: DenseStep, x: torch.Tensor, settings: torch.Tensor) ->
         got, got_flag, got_counts = dense(x, settings)
     assert got.dtype == torch.float64 and got_flag.dtype == torch.int8
     assert torch.equal(got_flag, flag)
-    assert got_counts.tolist() == counts.tolist()
+    assert got_counts.tolist()[:3] == counts.tolist()
+    assert got_counts.tolist()[3:] == _flag_counts(got_flag)
     network = flag == FLAG_NETWORK
     assert torch.equal(got[~network], x[~network])  # frozen and fallback cells as given
     assert float((got[:, 0] - expected[:, 0]).abs().max()) <= T_BOUND_K
@@ -178,14 +187,15 @@ def test_newton_short_of_convergence_hands_the_cell_to_the_torchscript_step():
     assert torch.equal(short[~stepped], flag[~stepped]) and torch.equal(out[stepped], x[stepped])
 
 
-def test_compiling_without_a_compiler_is_one_line(tmp_path, monkeypatch):
+def test_compiling_without_a_compiler_is_one_line(tmp_path):
     from torch._inductor import config
 
     path = write_test_model(tmp_path / "tiny.safetensors")
     meta, tensors, yaml_text = read_model_file(path)
     gas = solution_from_yaml(yaml_text, meta.phase, meta.mechanism_sha256)
-    monkeypatch.setattr(config.cpp, "cxx", (None, "no-such-c++-compiler"))
-    with pytest.raises(DeepkinError, match="no C\\+\\+ compiler found") as caught:
+    # torch's own patching (monkeypatch's undo leaves the option hidden for later compiles)
+    with config.patch({"cpp.cxx": (None, "no-such-c++-compiler")}), \
+            pytest.raises(DeepkinError, match="no C\\+\\+ compiler found") as caught:
         compile_small_step(DenseStep(meta, tensors, gas), tmp_path / "x.pt2")
     assert "\n" not in str(caught.value) and not (tmp_path / "x.pt2").exists()
     with pytest.raises(InputError, match="small_calls: must be torchscript or aot"):
@@ -262,6 +272,59 @@ def _check_small_calls(aot: Integrator, plain: Integrator, calls: Callable[[], i
     assert calls() == before + 3
     aot.grid = None  # no grid: not what it was made for either
     assert aot.small_calls == "torchscript"
+
+
+def _bad_batches(cells: np.ndarray) -> list[np.ndarray]:
+    """Batches of ``cells`` (1, 3 and 36 rows) each with one bad row, and what it breaks."""
+    bad = []
+    for n, row in ((1, 0), (3, 2), (36, 17)):
+        for column, value in ((0, np.nan), (0, 1e5), (1, -1.0), (1, 1e12), (4, -0.01),
+                              (4, 0.5), (5, np.inf)):
+            batch = cells[:n].copy()
+            batch[row, column] = value
+            bad.append(batch)
+    return bad
+
+
+def test_bad_input_through_small_calls_is_refused_as_by_torchscript():
+    """A small call checks its values in the compiled step (fused), and refuses a bad row with
+    the TorchScript Integrator's own message (the row-by-row check runs once a row fails): NaN
+    and inf, T and P out of range, negative Y, ΣY off 1, alone and in batches; also for the
+    rows held on Cantera in a rollout. A cold cell below the thermo range passes (frozen);
+    ``check=False`` skips the check."""
+    path = resolve_model("h2-air-flame")
+    plain = Integrator.load(path, device="cpu")
+    aot = Integrator.load(path, device="cpu")
+    meta, tensors, _ = _model("h2-air-flame")
+    small = _EagerSmallStep(DenseStep(meta, tensors, aot.gas, aot.dtype).eval())
+    aot._small = small
+    aot._settings_changed()
+    cells = _cells("h2-air-flame")
+    for batch in _bad_batches(cells):
+        with pytest.raises(InputError) as expected:
+            plain.advance(batch)
+        before = small.calls
+        with pytest.raises(InputError) as caught:
+            aot.advance(batch)
+        assert str(caught.value) == str(expected.value) and small.calls == before + 1
+    with pytest.raises(InputError, match="expected shape"):
+        aot.advance(cells[:3, :-1])
+    cold = cells[:3].copy()
+    cold[1, 0] = 200.0  # below the thermo range (300 K) and the frozen temperature: frozen
+    assert aot.advance(cold).n_frozen == plain.advance(cold).n_frozen == 1
+    out_of_range = cells[:3].copy()
+    out_of_range[1, 0] = 1e5
+    assert aot.advance(out_of_range, check=False).states.shape == out_of_range.shape
+    # a rollout holding rows on Cantera: a bad held row is refused too
+    fresh = cells[-1:].repeat(2, axis=0)  # 1,100 K: outside hydrogen's trained range
+    with aot.following_cells(hold_steps=8):
+        first = aot.advance(fresh)
+        assert first.n_fallback == 2
+        bad = first.states.copy()
+        bad[1, 3] = -0.5
+        with pytest.raises(InputError, match="row 1 has negative mass fraction"):
+            aot.advance(bad)
+        assert aot.advance(first.states).n_held == 2
 
 
 def test_the_integrators_small_calls_step_as_torchscript():

@@ -29,10 +29,15 @@ it whole (no ``.item()``, no branch on a tensor's value) and AOTInductor
   step's) is flagged :data:`~kinetics.step.compiled_step.FLAG_FALLBACK` and goes straight to
   Cantera.
 
-``DenseStep(states [n, 2+ns], settings [4]) → (states' [n, 2+ns], flag [n] int8, counts [3] int64)``
-is ``CompiledStep.forward(states, 1)`` with its counts (tail, induction and unresolved
-cell-steps): T' within 1e-11 K and Y' within 1e-15 of it (the unrolled Cholesky and the order of a
-few float64 sums round differently; ``tests/test_small_step.py``).
+``DenseStep(states [n, 2+ns], settings [11]) → (states' [n, 2+ns], flag [n] int8, counts [7]
+int64)`` is ``CompiledStep.forward(states, 1)`` with its counts (:data:`COUNTS`: tail, induction
+and unresolved cell-steps, then the rows that fail the input check, the frozen, fallback and
+Newton-short rows, so that a caller reads one small tensor instead of scanning the flags):
+T' within 1e-11 K and Y' within 1e-15 of it (the unrolled Cholesky and the order of a few float64
+sums round differently; ``tests/test_small_step.py``). The input check is the Integrator's fast
+one (finite, T and P within bounds, Y ≥ −tol, |ΣY − 1| ≤ tol, the bounds in ``settings``), fused
+into the step's loops: the Integrator runs its own row-by-row check, which names the row, only
+when a row fails it.
 
 :func:`compile_small_step` exports it with a dynamic first dimension (1 to
 :data:`EXPORT_MAX_CELLS` cells) and compiles it into a ``.pt2`` package (35-75 s a model on one
@@ -97,8 +102,15 @@ FLAG_NEWTON_SHORT = 3
 # package to the calls it speeds up (docs/training.md, "The compiled step").
 EXPORT_MAX_CELLS = 1024
 SMALL_CALL_MAX_CELLS = 128
+# DenseStep's ``settings``, in order: the routing thresholds (the Integrator's properties of
+# those names), then the bounds of the input check (K, K, Pa, Pa, the tolerance on Y ≥ −tol and
+# on |ΣY − 1|: the Integrator's check_states' fast test).
 SETTINGS = ("route_below", "induction_route_below", "induction_progress_below",
-            "induction_fallback_below", "skip_main_below")  # DenseStep's ``settings``, in order
+            "induction_fallback_below", "skip_main_below", "check_t_floor_k", "check_t_ceiling_k",
+            "check_p_lo_pa", "check_p_hi_pa", "check_y_tolerance", "check_sum_tolerance")
+ROUTING_SETTINGS = 5  # the first five of SETTINGS
+# DenseStep's ``counts``, in order (cells or cell-steps of the call).
+COUNTS = ("tail", "induction", "unresolved", "failed_check", "frozen", "fallback", "newton_short")
 # What the cache key hashes besides the model: the sources whose arithmetic the package holds.
 _SOURCES = ("small_step.py", "compiled_step.py", "forward.py", "tables.py", "thermo.py")
 PACKAGE_SUFFIX = ".pt2"
@@ -226,26 +238,41 @@ class DenseStep(nn.Module):
 
     def settings(self, route_below: float, induction_route_below: float,
                  induction_progress_below: float, induction_fallback_below: float,
-                 skip_main_below: float = 0.0) -> torch.Tensor:
-        """The ``settings`` input ``[5]`` float64 (the routing thresholds, as the Integrator's
-        properties of those names; ``skip_main_below`` 0: the router sends no cell)."""
+                 skip_main_below: float = 0.0,
+                 check: tuple[float, float, float, float, float, float] | None = None
+                 ) -> torch.Tensor:
+        """The ``settings`` input ``[11]`` float64 (:data:`SETTINGS`): the routing thresholds, as
+        the Integrator's properties of those names (``skip_main_below`` 0: the router sends no
+        cell), and ``check``, the input check's bounds (T floor and ceiling in K, P low and high
+        in Pa, the Y and ΣY tolerances; None: only non-finite rows and T ≤ 0 fail it)."""
+        inf = float("inf")
+        bounds = check if check is not None else (0.0, inf, -inf, inf, inf, inf)
         return torch.tensor([route_below, induction_route_below, induction_progress_below,
-                             induction_fallback_below, skip_main_below], dtype=torch.float64)
+                             induction_fallback_below, skip_main_below, *bounds],
+                            dtype=torch.float64)
 
     def forward(self, states: torch.Tensor, settings: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(states' [n, 2+ns] float64, flag [n] int8, counts [3] int64)`` after one model step
+        """``(states' [n, 2+ns] float64, flag [n] int8, counts [7] int64)`` after one model step
         of ``states`` ``[n, 2+ns]`` (T in K, P in Pa, Y; float64, contiguous) with the routing
-        ``settings`` ``[5]`` (:data:`SETTINGS`): Y clipped at 0 and rescaled to ΣY = 1 first;
-        frozen cells (:data:`FLAG_FROZEN`), cells outside the domain or unresolved
-        (:data:`FLAG_FALLBACK`) and cells whose T' has not converged within
-        :data:`NEWTON_ITERATIONS` (:data:`FLAG_NEWTON_SHORT`) come back as given. ``counts``:
-        cell-steps from the near-equilibrium network, from the induction network, and below the
-        induction network's resolution."""
+        thresholds and check bounds ``settings`` ``[11]`` (:data:`SETTINGS`): Y clipped at 0 and
+        rescaled to ΣY = 1 first; frozen cells (:data:`FLAG_FROZEN`), cells outside the domain
+        or unresolved (:data:`FLAG_FALLBACK`) and cells whose T' has not converged within
+        :data:`NEWTON_ITERATIONS` (:data:`FLAG_NEWTON_SHORT`) come back as given. ``counts``
+        (:data:`COUNTS`): cell-steps from the near-equilibrium network, from the induction
+        network, and below the induction network's resolution; rows that fail the input check
+        (their step is still computed: a caller refuses the call); rows flagged frozen, fallback
+        and Newton-short."""
         t = states.select(1, 0).contiguous()
         p = states.select(1, 1)
+        given_y = states.narrow(1, 2, self.n_species)
+        given_total = given_y.sum(dim=1)
+        passes = (torch.isfinite(given_total + t + p) & (t > 0.0) & (t >= settings[5])
+                  & (t <= settings[6]) & (p >= settings[7]) & (p <= settings[8])
+                  & (given_y.amin(dim=1) >= -settings[9])
+                  & (torch.abs(given_total - 1.0) <= settings[10]))
         frozen = t < self.frozen_temperature_k
-        y = torch.clamp(states.narrow(1, 2, self.n_species), min=0.0)
+        y = torch.clamp(given_y, min=0.0)
         y = y / y.sum(dim=1, keepdim=True)
         bct = (torch.clamp(y, min=0.0) ** self.lam - 1.0) / self.lam  # box_cox
         features = torch.cat([t.unsqueeze(1), torch.log(p / self.one_atm_pa).unsqueeze(1), bct],
@@ -275,7 +302,9 @@ class DenseStep(nn.Module):
         flag = torch.where(frozen, FLAG_FROZEN, torch.where(ok, FLAG_NETWORK, held))
         counts = torch.stack([(ok & (route == ROUTE_TAIL)).sum(),
                               (ok & (route == ROUTE_INDUCTION)).sum(),
-                              (stepped & (route == ROUTE_UNRESOLVED)).sum()]).to(torch.int64)
+                              (stepped & (route == ROUTE_UNRESOLVED)).sum(),
+                              (~passes).sum(), frozen.sum(), (flag == FLAG_FALLBACK).sum(),
+                              (flag == FLAG_NEWTON_SHORT).sum()]).to(torch.int64)
         return out, flag.to(torch.int8), counts
 
     # -- the parts, as CompiledStep's ---------------------------------------------------------
@@ -550,8 +579,11 @@ def compile_small_step(step: DenseStep, package: str | Path, max_cells: int = EX
                 torch._inductor.aoti_compile_and_package(
                     exported, package_path=str(tmp),
                     # Small calls: one thread's loops (no OpenMP region to start per kernel);
-                    # freezing: the weights become constants, packed once for oneDNN.
-                    inductor_configs={"cpp.threads": 1, "freezing": True})
+                    # freezing: the weights become constants, packed once for oneDNN; memory
+                    # planning: the ~70 intermediate buffers of a call come from one pool (one
+                    # allocation instead of ~70: 4-6 % of a call at 1-128 cells, the same bits).
+                    inductor_configs={"cpp.threads": 1, "freezing": True,
+                                      "memory_planning": True})
 
         atomic_write(package, write, suffix=PACKAGE_SUFFIX)
     except DeepkinError:
@@ -641,6 +673,6 @@ def load_small_step(meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.S
     return SmallStep(package, key, compile_s)
 
 
-__all__ = ["EXPORT_MAX_CELLS", "NEWTON_ITERATIONS", "SETTINGS", "SMALL_CALL_MAX_CELLS", "DenseRates",
-           "DenseStep", "SmallStep", "SmallStepKey", "compile_small_step", "load_small_step",
-           "model_sha256", "small_step_cache_dir", "small_step_key"]
+__all__ = ["COUNTS", "EXPORT_MAX_CELLS", "NEWTON_ITERATIONS", "ROUTING_SETTINGS", "SETTINGS",
+           "SMALL_CALL_MAX_CELLS", "DenseRates", "DenseStep", "SmallStep", "SmallStepKey",
+           "compile_small_step", "load_small_step", "model_sha256", "small_step_cache_dir", "small_step_key"]
