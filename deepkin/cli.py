@@ -236,11 +236,13 @@ def train_cmd(dataset, config_path, out, device, epochs, resume, allow_incomplet
 @click.option("--precision", type=click.Choice(["auto", *PRECISION_NAMES]), default="auto",
               show_default=True, help="The networks' dtype; auto: the model's validated one where "
                                       "the CPU multiplies it natively, else float32.")
-@click.option("--small-calls", type=click.Choice(["torchscript", "aot"]), default="torchscript",
+@click.option("--small-calls", type=click.Choice(["auto", "torchscript", "aot"]), default="auto",
               show_default=True,
               help="What steps the rollout's calls (a few cells each): the TorchScript step, or "
                    "the same step compiled by AOTInductor (~2x faster a call; compiled once, "
-                   "~1 min and a C++ compiler, then cached; CPU only).")
+                   "~1 min and a C++ compiler, then cached; CPU only). auto: the compiled step "
+                   "when it is cached, or for a rollout of 300,000 steps or more (compiled then, "
+                   "where there is a C++ compiler).")
 @click.option("--hold-steps", type=int, default=None,
               help="A cell the model hands to Cantera stays there this many steps before the "
                    "model is asked again (default 32; 0: asked every step). The held steps are "
@@ -272,7 +274,7 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
     elif hold_steps < 0:
         raise DeepkinError(f"hold-steps: must be a whole number >= 0, got {hold_steps}")
     integrator = Integrator.load(resolve_model(model), device=device, dtype=precision,
-                                 small_calls=small_calls)
+                                 small_calls="torchscript" if small_calls == "auto" else small_calls)
     training = integrator.meta.training
     fuel = fuel or training.get("fuel")
     oxidizer = oxidizer or training.get("oxidizer")
@@ -287,7 +289,8 @@ def validate_cmd(model, fuel, oxidizer, temperature_k, pressure_atm, phi, steps,
                       rollout_steps=steps, out_dir=out_dir, progress=not quiet, flames=flames,
                       ignition_search_s=ignition_search_s, after_ignition_s=after_ignition_s,
                       after_ignition_species=_species_list(after_ignition),
-                      states_out=states_out, hold_steps=hold_steps)
+                      states_out=states_out, hold_steps=hold_steps,
+                      small_calls="auto" if small_calls == "auto" else None)
     for label in report.outside_domain:
         click.echo(f"  note: {label} never entered the model's domain (Cantera took every step); "
                    "left out of the figures", err=True)

@@ -289,13 +289,32 @@ class Integrator:
         self._small_ready = False
         self._small_settings = torch.zeros(len(SETTINGS), dtype=torch.float64)
         self._small_max_cells = SMALL_CALL_MAX_CELLS
+        self._tensors = tensors  # kept for use_small_calls (the networks' own tensors, no copy)
         if small_calls == "aot":
-            self._small = load_small_step(meta, tensors, self.gas, dtype, module.domain_check,
-                                          module.use_grid,
-                                          model_sha256(meta, tensors, mechanism_yaml),
-                                          hidden_dtype=hidden_dtype)
-            self.small_call_max_cells = SMALL_CALL_MAX_CELLS
+            self.use_small_calls()
         self._settings_changed()
+
+    def use_small_calls(self, compile_missing: bool = True) -> bool:
+        """From now on run small calls on the AOTInductor step, as ``small_calls="aot"`` does:
+        from the cache, or compiled into it (35-75 s a model on one core, a C++ compiler
+        needed; ``compile_missing=False``: only a package already in the cache). True when the
+        step is there; DeepkinError in one line when it cannot be compiled or loaded, InputError
+        on a GPU."""
+        if self._small is not None:
+            return True
+        if self.device.type != "cpu":
+            raise InputError(f"small_calls: aot runs on CPU only, not {self.device}")
+        module = self.step_module
+        small = load_small_step(self.meta, self._tensors, self.gas, self.dtype,
+                                module.domain_check, module.use_grid,
+                                model_sha256(self.meta, self._tensors, self.mechanism_yaml),
+                                hidden_dtype=self.hidden_dtype, compile_missing=compile_missing)
+        if small is None:
+            return False
+        self._small = small
+        self.small_call_max_cells = SMALL_CALL_MAX_CELLS
+        self._settings_changed()
+        return True
 
     # -- the step's settings (the compiled module's attributes) ----------------------------------
     @property

@@ -327,6 +327,53 @@ def test_bad_input_through_small_calls_is_refused_as_by_torchscript():
         assert aot.advance(first.states).n_held == 2
 
 
+def test_validate_auto_compiles_the_small_step_for_long_rollouts_only(monkeypatch, tmp_path):
+    """``validate(small_calls="auto")``: a short rollout with nothing cached stays on the
+    TorchScript step (nothing compiled); one of AUTO_COMPILE_MIN_STEPS steps or more asks for
+    the compiled step (here DenseStep run eagerly in the package's place: the compile itself is
+    the slow test's), which then runs the rollout's calls; the report names the step. Without a
+    C++ compiler the TorchScript step runs it."""
+    import kinetics.integrator as integrator_module
+    from kinetics.validation import validate as validate_module
+
+    asked: list[bool] = []
+
+    def stand_in(meta, tensors, gas, dtype, domain_check, use_grid, digest, hidden_dtype=None,
+                 compile_missing=True):
+        asked.append(compile_missing)
+        if not compile_missing:
+            return None  # nothing in the cache
+        return _EagerSmallStep(DenseStep(meta, tensors, gas, dtype, domain_check, use_grid,
+                                         hidden_dtype).eval())
+
+    monkeypatch.setattr(integrator_module, "load_small_step", stand_in)
+    grid = dict(temperatures_k=[1200.0], pressures_atm=[1.0], phis=[1.0], rollout_steps=200,
+                progress=False, after_ignition_s=0.0)
+    integrator = Integrator.load(resolve_model("h2-air"), device="cpu")
+    short = validate_module.validate(integrator, "H2:1", "O2:1,N2:3.76", small_calls="auto", **grid)
+    assert short.small_calls == "torchscript" and asked == [False]
+    assert integrator.small_calls == "torchscript"
+    monkeypatch.setattr(validate_module, "AUTO_COMPILE_MIN_STEPS", 100)
+    long = validate_module.validate(integrator, "H2:1", "O2:1,N2:3.76", small_calls="auto", **grid)
+    assert long.small_calls == "aot" and asked == [False, False, True]
+    assert integrator._small.calls >= 200
+    assert "the step compiled ahead of time" in long.markdown()
+    assert abs(long.conditions[0].final_t_surrogate_k - short.conditions[0].final_t_surrogate_k) < 1e-6
+
+    def no_compiler(*args, **kwargs):
+        if not kwargs.get("compile_missing", True):
+            return None
+        raise DeepkinError("aot: no C++ compiler found (looked for c++); use "
+                           "small_calls='torchscript'")
+
+    monkeypatch.setattr(integrator_module, "load_small_step", no_compiler)
+    fresh = Integrator.load(resolve_model("h2-air"), device="cpu")
+    report = validate_module.validate(fresh, "H2:1", "O2:1,N2:3.76", small_calls="auto", **grid)
+    assert report.small_calls == "torchscript"
+    with pytest.raises(InputError, match="small_calls: must be auto or None"):
+        validate_module.validate(fresh, "H2:1", "O2:1,N2:3.76", small_calls="aot", **grid)
+
+
 def test_the_integrators_small_calls_step_as_torchscript():
     """The Integrator's small-call path with DenseStep run eagerly in the package's place (no
     compile): see :func:`_check_small_calls`."""

@@ -653,18 +653,21 @@ class SmallStep:
 def load_small_step(meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.Solution,
                     dtype: torch.dtype, domain_check: str, use_grid: bool,
                     model_digest: str, cache_dir: str | Path | None = None,
-                    max_cells: int = EXPORT_MAX_CELLS, hidden_dtype: torch.dtype | None = None
-                    ) -> SmallStep:
+                    max_cells: int = EXPORT_MAX_CELLS, hidden_dtype: torch.dtype | None = None,
+                    compile_missing: bool = True) -> SmallStep | None:
     """The compiled small-call step of a model (``model_digest``: :func:`model_sha256`), networks
     in ``dtype`` (hidden layers in ``hidden_dtype``, None: ``dtype``), with the domain check
     ``domain_check`` (grid: ``use_grid``), for 1 to ``max_cells`` cells: from the cache
     (``cache_dir``, default :func:`small_step_cache_dir`) or compiled into it (35-75 s on one
-    core); DeepkinError in one line when it cannot be compiled or loaded."""
+    core; ``compile_missing=False``: None instead); DeepkinError in one line when it cannot be
+    compiled or loaded."""
     key = small_step_key(model_digest, dtype, domain_check, use_grid, max_cells, hidden_dtype)
     folder = Path(cache_dir) if cache_dir is not None else small_step_cache_dir()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name)[:64] or "model"
     package = folder / f"{stem}-{key.digest()}{PACKAGE_SUFFIX}"
     compile_s = 0.0
+    if not package.exists() and not compile_missing:
+        return None
     if not package.exists():
         started = time.perf_counter()
         step = DenseStep(meta, tensors, gas, dtype, domain_check, use_grid, hidden_dtype).eval()

@@ -27,7 +27,7 @@ from kinetics.integrator import Integrator
 from kinetics.validation.inputs import check_grid, prepare_out_dir
 from mechanisms.atomic_io import why_not_writable
 from mechanisms.composition import mixture_mass_fractions
-from mechanisms.errors import InputError
+from mechanisms.errors import DeepkinError, InputError
 from mechanisms.ignition import IGNITION_RISE_K, crossing_time
 from mechanisms.loading import solution_from_yaml
 from mechanisms.reactor import trajectory
@@ -42,6 +42,12 @@ AFTER_IGNITION_SPECIES = ("CO", "NO")
 # is asked again (Integrator.following_cells): slow induction below the induction network's
 # resolution lasts 10^4-10^5 steps, each of which paid the networks only to be handed over again.
 ROLLOUT_HOLD_STEPS = 32
+# small_calls="auto": a rollout of at least this many steps compiles the AOTInductor small-call
+# step when it is not cached (35-75 s once a model and machine, which a rollout this long wins
+# back: ~0.4-0.7 ms a step of the recipe grid's 36 cells, docs/training.md); a shorter one uses
+# a cached package if there is one, else the TorchScript step.
+AUTO_COMPILE_MIN_STEPS = 300_000
+STEP_NAMES = {"torchscript": "the TorchScript step", "aot": "the step compiled ahead of time"}
 CONSERVATION_BLOCK = 256  # rollout steps whose ΣY and enthalpy are checked in one call
 
 
@@ -106,6 +112,7 @@ class ValidationReport:
     # The networks' dtype and the device they ran on (Integrator.precision, .device).
     precision: str = "float32"
     device: str = "cpu"
+    small_calls: str = "torchscript"  # the step that ran the rollout (Integrator.small_calls)
     after_ignition_s: float = 0.0  # when the species of ConditionResult.after_ignition are read
 
     def after_ignition_max_rel(self) -> dict[str, float]:
@@ -185,7 +192,8 @@ class ValidationReport:
             *([f"Never inside the model's domain (Cantera took every step; not in the figures "
                f"above): {'; '.join(self.outside_domain)}.", ""] if self.outside_domain else []),
             f"Networks in {self.precision} on {self.device}. Surrogate rollout: "
-            f"{self.seconds_surrogate:.1f} s; Cantera reference: {self.seconds_cantera:.1f} s.",
+            f"{self.seconds_surrogate:.1f} s ({STEP_NAMES.get(self.small_calls, self.small_calls)}); "
+            f"Cantera reference: {self.seconds_cantera:.1f} s.",
             "",
             "Served: the share of the condition's cell-steps (none is frozen) that a network "
             "advanced; Cantera took the rest.",
@@ -252,7 +260,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
              flames: bool = False, after_ignition_s: float = 0.01,
              after_ignition_species: list[str] | None = None,
              states_out: str | Path | None = None,
-             hold_steps: int = ROLLOUT_HOLD_STEPS) -> ValidationReport:
+             hold_steps: int = ROLLOUT_HOLD_STEPS,
+             small_calls: str | None = None) -> ValidationReport:
     """Run the validation and (when ``out_dir`` is given) write report.md, report.json and PNGs.
 
     Cantera looks for ignition up to ``ignition_search_s`` (s); the surrogate rolls out
@@ -267,7 +276,14 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     condition, see :func:`rollout_states`) as a states file, for the ``solver_states`` source.
     ``hold_steps``: a cell the model hands to Cantera stays there for that many more steps
     before the model is asked again (:meth:`Integrator.following_cells`; 0: asked every step).
+    ``small_calls``: None runs the rollout on the Integrator as it is; ``auto`` (on a CPU)
+    switches it to the AOTInductor step (:meth:`Integrator.use_small_calls`) when that is cached,
+    or compiles it for a rollout of :data:`AUTO_COMPILE_MIN_STEPS` steps or more (where there is
+    no C++ compiler the TorchScript step runs it, and the progress line says so); the report's
+    ``small_calls`` says which step ran it.
     """
+    if small_calls not in (None, "auto"):
+        raise InputError(f"small_calls: must be auto or None, got {small_calls!r}")
     if states_out is not None:
         reason = why_not_writable(states_out)
         if reason:
@@ -293,6 +309,8 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
     if tracked:  # room for the later of the two ignitions plus the delay
         n_steps = max(n_steps, int(math.ceil((1.25 * slowest_idt + after_ignition_s) / dt)))
     columns = [integrator.species.index(name) for name in tracked]
+    if small_calls == "auto":
+        _auto_small_calls(integrator, n_steps, progress)
     rollout = _surrogate_rollout(integrator, conditions, n_steps, progress, hold_steps,
                                  (columns, after_ignition_s))
     results = [_condition_result(gas, c, ref, rollout, i)
@@ -302,6 +320,7 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
                                                 tracked, columns, after_ignition_s)
     report = _report(integrator.meta.name, results, rollout, seconds_cantera)
     report.precision, report.device = integrator.precision, str(integrator.device)
+    report.small_calls = integrator.small_calls
     report.after_ignition_s = after_ignition_s if tracked else 0.0
     if flames:
         from kinetics.validation.flame_coverage import standard_coverage
@@ -318,6 +337,26 @@ def validate(integrator: Integrator, fuel: str, oxidizer: str, temperatures_k: l
                             f"{', …' if len(conditions) > 4 else ''}), {rollout.n_steps} steps "
                             f"of {dt:g} s")
     return report
+
+
+def _auto_small_calls(integrator: Integrator, n_steps: int, progress: bool) -> None:
+    """``small_calls="auto"``: the AOTInductor step for the rollout where it is cached, or
+    compiled for a rollout of :data:`AUTO_COMPILE_MIN_STEPS` steps or more; else TorchScript."""
+    if integrator.device.type != "cpu" or integrator.small_calls == "aot":
+        return
+    if integrator.use_small_calls(compile_missing=False):
+        return
+    if n_steps < AUTO_COMPILE_MIN_STEPS:
+        return
+    if progress:
+        print(f"compiling the small-call step ahead of time for a rollout of {n_steps:,} steps "
+              "(about a minute, once a model and machine; --small-calls torchscript to skip)",
+              flush=True)
+    try:
+        integrator.use_small_calls()
+    except DeepkinError as exc:
+        if progress:
+            print(f"the TorchScript step runs the rollout: {exc}", flush=True)
 
 
 def rollout_states(rollout: _Rollout, conditions: list[_Condition]) -> np.ndarray:
