@@ -274,6 +274,20 @@ def _check_small_calls(aot: Integrator, plain: Integrator, calls: Callable[[], i
     assert aot.small_calls == "torchscript"
 
 
+def _eager_small_calls(name: str) -> tuple[Integrator, Integrator, _EagerSmallStep]:
+    """Two Integrators of the shipped model ``name``: TorchScript only, and one whose small calls
+    go to DenseStep run eagerly in the package's place (its calls counted), and that stand-in."""
+    path = resolve_model(name)
+    plain = Integrator.load(path, device="cpu")
+    aot = Integrator.load(path, device="cpu")
+    meta, tensors, _ = _model(name)
+    small = _EagerSmallStep(DenseStep(meta, tensors, aot.gas, aot.dtype).eval())
+    aot._small = small
+    aot.small_call_max_cells = SMALL_CALL_MAX_CELLS
+    aot._settings_changed()
+    return plain, aot, small
+
+
 def _bad_batches(cells: np.ndarray) -> list[np.ndarray]:
     """Batches of ``cells`` (1, 3 and 36 rows) each with one bad row, and what it breaks."""
     bad = []
@@ -292,13 +306,7 @@ def test_bad_input_through_small_calls_is_refused_as_by_torchscript():
     and inf, T and P out of range, negative Y, ΣY off 1, alone and in batches; also for the
     rows held on Cantera in a rollout. A cold cell below the thermo range passes (frozen);
     ``check=False`` skips the check."""
-    path = resolve_model("h2-air-flame")
-    plain = Integrator.load(path, device="cpu")
-    aot = Integrator.load(path, device="cpu")
-    meta, tensors, _ = _model("h2-air-flame")
-    small = _EagerSmallStep(DenseStep(meta, tensors, aot.gas, aot.dtype).eval())
-    aot._small = small
-    aot._settings_changed()
+    plain, aot, small = _eager_small_calls("h2-air-flame")
     cells = _cells("h2-air-flame")
     for batch in _bad_batches(cells):
         with pytest.raises(InputError) as expected:
@@ -377,14 +385,7 @@ def test_validate_auto_compiles_the_small_step_for_long_rollouts_only(monkeypatc
 def test_the_integrators_small_calls_step_as_torchscript():
     """The Integrator's small-call path with DenseStep run eagerly in the package's place (no
     compile): see :func:`_check_small_calls`."""
-    path = resolve_model("h2-air-flame")
-    plain = Integrator.load(path, device="cpu")
-    aot = Integrator.load(path, device="cpu")
-    meta, tensors, _ = _model("h2-air-flame")
-    small = _EagerSmallStep(DenseStep(meta, tensors, aot.gas, aot.dtype).eval())
-    aot._small = small
-    aot.small_call_max_cells = SMALL_CALL_MAX_CELLS
-    aot._settings_changed()
+    plain, aot, small = _eager_small_calls("h2-air-flame")
     _check_small_calls(aot, plain, lambda: small.calls)
 
 
