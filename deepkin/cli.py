@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
+from kinetics.model.precisions import INFERENCE_PRECISIONS
 from mechanisms.errors import DeepkinError, StorageError
 
-# The networks' precisions (kinetics.step.forward.NETWORK_PRECISIONS; spelled out here so that the
-# command line starts without torch).
-PRECISION_NAMES = ["float32", "bfloat16", "bfloat16-hidden"]
+# The networks' precisions (kinetics.step.forward.NETWORK_PRECISIONS' names, from a module without
+# torch: the command line starts without it).
+PRECISION_NAMES = list(INFERENCE_PRECISIONS)
 
 
 def _fail(message: str, code: int = 1) -> None:

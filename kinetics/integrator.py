@@ -78,6 +78,7 @@ from kinetics.step.small_step import (
     SmallStep,
     load_small_step,
     model_sha256,
+    step_settings,
 )
 from kinetics.step.thermo import Nasa7
 from mechanisms.errors import DeepkinError, InputError
@@ -414,10 +415,9 @@ class Integrator:
             return
         module = self.step_module
         t_floor, t_ceiling = self._check_temperature_bounds()
-        check = [t_floor, t_ceiling, *PRESSURE_RANGE_PA, Y_TOLERANCE, SUM_TOLERANCE]
-        self._small_settings = torch.tensor(
-            [getattr(module, name) for name in SETTINGS[:ROUTING_SETTINGS]] + check,
-            dtype=torch.float64)
+        self._small_settings = step_settings(
+            [getattr(module, name) for name in SETTINGS[:ROUTING_SETTINGS]],
+            (t_floor, t_ceiling, *PRESSURE_RANGE_PA, Y_TOLERANCE, SUM_TOLERANCE))
         self._small_ready = small.domain == (module.domain_check, bool(module.use_grid))
 
     # -- construction ----------------------------------------------------------------------------
@@ -508,9 +508,7 @@ class Integrator:
         t_lo, t_hi = self.thermo_range_k
         t_floor, _ = self._check_temperature_bounds()
         if states.device.type == "cpu":
-            host = states.detach().numpy()
-            good = (_few_states_look_valid(host, t_floor, t_hi) if len(host) <= SMALL_BATCH_ROWS
-                    else _host_states_look_valid(host, t_floor, t_hi))
+            good = self._rows_look_valid(states)
         else:
             row_sum = states.sum(dim=1)
             total = row_sum - temperature(states) - pressure(states)
@@ -618,7 +616,7 @@ class Integrator:
                 out, flag, fell_back, counts = self._advance_stepwise(x, n_sub, stop)
             n = len(flag)
             frozen = flag == FLAG_FROZEN
-            n_frozen = counts[5] if counts[5] >= 0 else int(np.count_nonzero(frozen))
+            n_frozen = int(np.count_nonzero(frozen))
             if n_frozen == n:
                 # Nothing was advanced: the input itself is the answer (no copy of a large batch).
                 return StepResult(states, n, n, 0, n_sub, frozen, np.zeros_like(frozen))
@@ -650,7 +648,7 @@ class Integrator:
             flag = np.full(n, FLAG_FALLBACK, dtype=np.int8)
             fell_back = np.zeros(n, dtype=bool)
             fell_back[held] = True
-            counts = [0, 0, 0, True, 0, 0]
+            counts = [0, 0, 0, True, len(held)]
             if len(free):
                 index = torch.as_tensor(free, device=x.device)
                 self._row_keys = free
@@ -662,11 +660,10 @@ class Integrator:
                 out[index] = sub
                 flag[free] = sub_flag
                 fell_back[free] = sub_fell_back
-                counts = sub_counts[:3] + [True, 0, sub_counts[5]]
+                counts = sub_counts[:3] + [True, len(held)]
             _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)
-            counts[4] = len(held)
         for j in held.tolist():
             if self._held[j] <= 1:
                 del self._held[j]
@@ -680,7 +677,8 @@ class Integrator:
         return out, flag, fell_back, counts
 
     def _rows_look_valid(self, rows: torch.Tensor) -> bool:
-        """The fast input check (:meth:`check_states`' first test) of a few rows."""
+        """The fast input check (:meth:`check_states`' first test) of ``rows`` on the host: on
+        Python floats for a few rows, block by block in numpy for more."""
         t_floor, t_ceiling = self._check_temperature_bounds()
         host = rows.detach().cpu().numpy()
         return (_few_states_look_valid(host, t_floor, t_ceiling) if len(host) <= SMALL_BATCH_ROWS
@@ -695,8 +693,8 @@ class Integrator:
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
         """All ``n_sub`` model steps in one call of the compiled step; the cells it holds for the
         fallback take their Cantera step and go on from there. ``(states, flag [n] int8,
-        fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back, 0 (held),
-        frozen cells or -1: not counted])`` (flags and masks on the host).
+        fell_back [n] bool, [tail, induction, unresolved cell-steps, any fell back, 0 cells
+        held])`` (flags and masks on the host).
 
         A small call takes the AOTInductor step when there is one: the cells it holds for the
         fallback go to Cantera, but those whose T' it has not converged
@@ -708,7 +706,7 @@ class Integrator:
         has_regimes = self.tail is not None or self.induction is not None
         if self._small_takes(x, n_sub):
             out, flag_t, counts_t = self._small(x.contiguous(), self._small_settings)
-            tail, induction, unresolved, failed, frozen, fallback, short = counts_t.tolist()
+            tail, induction, unresolved, failed, _, fallback, short = counts_t.tolist()
             if failed and recheck is not None:
                 recheck()  # InputError naming the row (a frozen cell below the range passes)
             counts = [tail, induction, unresolved] if has_regimes else [0, 0, 0]
@@ -725,13 +723,13 @@ class Integrator:
                 flag[retry] = sub_flag_t.numpy()
                 fallback = int(np.count_nonzero(flag == FLAG_FALLBACK))
             if not fallback:
-                return out, flag, np.zeros(len(flag), dtype=bool), counts + [False, 0, frozen]
+                return out, flag, np.zeros(len(flag), dtype=bool), counts + [False, 0]
             fell_back = flag == FLAG_FALLBACK
             held = np.flatnonzero(fell_back)
             _as_held(out, x, held)
             for j in held.tolist():
                 self._fallback_cell(out, j)  # one model step: nothing left after it
-            return out, flag, fell_back, counts + [True, 0, frozen]
+            return out, flag, fell_back, counts + [True, 0]
         if recheck is not None:
             recheck()
         out, flag_t, done_t, counts_t = self.step_module.advance(x, n_sub, None, True)
@@ -739,7 +737,7 @@ class Integrator:
         fell_back = flag == FLAG_FALLBACK
         counts = counts_t.tolist() if has_regimes else [0, 0, 0]
         if not fell_back.any():
-            return out, flag, fell_back, counts + [False, 0, -1]
+            return out, flag, fell_back, counts + [False, 0]
         left = n_sub - done_t.cpu().numpy()  # model steps each cell has still to take
         held = np.flatnonzero(fell_back)
         while len(held):
@@ -758,7 +756,7 @@ class Integrator:
             sub_flag = sub_flag.cpu().numpy()
             left[again] -= sub_done.cpu().numpy()
             held = again[sub_flag == FLAG_FALLBACK]
-        return out, flag, fell_back, counts + [True, 0, -1]
+        return out, flag, fell_back, counts + [True, 0]
 
     def _advance_stepwise(self, x: torch.Tensor, n_sub: int, stop: Callable[[], bool]
                           ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
@@ -793,7 +791,7 @@ class Integrator:
             for j in held.tolist():
                 interrupt()
                 self._fallback_cell(out, j)
-        return out, flag, fell_back, counts + [True, 0, -1]
+        return out, flag, fell_back, counts + [True, 0]
 
     @contextlib.contextmanager
     def following_cells(self, max_cells: int = 64, hold_steps: int = 0

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kinetics.model.precisions import INFERENCE_PRECISIONS
 from mechanisms.errors import InputError
 
 ENV_PREFIX = "DEEPKIN_"
@@ -23,7 +24,7 @@ class ServiceSettings(BaseModel):
     model_dir: Path | None = Field(None, description="Directory of *.safetensors models (default: shipped)")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice)")
-    precision: Literal["auto", "float32", "bfloat16", "bfloat16-hidden"] = Field(
+    precision: Literal[("auto", *INFERENCE_PRECISIONS)] = Field(
         "auto", description="The networks' dtype; auto: a model's validated inference precision "
                             "where the CPU multiplies it natively, else float32")
     host: str = "127.0.0.1"

@@ -115,7 +115,7 @@ def test_every_list_of_precision_names_is_the_engines():
 
     from couplers.openfoam.commands import export_cmd
     from deepkin.cli import PRECISION_NAMES
-    from kinetics.model.model_file import INFERENCE_PRECISIONS
+    from kinetics.model.precisions import INFERENCE_PRECISIONS
     from kinetics.step.forward import NETWORK_PRECISIONS, precision_name
     from service.settings import ServiceSettings
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from kinetics.model.precisions import INFERENCE_PRECISIONS
+
 
 @click.group("openfoam")
 def openfoam() -> None:
@@ -53,8 +55,7 @@ def build_cmd(home_dir, source, quiet) -> None:
 @click.option("--threads", type=click.IntRange(min=0),
               help="deepkin-inprocess: libtorch threads per rank [default: 1, one rank per core; "
                    "0: libtorch's own choice].")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "bfloat16-hidden"]),
-              default="auto",
+@click.option("--precision", type=click.Choice(["auto", *INFERENCE_PRECISIONS]), default="auto",
               show_default=True,
               help="deepkin-inprocess: the networks' dtype in the file (auto: as the service "
                    "would run the model on this machine).")

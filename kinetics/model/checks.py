@@ -32,11 +32,11 @@ from kinetics.model.model_file import (
     BCT_MIN,
     DOMAIN_TENSORS,
     FEATURE_NORMS,
-    INFERENCE_PRECISIONS,
     OCCUPANCY_TENSOR,
     TARGET_NORMS,
     WEIGHTS,
 )
+from kinetics.model.precisions import INFERENCE_PRECISIONS
 from kinetics.networks.architectures import build_model
 from mechanisms.config_file import is_number
 from mechanisms.errors import InputError, cantera_message

@@ -37,9 +37,6 @@ from mechanisms.loading import mechanism_sha256
 # with the checks of their format (and their per-species domain box), plus the consistency checks.
 # 6: the main network's bfloat16 copy may route cells before the main network runs (``router``).
 FORMAT_VERSION = 6
-# The precisions a model may be validated in (inference_precision); the networks' dtypes of each
-# are kinetics.step.forward.NETWORK_PRECISIONS.
-INFERENCE_PRECISIONS = ("float32", "bfloat16", "bfloat16-hidden")
 
 # The tensors of a model file. A network's tensors sit under its head's prefix: "" for the main
 # network, TAIL for the near-equilibrium one, INDUCTION for the induction one.

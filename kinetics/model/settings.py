@@ -6,11 +6,11 @@
   the value of the induction network's config; a user whose validation shows slow induction the
   network does not resolve writes a copy with another value (docs/training.md, "The resolution
   floor, set after training"). Only the share of cells handed over moves.
-- The precision the model is validated in (``inference_precision``, format ≥ 5: ``float32`` or
-  ``bfloat16``): what ``auto`` runs the networks in where the CPU multiplies bfloat16 natively
-  (:func:`kinetics.step.forward.network_dtype`; float32 elsewhere and on GPUs). Set it to
-  bfloat16 only once the model's flames and 0D validation have been run in bfloat16
-  (docs/training.md, "bfloat16 in the hidden layers").
+- The precision the model is validated in (``inference_precision``, format ≥ 5: ``float32``,
+  ``bfloat16`` or ``bfloat16-hidden``): what ``auto`` runs the networks in where the CPU
+  multiplies bfloat16 natively (:func:`kinetics.step.forward.network_precision`; float32
+  elsewhere and on GPUs). Set it only once the model's flames and 0D validation have been run
+  in that precision (docs/training.md, "bfloat16 in the hidden layers").
 
 :func:`change_settings` writes a copy of a model with either changed; the networks, their
 scales and every other setting are unchanged.
@@ -22,7 +22,8 @@ import dataclasses
 import math
 from pathlib import Path
 
-from kinetics.model.model_file import INFERENCE_PRECISIONS, ModelMeta, read_model_file, resave_model
+from kinetics.model.model_file import ModelMeta, read_model_file, resave_model
+from kinetics.model.precisions import INFERENCE_PRECISIONS
 from mechanisms.errors import InputError
 
 
@@ -32,9 +33,10 @@ def change_settings(model: str | Path, out: str | Path, fallback_below: float | 
     (None: unchanged) and return the new metadata.
 
     ``fallback_below``: ``induction.fallback_below`` (a finite number ≥ 0, a fraction of the
-    induction network's own target scale; 0: no floor). ``inference_precision``: ``float32`` or
-    ``bfloat16``. InputError, naming the option, for a value out of range, for a floor on a model
-    without an induction network, or when no setting is given.
+    induction network's own target scale; 0: no floor). ``inference_precision``: one of
+    :data:`~kinetics.model.precisions.INFERENCE_PRECISIONS`. InputError, naming the option, for a
+    value out of range, for a floor on a model without an induction network, or when no setting
+    is given.
     """
     from kinetics.model.registry import resolve_model
 

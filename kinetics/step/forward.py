@@ -35,7 +35,6 @@ PACK_BATCH_ROWS = 1024  # the batch size oneDNN's weight layout is chosen for (a
 _FUSED = {nn.GELU: "gelu", nn.SiLU: "swish", nn.Tanh: "tanh"}
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # The precisions a model's networks run in, by name: (the dtype of the first and last layers,
 # which see the scaled features and give the outputs; the dtype of the layers between, None: the
 # same). "bfloat16-hidden" keeps the features and outputs float32 and runs the hidden-to-hidden

@@ -108,12 +108,23 @@ SMALL_CALL_MAX_CELLS = 128
 SETTINGS = ("route_below", "induction_route_below", "induction_progress_below",
             "induction_fallback_below", "skip_main_below", "check_t_floor_k", "check_t_ceiling_k",
             "check_p_lo_pa", "check_p_hi_pa", "check_y_tolerance", "check_sum_tolerance")
-ROUTING_SETTINGS = 5  # the first five of SETTINGS
+ROUTING_SETTINGS = SETTINGS.index("check_t_floor_k")  # the routing thresholds come first
 # DenseStep's ``counts``, in order (cells or cell-steps of the call).
 COUNTS = ("tail", "induction", "unresolved", "failed_check", "frozen", "fallback", "newton_short")
 # What the cache key hashes besides the model: the sources whose arithmetic the package holds.
 _SOURCES = ("small_step.py", "compiled_step.py", "forward.py", "tables.py", "thermo.py")
 PACKAGE_SUFFIX = ".pt2"
+
+
+def step_settings(routing: list[float],
+                  check: tuple[float, float, float, float, float, float] | None = None
+                  ) -> torch.Tensor:
+    """DenseStep's ``settings`` input ``[11]`` float64 (:data:`SETTINGS`): the five routing
+    thresholds ``routing``, then the input check's bounds ``check`` (T floor and ceiling in K, P
+    low and high in Pa, the Y and ΣY tolerances; None: only non-finite rows and T ≤ 0 fail)."""
+    inf = float("inf")
+    bounds = check if check is not None else (0.0, inf, -inf, inf, inf, inf)
+    return torch.tensor([*routing, *bounds], dtype=torch.float64)
 
 
 class DenseRates(nn.Module):
@@ -243,13 +254,9 @@ class DenseStep(nn.Module):
                  ) -> torch.Tensor:
         """The ``settings`` input ``[11]`` float64 (:data:`SETTINGS`): the routing thresholds, as
         the Integrator's properties of those names (``skip_main_below`` 0: the router sends no
-        cell), and ``check``, the input check's bounds (T floor and ceiling in K, P low and high
-        in Pa, the Y and ΣY tolerances; None: only non-finite rows and T ≤ 0 fail it)."""
-        inf = float("inf")
-        bounds = check if check is not None else (0.0, inf, -inf, inf, inf, inf)
-        return torch.tensor([route_below, induction_route_below, induction_progress_below,
-                             induction_fallback_below, skip_main_below, *bounds],
-                            dtype=torch.float64)
+        cell), and ``check``, the input check's bounds (:func:`step_settings`)."""
+        return step_settings([route_below, induction_route_below, induction_progress_below,
+                              induction_fallback_below, skip_main_below], check)
 
     def forward(self, states: torch.Tensor, settings: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -666,9 +673,9 @@ def load_small_step(meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.S
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name)[:64] or "model"
     package = folder / f"{stem}-{key.digest()}{PACKAGE_SUFFIX}"
     compile_s = 0.0
-    if not package.exists() and not compile_missing:
-        return None
     if not package.exists():
+        if not compile_missing:
+            return None
         started = time.perf_counter()
         step = DenseStep(meta, tensors, gas, dtype, domain_check, use_grid, hidden_dtype).eval()
         compile_small_step(step, package, max_cells)
@@ -678,4 +685,5 @@ def load_small_step(meta: ModelMeta, tensors: dict[str, torch.Tensor], gas: ct.S
 
 __all__ = ["COUNTS", "EXPORT_MAX_CELLS", "NEWTON_ITERATIONS", "ROUTING_SETTINGS", "SETTINGS",
            "SMALL_CALL_MAX_CELLS", "DenseRates", "DenseStep", "SmallStep", "SmallStepKey",
-           "compile_small_step", "load_small_step", "model_sha256", "small_step_cache_dir", "small_step_key"]
+           "compile_small_step", "load_small_step", "model_sha256", "small_step_cache_dir", "small_step_key",
+           "step_settings"]

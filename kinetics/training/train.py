@@ -34,7 +34,6 @@ from kinetics.model.model_file import (
     BCT_MAX,
     BCT_MIN,
     HEADS,
-    INFERENCE_PRECISIONS,
     OCCUPANCY_TENSOR,
     WEIGHTS,
     X_MEAN,
@@ -48,6 +47,7 @@ from kinetics.model.model_file import (
     save_model,
     scaling_tensors,
 )
+from kinetics.model.precisions import INFERENCE_PRECISIONS
 from kinetics.networks.architectures import build_model
 from kinetics.networks.transforms import box_cox, box_cox_inverse, decode_output, encode_output
 from kinetics.step.device import resolve_device
